@@ -1,0 +1,286 @@
+"""Discrete dynamics -- GD, SGD and any optax optimizer -- on the gradient-flow time axis.
+
+The iterate after ``k`` steps sits at time ``t_k = sum_{i<k} lr_i`` (``k * lr`` for a
+constant learning rate), so discrete and continuous trajectories share one axis.
+Requested save times are rounded to the nearest step; the actual times are reported.
+Steps run inside ``lax.while_loop`` segments between save points (one ``lax.scan``
+over segments); after a stop the remaining steps are skipped, not computed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from . import _status
+
+__all__ = ["GD", "SGD", "Optax"]
+
+_MAX_SCHEDULE_STEPS = 10**8
+
+
+def _check_lr(lr, owner: str):
+    if callable(lr):
+        return
+    if isinstance(lr, bool) or not isinstance(lr, int | float | np.floating | np.integer):
+        raise ValueError(f"{owner}: lr must be a number > 0 or a schedule step -> lr, got {lr!r}.")
+    if not (np.isfinite(lr) and lr > 0):
+        raise ValueError(f"{owner}: lr must be a finite number > 0, got {lr!r}.")
+
+
+class _Discrete(eqx.Module):
+    """Shared machinery: the time grid, the step loop and stopping."""
+
+    @property
+    def kind(self) -> str:
+        return "discrete"
+
+    # -- the time grid -----------------------------------------------------------------
+    def _step_times(self, t1: float) -> np.ndarray:
+        """Times ``t_0 = 0, t_1, ..., t_K`` of the iterates, with ``t_K`` closest to ``t1``."""
+        lr = self.lr
+        if not callable(lr):
+            K = max(1, int(round(t1 / float(lr))))
+            return np.arange(K + 1, dtype=np.float64) * float(lr)
+        lrs, total, k0, chunk = [], 0.0, 0, 4096
+        while total < t1:
+            if k0 > _MAX_SCHEDULE_STEPS:
+                raise ValueError(f"lr schedule does not reach t1={t1} in {k0} steps.")
+            v = np.asarray(jax.vmap(lr)(jnp.arange(k0, k0 + chunk)), dtype=np.float64)
+            if not np.all(np.isfinite(v) & (v > 0)):
+                raise ValueError("lr schedule must give finite values > 0 at every step.")
+            lrs.append(v)
+            total += v.sum()
+            k0 += chunk
+            chunk *= 2
+        t = np.concatenate([[0.0], np.cumsum(np.concatenate(lrs))])
+        K = int(np.searchsorted(t, t1))
+        if K > 0 and abs(t[K - 1] - t1) <= abs(t[K] - t1):
+            K -= 1
+        return t[: max(K, 1) + 1]
+
+    def _lr_at(self, k):
+        return self.lr(k) if callable(self.lr) else self.lr
+
+    # -- per-dynamics hooks --------------------------------------------------------------
+    def _init_state(self, params):
+        return None
+
+    def _update(self, objective, params, state, k, g):
+        lr = self._lr_at(k)
+        return jax.tree.map(lambda p, gi: p - lr * gi, params, g), state
+
+    def _batch(self):
+        return None  # full batch
+
+    def _integrate(self, objective, params0, ts, t1, obs_fn, ctx, *, stop_loss, stop_grad,
+                   save_params, progress):
+        batch = self._batch()
+        if batch is not None and batch.batch_size > objective.y.shape[0]:
+            raise ValueError(f"SGD: batch_size={batch.batch_size} exceeds the number of "
+                             f"samples n={objective.y.shape[0]}.")
+        t_grid = self._step_times(t1)
+        # a traced learning rate: changing its value does not recompile
+        dyn = self if callable(self.lr) else eqx.tree_at(
+            lambda d: d.lr, self, jnp.asarray(self.lr, objective.y.dtype))
+        idx = np.clip(np.searchsorted(t_grid, ts), 1, len(t_grid) - 1)
+        save_steps = np.where(np.abs(t_grid[idx - 1] - ts) <= np.abs(t_grid[idx] - ts),
+                              idx - 1, idx)
+        bar = _progress_bar(len(save_steps)) if progress else None
+        try:
+            out = _discrete_solve(
+                dyn, objective, params0, jnp.asarray(save_steps), obs_fn, ctx,
+                None if stop_loss is None else jnp.asarray(stop_loss),
+                None if stop_grad is None else jnp.asarray(stop_grad),
+                save_params=save_params, progress=bar is not None,
+            )
+            out = jax.device_get(out)
+        finally:
+            if bar is not None:
+                bar.close()
+                _BARS.pop()
+        k_stop = int(out.pop("k_stop"))
+        out["ts"] = t_grid[save_steps]
+        out["t_stop"] = t_grid[k_stop]
+        valid = save_steps <= k_stop
+        out["obs"] = jax.tree.map(lambda x: np.where(_bcast(valid, x), x, np.nan), out["obs"])
+        extra = int(out["stats"].pop("extra_evals"))
+        out["stats"] = {"num_steps": k_stop, "grad_evals": k_stop + extra}
+        return out
+
+
+_BARS: list = []
+
+
+def _progress_bar(total):
+    import tqdm
+
+    bar = tqdm.tqdm(total=total, delay=2.0, desc="saves", unit="save")
+    _BARS.append(bar)
+    return bar
+
+
+def _tick(s):
+    if _BARS:
+        _BARS[-1].update(int(s) + 1 - _BARS[-1].n)
+
+
+def _bcast(mask, x):
+    return mask.reshape(mask.shape + (1,) * (np.ndim(x) - mask.ndim))
+
+
+def _tree_finite(tree):
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def _tree_norm(tree):
+    return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
+
+
+@eqx.filter_jit
+def _discrete_solve(dyn: _Discrete, objective, params0, save_steps, obs_fn, ctx, stop_loss,
+                    stop_grad, *, save_params, progress):
+    batch = dyn._batch()
+    full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
+    n = objective.y.shape[0]
+
+    def step(c):
+        params, state, k, code, bstate, extra = c
+        if batch is None:
+            loss, g = objective.value_and_grad(params)
+            gnorm = _tree_norm(g) if stop_grad is not None else None
+        else:
+            idx, bstate = batch.indices(bstate, k, n)
+            loss, g = objective.value_and_grad(params, idx)
+            if full_check:
+                if stop_grad is not None:
+                    floss, fg = objective.value_and_grad(params)
+                    gnorm = _tree_norm(fg)
+                else:
+                    floss, gnorm = objective.loss(params), None
+                extra = extra + 1
+        check_loss = floss if full_check else loss
+        new_params, new_state = dyn._update(objective, params, state, k, g)
+        new_code = jnp.where(jnp.isfinite(loss) & _tree_finite(new_params), _status.COMPLETED,
+                             _status.DIVERGED)
+        if stop_loss is not None:
+            new_code = jnp.where(check_loss < stop_loss, _status.STOP_LOSS, new_code)
+        if stop_grad is not None:
+            new_code = jnp.where(gnorm < stop_grad, _status.STOP_GRAD, new_code)
+        go = new_code == _status.COMPLETED
+        params = jax.tree.map(lambda a, b: jnp.where(go, a, b), new_params, params)
+        state = jax.tree.map(lambda a, b: jnp.where(go, a, b), new_state, state)
+        return params, state, jnp.where(go, k + 1, k), new_code, bstate, extra
+
+    def segment(c, s_and_k):
+        s, k_end = s_and_k
+        c = jax.lax.while_loop(lambda c: (c[2] < k_end) & (c[3] == _status.COMPLETED), step, c)
+        obs = obs_fn(c[0], ctx)
+        if progress:
+            jax.debug.callback(_tick, s)
+        return c, ((obs, c[0]) if save_params else obs)
+
+    bstate0 = None if batch is None else batch.init(n)
+    c0 = (params0, dyn._init_state(params0), jnp.asarray(0, save_steps.dtype),
+          jnp.asarray(_status.COMPLETED), bstate0, jnp.asarray(0, save_steps.dtype))
+    c, ys = jax.lax.scan(segment, c0, (jnp.arange(save_steps.shape[0]), save_steps))
+    obs, params = ys if save_params else (ys, None)
+    params_final, _, k, code, _, extra = c
+    return {"obs": obs, "params": params, "params_final": params_final, "k_stop": k,
+            "obs_final": obs_fn(params_final, ctx), "status": code,
+            "stats": {"extra_evals": extra}}
+
+
+class GD(_Discrete):
+    """Full-batch gradient descent ``theta <- theta - lr grad L(theta)``.
+
+    ``lr`` is a number > 0 or a schedule ``step -> lr`` (e.g. an optax schedule).
+    """
+
+    lr: Any
+
+    def __check_init__(self):
+        _check_lr(self.lr, "GD")
+
+    def describe(self) -> str:
+        return f"GD(lr={self.lr})"
+
+
+class _Minibatches(eqx.Module):
+    """Minibatches without replacement: a fresh permutation each epoch (last partial
+    batch dropped), drawn from ``key`` folded with the epoch index."""
+
+    key: Any
+    batch_size: int = eqx.field(static=True)
+
+    def init(self, n):
+        return jax.random.permutation(jax.random.fold_in(self.key, 0), n)
+
+    def indices(self, perm, k, n):
+        nb = n // self.batch_size
+        b = k % nb
+        perm = jax.lax.cond(
+            (b == 0) & (k > 0),
+            lambda: jax.random.permutation(jax.random.fold_in(self.key, k // nb), n),
+            lambda: perm,
+        )
+        return jax.lax.dynamic_slice(perm, (b * self.batch_size,), (self.batch_size,)), perm
+
+
+class SGD(_Discrete):
+    """Minibatch SGD: batches drawn without replacement per epoch from ``key``.
+
+    With ``batch_size == n`` it is GD (up to summation order).
+    """
+
+    lr: Any
+    batch_size: int = eqx.field(static=True)
+    key: Any = None
+
+    def __check_init__(self):
+        _check_lr(self.lr, "SGD")
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
+                or self.batch_size < 1:
+            raise ValueError(f"SGD: batch_size must be an integer >= 1, got {self.batch_size!r}.")
+        if self.key is None:
+            raise ValueError(
+                "SGD needs an explicit PRNG key: SGD(lr, batch_size, key=jax.random.key(0))."
+            )
+
+    def describe(self) -> str:
+        return f"SGD(lr={self.lr}, batch_size={self.batch_size})"
+
+    def _batch(self):
+        return _Minibatches(self.key, self.batch_size)
+
+
+class Optax(_Discrete):
+    """Any optax optimizer; ``lr`` is the time one step advances (``t_k = k * lr``),
+    normally the optimizer's learning rate."""
+
+    optimizer: optax.GradientTransformation = eqx.field(static=True)
+    lr: Any
+
+    def __check_init__(self):
+        if not isinstance(self.optimizer, optax.GradientTransformation):
+            raise ValueError(
+                f"Optax: optimizer must be an optax.GradientTransformation, got {self.optimizer!r}."
+            )
+        _check_lr(self.lr, "Optax")
+
+    def describe(self) -> str:
+        return f"Optax(lr={self.lr})"
+
+    def _init_state(self, params):
+        return self.optimizer.init(params)
+
+    def _update(self, objective, params, state, k, g):
+        updates, state = self.optimizer.update(g, state, params)
+        # e.g. weight decay must not move fixed leaves
+        updates = objective.mask_grad(params, updates)
+        return optax.apply_updates(params, updates), state

@@ -1,0 +1,88 @@
+"""Experiments: one module per research setting, each a thin composition of library pieces.
+
+An experiment module defines
+
+- ``Config``: a frozen dataclass of settings, every one with a default (and ``seed``);
+- ``run(config, *, progress=False) -> Result``: the headline figures (``summary``) and the
+  data behind them (an ``xarray.Dataset``);
+- ``figures(dataset, config) -> {name: matplotlib Figure}``: plots drawn from the dataset
+  alone, so ``gflow plot DIR`` can redraw them from disk.
+
+Modules in this package are discovered by name; ``gflow list`` shows them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import pkgutil
+import typing
+from types import ModuleType
+from typing import Any
+
+__all__ = ["Result", "config_from_dict", "get", "names", "parse_sets"]
+
+
+@dataclasses.dataclass
+class Result:
+    """What an experiment returns: flat headline figures and the data behind them."""
+
+    summary: dict[str, Any]
+    dataset: Any  # xarray.Dataset
+
+
+def names() -> list[str]:
+    """Names of the available experiments."""
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
+def get(name: str) -> ModuleType:
+    """The experiment module called ``name``."""
+    if name not in names():
+        raise ValueError(f"unknown experiment {name!r}; available: {names()}")
+    return importlib.import_module(f"{__name__}.{name}")
+
+
+def _convert(raw: str, typ, key: str):
+    origin = typing.get_origin(typ)
+    if origin is tuple:
+        (inner, *_) = typing.get_args(typ) or (str,)
+        return tuple(_convert(r, inner, key) for r in raw.split(",") if r != "")
+    if typ is bool:
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"--set {key}={raw}: expected true or false.")
+    try:
+        if typ is int:
+            return int(raw)
+        if typ is float:
+            return float(raw)
+    except ValueError:
+        raise ValueError(f"--set {key}={raw}: expected a {typ.__name__}.") from None
+    return raw
+
+
+def config_from_dict(cls, values: dict[str, Any]):
+    """Build ``cls`` from a dict, rejecting unknown keys with the list of valid ones."""
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - fields)
+    if unknown:
+        raise ValueError(f"unknown setting(s) {unknown}; valid settings: {sorted(fields)}")
+    return cls(**values)
+
+
+def parse_sets(cls, sets: list[str]):
+    """Build a config of type ``cls`` from ``["key=value", ...]`` strings."""
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for s in sets:
+        if "=" not in s:
+            raise ValueError(f"--set expects key=value, got {s!r}.")
+        key, raw = s.split("=", 1)
+        key = key.strip()
+        if key not in hints:
+            raise ValueError(f"unknown setting {key!r}; valid settings: {sorted(hints)}")
+        values[key] = _convert(raw.strip(), hints[key], key)
+    return config_from_dict(cls, values)

@@ -1,0 +1,208 @@
+"""Gradient flow ``d theta/dt = -grad L(theta)`` integrated with diffrax.
+
+Observables are computed inside the solve at the save times (``SaveAt(fn=...)``), so
+memory is O(#saves x #observables) unless parameter snapshots are asked for.
+Stopping conditions are diffrax events; divergence (non-finite loss) is an event too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import diffrax
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+
+from . import _status
+
+__all__ = ["SOLVERS", "GradientFlow"]
+
+SOLVERS: dict[str, type] = {
+    "tsit5": diffrax.Tsit5,
+    "dopri5": diffrax.Dopri5,
+    "dopri8": diffrax.Dopri8,
+    "bosh3": diffrax.Bosh3,
+    "heun": diffrax.Heun,
+    "midpoint": diffrax.Midpoint,
+    "ralston": diffrax.Ralston,
+    "euler": diffrax.Euler,
+    "kvaerno5": diffrax.Kvaerno5,
+}
+_CONTROLLERS = ("pid", "i", "constant")
+
+
+def _delayed_tqdm_meter():
+    """diffrax's tqdm meter, shown only once a solve has run for 2 s."""
+
+    class _DelayedTqdm(diffrax.TqdmProgressMeter):
+        @staticmethod
+        def _init_bar():
+            import tqdm
+
+            return tqdm.tqdm(total=100, unit="%", delay=2.0, desc="gradient flow",
+                             bar_format="{desc}: {percentage:.1f}%|{bar}| [{elapsed}<{remaining}]")
+
+        # update() (not refresh()) so that tqdm's delay and mininterval apply
+        @staticmethod
+        def _step_bar(bar, progress):
+            bar.update(round(100 * float(progress), 2) - bar.n)
+
+        @staticmethod
+        def _close_bar(bar):
+            bar.update(100.0 - bar.n)
+            bar.close()
+
+    return _DelayedTqdm()
+
+
+class GradientFlow(eqx.Module):
+    """Gradient flow integrated by diffrax.
+
+    Arguments:
+        rtol, atol: tolerances of the adaptive step-size controller.
+        solver: a name from :data:`SOLVERS` (default ``"tsit5"``) or a diffrax solver.
+        controller: ``"pid"`` (PI control, ``pcoeff=0.4, icoeff=0.3``: robust where the
+            ReLU vector field has kinks), ``"i"`` (classic integral controller),
+            ``"constant"`` (fixed step ``dt0``), or a diffrax step-size controller.
+        dt0: initial (or, for ``"constant"``, fixed) step; ``None`` picks it automatically.
+        max_steps: the solve fails with a clear error beyond this many steps.
+    """
+
+    rtol: float = 1e-6
+    atol: float = 1e-8
+    solver: Any = eqx.field(static=True, default="tsit5")
+    controller: Any = eqx.field(static=True, default="pid")
+    dt0: float | None = None
+    max_steps: int = eqx.field(static=True, default=100_000)
+    pcoeff: float = eqx.field(static=True, default=0.4)
+    icoeff: float = eqx.field(static=True, default=0.3)
+
+    def __check_init__(self):
+        if isinstance(self.solver, str) and self.solver not in SOLVERS:
+            raise ValueError(
+                f"solver={self.solver!r} is unknown; valid names are {list(SOLVERS)} "
+                "or pass a diffrax solver object."
+            )
+        if not isinstance(self.solver, str | diffrax.AbstractSolver):
+            raise ValueError(f"solver must be a name or a diffrax solver, got {self.solver!r}.")
+        if isinstance(self.controller, str) and self.controller not in _CONTROLLERS:
+            raise ValueError(
+                f"controller={self.controller!r} is unknown; valid names are {list(_CONTROLLERS)} "
+                "or pass a diffrax step-size controller."
+            )
+        for name in ("rtol", "atol"):
+            v = getattr(self, name)
+            if not (isinstance(v, int | float) and v > 0):
+                raise ValueError(f"{name} must be a number > 0, got {v!r}.")
+        if self.controller == "constant" and self.dt0 is None:
+            raise ValueError("controller='constant' needs a fixed step: pass dt0=.")
+        if self.dt0 is not None and not self.dt0 > 0:
+            raise ValueError(f"dt0 must be > 0, got {self.dt0!r}.")
+        if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
+            raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
+
+    @property
+    def kind(self) -> str:
+        return "gf"
+
+    def describe(self) -> str:
+        name, ctrl = (x if isinstance(x, str) else type(x).__name__
+                      for x in (self.solver, self.controller))
+        return f"GradientFlow(solver={name}, controller={ctrl}, rtol={self.rtol}, atol={self.atol})"
+
+    def _solver(self):
+        return SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
+
+    def _controller(self):
+        c = self.controller
+        if not isinstance(c, str):
+            return c
+        if c == "constant":
+            return diffrax.ConstantStepSize()
+        p, i = (self.pcoeff, self.icoeff) if c == "pid" else (0.0, 1.0)
+        return diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=p, icoeff=i)
+
+    def grad_evals(self, num_steps) -> Any:
+        """Gradient evaluations used by ``num_steps`` solver steps (Runge-Kutta tableau)."""
+        tab = getattr(self._solver(), "tableau", None)
+        if tab is None:
+            return None
+        stages = len(tab.c) + 1
+        fsal = bool(getattr(tab, "fsal", False))
+        return 1 + num_steps * (stages - (1 if fsal else 0)) if fsal else num_steps * stages
+
+    def _integrate(self, objective, params0, ts, t1, obs_fn: Callable, ctx, *, stop_loss,
+                   stop_grad, save_params, progress):
+        cond = (stop_loss is not None, stop_grad is not None)
+        out = _gf_solve(self, objective, params0, jnp.asarray(ts), jnp.asarray(t1), obs_fn, ctx,
+                        None if stop_loss is None else jnp.asarray(stop_loss),
+                        None if stop_grad is None else jnp.asarray(stop_grad),
+                        cond=cond, save_params=save_params, progress=progress)
+        out = jax.device_get(out)
+        out["stats"]["grad_evals"] = self.grad_evals(int(out["stats"]["num_steps"]))
+        return out
+
+
+@eqx.filter_jit
+def _gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
+              *, cond, save_params, progress):
+    def vf(t, y, args):
+        return jax.tree.map(jnp.negative, args.grad(y))
+
+    def save_fn(t, y, args):
+        obs = obs_fn(y, ctx)
+        return (obs, y) if save_params else obs
+
+    def diverged(t, y, args, **kw):
+        return ~jnp.isfinite(args.loss(y))
+
+    conds = [diverged]
+    if cond[0]:
+        conds.append(lambda t, y, args, **kw: args.loss(y) < stop_loss)
+    if cond[1]:
+        def small_grad(t, y, args, **kw):
+            g = args.grad(y)
+            return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g))) < stop_grad
+        conds.append(small_grad)
+
+    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn),
+                                  diffrax.SubSaveAt(t1=True)])
+    dt0 = dyn.dt0
+    sol = diffrax.diffeqsolve(
+        diffrax.ODETerm(vf), dyn._solver(), t0=jnp.zeros_like(t1), t1=t1, dt0=dt0,
+        y0=params0, args=objective, saveat=saveat, stepsize_controller=dyn._controller(),
+        max_steps=dyn.max_steps, throw=False, event=diffrax.Event(conds),
+        progress_meter=_delayed_tqdm_meter() if progress else diffrax.NoProgressMeter(),
+    )
+    (ts_saved, t_final), (ys_saved, y_final_all) = sol.ts, sol.ys
+    y_final = jax.tree.map(lambda x: x[-1], y_final_all)
+    t_stop = t_final[-1]
+    ok = sol.result == diffrax.RESULTS.successful
+    event = sol.result == diffrax.RESULTS.event_occurred
+    mask = sol.event_mask if sol.event_mask is not None else [False] * len(conds)
+    status = jnp.where(ok, _status.COMPLETED, _status.SOLVER_FAILED)
+    codes = [_status.DIVERGED] + [_status.STOP_LOSS] * cond[0] + [_status.STOP_GRAD] * cond[1]
+    for m, code in reversed(list(zip(mask, codes, strict=True))):
+        status = jnp.where(event & m, code, status)
+    status = jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS, status)
+    # a failed solve whose state or loss is non-finite has diverged
+    finite = jnp.isfinite(objective.loss(y_final)) & jnp.all(
+        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y_final)]))
+    status = jnp.where(~ok & ~event & ~finite, _status.DIVERGED, status)
+    obs, params = (ys_saved if save_params else (ys_saved, None))
+    # saves after an early stop are filled with inf by diffrax: mark them as missing
+    valid = ts_saved <= t_stop
+    obs = jax.tree.map(lambda x: jnp.where(_bcast(valid, x), x, jnp.nan), obs)
+    return {
+        "ts": ts, "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
+        "obs_final": obs_fn(y_final, ctx), "status": status,
+        "stats": {"num_steps": sol.stats["num_steps"],
+                  "num_accepted_steps": sol.stats["num_accepted_steps"],
+                  "num_rejected_steps": sol.stats["num_rejected_steps"]},
+    }
+
+
+def _bcast(mask, x):
+    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))

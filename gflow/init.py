@@ -1,0 +1,103 @@
+"""Initialization schemes: ``scheme(key, net, d, ...) -> params``.
+
+Every scheme takes a typed PRNG key first, as ``jax.random`` does, and returns a
+:class:`~gflow.nets.TwoLayerParams` in the default float dtype (float32, or float64
+with ``jax_enable_x64``). Schemes are pure functions of the key, so an ensemble is
+``jax.vmap(lambda k: scheme(k, net, d))(jax.random.split(key, K))``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from .nets import TwoLayer, TwoLayerParams
+
+__all__ = ["gaussian", "paired", "small"]
+
+_OUTER = ("sign", "gaussian")
+
+
+def _float():
+    return jnp.result_type(float)
+
+
+def _check(net: TwoLayer, d: int, outer: str) -> None:
+    if not isinstance(net, TwoLayer):
+        raise ValueError(f"net must be a gflow.TwoLayer, got {type(net).__name__}.")
+    if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+        raise ValueError(f"d (input dimension) must be an integer >= 1, got {d!r}.")
+    if outer not in _OUTER:
+        raise ValueError(f"outer={outer!r} is unknown; valid values are {list(_OUTER)}.")
+
+
+def _outer(key, shape, outer: str, scale: float):
+    if outer == "sign":
+        return scale * jax.random.rademacher(key, shape, dtype=_float())
+    return scale * jax.random.normal(key, shape, dtype=_float())
+
+
+def gaussian(
+    key, net: TwoLayer, d: int, *, std: float = 1.0, outer: str = "sign", outer_std: float = 1.0,
+    bias_std: float | None = None,
+) -> TwoLayerParams:
+    """Independent ("standard") initialization.
+
+    ``w_j ~ N(0, std^2 I_d)``, ``b_j ~ N(0, bias_std^2)`` (``bias_std`` defaults to ``std``;
+    only if ``net.bias``), and ``a_j`` uniform in ``{-outer_std, +outer_std}``
+    (``outer="sign"``) or ``N(0, outer_std^2)`` (``outer="gaussian"``).
+    """
+    _check(net, d, outer)
+    kw, kb, ka = jax.random.split(key, 3)
+    m = net.width
+    W = std * jax.random.normal(kw, (m, d), dtype=_float())
+    b = None
+    if net.bias:
+        bstd = std if bias_std is None else bias_std
+        b = bstd * jax.random.normal(kb, (m,), dtype=_float())
+    a = _outer(ka, (m,), outer, outer_std)
+    return TwoLayerParams(W=W, b=b, a=a)
+
+
+def paired(
+    key, net: TwoLayer, d: int, *, std: float = 1.0, outer: str = "sign", outer_std: float = 1.0,
+    bias_std: float | None = None,
+) -> TwoLayerParams:
+    """Coupled initialization (Munteanu et al., ICML 2022, arXiv 2206.12802).
+
+    Draws ``m/2`` independent neurons as in :func:`gaussian` and uses each twice:
+    ``w_{2i} = w_{2i+1}``, ``b_{2i} = b_{2i+1}``, ``a_{2i} = -a_{2i+1}`` (0-based), so the
+    network output is exactly 0 for every input while the NTK at init has the same
+    distribution as for independent init. Requires an even width.
+    """
+    _check(net, d, outer)
+    if net.width % 2:
+        raise ValueError(f"paired init needs an even width, got width={net.width}.")
+    half = TwoLayer(net.width // 2, net.activation, net.scaling, net.bias, net.train_outer)
+    p = gaussian(key, half, d, std=std, outer=outer, outer_std=outer_std, bias_std=bias_std)
+    twice = lambda x: jnp.repeat(x, 2, axis=0)  # noqa: E731
+    sign = jnp.tile(jnp.array([1.0, -1.0], dtype=_float()), net.width // 2)
+    return TwoLayerParams(
+        W=twice(p.W), b=None if p.b is None else twice(p.b), a=sign * twice(p.a)
+    )
+
+
+def small(
+    key, net: TwoLayer, d: int, gamma: float | None = None, *, std: float | None = None,
+    outer: str = "gaussian",
+) -> TwoLayerParams:
+    """Small initialization (condensed regime of Zhou et al., NeurIPS 2022).
+
+    Every entry (W, b, a) ~ ``N(0, m^-gamma)`` -- ``gamma`` sets the **variance**
+    ``m^-gamma`` (standard deviation ``m^(-gamma/2)``), as written in the paper. The
+    authors' public notebook uses standard deviation ``m^-gamma``; to reproduce it pass
+    ``gamma=2*gamma_notebook``, or give the standard deviation directly with ``std=``.
+    Exactly one of ``gamma`` and ``std`` must be given.
+    """
+    if (gamma is None) == (std is None):
+        raise ValueError("small init needs exactly one of gamma= (variance m^-gamma) or std=.")
+    if std is None:
+        std = float(net.width) ** (-float(gamma) / 2.0)
+    if not std > 0:
+        raise ValueError(f"std must be > 0, got {std!r}.")
+    return gaussian(key, net, d, std=std, outer=outer, outer_std=std, bias_std=std)

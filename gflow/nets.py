@@ -1,0 +1,223 @@
+"""Network structures and activations.
+
+A network is a frozen :class:`equinox.Module` that holds only *static* configuration
+(width, activation, scaling, ...). Its parameters live in a separate pytree
+(:class:`TwoLayerParams`), so that dynamics act on plain arrays and can be jitted,
+vmapped and sharded.
+
+Two-layer network (``TwoLayer``)::
+
+    f(x) = c_m * sum_j a_j * sigma(w_j . x + b_j)
+
+with ``c_m = 1/sqrt(m)`` (``scaling="ntk"``), ``1/m`` (``"mean_field"``) or ``1``
+(``"standard"``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+__all__ = [
+    "ACTIVATIONS",
+    "Activation",
+    "TwoLayer",
+    "TwoLayerParams",
+    "get_activation",
+    "multiplicity",
+]
+
+
+def _xtanh(z):
+    return z * jnp.tanh(z)
+
+
+def _x2tanh(z):
+    return z * z * jnp.tanh(z)
+
+
+def _linear(z):
+    return z
+
+
+def _leaky_relu(z):
+    return jax.nn.leaky_relu(z, 0.01)
+
+
+def _gelu(z):
+    return jax.nn.gelu(z, approximate=False)
+
+
+# name -> (function, smooth at 0). Non-smooth activations have no multiplicity.
+_REGISTRY: dict[str, tuple[Callable, bool]] = {
+    "relu": (jax.nn.relu, False),
+    "abs": (jnp.abs, False),
+    "leaky_relu": (_leaky_relu, False),
+    "tanh": (jnp.tanh, True),
+    "sigmoid": (jax.nn.sigmoid, True),
+    "softplus": (jax.nn.softplus, True),
+    "gelu": (_gelu, True),
+    "xtanh": (_xtanh, True),
+    "x2tanh": (_x2tanh, True),
+    "linear": (_linear, True),
+}
+
+ACTIVATIONS: tuple[str, ...] = tuple(_REGISTRY)
+
+
+def multiplicity(fn: Callable, *, max_order: int = 8, tol: float = 1e-6) -> int | None:
+    """Multiplicity of a smooth activation at 0 (Zhou et al. 2022, arXiv 2105.11686).
+
+    The order ``p >= 1`` of the first non-zero derivative of ``fn`` at 0 among
+    ``sigma', sigma'', ...``, computed by repeated ``jax.grad`` in float64 where
+    available. Returns ``None`` if no derivative up to ``max_order`` exceeds ``tol``.
+    For non-smooth activations use :attr:`Activation.multiplicity`, which is ``None``.
+    """
+    g = fn
+    for p in range(1, max_order + 1):
+        g = jax.grad(g)
+        val = float(g(jnp.zeros((), dtype=jnp.result_type(float))))
+        if abs(val) > tol:
+            return p
+    return None
+
+
+class Activation(eqx.Module):
+    """An activation function with a name and (where defined) its multiplicity."""
+
+    fn: Callable = eqx.field(static=True)
+    name: str = eqx.field(static=True)
+    smooth: bool = eqx.field(static=True, default=True)
+
+    def __call__(self, z):
+        return self.fn(z)
+
+    @property
+    def multiplicity(self) -> int | None:
+        """Order of the first non-zero derivative at 0; ``None`` for non-smooth ones
+        (ReLU, abs, leaky ReLU are not differentiable at 0)."""
+        return multiplicity(self.fn) if self.smooth else None
+
+
+def get_activation(activation: str | Callable | Activation) -> Activation:
+    """Resolve a name (see :data:`ACTIVATIONS`) or a callable into an :class:`Activation`."""
+    if isinstance(activation, Activation):
+        return activation
+    if isinstance(activation, str):
+        if activation not in _REGISTRY:
+            raise ValueError(
+                f"activation={activation!r} is unknown; valid names are {list(ACTIVATIONS)} "
+                "or pass a callable z -> sigma(z)."
+            )
+        fn, smooth = _REGISTRY[activation]
+        return Activation(fn, activation, smooth)
+    if callable(activation):
+        name = getattr(activation, "__name__", "custom")
+        return Activation(activation, name, True)
+    raise ValueError(
+        f"activation must be a name in {list(ACTIVATIONS)} or a callable, got {activation!r}."
+    )
+
+
+class TwoLayerParams(eqx.Module):
+    """Parameters of a two-layer net: ``W`` (m, d), ``b`` (m,) or ``None``, ``a`` (m,).
+
+    Stacked parameters (an ensemble) carry a leading member axis on every leaf.
+    """
+
+    W: Float[Array, "m d"]
+    b: Float[Array, " m"] | None
+    a: Float[Array, " m"]
+
+
+_SCALINGS = ("ntk", "mean_field", "standard")
+
+
+class TwoLayer(eqx.Module):
+    """Two-layer network ``f(x) = c_m sum_j a_j sigma(w_j.x + b_j)``.
+
+    Arguments:
+        width: number of hidden neurons ``m >= 1``.
+        activation: a name from :data:`ACTIVATIONS` or a callable.
+        scaling: ``"ntk"`` (c_m = 1/sqrt(m)), ``"mean_field"`` (1/m) or ``"standard"`` (1).
+        bias: whether hidden neurons have a bias ``b_j``.
+        train_outer: if ``False`` the outer weights ``a`` are fixed: their gradient is 0.
+    """
+
+    width: int = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
+    scaling: str = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+    train_outer: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        width: int,
+        activation: str | Callable | Activation = "relu",
+        scaling: str = "ntk",
+        bias: bool = False,
+        train_outer: bool = True,
+    ):
+        if isinstance(width, bool) or not isinstance(width, int | jnp.integer) or width < 1:
+            raise ValueError(f"width must be an integer >= 1, got {width!r}.")
+        if scaling not in _SCALINGS:
+            raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
+        self.width = int(width)
+        self.activation = get_activation(activation)
+        self.scaling = scaling
+        self.bias = bool(bias)
+        self.train_outer = bool(train_outer)
+
+    @property
+    def prefactor(self) -> float:
+        """The output scale c_m."""
+        m = self.width
+        return {"ntk": 1.0 / math.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.scaling]
+
+    def preactivations(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, "n m"]:
+        """``w_j . x_i + b_j`` for every sample and neuron."""
+        z = X @ params.W.T
+        if params.b is not None:
+            z = z + params.b
+        return z
+
+    def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        """Network output on a batch of inputs."""
+        h = self.activation(self.preactivations(params, X))
+        return self.prefactor * (h @ params.a)
+
+    def trainable(self, params: TwoLayerParams) -> Any:
+        """A pytree of bools (same structure as ``params``): which leaves are trained."""
+        return TwoLayerParams(
+            W=True, b=None if params.b is None else True, a=self.train_outer
+        )
+
+    def check_params(self, params: TwoLayerParams, d: int | None = None) -> None:
+        """Raise ``ValueError`` if ``params`` do not fit this net (and input dimension d)."""
+        if not isinstance(params, TwoLayerParams):
+            raise ValueError(f"params must be a TwoLayerParams, got {type(params).__name__}.")
+        W, a = params.W, params.a
+        if W.ndim != 2 or W.shape[0] != self.width:
+            raise ValueError(
+                f"params.W has shape {W.shape}; this net needs (width={self.width}, d)."
+            )
+        if a.shape != (self.width,):
+            raise ValueError(f"params.a has shape {a.shape}; expected ({self.width},).")
+        if self.bias != (params.b is not None):
+            raise ValueError(
+                f"net has bias={self.bias} but params.b is "
+                f"{'None' if params.b is None else 'an array'}; build params with this net."
+            )
+        if params.b is not None and params.b.shape != (self.width,):
+            raise ValueError(f"params.b has shape {params.b.shape}; expected ({self.width},).")
+        if d is not None and W.shape[1] != d:
+            raise ValueError(
+                f"params were built for input dimension d={W.shape[1]} but the data has "
+                f"d={d}; initialise params with d={d}."
+            )

@@ -1,0 +1,148 @@
+"""Observables: functions of the current parameters, computed inside the solve.
+
+An observable is ``fn(params, ctx) -> array`` where ``ctx`` is an :class:`ObsContext`
+(objective, initial parameters, test data, probe inputs). Built-in observables:
+
+========================  ==============================================================
+``loss``                  full-batch training loss L(theta)
+``accuracy``              fraction of training samples with ``y_i f(x_i) > 0``
+``test_loss``             loss on ``X_test`` (needs test data)
+``test_accuracy``         accuracy on ``X_test`` (needs test data)
+``grad_norm``             ``|grad L(theta)|`` (trained leaves only)
+``param_norm``            ``|theta|``
+``weight_movement``       ``|theta_t - theta_0|``
+``margin``                normalized margin ``min_i y_i f(x_i) / |theta|^2``
+``balancedness``          per neuron ``a_j^2 - |w_j|^2 - b_j^2``, shape (m,)
+``output``                ``f`` at the probe inputs, shape (p,) (needs ``probes=``)
+========================  ==============================================================
+
+Users add their own with :func:`register` or by passing a callable in ``observe=``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+from jaxtyping import Array, Float
+
+from .objective import Objective
+
+__all__ = ["OBSERVABLES", "ObsContext", "Observable", "Observer", "register", "resolve"]
+
+
+def _tree_norm(tree) -> Float[Array, ""]:
+    leaves = jax.tree.leaves(tree)
+    return jnp.sqrt(sum(jnp.sum(x**2) for x in leaves))
+
+
+class ObsContext(eqx.Module):
+    """What an observable may look at besides the current parameters."""
+
+    objective: Objective
+    params0: eqx.Module
+    X_test: Float[Array, "nt d"] | None = None
+    y_test: Float[Array, " nt"] | None = None
+    probes: Float[Array, "p d"] | None = None
+
+
+class Observable(eqx.Module):
+    """An observable: ``fn(params, ctx)``; ``dims`` names its trailing axes (for xarray);
+    ``needs`` lists the context fields it requires (``"test"``, ``"probes"``)."""
+
+    fn: Callable = eqx.field(static=True)
+    dims: tuple[str, ...] = eqx.field(static=True, default=())
+    needs: tuple[str, ...] = eqx.field(static=True, default=())
+
+    def __call__(self, params, ctx: ObsContext):
+        return self.fn(params, ctx)
+
+
+def _accuracy(f, y):
+    return jnp.mean((y * f > 0).astype(f.dtype))
+
+
+def _test_loss(p, c: ObsContext):
+    return jnp.mean(c.objective.loss_fn(c.objective.output(p, c.X_test), c.y_test))
+
+
+def _balancedness(p, c: ObsContext):
+    bal = p.a**2 - jnp.sum(p.W**2, axis=-1)
+    return bal if p.b is None else bal - p.b**2
+
+
+OBSERVABLES: dict[str, Observable] = {
+    "loss": Observable(lambda p, c: c.objective.loss(p)),
+    "accuracy": Observable(lambda p, c: _accuracy(c.objective.output(p), c.objective.y)),
+    "test_loss": Observable(_test_loss, needs=("test",)),
+    "test_accuracy": Observable(
+        lambda p, c: _accuracy(c.objective.output(p, c.X_test), c.y_test), needs=("test",)
+    ),
+    "grad_norm": Observable(lambda p, c: _tree_norm(c.objective.grad(p))),
+    "param_norm": Observable(lambda p, c: _tree_norm(p)),
+    "weight_movement": Observable(
+        lambda p, c: _tree_norm(jax.tree.map(jnp.subtract, p, c.params0))
+    ),
+    "margin": Observable(
+        lambda p, c: jnp.min(c.objective.y * c.objective.output(p)) / _tree_norm(p) ** 2
+    ),
+    "balancedness": Observable(_balancedness, dims=("neuron",)),
+    "output": Observable(lambda p, c: c.objective.output(p, c.probes), dims=("probe",),
+                         needs=("probes",)),
+}
+
+
+def register(name: str, fn: Callable, *, dims: tuple[str, ...] = (), needs=()) -> None:
+    """Add an observable ``fn(params, ctx) -> array`` under ``name``."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"observable name must be a non-empty string, got {name!r}.")
+    OBSERVABLES[name] = Observable(fn, tuple(dims), tuple(needs))
+
+
+def resolve(observe, *, has_test: bool, has_probes: bool) -> dict[str, Observable]:
+    """Turn ``observe=`` (names, callables, or a dict name -> callable) into observables."""
+    if isinstance(observe, str) or callable(observe):
+        observe = (observe,)
+    items = observe.items() if isinstance(observe, dict) else [(None, o) for o in observe]
+    out: dict[str, Observable] = {}
+    for name, o in items:
+        if isinstance(o, str):
+            if o not in OBSERVABLES:
+                raise ValueError(
+                    f"observe: {o!r} is not an observable; valid names are {sorted(OBSERVABLES)} "
+                    "or pass a callable fn(params, ctx)."
+                )
+            name, o = name or o, OBSERVABLES[o]
+        elif isinstance(o, Observable):
+            name = name or getattr(o.fn, "__name__", "custom")
+        elif callable(o):
+            name, o = name or getattr(o, "__name__", "custom"), Observable(o)
+        else:
+            raise ValueError(f"observe entries must be names or callables, got {o!r}.")
+        if "test" in o.needs and not has_test:
+            raise ValueError(
+                f"observable {name!r} needs test data: give Dataset(X_test=, y_test=)."
+            )
+        if "probes" in o.needs and not has_probes:
+            raise ValueError(
+                f"observable {name!r} needs probe inputs: pass simulate(probes=X_p)."
+            )
+        out[name] = o
+    if not out:
+        raise ValueError("observe is empty: nothing would be saved; name at least one observable.")
+    return out
+
+
+class Observer(eqx.Module):
+    """Evaluates a fixed set of observables: ``observer(params, ctx) -> {name: array}``.
+
+    A Module with static fields only, so jitted solves are cached across calls that
+    observe the same things.
+    """
+
+    observables: dict[str, Observable]
+
+    def __call__(self, params, ctx: ObsContext) -> dict[str, Array]:
+        return {k: o(params, ctx) for k, o in self.observables.items()}
