@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import data as data
 from . import init as init
 from . import losses as losses
+from . import lowrank as lowrank
 from . import observe as observe
 from . import trajectory as trajectory
 from .data import Dataset as Dataset
@@ -17,7 +18,9 @@ from .discrete import GD as GD
 from .discrete import SGD as SGD
 from .discrete import Optax as Optax
 from .flow import GradientFlow as GradientFlow
+from .lowrank import LowRankTwoLayer as LowRankTwoLayer
 from .nets import ACTIVATIONS as ACTIVATIONS
+from .nets import MLP as MLP
 from .nets import TwoLayer as TwoLayer
 from .nets import TwoLayerParams as TwoLayerParams
 from .nets import multiplicity as multiplicity

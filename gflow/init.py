@@ -11,7 +11,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from .nets import TwoLayer, TwoLayerParams
+from .nets import MLP, MLPParams, TwoLayer, TwoLayerParams
 
 __all__ = ["gaussian", "paired", "small"]
 
@@ -22,9 +22,10 @@ def _float():
     return jnp.result_type(float)
 
 
-def _check(net: TwoLayer, d: int, outer: str) -> None:
-    if not isinstance(net, TwoLayer):
-        raise ValueError(f"net must be a gflow.TwoLayer, got {type(net).__name__}.")
+def _check(net: TwoLayer, d: int, outer: str, allowed=(TwoLayer,)) -> None:
+    if not isinstance(net, allowed):
+        names = " or ".join(f"gflow.{c.__name__}" for c in allowed)
+        raise ValueError(f"net must be a {names}, got {type(net).__name__}.")
     if isinstance(d, bool) or not isinstance(d, int) or d < 1:
         raise ValueError(f"d (input dimension) must be an integer >= 1, got {d!r}.")
     if outer not in _OUTER:
@@ -46,8 +47,13 @@ def gaussian(
     ``w_j ~ N(0, std^2 I_d)``, ``b_j ~ N(0, bias_std^2)`` (``bias_std`` defaults to ``std``;
     only if ``net.bias``), and ``a_j`` uniform in ``{-outer_std, +outer_std}``
     (``outer="sign"``) or ``N(0, outer_std^2)`` (``outer="gaussian"``).
+
+    For a :class:`gflow.MLP` every hidden layer is drawn this way; ``std`` and ``bias_std``
+    may then also be sequences with one value per hidden layer.
     """
-    _check(net, d, outer)
+    _check(net, d, outer, (TwoLayer, MLP))
+    if isinstance(net, MLP):
+        return _gaussian_mlp(key, net, d, std, outer, outer_std, bias_std)
     kw, kb, ka = jax.random.split(key, 3)
     m = net.width
     W = std * jax.random.normal(kw, (m, d), dtype=_float())
@@ -57,6 +63,29 @@ def gaussian(
         b = bstd * jax.random.normal(kb, (m,), dtype=_float())
     a = _outer(ka, (m,), outer, outer_std)
     return TwoLayerParams(W=W, b=b, a=a)
+
+
+def _per_layer(v, L: int, name: str) -> tuple[float, ...]:
+    vals = tuple(float(x) for x in v) if hasattr(v, "__len__") else (float(v),) * L
+    if len(vals) != L or not all(x >= 0 for x in vals):
+        raise ValueError(f"{name} must be a number >= 0 or {L} numbers >= 0 (one per hidden "
+                         f"layer), got {v!r}.")
+    return vals
+
+
+def _gaussian_mlp(key, net: MLP, d: int, std, outer, outer_std, bias_std) -> MLPParams:
+    L = net.depth
+    stds = _per_layer(std, L, "std")
+    bstds = stds if bias_std is None else _per_layer(bias_std, L, "bias_std")
+    keys = jax.random.split(key, 2 * L + 1)
+    fan_in = (d,) + net.widths[:-1]
+    Ws = tuple(s * jax.random.normal(k, (m, f), dtype=_float())
+               for s, k, m, f in zip(stds, keys[:L], net.widths, fan_in, strict=True))
+    bs = None
+    if net.bias:
+        bs = tuple(s * jax.random.normal(k, (m,), dtype=_float())
+                   for s, k, m in zip(bstds, keys[L:2 * L], net.widths, strict=True))
+    return MLPParams(Ws=Ws, bs=bs, a=_outer(keys[-1], (net.widths[-1],), outer, outer_std))
 
 
 def paired(
@@ -84,7 +113,7 @@ def paired(
 
 def small(
     key, net: TwoLayer, d: int, gamma: float | None = None, *, std: float | None = None,
-    outer: str = "gaussian",
+    outer: str = "gaussian", outer_std: float | None = None,
 ) -> TwoLayerParams:
     """Small initialization (condensed regime of Zhou et al., NeurIPS 2022).
 
@@ -92,12 +121,28 @@ def small(
     ``m^-gamma`` (standard deviation ``m^(-gamma/2)``), as written in the paper. The
     authors' public notebook uses standard deviation ``m^-gamma``; to reproduce it pass
     ``gamma=2*gamma_notebook``, or give the standard deviation directly with ``std=``.
-    Exactly one of ``gamma`` and ``std`` must be given.
+    Exactly one of ``gamma`` and ``std`` must be given. ``outer_std`` overrides the
+    standard deviation of the output weights ``a`` (default: the same as the others).
+
+    For a :class:`gflow.MLP`, ``gamma`` uses each layer's own width: ``W_l, b_l`` have
+    variance ``m_l^-gamma`` (``m_l`` = width of hidden layer ``l``) and ``a`` has variance
+    ``m_L^-gamma``; with one hidden layer this is the two-layer rule.
     """
     if (gamma is None) == (std is None):
         raise ValueError("small init needs exactly one of gamma= (variance m^-gamma) or std=.")
+    if outer_std is not None and not outer_std > 0:
+        raise ValueError(f"outer_std must be > 0, got {outer_std!r}.")
+    if isinstance(net, MLP):
+        _check(net, d, outer, (TwoLayer, MLP))
+        stds = ((float(std),) * net.depth if std is not None
+                else tuple(float(m) ** (-float(gamma) / 2.0) for m in net.widths))
+        if not all(s > 0 for s in stds):
+            raise ValueError(f"std must be > 0, got {std!r}.")
+        a_std = stds[-1] if outer_std is None else outer_std
+        return gaussian(key, net, d, std=stds, outer=outer, outer_std=a_std, bias_std=stds)
     if std is None:
         std = float(net.width) ** (-float(gamma) / 2.0)
     if not std > 0:
         raise ValueError(f"std must be > 0, got {std!r}.")
-    return gaussian(key, net, d, std=std, outer=outer, outer_std=std, bias_std=std)
+    a_std = std if outer_std is None else outer_std
+    return gaussian(key, net, d, std=std, outer=outer, outer_std=a_std, bias_std=std)

@@ -27,6 +27,8 @@ from jaxtyping import Array, Float
 __all__ = [
     "ACTIVATIONS",
     "Activation",
+    "MLP",
+    "MLPParams",
     "TwoLayer",
     "TwoLayerParams",
     "get_activation",
@@ -219,5 +221,156 @@ class TwoLayer(eqx.Module):
         if d is not None and W.shape[1] != d:
             raise ValueError(
                 f"params were built for input dimension d={W.shape[1]} but the data has "
+                f"d={d}; initialise params with d={d}."
+            )
+
+
+class MLPParams(eqx.Module):
+    """Parameters of a fully connected net with ``L`` hidden layers.
+
+    ``Ws[l]`` has shape ``(m_{l+1}, m_l)`` with ``m_0 = d`` (0-based ``l``); ``bs`` is a
+    tuple of ``(m_{l+1},)`` biases or ``None``; ``a`` (m_L,) are the output weights.
+    """
+
+    Ws: tuple
+    bs: tuple | None
+    a: Float[Array, " mL"]
+
+
+class MLP(eqx.Module):
+    """Fully connected net with per-layer widths and a scalar output.
+
+    ``h_0 = x``, ``h_l = sigma(c_l W_l h_{l-1} + b_l)`` for ``l = 1..L`` and
+    ``f(x) = c_out sum_j a_j h_L[j]``. The prefactors follow :class:`TwoLayer`:
+
+    - ``"standard"``: ``c_l = c_out = 1`` (no width factors; the model of Zhou et al.,
+      NeurIPS 2022, arXiv 2105.11686);
+    - ``"ntk"``: ``c_1 = 1``, ``c_l = 1/sqrt(m_{l-1})`` for ``l >= 2``, ``c_out = 1/sqrt(m_L)``;
+    - ``"mean_field"``: ``c_out = 1/m_L``; only for one hidden layer (mean-field scaling
+      of deeper nets is not a single convention).
+
+    With one hidden layer, ``MLP((m,), ...)`` computes exactly ``TwoLayer(m, ...)``.
+
+    Arguments:
+        widths: hidden widths ``(m_1, ..., m_L)``, each an integer >= 1, ``L >= 1``.
+        activation: a name from :data:`ACTIVATIONS` or a callable (same in every layer).
+        scaling: ``"standard"``, ``"ntk"`` or ``"mean_field"`` (see above).
+        bias: whether every hidden layer has a bias ``b_l``.
+        train_outer: if ``False`` the output weights ``a`` are fixed: their gradient is 0.
+    """
+
+    widths: tuple[int, ...] = eqx.field(static=True)
+    activation: Activation = eqx.field(static=True)
+    scaling: str = eqx.field(static=True)
+    bias: bool = eqx.field(static=True)
+    train_outer: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        widths,
+        activation: str | Callable | Activation = "relu",
+        scaling: str = "ntk",
+        bias: bool = False,
+        train_outer: bool = True,
+    ):
+        if isinstance(widths, int | jnp.integer) and not isinstance(widths, bool):
+            widths = (widths,)
+        try:
+            widths = tuple(widths)
+        except TypeError:
+            raise ValueError(
+                f"widths must be a sequence of integers >= 1 (hidden widths), got {widths!r}."
+            ) from None
+        if not widths or any(isinstance(w, bool) or not isinstance(w, int | jnp.integer)
+                             or w < 1 for w in widths):
+            raise ValueError(
+                f"widths must be a non-empty sequence of integers >= 1, got {widths!r}."
+            )
+        if scaling not in _SCALINGS:
+            raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
+        if scaling == "mean_field" and len(widths) > 1:
+            raise ValueError(
+                "scaling='mean_field' is defined for one hidden layer only; with "
+                f"{len(widths)} hidden layers use scaling='ntk' or 'standard'."
+            )
+        self.widths = tuple(int(w) for w in widths)
+        self.activation = get_activation(activation)
+        self.scaling = scaling
+        self.bias = bool(bias)
+        self.train_outer = bool(train_outer)
+
+    @property
+    def depth(self) -> int:
+        """Number of hidden layers ``L``."""
+        return len(self.widths)
+
+    def layer_prefactor(self, layer: int) -> float:
+        """``c_l`` of hidden layer ``layer`` (1-based)."""
+        if layer == 1 or self.scaling == "standard":
+            return 1.0
+        return 1.0 / math.sqrt(self.widths[layer - 2])
+
+    @property
+    def prefactor(self) -> float:
+        """The output scale ``c_out``."""
+        m = self.widths[-1]
+        return {"ntk": 1.0 / math.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.scaling]
+
+    def layers(self, params: MLPParams, X: Float[Array, "n d"]) -> list:
+        """``[(z_l, h_l) for l = 1..L]``: pre-activations and activations, each (n, m_l)."""
+        h, out = X, []
+        for i, W in enumerate(params.Ws):
+            z = self.layer_prefactor(i + 1) * (h @ W.T)
+            if params.bs is not None:
+                z = z + params.bs[i]
+            h = self.activation(z)
+            out.append((z, h))
+        return out
+
+    def apply(self, params: MLPParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        """Network output on a batch of inputs."""
+        h = self.layers(params, X)[-1][1]
+        return self.prefactor * (h @ params.a)
+
+    def trainable(self, params: MLPParams) -> Any:
+        """A pytree of bools (same structure as ``params``): which leaves are trained."""
+        return MLPParams(
+            Ws=tuple(True for _ in params.Ws),
+            bs=None if params.bs is None else tuple(True for _ in params.bs),
+            a=self.train_outer,
+        )
+
+    def check_params(self, params: MLPParams, d: int | None = None) -> None:
+        """Raise ``ValueError`` if ``params`` do not fit this net (and input dimension d)."""
+        if not isinstance(params, MLPParams):
+            raise ValueError(f"params must be a MLPParams, got {type(params).__name__}.")
+        if not isinstance(params.Ws, tuple) or len(params.Ws) != self.depth:
+            raise ValueError(
+                f"params.Ws must be a tuple of {self.depth} weight matrices (one per hidden "
+                f"layer), got {type(params.Ws).__name__} of length {len(params.Ws)}."
+            )
+        fan_in = params.Ws[0].shape[1] if params.Ws[0].ndim == 2 else None
+        for i, W in enumerate(params.Ws):
+            want = (self.widths[i], fan_in if i == 0 else self.widths[i - 1])
+            if W.shape != want:
+                raise ValueError(f"params.Ws[{i}] has shape {W.shape}; expected {want}.")
+        if self.bias != (params.bs is not None):
+            raise ValueError(
+                f"net has bias={self.bias} but params.bs is "
+                f"{'None' if params.bs is None else 'given'}; build params with this net."
+            )
+        if params.bs is not None:
+            if not isinstance(params.bs, tuple) or len(params.bs) != self.depth:
+                raise ValueError(f"params.bs must be a tuple of {self.depth} bias vectors.")
+            for i, b in enumerate(params.bs):
+                if b.shape != (self.widths[i],):
+                    raise ValueError(
+                        f"params.bs[{i}] has shape {b.shape}; expected ({self.widths[i]},)."
+                    )
+        if params.a.shape != (self.widths[-1],):
+            raise ValueError(f"params.a has shape {params.a.shape}; expected ({self.widths[-1]},).")
+        if d is not None and fan_in != d:
+            raise ValueError(
+                f"params were built for input dimension d={fan_in} but the data has "
                 f"d={d}; initialise params with d={d}."
             )
