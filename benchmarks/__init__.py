@@ -1,0 +1,1 @@
+"""gflow benchmark suite: ``python -m benchmarks`` (method in benchmarks/README.md)."""
