@@ -11,6 +11,7 @@ from . import data as data
 from . import init as init
 from . import losses as losses
 from . import lowrank as lowrank
+from . import ntk as ntk
 from . import observe as observe
 from . import trajectory as trajectory
 from .data import Dataset as Dataset

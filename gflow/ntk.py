@@ -1,0 +1,354 @@
+"""Neural tangent kernel (NTK) tools: empirical Gram matrices, the infinite-width ReLU NTK
+in closed form, and the NTK separation margin of a dataset.
+
+Conventions (Du, Zhai, Poczos, Singh, ICLR 2019, arXiv 1810.02054; Ji and Telgarsky,
+ICLR 2020, arXiv 1909.12292; Munteanu, Omlor, Song, Woodruff, ICML 2022, arXiv 2206.12802):
+``f(x) = (1/sqrt m) sum_r a_r relu(w_r . x)`` with ``w_r ~ N(0, I_d)`` and ``a_r in {-1, +1}``
+(or any ``a_r`` with ``E a_r^2 = 1``). Then, with ``theta`` the angle between ``x`` and ``x'``,
+
+- training only ``W``:  ``H_inf(x, x') = E_w[x.x' 1{w.x > 0} 1{w.x' > 0}]
+  = x.x' (pi - theta) / (2 pi)``  (``= x.x' k0(x, x') / 2``, Cho-Saul arc-cosine kernel of order 0);
+- training only ``a``:  ``E_w[relu(w.x) relu(w.x')] = |x||x'| (sin theta + (pi - theta) cos theta)
+  / (2 pi)``  (``= k1(x, x') / 2``, arc-cosine kernel of order 1);
+- training both: the sum.
+
+**NTK margin** (Ji and Telgarsky 2020, Assumption 2.1): with the feature map
+``phi(x)(w) = x 1{w.x > 0}`` into ``L2(N(0, I_d); R^d)``,
+
+    gamma = max_{||v|| <= 1} min_i y_i <v, phi(x_i)>,    <phi(x), phi(x')> = H_inf(x, x').
+
+By the minimax theorem this is a hard-margin SVM without bias in the kernel's feature space,
+and equals its dual
+
+    gamma^2 = min_{p in simplex} p^T Q p,    Q_ij = y_i y_j K_ij,
+
+(``gamma = 0`` exactly when the data are not separable). :func:`kernel_margin` solves the dual
+QP with scipy (SLSQP) and certifies the answer: any ``p`` gives the upper bound
+``sqrt(p^T Q p)``, and the primal direction ``v = sum_i p_i y_i phi(x_i) / |.|`` gives the lower
+bound ``min_j (Q p)_j / sqrt(p^T Q p)``; both are returned. A finite-feature (Monte-Carlo)
+estimate replaces ``K`` by the empirical Gram of ``M`` random neurons
+(:func:`relu_ntk_mc`); since ``gamma^2`` is a minimum of functions linear in ``K``,
+``|gamma_M^2 - gamma^2| <= max_ij |K_M - K|_ij``.
+
+Observables registered here (see :mod:`gflow.observe`): ``activation_flips`` (fraction of
+patterns ``1{w_r.x_i > 0}`` on the training inputs that differ from init) and
+``ntk_lambda_min`` (smallest eigenvalue of the empirical NTK Gram on the training inputs).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+__all__ = [
+    "MarginResult",
+    "activation_flips",
+    "arccos_kernel",
+    "features",
+    "gram",
+    "kernel_margin",
+    "lambda_min",
+    "margin",
+    "margin_data",
+    "pad_width",
+    "relu_ntk",
+    "relu_ntk_mc",
+]
+
+_LAYERS = ("inner", "outer", "both")
+
+
+def _flat_trainable(net, params, tree):
+    """Concatenate the trainable leaves of ``tree`` (leading axis n) into (n, P)."""
+    mask = net.trainable(params)
+    leaves = jax.tree.leaves(tree)
+    mleaves = jax.tree.leaves(mask)
+    if len(leaves) != len(mleaves):
+        raise ValueError("net.trainable(params) does not match the parameter structure.")
+    cols = [x.reshape(x.shape[0], -1) for x, t in zip(leaves, mleaves, strict=True) if t]
+    if not cols:
+        raise ValueError("the net has no trainable parameters: its NTK is zero.")
+    return jnp.concatenate(cols, axis=1)
+
+
+def features(net, params, X: Float[Array, "n d"]) -> Float[Array, "n P"]:
+    """Jacobian features ``J_i = d f(x_i) / d theta`` of the trainable parameters.
+
+    Works for any net with ``apply(params, X) -> (n,)`` and ``trainable(params)`` (leaves marked
+    ``False`` are left out, e.g. ``a`` for ``TwoLayer(train_outer=False)``). Uses
+    ``jax.jacrev``; memory is O(n P).
+
+    Returns:
+        (n, P) array; ``features(...) @ features(...).T`` is the empirical NTK Gram matrix.
+    """
+    X = jnp.asarray(X)
+    if X.ndim != 2:
+        raise ValueError(f"X must have shape (n, d), got {X.shape}.")
+    jac = jax.jacrev(lambda p: net.apply(p, X))(params)
+    return _flat_trainable(net, params, jac)
+
+
+def gram(net, params, X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None
+         ) -> Float[Array, "n n2"]:
+    """Empirical NTK ``H_ij = <d f(x_i)/d theta, d f(x2_j)/d theta>`` at ``params``.
+
+    Only trainable leaves count (``net.trainable``). ``X2`` defaults to ``X``.
+    """
+    J = features(net, params, X)
+    J2 = J if X2 is None else features(net, params, X2)
+    return J @ J2.T
+
+
+def lambda_min(K: Float[Array, "n n"]) -> Float[Array, ""]:
+    """Smallest eigenvalue of a symmetric matrix (symmetrized first)."""
+    K = jnp.asarray(K)
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be a square (n, n) matrix, got shape {K.shape}.")
+    return jnp.linalg.eigvalsh(0.5 * (K + K.T))[0]
+
+
+def _cos_and_norms(X, X2):
+    X = jnp.asarray(X)
+    X2 = X if X2 is None else jnp.asarray(X2)
+    if X.ndim != 2 or X2.ndim != 2 or X.shape[1] != X2.shape[1]:
+        raise ValueError(f"X and X2 must have shapes (n, d) and (n2, d), got {X.shape} and "
+                         f"{X2.shape}.")
+    n1 = jnp.linalg.norm(X, axis=1)
+    n2 = jnp.linalg.norm(X2, axis=1)
+    dot = X @ X2.T
+    denom = n1[:, None] * n2[None, :]
+    cos = jnp.clip(jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1.0), 0.0), -1.0, 1.0)
+    return dot, cos, denom
+
+
+def arccos_kernel(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, *,
+                  order: int = 1) -> Float[Array, "n n2"]:
+    """Arc-cosine kernels of Cho and Saul (NeurIPS 2009), ``k_q = 2 E_w[relu(w.x)^q
+    relu(w.x')^q]`` for ``w ~ N(0, I)``:
+
+    - ``order=0``: ``1 - theta/pi`` (``relu^0`` read as the step ``1{. > 0}``);
+    - ``order=1``: ``|x||x'| (sin theta + (pi - theta) cos theta) / pi``.
+    """
+    if order not in (0, 1):
+        raise ValueError(f"order must be 0 or 1, got {order!r}.")
+    _, cos, denom = _cos_and_norms(X, X2)
+    theta = jnp.arccos(cos)
+    if order == 0:
+        return 1.0 - theta / jnp.pi
+    return denom * (jnp.sqrt(jnp.clip(1.0 - cos**2, 0.0)) + (jnp.pi - theta) * cos) / jnp.pi
+
+
+def relu_ntk(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, *,
+             layers: str = "inner") -> Float[Array, "n n2"]:
+    """Infinite-width NTK of ``f = (1/sqrt m) sum_r a_r relu(w_r.x)``, ``w_r ~ N(0, I)``,
+    ``E a_r^2 = 1`` (no bias).
+
+    ``layers="inner"`` (only ``W`` trained, the Du et al. / Munteanu et al. convention):
+    ``x.x' (pi - theta) / (2 pi)``; for unit inputs ``x_i.x_j (pi - arccos(x_i.x_j)) / (2 pi)``.
+    ``layers="outer"``: ``|x||x'| (sin theta + (pi - theta) cos theta) / (2 pi)``;
+    ``"both"``: their sum. This is the expectation of :func:`gram` at init for that net.
+    """
+    if layers not in _LAYERS:
+        raise ValueError(f"layers={layers!r} is unknown; valid values are {list(_LAYERS)}.")
+    dot, _, _ = _cos_and_norms(X, X2)
+    K = jnp.zeros_like(dot)
+    if layers in ("inner", "both"):
+        K = K + 0.5 * dot * arccos_kernel(X, X2, order=0)
+    if layers in ("outer", "both"):
+        K = K + 0.5 * arccos_kernel(X, X2, order=1)
+    return K
+
+
+def relu_ntk_mc(key, X: Float[Array, "n d"], num_features: int, *, layers: str = "inner",
+                X2: Float[Array, "n2 d"] | None = None) -> Float[Array, "n n2"]:
+    """Monte-Carlo estimate of :func:`relu_ntk` from ``num_features`` random neurons
+    ``w_r ~ N(0, I_d)``: the empirical Gram of a width-``num_features`` net at init (with
+    ``a_r^2 = 1``), computed from explicit features. Entry-wise error ~ ``1/sqrt(M)``."""
+    if layers not in _LAYERS:
+        raise ValueError(f"layers={layers!r} is unknown; valid values are {list(_LAYERS)}.")
+    if isinstance(num_features, bool) or not isinstance(num_features, int) or num_features < 1:
+        raise ValueError(f"num_features must be an integer >= 1, got {num_features!r}.")
+    X = jnp.asarray(X)
+    X2 = X if X2 is None else jnp.asarray(X2)
+    W = jax.random.normal(key, (num_features, X.shape[1]), dtype=X.dtype)
+    Z, Z2 = X @ W.T, X2 @ W.T
+    K = jnp.zeros((X.shape[0], X2.shape[0]), X.dtype)
+    if layers in ("inner", "both"):
+        K = K + (X @ X2.T) * (((Z > 0).astype(X.dtype) @ (Z2 > 0).astype(X.dtype).T)
+                              / num_features)
+    if layers in ("outer", "both"):
+        K = K + jax.nn.relu(Z) @ jax.nn.relu(Z2).T / num_features
+    return K
+
+
+@dataclasses.dataclass(frozen=True)
+class MarginResult:
+    """Hard-margin SVM (no bias) in a kernel's feature space.
+
+    Attributes:
+        gamma: the margin (``sqrt`` of the dual optimum; an upper bound up to solver accuracy).
+        lower: certified lower bound ``min_j (Q p)_j / sqrt(p^T Q p)`` from the primal direction
+            built from ``p``; ``gamma - lower`` is the duality gap.
+        p: (n,) optimal dual weights on the simplex; support vectors have ``p_i > 0``.
+    """
+
+    gamma: float
+    lower: float
+    p: np.ndarray
+
+    @property
+    def gap(self) -> float:
+        return self.gamma - self.lower
+
+
+def _simplex_qp(Q: np.ndarray, tol: float, max_iter: int) -> np.ndarray:
+    """``argmin_{p in simplex} p^T Q p`` by SLSQP from the uniform point."""
+    from scipy.optimize import minimize
+
+    n = Q.shape[0]
+    scale = max(float(np.max(np.abs(np.diag(Q)))), 1e-300)
+    Qs = Q / scale
+    res = minimize(
+        lambda p: float(p @ Qs @ p), np.full(n, 1.0 / n), jac=lambda p: 2.0 * Qs @ p,
+        bounds=[(0.0, 1.0)] * n, method="SLSQP", tol=tol,
+        constraints=[{"type": "eq", "fun": lambda p: np.sum(p) - 1.0,
+                      "jac": lambda p: np.ones_like(p)}],
+        options={"maxiter": max_iter},
+    )
+    p = np.clip(res.x, 0.0, None)
+    return p / p.sum()
+
+
+def kernel_margin(K: Float[Array, "n n"], y: Float[Array, " n"], *, tol: float = 1e-12,
+                  max_iter: int = 1000) -> MarginResult:
+    """Hard-margin SVM margin (no bias) of labels ``y`` in {-1, +1} under kernel ``K``:
+    ``gamma = max_{||v||<=1} min_i y_i <v, phi_i> = sqrt(min_{p in simplex} p^T Q p)``,
+    ``Q = (y y^T) * K``, solved in float64 with scipy (see the module docstring).
+
+    Arguments:
+        K: (n, n) positive semi-definite kernel matrix (e.g. :func:`relu_ntk` or :func:`gram`).
+        y: (n,) labels in {-1, +1}.
+
+    Returns:
+        :class:`MarginResult` with ``gamma``, a certified lower bound and the dual weights.
+    """
+    K = np.asarray(K, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if K.ndim != 2 or K.shape[0] != K.shape[1]:
+        raise ValueError(f"K must be a square (n, n) matrix, got shape {K.shape}.")
+    if y.shape != (K.shape[0],):
+        raise ValueError(f"y must have shape ({K.shape[0]},), got {y.shape}.")
+    if not np.all(np.abs(y) == 1.0):
+        raise ValueError("y must contain labels in {-1, +1}.")
+    if not np.all(np.isfinite(K)):
+        raise ValueError("K contains NaN or inf.")
+    K = 0.5 * (K + K.T)
+    Q = (y[:, None] * y[None, :]) * K
+    p = _simplex_qp(Q, tol, max_iter)
+    val = max(float(p @ Q @ p), 0.0)
+    gamma = math.sqrt(val)
+    lower = float(np.min(Q @ p)) / gamma if gamma > 0 else 0.0
+    return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
+
+
+def margin(X: Float[Array, "n d"], y: Float[Array, " n"], *, layers: str = "inner") -> float:
+    """NTK separation margin ``gamma`` of Ji and Telgarsky (ICLR 2020, arXiv 1909.12292) for a
+    two-layer ReLU net without bias: the hard-margin SVM margin in the feature space of
+    :func:`relu_ntk` (``layers="inner"``: ``phi(x)(w) = x 1{w.x > 0}``, their definition).
+    ``gamma = 0`` when the data are not separable in that space."""
+    return kernel_margin(relu_ntk(X, layers=layers), y).gamma
+
+
+def margin_data(key, n: int, d: int, angle: float) -> tuple[Float[Array, "n d"],
+                                                             Float[Array, " n"]]:
+    """Unit-norm data whose NTK margin is controlled by ``angle`` (radians).
+
+    ``n/2`` anchors uniform on the sphere ``S^{d-1}``; each anchor ``u`` is paired with the
+    point at angle ``angle`` from it in a uniformly random tangent direction; the two members of
+    a pair get opposite labels (which one is +1 is random). Since the two feature vectors of a
+    pair are close, ``gamma <= |phi(x) - phi(x')| / 2 = sqrt(1 - cos(angle) (1 - angle/pi)) / 2``
+    (about ``sqrt(angle / pi) / 2`` for small angles), so ``gamma -> 0`` with ``angle``; the
+    exact value is :func:`margin` of the returned data.
+
+    Returns:
+        ``(X, y)``: (n, d) unit inputs, (n,) labels in {-1, +1}; pairs are rows ``2i, 2i+1``.
+    """
+    for v, name in ((n, "n"), (d, "d")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+    if n % 2 or d < 2:
+        raise ValueError(f"margin_data needs an even n and d >= 2, got n={n}, d={d}.")
+    if not 0 < angle <= math.pi:
+        raise ValueError(f"angle must be in (0, pi], got {angle!r}.")
+    ku, kt, ky = jax.random.split(key, 3)
+    dt = jnp.result_type(float)
+    u = jax.random.normal(ku, (n // 2, d), dt)
+    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    t = jax.random.normal(kt, (n // 2, d), dt)
+    t = t - jnp.sum(t * u, axis=1, keepdims=True) * u
+    t = t / jnp.linalg.norm(t, axis=1, keepdims=True)
+    v = math.cos(angle) * u + math.sin(angle) * t
+    X = jnp.stack([u, v], axis=1).reshape(n, d)
+    s = jax.random.rademacher(ky, (n // 2,), dtype=dt)
+    y = jnp.stack([s, -s], axis=1).reshape(n)
+    return X, y
+
+
+def pad_width(net, params, width: int):
+    """Embed a width-``m`` net with fixed outer weights into a wider one, exactly.
+
+    For ``TwoLayer(scaling="ntk", train_outer=False)``: the returned width-``width`` net has
+    the ``m`` original neurons with outer weights ``a_r sqrt(width / m)`` followed by
+    ``width - m`` copies of neuron 0 with outer weight 0. Outputs, the gradient of every
+    original ``w_r`` and hence the whole training trajectory of the original rows are
+    identical; padded rows get zero gradient and never move. Lets runs of different widths
+    share one compiled program (rows ``:m`` of the result are the original net).
+
+    Returns:
+        ``(wide_net, wide_params)``.
+    """
+    from .nets import TwoLayer, TwoLayerParams
+
+    if not isinstance(net, TwoLayer) or net.scaling != "ntk" or net.train_outer or net.bias:
+        raise ValueError("pad_width needs a TwoLayer with scaling='ntk', bias=False and "
+                         "train_outer=False (fixed outer weights).")
+    m = net.width
+    if isinstance(width, bool) or not isinstance(width, int) or width < m:
+        raise ValueError(f"width must be an integer >= net.width={m}, got {width!r}.")
+    wide = TwoLayer(width, net.activation, "ntk", bias=False, train_outer=False)
+    pad = width - m
+    W = jnp.concatenate([params.W, jnp.repeat(params.W[:1], pad, axis=0)], axis=0)
+    a = jnp.concatenate([params.a * math.sqrt(width / m), jnp.zeros((pad,), params.a.dtype)])
+    return wide, TwoLayerParams(W=W, b=None, a=a)
+
+
+def activation_flips(W0: Float[Array, "m d"], W: Float[Array, "m d"],
+                     X: Float[Array, "n d"], b0=None, b=None) -> Float[Array, ""]:
+    """Fraction of activation patterns ``1{w_r.x_i + b_r > 0}`` (over all ``r, i``) that
+    differ between ``W0`` and ``W``."""
+    z0 = X @ W0.T + (0.0 if b0 is None else b0)
+    z = X @ W.T + (0.0 if b is None else b)
+    return jnp.mean(((z0 > 0) != (z > 0)).astype(X.dtype))
+
+
+def _obs_flips(p, c):
+    return activation_flips(c.params0.W, p.W, c.objective.X, c.params0.b, p.b)
+
+
+def _obs_lambda_min(p, c):
+    return lambda_min(gram(c.objective.net, p, c.objective.X))
+
+
+def _register():
+    from . import observe
+
+    observe.register("activation_flips", _obs_flips)
+    observe.register("ntk_lambda_min", _obs_lambda_min)
+
+
+_register()
