@@ -88,9 +88,7 @@ class _Discrete(eqx.Module):
         # a traced learning rate: changing its value does not recompile
         dyn = self if callable(self.lr) else eqx.tree_at(
             lambda d: d.lr, self, jnp.asarray(self.lr, objective.y.dtype))
-        idx = np.clip(np.searchsorted(t_grid, ts), 1, len(t_grid) - 1)
-        save_steps = np.where(np.abs(t_grid[idx - 1] - ts) <= np.abs(t_grid[idx] - ts),
-                              idx - 1, idx)
+        save_steps = _save_steps(t_grid, ts)
         bar = _progress_bar(len(save_steps)) if progress else None
         try:
             out = _discrete_solve(
@@ -112,6 +110,27 @@ class _Discrete(eqx.Module):
         extra = int(out["stats"].pop("extra_evals"))
         out["stats"] = {"num_steps": k_stop, "grad_evals": k_stop + extra}
         return out
+
+
+def _save_steps(t_grid: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """Step index nearest to each save time, made strictly increasing: where two save
+    times round to the same step (log-spaced saves finer than lr), the later one moves
+    to the next step, so every save is a distinct iterate."""
+    K = len(t_grid) - 1
+    if len(ts) > K + 1:
+        raise ValueError(
+            f"{len(ts)} save times but only {K + 1} iterates (t1 / lr = {K} steps): ask for "
+            "fewer save times or a smaller lr."
+        )
+    idx = np.clip(np.searchsorted(t_grid, ts), 1, K)
+    steps = np.where(np.abs(t_grid[idx - 1] - ts) <= np.abs(t_grid[idx] - ts), idx - 1, idx)
+    for i in range(1, len(steps)):
+        steps[i] = max(steps[i], steps[i - 1] + 1)
+    for i in range(len(steps) - 1, -1, -1):
+        steps[i] = min(steps[i], K - (len(steps) - 1 - i))
+        if i + 1 < len(steps):
+            steps[i] = min(steps[i], steps[i + 1] - 1)
+    return steps
 
 
 _BARS: list = []

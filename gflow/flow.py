@@ -141,7 +141,9 @@ class GradientFlow(eqx.Module):
                         None if stop_grad is None else jnp.asarray(stop_grad),
                         cond=cond, save_params=save_params, progress=progress)
         out = jax.device_get(out)
-        out["stats"]["grad_evals"] = self.grad_evals(int(out["stats"]["num_steps"]))
+        out["ts"] = ts  # the requested float64 times, not their float32 copy
+        out["stats"] = {k: int(v) for k, v in out["stats"].items()}
+        out["stats"]["grad_evals"] = self.grad_evals(out["stats"]["num_steps"])
         return out
 
 
@@ -196,7 +198,7 @@ def _gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_l
     valid = ts_saved <= t_stop
     obs = jax.tree.map(lambda x: jnp.where(_bcast(valid, x), x, jnp.nan), obs)
     return {
-        "ts": ts, "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
+        "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
         "obs_final": obs_fn(y_final, ctx), "status": status,
         "stats": {"num_steps": sol.stats["num_steps"],
                   "num_accepted_steps": sol.stats["num_accepted_steps"],

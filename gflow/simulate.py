@@ -22,9 +22,6 @@ from .trajectory import Trajectory
 __all__ = ["SimulationError", "simulate"]
 
 
-_DEFAULT_SAVE = LogTimes(100)
-
-
 class SimulationError(RuntimeError):
     """A run that could not complete: it diverged or the solver failed."""
 
@@ -78,7 +75,7 @@ def simulate(
     loss: str | Callable = "squared",
     dynamics=None,
     t1: float,
-    save: Any = _DEFAULT_SAVE,
+    save: Any = None,
     observe: Sequence[str | Callable] | dict = ("loss",),
     stop_loss: float | None = None,
     stop_grad: float | None = None,
@@ -97,7 +94,8 @@ def simulate(
         dynamics: ``gflow.GradientFlow(...)`` (default), ``gflow.GD(lr)``,
             ``gflow.SGD(lr, batch_size, key=)`` or ``gflow.Optax(optimizer, lr)``.
         t1: final time (> 0). Discrete dynamics run ``round(t1 / lr)`` steps.
-        save: ``gflow.LogTimes(n)``, ``gflow.LinTimes(n)`` or an array of times in [0, t1].
+        save: ``gflow.LogTimes(n)``, ``gflow.LinTimes(n)`` or an array of times in [0, t1];
+            default ``LogTimes(100)`` (at most one save per step for discrete dynamics).
         observe: observable names (see :mod:`gflow.observe`) or callables ``fn(params, ctx)``.
         stop_loss, stop_grad: stop once the loss / gradient norm falls below these.
         probes: (p, d) inputs for the ``"output"`` observable.
@@ -112,6 +110,9 @@ def simulate(
     """
     dynamics = GradientFlow() if dynamics is None else dynamics
     t1 = check_t1(t1)
+    if save is None:
+        n_iterates = len(dynamics._step_times(t1)) if isinstance(dynamics, _Discrete) else 100
+        save = LogTimes(min(100, n_iterates))
     ts = resolve_times(save, t1)
     objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
         net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
@@ -157,11 +158,18 @@ def raise_for_status(traj: Trajectory) -> None:
             "the trajectory up to that time."
         )
     if status == "max_steps":
+        steps = int(traj.stats.get("num_steps", 0))
+        rejected = int(traj.stats.get("num_rejected_steps", 0))
+        stall = ""
+        if rejected > steps // 2:
+            stall = (f" The step size collapsed ({rejected} of {steps} steps rejected): the flow "
+                     "may blow up there (check loss/param_norm with throw=False), or the vector "
+                     "field is discontinuous (ReLU kinks).")
         raise SimulationError(
-            f"gradient flow reached max_steps={traj.stats.get('num_steps')} at "
-            f"t={traj.t_stop:.6g} before t1. Loosen rtol/atol, raise GradientFlow(max_steps=...), "
-            "try another solver (e.g. solver='dopri5' or a stiff one such as 'kvaerno5'), "
-            "or enable float64 (jax.config.update('jax_enable_x64', True))."
+            f"gradient flow reached max_steps={steps} at t={traj.t_stop:.6g} before t1.{stall} "
+            "Loosen rtol/atol, raise GradientFlow(max_steps=...), try another solver (e.g. "
+            "solver='dopri5' or a stiff one such as 'kvaerno5'), or enable float64 "
+            "(jax.config.update('jax_enable_x64', True))."
         )
     if status == "solver_failed":
         raise SimulationError(

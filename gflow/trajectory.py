@@ -180,4 +180,4 @@ def combine(trajs: dict[tuple, Trajectory], dims: tuple[str, ...]):
     index = pd.MultiIndex.from_tuples(keys, names=list(dims))
     stacked = xr.concat([as_vars(trajs[k]) for k in keys], dim="run", join="outer")
     stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "run"))
-    return stacked.unstack("run")
+    return stacked.unstack("run").transpose(*dims, ...)

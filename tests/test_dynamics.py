@@ -1,0 +1,216 @@
+"""Dynamics tested against mathematics: closed forms, conserved quantities, orders."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import scipy.linalg
+from helpers import tree_allclose, tree_max_abs_diff
+
+import gflow
+
+
+def _problem(n=40, d=5, m=16, key=0, activation="relu", bias=False, train_outer=True,
+             labels="regression"):
+    k1, k2 = jax.random.split(jax.random.key(key))
+    ds = gflow.data.teacher(k1, n, d, 3, labels=labels)
+    net = gflow.TwoLayer(m, activation, bias=bias, train_outer=train_outer)
+    return net, gflow.init.gaussian(k2, net, d), ds
+
+
+def test_linear_flow_matches_closed_form(x64):
+    # f(x) = c x.(W^T a) with a fixed: beta = c W^T a obeys beta' = -A beta + g with
+    # A = c^2 |a|^2 X^T X / n, g = c^2 |a|^2 X^T y / n; and W - W0 = a (beta - beta0)^T / (c |a|^2).
+    net, p0, ds = _problem(n=30, d=4, m=6, activation="linear", train_outer=False)
+    c, a, X, y = net.prefactor, np.asarray(p0.a), np.asarray(ds.X), np.asarray(ds.y)
+    n, t = X.shape[0], 3.0
+    s = c**2 * (a @ a) / n
+    A, g = s * X.T @ X, s * X.T @ y
+    beta0 = c * np.asarray(p0.W).T @ a
+    E = scipy.linalg.expm(-A * t)
+    beta_t = E @ beta0 + (np.eye(4) - E) @ np.linalg.solve(A, g)
+    W_t = np.asarray(p0.W) + np.outer(a, beta_t - beta0) / (c * (a @ a))
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(rtol=1e-10, atol=1e-12), t1=t,
+                        save=gflow.LinTimes(3))
+    assert np.max(np.abs(np.asarray(tr.params_final.W) - W_t)) <= 1e-6
+    np.testing.assert_array_equal(tr.params_final.a, p0.a)  # fixed outer layer never moves
+
+
+@pytest.mark.parametrize("bias, rtol", [(False, 1e-9), (True, 1e-6)])
+def test_balancedness_conserved_by_gf_not_by_gd(x64, bias, rtol):
+    # for ReLU, d/dt (a_j^2 - |w_j|^2 - b_j^2) = 0 along GF (1-homogeneity of relu in (w_j, b_j)).
+    # With biases the activation pattern chatters (kinks), so tight rtol costs 1e5+ steps; the
+    # conserved quantity still holds to ~1e-7 at rtol 1e-6.
+    net, p0, ds = _problem(bias=bias)
+    gf = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(rtol=rtol, atol=rtol * 1e-2),
+                        t1=5.0, save=gflow.LinTimes(6), observe=("balancedness", "loss"))
+    bal = gf["balancedness"]
+    drift = np.max(np.abs(bal - bal[0])) / np.max(np.abs(bal[0]))
+    assert drift <= 1e-6
+    assert gf["loss"][-1] < 0.5 * gf["loss"][0]  # it did train
+    gd = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=0.5), t1=5.0, save=gflow.LinTimes(6),
+                        observe=("balancedness",))
+    # GD changes it by lr^2 (|grad_a|^2 - |grad_w|^2) per step: visibly non-zero at lr = 0.5
+    assert np.max(np.abs(gd["balancedness"] - bal[0])) / np.max(np.abs(bal[0])) > 1e-4
+
+
+def test_gd_converges_to_gf_at_order_one(x64):
+    net, p0, ds = _problem(activation="tanh")
+    t1 = 2.0
+    ref = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(rtol=1e-12, atol=1e-12),
+                         t1=t1, save=gflow.LinTimes(2)).params_final
+    errs = []
+    for lr in (0.1, 0.05, 0.025):
+        gd = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=lr), t1=t1, save=gflow.LinTimes(2))
+        errs.append(tree_max_abs_diff(gd.params_final, ref))
+    ratios = np.array(errs[:-1]) / np.array(errs[1:])
+    # Euler's global error is C lr + O(lr^2): halving lr halves it
+    np.testing.assert_allclose(ratios, 2.0, rtol=0.1)
+
+
+def test_sgd_with_full_batch_is_gd(dtype):
+    net, p0, ds = _problem()
+    gd = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=0.1), t1=3.0, save=gflow.LinTimes(4))
+    sgd = gflow.simulate(net, p0, ds, dynamics=gflow.SGD(lr=0.1, batch_size=ds.n,
+                                                         key=jax.random.key(5)),
+                         t1=3.0, save=gflow.LinTimes(4))
+    # same math, samples summed in another order: equal up to rounding
+    assert tree_allclose(gd.params_final, sgd.params_final,
+                         rtol=1e-4 if dtype == "float32" else 1e-11, atol=1e-6)
+    np.testing.assert_array_equal(gd.times, sgd.times)
+
+
+def test_sgd_minibatches_without_replacement():
+    # one epoch of SGD with batch 1 and a linear model: each sample is visited once
+    net, p0, ds = _problem(n=8)
+    a = gflow.simulate(net, p0, ds, dynamics=gflow.SGD(0.1, 2, key=jax.random.key(1)), t1=0.8)
+    b = gflow.simulate(net, p0, ds, dynamics=gflow.SGD(0.1, 2, key=jax.random.key(1)), t1=0.8)
+    c = gflow.simulate(net, p0, ds, dynamics=gflow.SGD(0.1, 2, key=jax.random.key(2)), t1=0.8)
+    assert tree_allclose(a.params_final, b.params_final, rtol=0)  # deterministic in the key
+    assert not tree_allclose(c.params_final, a.params_final, rtol=1e-6)
+
+
+def test_discrete_time_axis_and_rounding():
+    net, p0, ds = _problem()
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=0.3), t1=3.0,
+                        save=np.array([0.0, 0.5, 1.0, 3.0]))
+    np.testing.assert_allclose(tr.times, [0.0, 0.6, 0.9, 3.0])  # nearest steps k*lr
+    assert tr.stats["num_steps"] == 10
+
+
+def test_gd_schedule_time_is_sum_of_lrs():
+    net, p0, ds = _problem()
+    sched = optax.linear_schedule(0.2, 0.05, 20)
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=sched), t1=2.0, save=gflow.LinTimes(5))
+    lrs = np.asarray(jax.vmap(sched)(jnp.arange(tr.stats["num_steps"])))
+    np.testing.assert_allclose(tr.times[-1], lrs.sum(), rtol=1e-6)
+
+
+def test_optax_sgd_equals_gd():
+    net, p0, ds = _problem()
+    gd = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=0.1), t1=2.0)
+    ox = gflow.simulate(net, p0, ds, dynamics=gflow.Optax(optax.sgd(0.1), lr=0.1), t1=2.0)
+    assert tree_allclose(gd.params_final, ox.params_final, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("dyn", [gflow.GradientFlow(),
+                                 gflow.GD(0.1),
+                                 gflow.Optax(optax.adamw(1e-2, weight_decay=0.1), lr=1e-2)])
+def test_fixed_outer_layer_never_moves(dyn):
+    net, p0, ds = _problem(train_outer=False)
+    tr = gflow.simulate(net, p0, ds, dynamics=dyn, t1=1.0)
+    np.testing.assert_array_equal(tr.params_final.a, p0.a)
+    assert not np.array_equal(tr.params_final.W, p0.W)
+    g = gflow.Objective(net, "squared", ds.X, ds.y).grad(p0)
+    assert float(jnp.max(jnp.abs(g.a))) == 0.0
+
+
+@pytest.mark.parametrize("dyn", [gflow.GradientFlow(rtol=1e-6, atol=1e-8), gflow.GD(0.1),
+                                 gflow.SGD(0.1, 20, key=jax.random.key(0))])
+def test_stop_loss(dtype, dyn):
+    net, p0, ds = _problem(labels="sign")
+    L0 = float(gflow.Objective(net, "logistic", ds.X, ds.y).loss(p0))
+    tr = gflow.simulate(net, p0, ds, loss="logistic", dynamics=dyn, t1=1e3, stop_loss=0.8 * L0,
+                        observe=("loss", "accuracy"))
+    assert tr.status == "stop_loss" and 0 < tr.t_stop < 1e3
+    assert tr.times[-1] == tr.t_stop and np.all(np.diff(tr.times) > 0)
+    assert tr["loss"][-1] < 0.8 * L0
+    assert np.all(tr["loss"][:-1] >= 0.8 * L0 * 0.999) or dyn.kind == "gf"
+
+
+def test_stop_grad():
+    net, p0, ds = _problem()
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GD(0.2), t1=1e3, stop_grad=1e-2,
+                        observe=("grad_norm",))
+    assert tr.status == "stop_grad" and tr["grad_norm"][-1] < 1e-2 <= tr["grad_norm"][-2]
+
+
+def test_divergence_is_reported_with_time():
+    net, p0, ds = _problem()
+    with pytest.raises(gflow.SimulationError, match=r"diverged at t="):
+        gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=50.0), t1=1e4)
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GD(lr=50.0), t1=1e4, throw=False)
+    assert tr.status == "diverged" and tr.t_stop < 1e4
+    # the record runs up to the first iterate whose loss or parameters are non-finite
+    assert np.all(np.isfinite(tr["loss"][:-1])) and tr.times[-1] == tr.t_stop
+    assert tr["loss"][-1] > 1e6 * tr["loss"][0] or not np.isfinite(tr["loss"][-1])
+    assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(tr.params_final))
+
+
+def test_gf_nonfinite_loss_is_divergence():
+    # exp(-y f) overflows in float32 for these huge weights: diverged at once, at t = 0
+    net, p0, ds = _problem(labels="sign", m=16)
+    big = jax.tree.map(lambda x: 60 * x, p0)
+    with pytest.raises(gflow.SimulationError, match="diverged at t=0"):
+        gflow.simulate(net, big, ds, loss="exponential", t1=10.0)
+    tr = gflow.simulate(net, big, ds, loss="exponential", t1=10.0, throw=False)
+    assert tr.status == "diverged" and tr.t_stop == 0.0
+
+
+def test_gf_finite_time_blowup_is_reported():
+    # L = -mean f^2 with a linear net is unbounded below and GF blows up in finite time:
+    # the step size collapses there, and the error says so with the time
+    net, p0, ds = _problem(activation="linear")
+    with pytest.raises(gflow.SimulationError, match=r"t=1\.\d+ .*rejected"):
+        gflow.simulate(net, p0, ds, loss=lambda f, y: -(f**2), t1=1e3,
+                       dynamics=gflow.GradientFlow(max_steps=2000))
+
+
+def test_max_steps_error_suggests_fixes():
+    net, p0, ds = _problem()
+    with pytest.raises(gflow.SimulationError, match="rtol"):
+        gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(max_steps=3), t1=100.0)
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(max_steps=3), t1=100.0,
+                        throw=False)
+    assert tr.status == "max_steps"
+
+
+@pytest.mark.parametrize("solver", ["dopri5", "heun", "bosh3"])
+def test_solvers_by_name_agree(solver):
+    net, p0, ds = _problem(activation="tanh")
+    ref = gflow.simulate(net, p0, ds, t1=2.0, dynamics=gflow.GradientFlow(rtol=1e-7, atol=1e-9))
+    tr = gflow.simulate(net, p0, ds, t1=2.0,
+                        dynamics=gflow.GradientFlow(solver=solver, rtol=1e-7, atol=1e-9))
+    assert tree_max_abs_diff(tr.params_final, ref.params_final) < 1e-4
+    assert tr.stats["num_steps"] > 0 and tr.stats["grad_evals"] >= tr.stats["num_steps"]
+
+
+def test_save_params_snapshots_match_observables():
+    net, p0, ds = _problem()
+    tr = gflow.simulate(net, p0, ds, dynamics=gflow.GD(0.1), t1=1.0, save=gflow.LinTimes(5),
+                        save_params=True, observe=("weight_movement",))
+    assert tr.params.W.shape == (5, 16, 5)
+    flat = lambda tree: np.concatenate([np.reshape(x, x.shape[:1] + (-1,))  # noqa: E731
+                                        for x in jax.tree.leaves(tree)], axis=1)
+    mv = np.linalg.norm(flat(tr.params) - flat(jax.tree.map(lambda x: x[None], p0)), axis=1)
+    np.testing.assert_allclose(tr["weight_movement"], mv, rtol=1e-5, atol=1e-6)
+
+
+def test_determinism():
+    net, p0, ds = _problem()
+    dyn = gflow.SGD(0.1, 8, key=jax.random.key(0))
+    a = gflow.simulate(net, p0, ds, dynamics=dyn, t1=2.0, observe=("loss", "margin"))
+    b = gflow.simulate(net, p0, ds, dynamics=dyn, t1=2.0, observe=("loss", "margin"))
+    np.testing.assert_array_equal(a["loss"], b["loss"])
+    assert tree_allclose(a.params_final, b.params_final, rtol=0)

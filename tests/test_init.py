@@ -1,0 +1,60 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import tree_allclose
+
+import gflow
+
+
+@pytest.mark.parametrize("outer", ["sign", "gaussian"])
+@pytest.mark.parametrize("bias", [False, True])
+def test_paired_output_is_exactly_zero(dtype, outer, bias):
+    # Munteanu et al. 2022: w_{2i}=w_{2i+1}, a_{2i}=-a_{2i+1} => f(x; theta_0) = 0 exactly
+    net = gflow.TwoLayer(64, "relu", bias=bias)
+    p = gflow.init.paired(jax.random.key(3), net, 5, outer=outer)
+    np.testing.assert_array_equal(p.W[0::2], p.W[1::2])
+    np.testing.assert_array_equal(p.a[0::2], -p.a[1::2])
+    X = jax.random.normal(jax.random.key(4), (100, 5))
+    assert float(jnp.max(jnp.abs(net.apply(p, X)))) == 0.0
+
+
+def test_paired_needs_even_width():
+    with pytest.raises(ValueError, match="even width"):
+        gflow.init.paired(jax.random.key(0), gflow.TwoLayer(5), 3)
+
+
+def test_gaussian_statistics_and_determinism():
+    net = gflow.TwoLayer(4000, bias=True)
+    p = gflow.init.gaussian(jax.random.key(0), net, 10, std=2.0)
+    # sample std of 40,000 N(0, 4) draws: standard error ~ 2/sqrt(2*40000) = 0.007
+    assert abs(float(jnp.std(p.W)) - 2.0) < 0.03
+    assert set(np.unique(np.asarray(p.a))) == {-1.0, 1.0}
+    q = gflow.init.gaussian(jax.random.key(0), net, 10, std=2.0)
+    assert tree_allclose(p, q, rtol=0)
+
+
+def test_small_init_variance_convention():
+    # gamma sets the variance m^-gamma: std = m^(-gamma/2)
+    net = gflow.TwoLayer(100)
+    p = gflow.init.small(jax.random.key(0), net, 50, gamma=3.0)
+    assert abs(float(jnp.std(p.W)) / 100.0 ** -1.5 - 1) < 0.05  # 5,000 draws: se ~ 1 %
+    q = gflow.init.small(jax.random.key(0), net, 50, std=1e-3)
+    assert abs(float(jnp.std(q.W)) / 1e-3 - 1) < 0.05
+    with pytest.raises(ValueError, match="exactly one"):
+        gflow.init.small(jax.random.key(0), net, 50)
+
+
+def test_init_errors():
+    net = gflow.TwoLayer(4)
+    with pytest.raises(ValueError, match="input dimension"):
+        gflow.init.gaussian(jax.random.key(0), net, 0)
+    with pytest.raises(ValueError, match="outer"):
+        gflow.init.gaussian(jax.random.key(0), net, 3, outer="uniform")
+
+
+def test_vmap_over_keys_gives_stacked_params():
+    net = gflow.TwoLayer(8)
+    keys = jax.random.split(jax.random.key(0), 5)
+    p = jax.vmap(lambda k: gflow.init.gaussian(k, net, 3))(keys)
+    assert p.W.shape == (5, 8, 3) and p.a.shape == (5, 8)

@@ -1,0 +1,71 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gflow
+
+
+def _setup():
+    ds = gflow.data.teacher(jax.random.key(0), 30, 4, 2, labels="sign")
+    net = gflow.TwoLayer(8, bias=True)
+    return net, gflow.init.gaussian(jax.random.key(1), net, 4), ds
+
+
+def test_observables_at_init_by_hand():
+    net, p0, ds = _setup()
+    probes = jax.random.normal(jax.random.key(2), (3, 4))
+    tr = gflow.simulate(net, p0, ds, loss="logistic", t1=1.0, dynamics=gflow.GD(0.1),
+                        save=gflow.LinTimes(3), probes=probes,
+                        observe=("loss", "accuracy", "test_loss", "test_accuracy", "grad_norm",
+                                 "param_norm", "weight_movement", "margin", "balancedness",
+                                 "output"))
+    f = np.asarray(net.apply(p0, ds.X))
+    y = np.asarray(ds.y)
+    theta = np.concatenate([np.ravel(x) for x in jax.tree.leaves(p0)])
+    np.testing.assert_allclose(tr["loss"][0], np.mean(np.log1p(np.exp(-y * f))), rtol=1e-5)
+    np.testing.assert_allclose(tr["accuracy"][0], np.mean(y * f > 0))
+    ft = np.asarray(net.apply(p0, ds.X_test))
+    np.testing.assert_allclose(tr["test_loss"][0], np.mean(np.log1p(np.exp(-ds.y_test * ft))),
+                               rtol=1e-5)
+    np.testing.assert_allclose(tr["param_norm"][0], np.linalg.norm(theta), rtol=1e-5)
+    assert tr["weight_movement"][0] == 0 and tr["weight_movement"][-1] > 0
+    np.testing.assert_allclose(tr["margin"][0], np.min(y * f) / (theta @ theta), rtol=1e-5)
+    bal = p0.a**2 - jnp.sum(p0.W**2, 1) - p0.b**2
+    np.testing.assert_allclose(tr["balancedness"][0], bal, rtol=1e-5)
+    assert tr["balancedness"].shape == (3, 8) and tr["output"].shape == (3, 3)
+    np.testing.assert_allclose(tr["output"][0], net.apply(p0, probes), rtol=1e-5)
+    g = gflow.Objective(net, "logistic", ds.X, ds.y).grad(p0)
+    gn = np.sqrt(sum(float(jnp.sum(x**2)) for x in jax.tree.leaves(g)))
+    np.testing.assert_allclose(tr["grad_norm"][0], gn, rtol=1e-5)
+
+
+def test_custom_and_registered_observables():
+    net, p0, ds = _setup()
+
+    def mean_output(params, ctx):
+        return jnp.mean(ctx.objective.output(params))
+
+    gflow.observe.register("max_abs_a", lambda p, c: jnp.max(jnp.abs(p.a)))
+    tr = gflow.simulate(net, p0, ds, t1=1.0, dynamics=gflow.GD(0.1),
+                        observe=("max_abs_a", mean_output, "loss"))
+    np.testing.assert_allclose(tr["mean_output"][0], np.mean(net.apply(p0, ds.X)), rtol=1e-5)
+    np.testing.assert_allclose(tr["max_abs_a"][0], np.max(np.abs(p0.a)))
+    tr = gflow.simulate(net, p0, ds, t1=1.0, dynamics=gflow.GD(0.1),
+                        observe={"a_norm": lambda p, c: jnp.linalg.norm(p.a)})
+    np.testing.assert_allclose(tr["a_norm"][0], np.linalg.norm(p0.a), rtol=1e-6)
+
+
+def test_trajectory_xarray_roundtrip(tmp_path):
+    net, p0, ds = _setup()
+    tr = gflow.simulate(net, p0, ds, t1=2.0, dynamics=gflow.GradientFlow(),
+                        observe=("loss", "balancedness"), save=gflow.LogTimes(7))
+    xd = tr.to_xarray()
+    assert xd["loss"].dims == ("time",) and xd["balancedness"].dims == ("time", "neuron")
+    xd.to_netcdf(tmp_path / "t.nc", engine="h5netcdf")
+    import xarray as xr
+
+    back = gflow.Trajectory.from_xarray(xr.load_dataset(tmp_path / "t.nc", engine="h5netcdf"))
+    np.testing.assert_array_equal(back.times, tr.times)
+    np.testing.assert_array_equal(back["balancedness"], tr["balancedness"])
+    np.testing.assert_array_equal(back.params_final.W, tr.params_final.W)
+    assert back.status == "completed" and back.stats["num_steps"] == tr.stats["num_steps"]
