@@ -11,7 +11,6 @@ from . import data as data
 from . import init as init
 from . import losses as losses
 from . import lowrank as lowrank
-from . import lowrank as lowrank
 from . import ntk as ntk
 from . import observe as observe
 from . import trajectory as trajectory
@@ -20,7 +19,6 @@ from .discrete import GD as GD
 from .discrete import SGD as SGD
 from .discrete import Optax as Optax
 from .flow import GradientFlow as GradientFlow
-from .lowrank import LowRankTwoLayer as LowRankTwoLayer
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
 from .nets import ACTIVATIONS as ACTIVATIONS
 from .nets import MLP as MLP
