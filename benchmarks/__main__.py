@@ -98,6 +98,14 @@ def main(argv=None) -> int:
         results["cases"][c] = {"rows": [r.asdict() for r in res["rows"]],
                                "details": res["details"]}
         print(_table(res["rows"]).split("\n", 2)[2] + f"\n  (case {c}: {wall:.0f} s)", flush=True)
+    # the peak again: a large change means the machine was disturbed during the run
+    peak_end = gemm_peak(quick=args.quick)
+    results["gemm_peak_end"] = peak_end
+    drift = peak_end["jax"] / peak["jax"] - 1
+    rows.append(Metric("0 GEMM peak", "jnp.dot f32 peak, re-measured at the end",
+                       peak_end["jax"], "GFLOP/s",
+                       note=f"{100 * drift:+.0f} % vs start" + ("; machine disturbed?"
+                                                             if abs(drift) > 0.2 else "")))
     total = time.perf_counter() - t_start
     results["wall_s"] = total
     table = _table(rows)

@@ -47,7 +47,7 @@ class _Recorder:
 
     def summary(self, phase) -> dict:
         spans = [s for s in self.spans if s[0] == phase]
-        solve = [s for s in spans if "_solve" in s[2]]
+        solve = [s for s in spans if "solve" in s[2]]
         compiles = [s for s in spans if s[1] == _EVENTS[2]]
         by_fun: dict[str, float] = {}
         for s in compiles:
@@ -134,7 +134,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
                MAX_COMPILE_S, upper=True,
                note=f"{first['n_backend_compiles']} XLA compiles; largest: "
                     + ", ".join(f"{k} {v:.1f}s" for k, v in top)),
-        Metric(NAME, "of which gflow's solve programs (_gf_solve, _discrete_solve)",
+        Metric(NAME, "of which gflow's solve programs (GF, GD, SGD)",
                first["solve_compile_s"], "s",
                note="the rest: eager ops of data generation and init, one compile per shape"),
         Metric(NAME, "quickstart first-run wall time", first["wall_s"], "s",
