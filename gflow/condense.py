@@ -1,0 +1,277 @@
+"""Condensation of neurons at small initialization: directions, clusters, initial stage.
+
+Zhou, Zhou, Luo, Zhang, Xu, "Towards Understanding the Condensation of Neural Networks at
+Initial Training", NeurIPS 2022 (arXiv 2105.11686). With small initialization the input
+weights ``u_j = (w_j, b_j)`` of the hidden neurons condense onto a few isolated
+orientations during the initial stage of training; for an activation of multiplicity
+``p`` (first non-zero derivative at 0 of order ``p``) at most ``2p`` signed orientations
+(``p`` lines) appear.
+
+Everything here works on the *input weights* of a hidden layer: for a
+:class:`gflow.TwoLayer` the rows of ``[W | b]`` (bias appended as the last column when
+the net has biases), for a :class:`gflow.MLP` the rows of ``[W_l | b_l]`` of each hidden
+layer ``l`` (raw parameters; a scalar layer prefactor does not change a direction of
+``W_l`` but does change the weight of the bias relative to it, so with ``scaling="ntk"``
+deeper layers are measured in parameter space).
+
+Pieces:
+
+- :func:`input_weights`, :func:`cosine_matrix` (the paper's ``D(u, v)``);
+- :func:`cluster_directions` / :func:`count_orientations`: a two-parameter clustering.
+  (1) Keep the neurons that carry weight: ``|u_j| >= norm_frac * max_k |u_k|``.
+  (2) Greedy leader clustering of the kept *signed* directions: visit kept neurons by
+  decreasing norm; an unassigned neuron opens a new cluster and takes every unassigned
+  kept neuron whose cosine with it is ``>= cos_threshold``. Opposite directions are
+  different orientations. The number of clusters is the number of condensed orientations.
+- :func:`effective_neurons`: a threshold-free count, the order-2 similarity-sensitive
+  diversity (Leinster & Cobbold, Ecology 2012) of the neurons weighted by
+  ``p_j = |u_j|^2 / sum_k |u_k|^2`` with similarity ``max(D_jk, 0)^2``:
+  ``N_eff = 1 / sum_jk p_j p_k max(D_jk, 0)^2``. It is 1 when all weight sits on one
+  direction, ``k`` for ``k`` equal-weight clusters on orthogonal or opposite
+  directions, and ``m`` for ``m`` equal orthogonal neurons.
+- :func:`growth_stage_end`, :func:`loss_stage_end`: the end of the initial stage,
+  detected from a saved series rather than set by hand (see their docstrings).
+- Observables (registered in :mod:`gflow.observe`): ``max_input_norm``,
+  ``orientations`` and ``effective_neurons``, each with one entry per hidden layer
+  (``dims=("layer",)``); :func:`input_weights_observable` records a layer's ``[W | b]``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int
+
+from . import observe
+from .nets import MLP, TwoLayer
+
+__all__ = [
+    "NORM_FRAC",
+    "COS_THRESHOLD",
+    "cluster_directions",
+    "cluster_order",
+    "cosine_matrix",
+    "count_orientations",
+    "effective_neurons",
+    "growth_stage_end",
+    "input_weights",
+    "input_weights_observable",
+    "loss_stage_end",
+    "orientations_observable",
+    "sine_data",
+]
+
+#: default: a neuron carries weight if its norm is at least this fraction of the largest
+NORM_FRAC = 0.3
+#: default: two kept neurons share an orientation if their cosine is at least this
+COS_THRESHOLD = 0.9
+
+
+def input_weights(net, params) -> list[Float[Array, "m k"]]:
+    """Input weights ``u_j = (w_j, b_j)`` of every hidden layer, as a list of (m_l, k_l)
+    arrays (``k_l`` = fan-in, +1 if the net has biases). One entry for a TwoLayer."""
+    if isinstance(net, TwoLayer):
+        if params.b is None:
+            return [params.W]
+        return [jnp.concatenate([params.W, params.b[:, None]], axis=1)]
+    if isinstance(net, MLP):
+        if params.bs is None:
+            return list(params.Ws)
+        return [jnp.concatenate([W, b[:, None]], axis=1)
+                for W, b in zip(params.Ws, params.bs, strict=True)]
+    raise ValueError(f"net must be a gflow.TwoLayer or gflow.MLP, got {type(net).__name__}.")
+
+
+def _norms(U):
+    return jnp.sqrt(jnp.sum(U**2, axis=-1))
+
+
+@jax.jit
+def cosine_matrix(U: Float[Array, "m k"]) -> Float[Array, "m m"]:
+    """``D_jk = u_j . u_k / (|u_j| |u_k|)``; rows of norm 0 have similarity 0 with all."""
+    U = jnp.asarray(U)
+    n = _norms(U)
+    safe = jnp.where(n > 0, n, 1.0)
+    V = jnp.where((n > 0)[:, None], U / safe[:, None], 0.0)
+    return jnp.clip(V @ V.T, -1.0, 1.0)
+
+
+def _check_params(norm_frac, cos_threshold):
+    if isinstance(norm_frac, jax.core.Tracer) or isinstance(cos_threshold, jax.core.Tracer):
+        return  # traced values cannot be checked
+    if not 0.0 <= float(norm_frac) <= 1.0:
+        raise ValueError(f"norm_frac must be in [0, 1], got {norm_frac!r}.")
+    if not -1.0 < float(cos_threshold) <= 1.0:
+        raise ValueError(f"cos_threshold must be in (-1, 1], got {cos_threshold!r}.")
+
+
+def cluster_directions(
+    U: Float[Array, "m k"], *, norm_frac: float = NORM_FRAC,
+    cos_threshold: float = COS_THRESHOLD,
+) -> tuple[Int[Array, " m"], Int[Array, ""]]:
+    """Cluster the signed directions of the neurons that carry weight.
+
+    Returns ``(labels, count)``: ``labels[j]`` in ``0..count-1`` (clusters numbered by
+    decreasing norm of their leader) or ``-1`` for a neuron dropped by the norm filter.
+    See the module docstring for the rule. jit-able (``norm_frac``, ``cos_threshold``
+    may be traced); ties in norm are visited in index order.
+    """
+    _check_params(norm_frac, cos_threshold)
+    return _cluster(jnp.asarray(U), norm_frac, cos_threshold)
+
+
+@jax.jit
+def _cluster(U, norm_frac, cos_threshold):
+    m = U.shape[0]
+    n = _norms(U)
+    keep = (n > 0) & (n >= norm_frac * jnp.max(n))
+    D = cosine_matrix(U)
+    order = jnp.argsort(-n, stable=True)
+
+    def body(i, carry):
+        labels, k = carry
+        j = order[i]
+        new = keep[j] & (labels[j] < 0)
+        members = keep & (labels < 0) & (D[j] >= cos_threshold)
+        labels = jnp.where(new & members, k, labels)
+        return labels, k + new.astype(k.dtype)
+
+    labels0 = jnp.full((m,), -1, dtype=jnp.int32)
+    return jax.lax.fori_loop(0, m, body, (labels0, jnp.asarray(0, jnp.int32)))
+
+
+def count_orientations(U: Float[Array, "m k"], *, norm_frac: float = NORM_FRAC,
+                       cos_threshold: float = COS_THRESHOLD) -> Int[Array, ""]:
+    """Number of condensed orientations (signed directions) among the weight-carrying
+    neurons: the cluster count of :func:`cluster_directions`."""
+    return cluster_directions(U, norm_frac=norm_frac, cos_threshold=cos_threshold)[1]
+
+
+def cluster_order(U, *, norm_frac: float = NORM_FRAC,
+                  cos_threshold: float = COS_THRESHOLD) -> np.ndarray:
+    """A permutation of the neurons for a heatmap: by cluster (dropped neurons last),
+    within a cluster by decreasing norm. Host-side (numpy) helper."""
+    U = np.asarray(U)
+    labels, _ = cluster_directions(U, norm_frac=norm_frac, cos_threshold=cos_threshold)
+    labels = np.asarray(labels)
+    key_cluster = np.where(labels < 0, np.iinfo(np.int32).max, labels)
+    return np.lexsort((-np.linalg.norm(U, axis=1), key_cluster))
+
+
+@jax.jit
+def effective_neurons(U: Float[Array, "m k"]) -> Float[Array, ""]:
+    """Effective number of distinct neurons ``1 / sum_jk p_j p_k max(D_jk, 0)^2`` with
+    ``p_j = |u_j|^2 / sum_k |u_k|^2`` (see the module docstring). In ``[1, m]``."""
+    U = jnp.asarray(U)
+    w = jnp.sum(U**2, axis=-1)
+    p = w / jnp.sum(w)
+    S = jnp.maximum(cosine_matrix(U), 0.0) ** 2
+    return 1.0 / (p @ S @ p)
+
+
+def _first_index(times, cond) -> tuple[int | None, float]:
+    idx = np.flatnonzero(np.asarray(cond))
+    if idx.size == 0:
+        return None, float("nan")
+    return int(idx[0]), float(np.asarray(times)[idx[0]])
+
+
+def _check_series(times, series, name):
+    times, series = np.asarray(times, float), np.asarray(series, float)
+    if times.ndim != 1 or series.shape != times.shape or times.size == 0:
+        raise ValueError(f"times and {name} must be 1-d arrays of the same length, got "
+                         f"shapes {times.shape} and {series.shape}.")
+    return times, series
+
+
+def growth_stage_end(times, max_norm, *, factor: float = 10.0) -> tuple[int | None, float]:
+    """End of the initial stage: the first save time at which the largest input-weight
+    norm has grown to ``factor`` times its initial value (``max_norm[0]``).
+
+    Under small initialization the weights stay ``O(init)`` for a long time (the
+    initial stage, where directions condense) and then grow fast; a growth factor of
+    10 means the transverse (not yet aligned) part of a neuron that started at the init
+    scale is ~10% of its norm. Returns ``(index, time)``, or ``(None, nan)`` if the
+    growth is never reached. NaN entries (saves after an early stop) never match.
+    """
+    if not factor > 1:
+        raise ValueError(f"factor must be > 1, got {factor!r}.")
+    times, max_norm = _check_series(times, max_norm, "max_norm")
+    return _first_index(times, max_norm >= factor * max_norm[0])
+
+
+def loss_stage_end(times, loss, *, drop: float = 0.1) -> tuple[int | None, float]:
+    """End of the initial stage: the first save time at which the loss has dropped by
+    the fraction ``drop`` of its initial value (``loss <= (1 - drop) * loss[0]``).
+    Returns ``(index, time)``, or ``(None, nan)`` if it never does."""
+    if not 0 < drop < 1:
+        raise ValueError(f"drop must be in (0, 1), got {drop!r}.")
+    times, loss = _check_series(times, loss, "loss")
+    return _first_index(times, loss <= (1.0 - drop) * loss[0])
+
+
+# -- observables ----------------------------------------------------------------------
+def _per_layer(fn):
+    def obs(params, ctx):
+        Us = input_weights(ctx.objective.net, params)
+        return jnp.stack([jnp.asarray(fn(U), dtype=jnp.result_type(float)) for U in Us])
+
+    return obs
+
+
+def orientations_observable(norm_frac: float = NORM_FRAC,
+                            cos_threshold: float = COS_THRESHOLD):
+    """An observable ``fn(params, ctx) -> (L,)``: condensed orientations per hidden layer
+    with the given clustering parameters (for ``simulate(observe={name: fn})``)."""
+    _check_params(norm_frac, cos_threshold)
+    return observe.Observable(
+        _per_layer(lambda U: count_orientations(U, norm_frac=norm_frac,
+                                                cos_threshold=cos_threshold)),
+        dims=("layer",))
+
+
+def input_weights_observable(layer: int = 1):
+    """An observable recording ``[W_l | b_l]`` of hidden layer ``layer`` (1-based), with
+    dims ``("neuron_l{layer}", "input_l{layer}")``."""
+    if isinstance(layer, bool) or not isinstance(layer, int) or layer < 1:
+        raise ValueError(f"layer must be an integer >= 1 (1-based hidden layer), got {layer!r}.")
+
+    def fn(params, ctx):
+        Us = input_weights(ctx.objective.net, params)
+        if layer > len(Us):
+            raise ValueError(f"layer={layer} but the net has {len(Us)} hidden layer(s).")
+        return Us[layer - 1]
+
+    return observe.Observable(fn, dims=(f"neuron_l{layer}", f"input_l{layer}"))
+
+
+observe.register("max_input_norm", _per_layer(lambda U: jnp.max(_norms(U))), dims=("layer",))
+observe.register("orientations", orientations_observable().fn, dims=("layer",))
+observe.register("effective_neurons", _per_layer(effective_neurons), dims=("layer",))
+
+
+def sine_data(key, n: int = 80, d: int = 5, *, low: float = -4.0, high: float = 2.0,
+              amplitude: float = 3.5, freq: float = 5.0, phase: float = 1.0, n_test: int = 0):
+    """The data of Zhou et al. (2022), Fig. 2: ``x ~ U[low, high]^d`` and
+    ``y = sum_k amplitude * sin(freq * x_k + phase)`` (no noise). Returns a
+    :class:`gflow.Dataset` (test inputs drawn the same way if ``n_test > 0``)."""
+    from .data import Dataset
+
+    for v, name in ((n, "n"), (d, "d")):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+    if not high > low:
+        raise ValueError(f"need high > low, got low={low}, high={high}.")
+    kx, kt = jax.random.split(key)
+    dt = jnp.result_type(float)
+
+    def draw(k, size):
+        X = jax.random.uniform(k, (size, d), dtype=dt, minval=low, maxval=high)
+        return X, jnp.sum(amplitude * jnp.sin(freq * X + phase), axis=1)
+
+    X, y = draw(kx, n)
+    Xt, yt = draw(kt, n_test) if n_test > 0 else (None, None)
+    meta = {"kind": "sine", "low": low, "high": high, "amplitude": amplitude, "freq": freq,
+            "phase": phase}
+    return Dataset(X, y, Xt, yt, meta=meta)

@@ -1,0 +1,162 @@
+"""gflow.condense: cosine matrix, clustering on synthetic direction sets with known answers,
+effective neurons, initial-stage detection on synthetic curves, observables."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gflow
+from gflow import condense as C
+
+
+def _directions(key, centers, per, spread, norms=None):
+    """``per`` neurons around each center: center + spread * N(0, I), random norms."""
+    centers = np.asarray(centers, float)
+    k, dim = centers.shape
+    noise = np.asarray(jax.random.normal(key, (k * per, dim)))
+    U = np.repeat(centers / np.linalg.norm(centers, axis=1, keepdims=True), per, 0)
+    U = U + spread * noise
+    U = U / np.linalg.norm(U, axis=1, keepdims=True)
+    if norms is None:
+        norms = np.linspace(1.0, 0.5, k * per)
+    return U * np.asarray(norms)[:, None], np.repeat(np.arange(k), per)
+
+
+def test_cosine_matrix(dtype):
+    U = jnp.array([[1.0, 0.0], [1.0, 1.0], [-2.0, 0.0], [0.0, 0.0]])
+    D = np.asarray(C.cosine_matrix(U))
+    s = 1 / math.sqrt(2)
+    want = [[1, s, -1, 0], [s, 1, -s, 0], [-1, -s, 1, 0], [0, 0, 0, 0]]
+    np.testing.assert_allclose(D, want, atol=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 6])
+def test_clusters_known_directions(k):
+    # k orientations: +-e_1, +-e_2, +-e_3 (pairs of opposite signed directions), 8 neurons
+    # each, perturbed by 0.03 (cosines to the center > 0.99, between centers <= 0)
+    centers = np.concatenate([np.eye(3), -np.eye(3)])[[0, 3, 1, 4, 2, 5][:k]]
+    U, truth = _directions(jax.random.key(k), centers, 8, 0.03)
+    labels, count = C.cluster_directions(U)
+    assert int(count) == k
+    labels = np.asarray(labels)
+    # the partition equals the truth (up to renaming)
+    for c in range(k):
+        assert len(set(labels[truth == c])) == 1
+    assert len(set(labels)) == k
+    # invariant to the order of the neurons
+    perm = np.asarray(jax.random.permutation(jax.random.key(0), len(U)))
+    assert int(C.count_orientations(U[perm])) == k
+
+
+def test_small_neurons_dropped_and_threshold():
+    U, _ = _directions(jax.random.key(1), [[1.0, 0.0, 0.0]], 10, 0.01)
+    # stragglers in other directions with small norm (5% of the largest) are dropped
+    small = 0.05 * np.array([[0.0, 1.0, 0.0], [0.0, 0.0, -1.0], [0.6, 0.8, 0.0]])
+    U2 = np.concatenate([U, small])
+    labels, count = C.cluster_directions(U2, norm_frac=0.3)
+    assert int(count) == 1 and np.all(np.asarray(labels)[-3:] == -1)
+    assert int(C.count_orientations(U2, norm_frac=0.0)) == 4
+    # two directions at cosine 0.95: one orientation at threshold 0.9, two at 0.99
+    th = math.acos(0.95)
+    V = np.array([[1.0, 0.0], [math.cos(th), math.sin(th)]])
+    assert int(C.count_orientations(V, cos_threshold=0.9)) == 1
+    assert int(C.count_orientations(V, cos_threshold=0.99)) == 2
+    with pytest.raises(ValueError, match="norm_frac"):
+        C.count_orientations(V, norm_frac=1.5)
+    with pytest.raises(ValueError, match="cos_threshold"):
+        C.count_orientations(V, cos_threshold=-1.0)
+
+
+def test_clustering_jits_and_cluster_order():
+    U, truth = _directions(jax.random.key(2), [[1.0, 1.0], [-1.0, -1.0]], 5, 0.02)
+    perm = np.asarray(jax.random.permutation(jax.random.key(3), len(U)))
+    U, truth = U[perm], truth[perm]
+    count = jax.jit(lambda u: C.count_orientations(u))(jnp.asarray(U))
+    assert int(count) == 2
+    order = C.cluster_order(U)
+    assert sorted(order) == list(range(len(U)))
+    t = truth[order]
+    assert np.all(t[:5] == t[0]) and np.all(t[5:] == t[5]) and t[0] != t[5]
+
+
+def test_effective_neurons(dtype):
+    e = np.eye(4)
+    np.testing.assert_allclose(float(C.effective_neurons(e)), 4.0, rtol=1e-5)
+    # two equal-mass opposite clusters: 2; one direction with any norms: 1
+    np.testing.assert_allclose(float(C.effective_neurons(np.array([[1.0, 2], [-2, -4]]) / 3)),
+                               1 / (0.2**2 + 0.8**2), rtol=1e-5)
+    np.testing.assert_allclose(float(C.effective_neurons(np.array([[1.0, 1], [-1, -1]]))), 2.0,
+                               rtol=1e-5)
+    np.testing.assert_allclose(float(C.effective_neurons(np.array([[1.0, 0], [3, 0]]))), 1.0,
+                               rtol=1e-5)
+    # scale invariance
+    U = np.asarray(jax.random.normal(jax.random.key(0), (20, 3)))
+    np.testing.assert_allclose(float(C.effective_neurons(U)), float(C.effective_neurons(7 * U)),
+                               rtol=1e-5)
+    assert 1.0 <= float(C.effective_neurons(U)) <= 20.0
+
+
+def test_growth_stage_end_on_exponential_curve():
+    # norm(t) = 0.01 exp(2 t) reaches 10x its initial value at t* = ln(10)/2 = 1.1513;
+    # the detector returns the first save time at or after t*
+    t = np.linspace(0, 3, 301)
+    norm = 0.01 * np.exp(2 * t)
+    i, te = C.growth_stage_end(t, norm, factor=10.0)
+    assert t[i] == te and te >= math.log(10) / 2 > t[i - 1]
+    i, te = C.growth_stage_end(t, norm, factor=1e6)
+    assert i is None and math.isnan(te)
+    with pytest.raises(ValueError, match="factor"):
+        C.growth_stage_end(t, norm, factor=1.0)
+    with pytest.raises(ValueError, match="same length"):
+        C.growth_stage_end(t, norm[:-1])
+
+
+def test_loss_stage_end_on_plateau_curve():
+    # L(t) = 10 / (1 + t^2) has dropped by 10% (L = 9) at t* = 1/3; the detector returns
+    # the first save time at or after t*
+    t = np.linspace(0, 10, 1001)
+    L = 10 / (1 + t**2)
+    i, te = C.loss_stage_end(t, L, drop=0.1)
+    assert te == t[i] and t[i - 1] < 1 / 3 <= te
+    assert C.loss_stage_end(t, np.full_like(t, 3.0))[0] is None
+    with pytest.raises(ValueError, match="drop"):
+        C.loss_stage_end(t, L, drop=1.0)
+
+
+def test_input_weights_and_observables_in_a_run():
+    X = jnp.linspace(-1, 1, 12)[:, None]
+    data = gflow.Dataset(X, jnp.sin(3 * X[:, 0]))
+    net = gflow.MLP((6, 4), "tanh", scaling="standard", bias=True)
+    p0 = gflow.init.small(jax.random.key(0), net, 1, std=0.1)
+    Us = C.input_weights(net, p0)
+    assert [u.shape for u in Us] == [(6, 2), (4, 7)]
+    np.testing.assert_array_equal(np.asarray(Us[1][:, -1]), np.asarray(p0.bs[1]))
+    tl = gflow.TwoLayer(3, "tanh", bias=False)
+    ptl = gflow.init.gaussian(jax.random.key(0), tl, 2)
+    assert C.input_weights(tl, ptl)[0] is ptl.W
+    with pytest.raises(ValueError, match="TwoLayer or gflow.MLP"):
+        C.input_weights("net", ptl)
+    obs = {"orientations": "orientations", "effective_neurons": "effective_neurons",
+           "max_input_norm": "max_input_norm", "u2": C.input_weights_observable(2)}
+    tr = gflow.simulate(net, p0, data, dynamics=gflow.GD(lr=0.1), t1=0.5, save=3, observe=obs)
+    assert tr["orientations"].shape == (3, 2) and tr["u2"].shape == (3, 4, 7)
+    assert tr.obs_dims["u2"] == ("neuron_l2", "input_l2")
+    for k, U in enumerate(C.input_weights(net, p0)):
+        assert tr["orientations"][0, k] == int(C.count_orientations(U))
+        np.testing.assert_allclose(tr["max_input_norm"][0, k], np.linalg.norm(U, axis=1).max(),
+                                   rtol=1e-6)
+    with pytest.raises(ValueError, match="layer"):
+        C.input_weights_observable(0)
+
+
+def test_sine_data():
+    data = C.sine_data(jax.random.key(0), 80, 5, n_test=10)
+    X, y = np.asarray(data.X), np.asarray(data.y)
+    assert X.shape == (80, 5) and data.X_test.shape == (10, 5)
+    assert X.min() >= -4 and X.max() <= 2
+    np.testing.assert_allclose(y, np.sum(3.5 * np.sin(5 * X + 1), axis=1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="high > low"):
+        C.sine_data(jax.random.key(0), low=1.0, high=0.0)
