@@ -16,7 +16,8 @@ import numpy as np
 
 import gflow
 
-__all__ = ["Problem", "gd_flops", "jax_loss", "problem", "torch_loss", "torch_manual_grad"]
+__all__ = ["Problem", "gd_flops", "jax_loss", "jax_loss_mn", "problem", "torch_loss",
+           "torch_manual_grad"]
 
 
 def gd_flops(n: int, d: int, m: int) -> float:
@@ -64,6 +65,15 @@ def jax_loss(params, X, y):
     """The same loss written directly in JAX, ``params = (W (m,d), a (m,))``."""
     W, a = params
     f = jax.nn.relu(X @ W.T) @ a / jnp.sqrt(W.shape[0]).astype(X.dtype)
+    return 0.5 * jnp.mean((f - y) ** 2)
+
+
+def jax_loss_mn(params, X, y):
+    """:func:`jax_loss` with the hidden layer laid out (m, n): ``relu(W X^T)``. Same
+    mathematics; XLA:CPU then runs the backward GEMM ``grad_W = G X`` on its fast GEMM path
+    (with the (n, m) layout, ``G^T X`` contracts the leading axis and takes a slower path)."""
+    W, a = params
+    f = a @ jax.nn.relu(W @ X.T) / jnp.sqrt(W.shape[0]).astype(X.dtype)
     return 0.5 * jnp.mean((f - y) ** 2)
 
 
