@@ -1,0 +1,185 @@
+"""Tests of gflow.population: closed-form Gaussian kernels, population loss and gradient,
+teacher-student observables, local init."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import RTOL
+
+import gflow
+from gflow import population as P
+
+ACTS = {"relu": jax.nn.relu, "abs": jnp.abs}
+
+
+@pytest.mark.parametrize("act", ["relu", "abs"])
+def test_kernel_hand_values(dtype, act):
+    u = jnp.array([[2.0, 0.0, 0.0]])
+    v = jnp.array([[0.0, 3.0, 0.0]])
+    tol = RTOL[dtype]
+    same = float(P.gaussian_kernel(u, u, act)[0, 0])  # E relu(z)^2 = |u|^2/2, E z^2 = |u|^2
+    orth = float(P.gaussian_kernel(u, v, act)[0, 0])  # independent: (E sigma(g))^2 |u||v|
+    opp = float(P.gaussian_kernel(u, -u, act)[0, 0])
+    if act == "relu":
+        assert same == pytest.approx(2.0, rel=tol)
+        assert orth == pytest.approx(6.0 / (2 * math.pi), rel=tol)  # (1/sqrt(2 pi))^2 * 6
+        assert abs(opp) < tol
+    else:
+        assert same == pytest.approx(4.0, rel=tol)
+        assert orth == pytest.approx(6.0 * 2 / math.pi, rel=tol)  # (sqrt(2/pi))^2 * 6
+        assert opp == pytest.approx(4.0, rel=tol)
+
+
+@pytest.mark.parametrize("act", ["relu", "abs"])
+def test_kernel_vs_monte_carlo(x64, act):
+    # each MC term sigma(u.x) sigma(v.x) has variance <= E[(u.x)^2 (v.x)^2] <= 3 |u|^2 |v|^2,
+    # so the mean of N terms has std <= sqrt(3) |u||v| / sqrt(N); allow 5 std.
+    U = jax.random.normal(jax.random.key(0), (3, 4))
+    V = jax.random.normal(jax.random.key(1), (2, 4))
+    N = 200_000
+    X = jax.random.normal(jax.random.key(2), (N, 4))
+    f = ACTS[act]
+    mc = np.asarray(f(X @ U.T).T @ f(X @ V.T)) / N
+    K = np.asarray(P.gaussian_kernel(U, V, act))
+    bound = 5 * math.sqrt(3) * np.outer(np.linalg.norm(U, axis=1), np.linalg.norm(V, axis=1))
+    assert np.all(np.abs(K - mc) < bound / math.sqrt(N))
+
+
+def _pair(act, m=4, k=2, d=5, scaling="standard"):
+    data = P.teacher_data(jax.random.key(3), 10, d, k, activation=act)
+    tnet, tp = data.meta["teacher"]
+    net = gflow.TwoLayer(m, act, scaling, bias=False)
+    p = gflow.init.gaussian(jax.random.key(4), net, d, outer="gaussian")
+    return net, p, tnet, tp
+
+
+@pytest.mark.parametrize("act", ["relu", "abs"])
+def test_population_loss_vs_monte_carlo(x64, act):
+    net, p, tnet, tp = _pair(act, scaling="ntk")
+    L = float(P.loss(net, p, tnet, tp))
+    X = jax.random.normal(jax.random.key(5), (200_000, 5))
+    r2 = 0.5 * np.asarray(net.apply(p, X) - tnet.apply(tp, X)) ** 2
+    # standard error of the sample mean from the sample itself; 5 standard errors
+    assert abs(L - r2.mean()) < 5 * r2.std() / math.sqrt(r2.size)
+
+
+@pytest.mark.parametrize("act", ["relu", "abs"])
+def test_population_loss_zero_at_teacher(dtype, act):
+    # the teacher itself, and the teacher with each neuron split into two parallel halves
+    net, _, tnet, tp = _pair(act, m=4, k=2)
+    assert abs(float(P.loss(tnet, tp, tnet, tp))) < 10 * RTOL[dtype]
+    s = 1 / math.sqrt(2)  # a_j |w_j| halves: a and w both scaled by 1/sqrt(2)
+    split = gflow.TwoLayerParams(W=jnp.concatenate([tp.W, tp.W]) * s, b=None,
+                                 a=jnp.concatenate([tp.a, tp.a]) * s)
+    assert abs(float(P.loss(net, split, tnet, tp))) < 10 * RTOL[dtype]
+
+
+@pytest.mark.parametrize("act", ["relu", "abs"])
+def test_population_gradient_finite_differences(x64, act):
+    # generic point, and a point with two exactly parallel student neurons (where the
+    # arccos form has an infinite intermediate derivative)
+    net, p, tnet, tp = _pair(act)
+    par = gflow.TwoLayerParams(W=p.W.at[1].set(2.0 * p.W[0]), b=None, a=p.a)
+    L = jax.jit(lambda q: P.loss(net, q, tnet, tp))
+    for q in (p, par):
+        g = jax.grad(L)(q)
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(g))
+        h = 1e-6
+        for i, j in ((0, 0), (1, 2), (3, 4)):
+            e = jnp.zeros_like(q.W).at[i, j].set(h)
+            fd = (L(gflow.TwoLayerParams(q.W + e, None, q.a))
+                  - L(gflow.TwoLayerParams(q.W - e, None, q.a))) / (2 * h)
+            assert float(g.W[i, j]) == pytest.approx(float(fd), rel=1e-6, abs=1e-8)
+        e = jnp.zeros_like(q.a).at[1].set(h)
+        fd = (L(gflow.TwoLayerParams(q.W, None, q.a + e))
+              - L(gflow.TwoLayerParams(q.W, None, q.a - e))) / (2 * h)
+        assert float(g.a[1]) == pytest.approx(float(fd), rel=1e-6, abs=1e-8)
+
+
+def test_nearest_teacher_and_clusters_hand_case():
+    Ws = jnp.array([[1.0, 0.0], [0.0, 1.0]])
+    c, s = math.cos(math.radians(30)), math.sin(math.radians(30))
+    W = jnp.array([[2 * c, 2 * s], [0.0, -3.0], [0.1, 1.0]])
+    idx, ang = P.nearest_teacher(W, Ws)
+    assert list(np.asarray(idx)) == [0, 0, 1]
+    # [0,-3] is 90 degrees from both teachers; argmax picks the first
+    np.testing.assert_allclose(np.degrees(np.asarray(ang)),
+                               [30.0, 90.0, math.degrees(math.atan(0.1))], atol=1e-4)
+    idx, ang = P.nearest_teacher(W, Ws, symmetric=True)  # -w counts as w (abs)
+    assert list(np.asarray(idx)) == [0, 1, 1]
+    np.testing.assert_allclose(np.degrees(np.asarray(ang))[1], 0.0, atol=1e-4)
+    net = gflow.TwoLayer(3, "abs", "standard", bias=False)
+    p = gflow.TwoLayerParams(W=W, b=None, a=jnp.array([0.5, 1.0, 2.0]))
+    tp = gflow.TwoLayerParams(W=Ws, b=None, a=jnp.ones(2))
+    cw = P.cluster_weights(net, p, tp, symmetric=True)
+    # cluster 0: 0.5 * 2; cluster 1: 1 * 3 + 2 * |(0.1, 1)|
+    np.testing.assert_allclose(np.asarray(cw), [1.0, 3.0 + 2 * math.hypot(0.1, 1.0)], rtol=1e-6)
+
+
+def test_lojasiewicz_ratio_hand_case():
+    # one ReLU neuron, f = a relu(w.x), x = (1, 0), y = 0, w = (1, 0), a = 1: f = 1, L = 1/2,
+    # dL/da = f relu(w.x) = 1, dL/dw = f a x = (1, 0): |grad|^2 = 2, ratio = 4
+    net = gflow.TwoLayer(1, "relu", "standard", bias=False)
+    p = gflow.TwoLayerParams(W=jnp.array([[1.0, 0.0]]), b=None, a=jnp.array([1.0]))
+    data = gflow.Dataset(jnp.array([[1.0, 0.0]]), jnp.array([0.0]))
+    tr = gflow.simulate(net, p, data, loss="squared", dynamics=gflow.GD(1e-3), t1=1e-3,
+                        save=gflow.LinTimes(2), observe=("lojasiewicz_ratio",))
+    assert tr["lojasiewicz_ratio"][0] == pytest.approx(4.0, rel=1e-6)
+
+
+@pytest.mark.parametrize("act", ["relu", "abs"])
+def test_local_init(x64, act):
+    data = P.teacher_data(jax.random.key(6), 8, 6, 3, activation=act)
+    tnet, tp = data.meta["teacher"]
+    np.testing.assert_allclose(np.asarray(tp.W @ tp.W.T), np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(data.y), np.asarray(tnet.apply(tp, data.X)))
+    assert data.meta["separation_deg"] == pytest.approx(90.0)
+    for m in (7,):  # 3 teachers: duplicates of sizes 3, 2, 2
+        net = gflow.TwoLayer(m, act, "ntk", bias=False)
+        exact = P.local_init(jax.random.key(7), net, tnet, tp, angle_deg=0.0, weight_noise=0.0)
+        assert abs(float(P.loss(net, exact, tnet, tp))) < 1e-12
+        np.testing.assert_allclose(np.asarray(P.cluster_weights(net, exact, tp)), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(exact.a**2), np.sum(np.asarray(exact.W) ** 2, 1))
+        near = P.local_init(jax.random.key(7), net, tnet, tp, angle_deg=10.0)
+        _, ang = P.nearest_teacher(near.W, tp.W, symmetric=act == "abs")
+        np.testing.assert_allclose(np.degrees(np.asarray(ang)), 10.0, rtol=1e-9)
+
+
+def test_population_net_gradient_flow(x64):
+    # GF on the exact population objective: the recorded loss is the closed form, it decreases,
+    # and the objective's gradient is jax.grad of P.loss
+    data = P.teacher_data(jax.random.key(8), 8, 5, 2, activation="abs")
+    tnet, tp = data.meta["teacher"]
+    net = gflow.TwoLayer(4, "abs", "standard", bias=False)
+    pnet = P.PopulationNet(net, tnet, tp)
+    p0 = P.local_init(jax.random.key(9), net, tnet, tp, angle_deg=15.0)
+    obs = {"loss": "loss", "lojasiewicz_ratio": "lojasiewicz_ratio", **P.observables(tnet, tp)}
+    tr = gflow.simulate(pnet, p0, P.population_dataset(5), loss=P.identity_loss,
+                        dynamics=gflow.GradientFlow(rtol=1e-8, atol=1e-10), t1=20.0,
+                        save=gflow.LinTimes(5), observe=obs)
+    assert tr["loss"][0] == pytest.approx(float(P.loss(net, p0, tnet, tp)), rel=1e-12)
+    np.testing.assert_allclose(tr["population_loss"], tr["loss"], rtol=1e-12)
+    assert np.all(np.diff(tr["loss"]) < 0)
+    g = jax.grad(lambda q: P.loss(net, q, tnet, tp))(p0)
+    ratio = float(sum(jnp.sum(x**2) for x in jax.tree.leaves(g)) / P.loss(net, p0, tnet, tp))
+    assert tr["lojasiewicz_ratio"][0] == pytest.approx(ratio, rel=1e-10)
+    assert tr["teacher_angle"].shape == (5, 4) and tr["cluster_weight"].shape == (5, 2)
+
+
+def test_bad_inputs():
+    net = gflow.TwoLayer(2, "tanh", "standard", bias=False)
+    tnet = gflow.TwoLayer(2, "relu", "standard", bias=False)
+    p = gflow.TwoLayerParams(W=jnp.ones((2, 3)), b=None, a=jnp.ones(2))
+    with pytest.raises(ValueError, match="activation"):
+        P.loss(net, p, tnet, p)
+    with pytest.raises(ValueError, match="activation"):
+        P.gaussian_kernel(jnp.ones((1, 2)), jnp.ones((1, 2)), "tanh")
+    with pytest.raises(ValueError, match="k <= d"):
+        P.teacher_data(jax.random.key(0), 4, 2, 3)
+    with pytest.raises(ValueError, match="directions"):
+        P.teacher_data(jax.random.key(0), 4, 3, 2, directions="grid")
+    with pytest.raises(ValueError, match="width >= k"):
+        P.local_init(jax.random.key(0), gflow.TwoLayer(1, "relu", bias=False), tnet, p)
