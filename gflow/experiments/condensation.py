@@ -1,0 +1,329 @@
+"""Condensation at small initialization (Zhou et al., NeurIPS 2022, arXiv 2105.11686).
+
+The paper's main experiment (its Fig. 2): a fully connected net d-50-1 with biases, no
+width prefactor (``scaling="standard"``), every parameter ~ N(0, 0.005^2), n = 80 inputs
+x ~ U[-4, 2]^5, target sum_k 3.5 sin(5 x_k + 1), squared loss. The paper folds the bias
+into the input (x <- (x, 1)); here each hidden neuron has a bias term b_j ~ N(0, var)
+instead -- the same model and distribution -- and its input weight is u_j = (w_j, b_j).
+
+Trained by gradient flow (adaptive Tsit5, log-spaced saves; stopped once the loss has
+dropped by ``stop_drop``, which is after the initial stage) and by full-batch Adam
+(``gflow.Optax(optax.adam(lr), lr)``, time = step x lr) as in the paper. For every seed
+(a fresh init on the same data) the end of the initial stage is detected per hidden layer
+(:func:`gflow.condense.growth_stage_end`: the largest input-weight norm has grown
+``growth_factor``-fold) and the condensed orientations there are counted
+(:func:`gflow.condense.count_orientations`). The theory predicts at most 2p orientations,
+p = the activation's multiplicity (computed from derivatives at 0 by jax).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import optax
+
+import gflow
+from gflow import condense
+
+from . import Result
+
+#: the paper's Adam learning rates (1e-3 unless listed)
+PAPER_ADAM_LR = {"softplus": 8e-4, "relu": 2.5e-4}
+DYNAMICS = ("gf", "adam")
+CITE = "Zhou, Zhou, Luo, Zhang, Xu, NeurIPS 2022 (arXiv 2105.11686)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0  # data key; init keys are seed+1 .. seed+seeds
+    activation: str = "tanh"
+    seeds: int = 3  # number of independent inits
+    hidden: tuple[int, ...] = (50,)  # hidden widths; (50,) is two-layer, (50, 50) multi-layer
+    n: int = 80
+    d: int = 5
+    freq: float = 5.0  # target sum_k 3.5 sin(freq x_k + 1)
+    init_std: float = 0.005  # std of every parameter (paper: var 0.005^2)
+    gamma: float = 0.0  # if > 0: variance m_l^-gamma per layer instead of init_std
+    outer_scale: float = 1.0  # std of the output weights a = outer_scale x the layer's std
+    dynamics: tuple[str, ...] = DYNAMICS
+    t1: float = 400.0  # cap on the GF time
+    stop_drop: float = 0.2  # GF stops once the loss dropped by this fraction
+    adam_lr: float = 0.0  # 0: the paper's (1e-3; 8e-4 softplus; 2.5e-4 relu)
+    adam_steps: int = 500
+    n_save: int = 100
+    rtol: float = 1e-5
+    atol: float = 1e-8
+    growth_factor: float = 10.0  # initial stage ends when the max neuron norm grew this much
+    norm_frac: float = condense.NORM_FRAC
+    cos_threshold: float = condense.COS_THRESHOLD
+
+
+def _check(cfg: Config) -> None:
+    if cfg.activation not in gflow.ACTIVATIONS:
+        raise ValueError(f"activation={cfg.activation!r} is unknown; valid: {gflow.ACTIVATIONS}")
+    bad = [x for x in cfg.dynamics if x not in DYNAMICS]
+    if bad or not cfg.dynamics:
+        raise ValueError(f"dynamics must be a non-empty subset of {list(DYNAMICS)}, got "
+                         f"{cfg.dynamics!r}.")
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
+    if not 0 < cfg.stop_drop < 1:
+        raise ValueError(f"stop_drop must be in (0, 1), got {cfg.stop_drop}.")
+
+
+def adam_lr(cfg: Config) -> float:
+    """The Adam learning rate: ``cfg.adam_lr`` or the paper's choice for the activation."""
+    return cfg.adam_lr if cfg.adam_lr > 0 else PAPER_ADAM_LR.get(cfg.activation, 1e-3)
+
+
+def multiplicity(activation: str) -> int | None:
+    """Multiplicity of ``activation`` from its derivatives at 0 (``None``: undefined)."""
+    return gflow.nets.get_activation(activation).multiplicity
+
+
+def build(cfg: Config):
+    """``(net, data, [params0 per seed])`` for a config."""
+    data = condense.sine_data(jax.random.key(cfg.seed), cfg.n, cfg.d, freq=cfg.freq)
+    net = gflow.MLP(cfg.hidden, cfg.activation, scaling="standard", bias=True)
+    inits = []
+    for s in range(cfg.seeds):
+        key = jax.random.key(cfg.seed + 1 + s)
+        if cfg.gamma > 0:
+            stds = [m ** (-cfg.gamma / 2) for m in cfg.hidden]
+            p0 = gflow.init.small(key, net, cfg.d, cfg.gamma,
+                                  outer_std=cfg.outer_scale * stds[-1])
+        else:
+            p0 = gflow.init.small(key, net, cfg.d, std=cfg.init_std,
+                                  outer_std=cfg.outer_scale * cfg.init_std)
+        inits.append(p0)
+    return net, data, inits
+
+
+def observables(cfg: Config) -> dict:
+    """Observables recorded in each run: loss, per-layer max norm / orientations /
+    effective neurons, and every layer's input weights."""
+    obs = {"loss": "loss", "max_input_norm": "max_input_norm",
+           "orientations": condense.orientations_observable(cfg.norm_frac, cfg.cos_threshold),
+           "effective_neurons": "effective_neurons"}
+    for layer in range(1, len(cfg.hidden) + 1):
+        obs[f"u_l{layer}"] = condense.input_weights_observable(layer)
+    return obs
+
+
+def _strip(tr: gflow.Trajectory) -> gflow.Trajectory:
+    # the dataset keeps observables only (MLP parameters are a tuple of layers)
+    return dataclasses.replace(tr, params0=None, params_final=None, params=None)
+
+
+def run(cfg: Config, *, progress: bool = False) -> Result:
+    _check(cfg)
+    net, data, inits = build(cfg)
+    obs = observables(cfg)
+    lr = adam_lr(cfg)
+    t_adam = cfg.adam_steps * lr
+    gf_times = gflow.LogTimes(cfg.n_save, t_min=cfg.t1 * 1e-5).resolve(cfg.t1)
+    adam_times = np.unique(np.round(np.linspace(0, cfg.adam_steps, cfg.n_save))) * lr
+    trajs = {}
+    for s, p0 in enumerate(inits):
+        loss0 = float(gflow.Objective(net, "squared", data.X, data.y).loss(p0))
+        if "gf" in cfg.dynamics:
+            trajs[("gf", s)] = gflow.simulate(
+                net, p0, data, loss="squared", t1=cfg.t1, save=gf_times, observe=obs,
+                dynamics=gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol),
+                stop_loss=(1 - cfg.stop_drop) * loss0, throw=False, progress=progress)
+        if "adam" in cfg.dynamics:
+            trajs[("adam", s)] = gflow.simulate(
+                net, p0, data, loss="squared", t1=t_adam, save=adam_times, observe=obs,
+                dynamics=gflow.Optax(optax.adam(lr), lr=lr), throw=False, progress=progress)
+    for key, tr in trajs.items():
+        # max_steps: keep what was reached (the summary reports the status)
+        if tr.status not in ("completed", "stop_loss", "max_steps"):
+            raise gflow.SimulationError(f"run {key} ended with status {tr.status!r}")
+    ds = gflow.trajectory.combine({k: _strip(t) for k, t in trajs.items()}, ("dynamics", "seed"))
+    ds = stage_end(ds, cfg)
+    return Result(summary=summarize(ds, cfg), dataset=ds)
+
+
+def stage_end(ds, cfg: Config):
+    """Add ``stage_end_index``/``stage_end_time`` (dynamics, seed, layer) and the counts
+    there (``orientations_at_end``, ``effective_neurons_at_end``) to the dataset."""
+    t = np.asarray(ds["time"].values)
+    shape = (ds.sizes["dynamics"], ds.sizes["seed"], ds.sizes["layer"])
+    idx, tend = np.full(shape, -1), np.full(shape, np.nan)
+    o_end, n_end = np.full(shape, np.nan), np.full(shape, np.nan)
+    for i, dname in enumerate(ds["dynamics"].values):
+        for j, s in enumerate(ds["seed"].values):
+            sub = ds.sel(dynamics=dname, seed=s)
+            for k in range(shape[2]):
+                mn = np.asarray(sub["max_input_norm"].values[:, k])
+                ok = np.isfinite(mn)
+                ii, te = condense.growth_stage_end(t[ok], mn[ok], factor=cfg.growth_factor)
+                if ii is None:
+                    continue
+                ii = int(np.flatnonzero(ok)[ii])
+                idx[i, j, k], tend[i, j, k] = ii, te
+                o_end[i, j, k] = sub["orientations"].values[ii, k]
+                n_end[i, j, k] = sub["effective_neurons"].values[ii, k]
+    dims = ("dynamics", "seed", "layer")
+    return ds.assign(stage_end_index=(dims, idx), stage_end_time=(dims, tend),
+                     orientations_at_end=(dims, o_end), effective_neurons_at_end=(dims, n_end))
+
+
+def _num(x):
+    return None if not np.isfinite(x) else (int(x) if float(x).is_integer() else float(x))
+
+
+def summarize(ds, cfg: Config) -> dict:
+    """Flat summary. Headline (``orientations`` ...) is gradient flow, layer 1, when GF was
+    run (else Adam); every dynamics and layer is listed under its own keys."""
+    p = multiplicity(cfg.activation)
+    out = {"activation": cfg.activation,
+           "multiplicity": "undefined" if p is None else p,
+           "predicted_max_orientations": "undefined" if p is None else 2 * p,
+           "hidden": ",".join(map(str, cfg.hidden)), "adam_lr": adam_lr(cfg)}
+    seeds = [int(s) for s in ds["seed"].values]
+    for dname in ds["dynamics"].values:
+        sub = ds.sel(dynamics=dname)
+        for k in range(ds.sizes["layer"]):
+            tag = f"_{dname}" + (f"_layer{k + 1}" if k else "")
+            o = np.asarray(sub["orientations_at_end"].values[:, k], float)
+            te = np.asarray(sub["stage_end_time"].values[:, k], float)
+            ne = np.asarray(sub["effective_neurons_at_end"].values[:, k], float)
+            out[f"orientations{tag}"] = _num(np.nanmax(o)) if np.isfinite(o).any() else None
+            by_seed = lambda v: dict(zip(seeds, map(_num, v), strict=True))  # noqa: B023
+            out[f"orientations{tag}_by_seed"] = by_seed(o)
+            out[f"initial_stage_end_time{tag}"] = (_num(np.nanmedian(te))
+                                                   if np.isfinite(te).any() else None)
+            out[f"initial_stage_end_time{tag}_by_seed"] = by_seed(te)
+            out[f"effective_neurons{tag}_by_seed"] = by_seed(np.round(ne, 3))
+            if p is not None:
+                out[f"within_2p{tag}"] = bool(np.all(o[np.isfinite(o)] <= 2 * p))
+        out[f"status_{dname}"] = ",".join(str(x) for x in sub["status"].values)
+    head = "gf" if "gf" in ds["dynamics"].values else "adam"
+    out["headline_dynamics"] = head
+    out["orientations"] = out[f"orientations_{head}"]
+    out["orientations_by_seed"] = out[f"orientations_{head}_by_seed"]
+    out["initial_stage_end_time"] = out[f"initial_stage_end_time_{head}"]
+    out["initial_stage_end_time_by_seed"] = out[f"initial_stage_end_time_{head}_by_seed"]
+    return out
+
+
+# -- figures --------------------------------------------------------------------------
+def _u_at_end(ds, dname, seed, layer):
+    sub = ds.sel(dynamics=dname, seed=seed)
+    i = int(sub["stage_end_index"].values[layer - 1])
+    if i < 0:
+        return None, float("nan")
+    U = np.asarray(sub[f"u_l{layer}"].values[i])
+    return U, float(ds["time"].values[i])
+
+
+def heatmap_figure(ds, cfg: Config, layer: int = 1):
+    """Cosine similarity of the input weights at the end of the initial stage, neurons
+    ordered by cluster; one panel per dynamics (first seed)."""
+    import matplotlib.pyplot as plt
+
+    dyn = list(ds["dynamics"].values)
+    seed = ds["seed"].values[0]
+    fig, axes = plt.subplots(1, len(dyn), figsize=(4.6 * len(dyn), 4.2), squeeze=False)
+    for ax, dname in zip(axes[0], dyn, strict=True):
+        U, t = _u_at_end(ds, dname, seed, layer)
+        if U is None:
+            ax.set_title(f"{dname}: initial stage not over")
+            continue
+        order = condense.cluster_order(U, norm_frac=cfg.norm_frac,
+                                       cos_threshold=cfg.cos_threshold)
+        D = np.asarray(condense.cosine_matrix(U))[np.ix_(order, order)]
+        im = ax.imshow(D, vmin=-1, vmax=1, cmap="RdBu_r")
+        # neurons after this line carry little weight (dropped by the norm filter)
+        nrm = np.linalg.norm(U, axis=1)
+        kept = int(np.sum(nrm >= cfg.norm_frac * nrm.max()))
+        if kept < len(U):
+            for f in (ax.axhline, ax.axvline):
+                f(kept - 0.5, color="k", lw=1)
+        n_or = int(ds["orientations_at_end"].sel(dynamics=dname, seed=seed).values[layer - 1])
+        ax.set_title(f"{dname}, t={t:.3g}: {n_or} orientations", fontsize=10)
+        ax.set_xlabel("neuron (by cluster; after the black line: small norm)")
+        ax.set_ylabel("neuron")
+        fig.colorbar(im, ax=ax, fraction=0.046, label="cos(u_j, u_k)")
+    fig.suptitle(f"{cfg.activation}: input-weight cosine similarity at the end of the initial "
+                 f"stage, layer {layer}\n{CITE}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def polar_figure(ds, cfg: Config):
+    """Input weights (w_j, b_j) of layer 1 as points (angle, norm) at the end of the initial
+    stage; only when they are 2-d (d = 1 with bias)."""
+    import matplotlib.pyplot as plt
+
+    dyn = list(ds["dynamics"].values)
+    fig, axes = plt.subplots(1, len(dyn), figsize=(4.4 * len(dyn), 4.4), squeeze=False,
+                             subplot_kw={"projection": "polar"})
+    for ax, dname in zip(axes[0], dyn, strict=True):
+        for s in ds["seed"].values:
+            U, _ = _u_at_end(ds, dname, s, 1)
+            if U is None:
+                continue
+            r = np.linalg.norm(U, axis=1)
+            ax.scatter(np.arctan2(U[:, 1], U[:, 0]), r / r.max(), s=12, label=f"seed {s}")
+        ax.set_title(f"{dname}: angle of (w, b), radius = norm / max", fontsize=9)
+        ax.legend(fontsize=7, loc="lower left")
+    fig.suptitle(f"{cfg.activation}: neuron directions at the end of the initial stage\n{CITE}",
+                 fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def counts_figure(ds, cfg: Config, layer: int = 1):
+    """Condensed orientations and effective neurons over time, one line per seed; the
+    dotted line marks the detected end of the initial stage."""
+    import matplotlib.pyplot as plt
+
+    p = multiplicity(cfg.activation)
+    dyn = list(ds["dynamics"].values)
+    fig, axes = plt.subplots(2, len(dyn), figsize=(5 * len(dyn), 6.4), squeeze=False)
+    t = np.asarray(ds["time"].values)
+    for c, dname in enumerate(dyn):
+        for s in ds["seed"].values:
+            sub = ds.sel(dynamics=dname, seed=s)
+            for r, var in enumerate(("orientations", "effective_neurons")):
+                y = np.asarray(sub[var].values[:, layer - 1])
+                keep = np.isfinite(y) & (t > 0)
+                line, = axes[r, c].plot(t[keep], y[keep], label=f"seed {s}")
+                te = float(sub["stage_end_time"].values[layer - 1])
+                if np.isfinite(te):
+                    axes[r, c].axvline(te, ls=":", color=line.get_color())
+        for r, lab in enumerate(("condensed orientations", "effective neurons")):
+            ax = axes[r, c]
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            if p is not None:
+                ax.axhline(2 * p, color="k", ls="--", lw=1, label=f"2p = {2 * p}")
+            ax.set_ylabel(lab)
+            ax.set_xlabel("time t" + (" (step x lr)" if dname == "adam" else ""))
+            ax.set_title(dname, fontsize=10)
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=7)
+    mult = "undefined" if p is None else p
+    fig.suptitle(f"{cfg.activation} (multiplicity {mult}), layer {layer}: condensation over "
+                 f"time\n{CITE}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def figures(ds, cfg: Config) -> dict:
+    from gflow.plot import curves
+
+    figs = {}
+    for layer in range(1, ds.sizes["layer"] + 1):
+        suffix = "" if layer == 1 else f"_layer{layer}"
+        figs[f"cosine_heatmap{suffix}"] = heatmap_figure(ds, cfg, layer)
+        figs[f"orientations{suffix}"] = counts_figure(ds, cfg, layer)
+    if ds.sizes["input_l1"] == 2:
+        figs["polar"] = polar_figure(ds, cfg)
+    figs["loss"] = curves(ds, "loss", panel="dynamics", hue="seed", ylabel="training loss",
+                          title=f"{cfg.activation}: training loss ({CITE})")
+    return figs

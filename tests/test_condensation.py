@@ -1,0 +1,58 @@
+"""The condensation experiment end to end, at a small size (Zhou et al., NeurIPS 2022)."""
+
+import matplotlib
+import numpy as np
+import pytest
+
+from gflow.experiments import condensation as E
+
+matplotlib.use("Agg")
+
+KEYS = ("activation", "multiplicity", "orientations", "orientations_by_seed",
+        "initial_stage_end_time")
+
+
+def test_multiplicity_is_computed_not_typed():
+    # from derivatives at 0 (jax); ReLU has none
+    assert [E.multiplicity(a) for a in ("tanh", "sigmoid", "softplus", "xtanh", "x2tanh")] \
+        == [1, 1, 1, 2, 3]
+    assert E.multiplicity("relu") is None
+    assert E.adam_lr(E.Config(activation="relu")) == 2.5e-4
+    assert E.adam_lr(E.Config(activation="relu", adam_lr=0.01)) == 0.01
+
+
+def test_tanh_condenses_onto_two_orientations():
+    # 1-d input with bias: u_j = (w_j, b_j) in R^2. Small init (std 0.005), gradient flow:
+    # at the detected end of the initial stage the weight-carrying neurons sit on exactly
+    # 2 = 2p opposite orientations for tanh (p = 1), for every seed. A run without
+    # condensation (e.g. a large init) has many more: the count is not forced.
+    cfg = E.Config(activation="tanh", seeds=2, hidden=(20,), n=30, d=1, dynamics=("gf",),
+                   n_save=50)
+    res = E.run(cfg)
+    s = res.summary
+    for k in KEYS:
+        assert k in s
+    assert s["multiplicity"] == 1 and s["predicted_max_orientations"] == 2
+    assert s["orientations_by_seed"] == {0: 2, 1: 2}
+    assert s["within_2p_gf"] is True
+    assert s["initial_stage_end_time"] > 0
+    ds = res.dataset
+    # the two orientations are opposite: the largest neurons of the two clusters have
+    # cosine close to -1
+    i = int(ds["stage_end_index"].sel(dynamics="gf", seed=0).values[0])
+    U = ds["u_l1"].sel(dynamics="gf", seed=0).values[i]
+    n = np.linalg.norm(U, axis=1)
+    top = U[n >= 0.3 * n.max()]
+    cos = top @ top.T / np.outer(np.linalg.norm(top, axis=1), np.linalg.norm(top, axis=1))
+    assert cos.min() < -0.95
+    # at init (same neurons, same filter) the directions are spread out
+    assert ds["orientations"].sel(dynamics="gf", seed=0).values[0, 0] > 4
+    figs = E.figures(ds, cfg)
+    assert {"cosine_heatmap", "orientations", "polar", "loss"} <= set(figs)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="activation"):
+        E.run(E.Config(activation="nope"))
+    with pytest.raises(ValueError, match="dynamics"):
+        E.run(E.Config(dynamics=("sgd",)))
