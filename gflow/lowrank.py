@@ -66,6 +66,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 from .nets import _SCALINGS, Activation, TwoLayerParams, get_activation
@@ -232,6 +233,7 @@ def relu_kernel(u: Float[Array, "... d"], v: Float[Array, "... d"]) -> Float[Arr
     return denom * kappa(rho)
 
 
+@jax.jit
 def population_error(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[Array, ""]:
     """``E_x |relu(W0 x) - relu(W x)|^2`` for ``x ~ N(0, I_d)`` in closed form
     (sum over the m neurons of ``k(w0,w0) + k(w,w) - 2 k(w0,w)``, ``k(w,w) = |w|^2/2``)."""
@@ -239,6 +241,7 @@ def population_error(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[A
     return jnp.sum(jnp.maximum(per, 0.0))
 
 
+@jax.jit
 def layer_error(
     W0: Float[Array, "m d"], W: Float[Array, "m d"], X: Float[Array, "n d"]
 ) -> Float[Array, ""]:
@@ -267,14 +270,27 @@ def _check_rank(W0, rank: int) -> None:
         raise ValueError(f"rank must be an integer in [1, min(m, d)={full}], got {rank!r}.")
 
 
+def _top_right(W, rank):
+    """Right singular vectors ``(d, k)``, ``k = min(m, d)``, with the columns past ``rank``
+    zeroed: the orthonormal basis of the top-r row space, padded so that compiled shapes do
+    not depend on the rank (a traced ``rank`` is fine)."""
+    Vt = jnp.linalg.svd(W, full_matrices=False)[2]
+    return Vt.T * (jnp.arange(Vt.shape[0]) < rank)
+
+
 def balanced_factors(W: Float[Array, "m d"], rank: int) -> tuple[Array, Array]:
     """Balanced factors of the best rank-r approximation of ``W``: with the SVD
     ``W = A S B^T``, ``U = A_r S_r^{1/2}`` (m, r) and ``V = B_r S_r^{1/2}`` (d, r), so
     ``U^T U = V^T V = S_r``. Exact (``U V^T = W``) when ``rank(W) <= r``."""
     _check_rank(W, rank)
-    A, s, Bt = jnp.linalg.svd(W, full_matrices=False)
-    root = jnp.sqrt(s[:rank])
-    return A[:, :rank] * root, Bt[:rank].T * root
+    A, s, Bt = (np.asarray(x) for x in _svd(jnp.asarray(W)))
+    root = np.sqrt(s[:rank])  # slicing in numpy: no compilation per rank
+    return jnp.asarray(A[:, :rank] * root), jnp.asarray(Bt[:rank].T * root)
+
+
+@jax.jit
+def _svd(W):
+    return jnp.linalg.svd(W, full_matrices=False)
 
 
 def spectral(W0: Float[Array, "m d"], rank: int) -> tuple[Array, Array]:
@@ -285,9 +301,9 @@ def spectral(W0: Float[Array, "m d"], rank: int) -> tuple[Array, Array]:
 
 def rescale_rows(W0: Float[Array, "m d"], Q: Float[Array, "d r"]) -> Float[Array, "m d"]:
     """The best ``W`` (population ReLU error, Gaussian inputs) whose rows lie in the span of
-    the orthonormal columns of ``Q``: ``w_i = 2 kappa(rho_i) |w0_i| P w0_i / |P w0_i|`` with
-    ``rho_i = |P w0_i| / |w0_i|`` (a row with ``P w0_i = 0`` gets any direction of norm
-    ``|w0_i| / pi``; here ``Q[:, 0]``)."""
+    the orthonormal columns of ``Q`` (zero columns allowed): ``w_i = 2 kappa(rho_i) |w0_i|
+    P w0_i / |P w0_i|`` with ``rho_i = |P w0_i| / |w0_i|`` (a row with ``P w0_i = 0`` gets
+    the direction ``Q[:, 0]`` and norm ``|w0_i| / pi``)."""
     proj = (W0 @ Q) @ Q.T
     n0, npr = _norm(W0), _norm(proj)
     rho = jnp.where(n0 > 0, npr / jnp.where(n0 > 0, n0, 1.0), 0.0)
@@ -316,17 +332,20 @@ def function_space(
     the smallest population error, rescales each row optimally (:func:`rescale_rows`) and
     returns balanced factors ``(U (m, r), V (d, r))``. ``iters=0`` gives the SVD subspace with
     optimally rescaled rows. Never worse than :func:`spectral` on the population error.
+    Cost: ``iters + 2`` SVDs of an (m, d) matrix.
     """
     _check_rank(W0, rank)
     if isinstance(iters, bool) or not isinstance(iters, int) or iters < 0:
         raise ValueError(f"iters must be an integer >= 0, got {iters!r}.")
-    return _function_space(jnp.asarray(W0), rank, iters, float(rho_min))
+    W = _function_space_weight(jnp.asarray(W0), rank, iters, rho_min)
+    return balanced_factors(W, rank)
 
 
-@functools.partial(jax.jit, static_argnums=(1, 2))
-def _function_space(W0, rank: int, iters: int, rho_min: float):
-    Q = jnp.linalg.svd(W0, full_matrices=False)[2][:rank].T
-    best_Q, best = Q, _subspace_objective(W0, Q)
+@jax.jit
+def _function_space_weight(W0, rank, iters, rho_min):
+    # rank and iters are traced: one compilation per shape of W0
+    Q = _top_right(W0, rank)
+    best = _subspace_objective(W0, Q)
     n0 = _norm(W0)
 
     def step(_, carry):
@@ -334,13 +353,13 @@ def _function_space(W0, rank: int, iters: int, rho_min: float):
         rho = _norm(W0 @ Q) / jnp.where(n0 > 0, n0, 1.0)
         slope = (jnp.pi - jnp.arccos(jnp.clip(rho, -1.0, 1.0))) / (2 * jnp.pi)
         alpha = kappa(rho) * slope / jnp.maximum(rho, rho_min)
-        Q = jnp.linalg.svd(jnp.sqrt(alpha)[:, None] * W0, full_matrices=False)[2][:rank].T
+        Q = _top_right(jnp.sqrt(alpha)[:, None] * W0, rank)
         val = _subspace_objective(W0, Q)
         better = val < best
         return Q, jnp.where(better, Q, best_Q), jnp.where(better, val, best)
 
-    _, best_Q, _ = jax.lax.fori_loop(0, iters, step, (Q, best_Q, best))
-    return balanced_factors(rescale_rows(W0, best_Q), rank)
+    _, best_Q, _ = jax.lax.fori_loop(0, iters, step, (Q, Q, best))
+    return rescale_rows(W0, best_Q)
 
 
 def reference(
@@ -349,28 +368,45 @@ def reference(
 ) -> tuple[Array, Array]:
     """Reference solver for small sizes: Adam (optax, cosine-decayed step ``lr``) on the
     closed-form population error ``E|relu(W0 x) - relu(U V^T x)|^2`` over ``(U, V)``, from
-    each of ``starts`` (pairs ``(U, V)``) and ``n_random`` Gaussian starts, keeping the best
-    iterate seen. Returns balanced factors ``(U (m, r), V (d, r))``. Cost: ``steps`` gradient
-    evaluations per start (all starts vectorized)."""
-    import optax
-
+    each of ``starts`` (pairs ``(U (m, r), V (d, r))``) and ``n_random`` Gaussian starts,
+    keeping the best iterate seen. Returns balanced factors ``(U (m, r), V (d, r))``.
+    Cost: ``steps`` gradient evaluations per start (all starts vectorized)."""
     _check_rank(W0, rank)
+    if isinstance(n_random, bool) or not isinstance(n_random, int) or n_random < 0:
+        raise ValueError(f"n_random must be an integer >= 0, got {n_random!r}.")
     W0 = jnp.asarray(W0)
     m, d = W0.shape
-    scale = jnp.sqrt(jnp.linalg.norm(W0) / math.sqrt(rank * math.sqrt(m * d)))
-    kU, kV = jax.random.split(key)
-    U0 = [jnp.asarray(U, W0.dtype) for U, _ in starts]
-    V0 = [jnp.asarray(V, W0.dtype) for _, V in starts]
+    k = min(m, d)
+    pad = lambda A: jnp.pad(jnp.asarray(A, W0.dtype), ((0, 0), (0, k - A.shape[1])))  # noqa: E731
+    for U, V in starts:
+        if U.shape != (m, rank) or V.shape != (d, rank):
+            raise ValueError(f"starts must be pairs (U ({m}, {rank}), V ({d}, {rank})), got "
+                             f"{U.shape} and {V.shape}.")
+    U0 = [pad(U) for U, _ in starts]
+    V0 = [pad(V) for _, V in starts]
     if n_random:
-        U0 += list(scale * jax.random.normal(kU, (n_random, m, rank), W0.dtype) / m**0.25)
-        V0 += list(scale * jax.random.normal(kV, (n_random, d, rank), W0.dtype) / d**0.25)
+        # random factors with |U V^T|_F about |W0|_F
+        scale = jnp.sqrt(jnp.linalg.norm(W0) / math.sqrt(rank * math.sqrt(m * d)))
+        kU, kV = jax.random.split(key)
+        U0 += list(scale * jax.random.normal(kU, (n_random, m, k), W0.dtype) / m**0.25)
+        V0 += list(scale * jax.random.normal(kV, (n_random, d, k), W0.dtype) / d**0.25)
     if not U0:
         raise ValueError("reference needs at least one start: give starts= or n_random >= 1.")
+    W = _reference_weight(W0, rank, jnp.stack(U0), jnp.stack(V0), steps, lr)
+    return balanced_factors(W, rank)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5))
+def _reference_weight(W0, rank, U0, V0, steps: int, lr: float):
+    import optax
+
+    # columns past ``rank`` are masked out (zero gradient, so Adam never moves them)
+    mask = (jnp.arange(U0.shape[-1]) < rank).astype(W0.dtype)
     norm0 = 0.5 * jnp.sum(W0**2)
     opt = optax.adam(optax.cosine_decay_schedule(lr, steps))
 
     def loss(p):
-        return population_error(W0, p[0] @ p[1].T) / norm0
+        return population_error(W0, (p[0] * mask) @ (p[1] * mask).T) / norm0
 
     def solve(p):
         def step(carry, _):
@@ -385,12 +421,12 @@ def reference(
         init = (p, opt.init(p), p, jnp.asarray(jnp.inf, W0.dtype))
         (p, _, best_p, best), _ = jax.lax.scan(step, init, None, length=steps)
         last = loss(p)
-        return jax.tree.map(lambda a, b: jnp.where(last < best, a, b), p, best_p), \
-            jnp.minimum(last, best)
+        keep = jax.tree.map(lambda a, b: jnp.where(last < best, a, b), p, best_p)
+        return keep, jnp.minimum(last, best)
 
-    ps, vals = jax.jit(jax.vmap(solve))((jnp.stack(U0), jnp.stack(V0)))
+    (Us, Vs), vals = jax.vmap(solve)((U0 * mask, V0 * mask))
     i = jnp.argmin(vals)
-    return balanced_factors(ps[0][i] @ ps[1][i].T, rank)
+    return (Us[i] * mask) @ (Vs[i] * mask).T
 
 
 def factorize(
