@@ -115,6 +115,7 @@ def _plot(series, base, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for dim, (x, t) in series.items():
@@ -123,6 +124,9 @@ def _plot(series, base, path):
     ref = np.array([0.25, 4.0])
     mid = np.median([t[len(t) // 2] for _, t in series.values()]) * 1e3
     ax.loglog(ref, mid * ref, "k--", lw=0.8, label="slope 1")
+    ticks = [0.25, 0.5, 1, 2, 4]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("size / middle size")
     ax.set_ylabel("time per GD step [ms]")
     ax.set_title("gflow GD step time, two-layer ReLU net (f32)\nbase "

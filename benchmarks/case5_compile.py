@@ -13,7 +13,8 @@ so nested traces are not counted twice. Phases, in order:
 2. ``Config(seed=1)``: new data values, new init values, new SGD key. Expected: 0 compiles.
 3. ``Config(lr=0.05)``: a new learning rate in the quickstart experiment.
 4. ``gflow.simulate`` directly: GD and SGD with another lr, GF with another t1, on new data
-   and init values with the same shapes and the same number of save times. Expected: 0.
+   and init values with the same shapes and the same number of save times, and (where it
+   exists) ``gflow.simulate_ensemble`` of 4 members with GD. Expected: 0.
 
 The library is not modified; compiles are counted from JAX's own events.
 """
@@ -113,6 +114,14 @@ def worker(quick: bool) -> dict:
                     gflow.GradientFlow(rtol=base.rtol, atol=base.atol)):
             gflow.simulate(net, p0, data, loss="squared", dynamics=dyn, t1=t1, save=save,
                            observe=quickstart.OBSERVE)
+        if hasattr(gflow, "simulate_ensemble"):
+            keys = jax.random.split(k_init, 4)
+            ps = jax.vmap(lambda k: gflow.init.gaussian(k, net, base.d))(keys)
+            try:
+                gflow.simulate_ensemble(net, ps, data, loss="squared", dynamics=gflow.GD(lr=lr),
+                                        t1=t1, save=save, observe=quickstart.OBSERVE)
+            except Exception as e:  # noqa: BLE001 - a new API: report, do not crash the case
+                out["ensemble_error"] = f"{type(e).__name__}: {e}"[:300]
 
     direct(0, 0.1, 5.0)  # compiles the direct calls' programs (outside any phase)
     phase("simulate_values", lambda: direct(1, 0.07, 7.0))
@@ -142,13 +151,15 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
     ]
     for ph, label in (("quickstart_seed", "recompiles, quickstart seed changed"),
                       ("quickstart_lr", "recompiles, quickstart lr changed"),
-                      ("simulate_values", "recompiles, simulate: lr, t1, seeds, data values")):
+                      ("simulate_values", "recompiles, simulate(+_ensemble): lr, t1, seeds, data")):
         r = res[ph]
         fns = ", ".join(r["compiled_functions"][:4])
         note = f"{r['n_traces']} traces; " + (f"compiled: {fns}" if fns else "nothing compiled")
         if ph == "quickstart_lr":
             c = res["save_times_count"]
             note += f"; save times {c['lr']} -> {c['lr/2']}"
+        if ph == "simulate_values" and "ensemble_error" in res:
+            note += f"; simulate_ensemble failed: {res['ensemble_error'][:80]}"
         rows.append(Metric(NAME, label, r["n_backend_compiles"], "", 0, upper=True, note=note))
     return {"rows": rows, "details": res}
 
