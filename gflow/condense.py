@@ -54,6 +54,8 @@ __all__ = [
     "cosine_matrix",
     "count_orientations",
     "effective_neurons",
+    "first_order_direction",
+    "alignment",
     "growth_stage_end",
     "input_weights",
     "input_weights_observable",
@@ -168,6 +170,34 @@ def effective_neurons(U: Float[Array, "m k"]) -> Float[Array, ""]:
     p = w / jnp.sum(w)
     S = jnp.maximum(cosine_matrix(U), 0.0) ** 2
     return 1.0 / (p @ S @ p)
+
+
+def first_order_direction(X: Float[Array, "n d"], residual: Float[Array, " n"], *,
+                          bias: bool = True) -> Float[Array, " k"]:
+    """The direction ``v = sum_i e_i (x_i, 1)`` (``(x_i)`` without bias), normalized.
+
+    For multiplicity 1 and small init, ``du_j/dt ~ a_j sigma'(0) (1/n) sum_i e_i (x_i, 1)``
+    with ``e_i = y_i - f(x_i)`` the residual, so the input weights condense on ``+-v``
+    (Zhou et al. 2022, the p = 1 case). ``residual`` is ``y - f`` at init.
+    """
+    X, e = jnp.asarray(X), jnp.asarray(residual)
+    if bias:
+        X = jnp.concatenate([X, jnp.ones((X.shape[0], 1), X.dtype)], axis=1)
+    v = e @ X
+    return v / jnp.linalg.norm(v)
+
+
+def alignment(U: Float[Array, "m k"], v: Float[Array, " k"], *,
+              norm_frac: float = NORM_FRAC) -> Float[Array, ""]:
+    """Weighted mean ``|cos(u_j, v)|`` over the weight-carrying neurons (norm filter as in
+    :func:`cluster_directions`), weights ``|u_j|^2``; 1 when all lie on ``+-v``."""
+    _check_params(norm_frac, 0.0)
+    U, v = jnp.asarray(U), jnp.asarray(v)
+    n = _norms(U)
+    keep = (n > 0) & (n >= norm_frac * jnp.max(n))
+    c = jnp.abs(U @ v) / (jnp.where(n > 0, n, 1.0) * jnp.linalg.norm(v))
+    w = jnp.where(keep, n**2, 0.0)
+    return jnp.sum(w * c) / jnp.sum(w)
 
 
 def _first_index(times, cond) -> tuple[int | None, float]:

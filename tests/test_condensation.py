@@ -36,6 +36,8 @@ def test_tanh_condenses_onto_two_orientations():
     assert s["orientations_by_seed"] == {0: 2, 1: 2}
     assert s["within_2p_gf"] is True
     assert s["initial_stage_end_time"] > 0
+    # p = 1 theory: the orientations are +-sum_i e_i (x_i, 1) (residual e at init)
+    assert min(s["alignment_first_order_gf_by_seed"].values()) > 0.97
     ds = res.dataset
     # the two orientations are opposite: the largest neurons of the two clusters have
     # cosine close to -1

@@ -99,6 +99,24 @@ def test_effective_neurons(dtype):
     assert 1.0 <= float(C.effective_neurons(U)) <= 20.0
 
 
+def test_first_order_direction_and_alignment():
+    X = jnp.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])
+    e = jnp.array([1.0, -1.0, 2.0])
+    # sum_i e_i (x_i, 1) = (1 + 2, -2 + 2, 1 - 1 + 2) = (3, 0, 2)
+    np.testing.assert_allclose(np.asarray(C.first_order_direction(X, e)),
+                               np.array([3.0, 0, 2]) / math.sqrt(13), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(C.first_order_direction(X, e, bias=False)),
+                               [1.0, 0.0], atol=1e-7)
+    v = np.array([3.0, 0, 2]) / math.sqrt(13)
+    # neurons on +-v: alignment 1; a small orthogonal neuron is dropped by the norm filter
+    U = np.stack([2 * v, -v, 0.1 * np.array([0.0, 1, 0])])
+    np.testing.assert_allclose(float(C.alignment(U, v)), 1.0, rtol=1e-6)
+    # weights |u|^2: a neuron at 60 degrees with the same norm gives (1 + 0.5) / 2
+    w = np.array([math.cos(math.pi / 3), math.sin(math.pi / 3)])
+    np.testing.assert_allclose(float(C.alignment(np.stack([[1.0, 0], w]), [1.0, 0])), 0.75,
+                               rtol=1e-6)
+
+
 def test_growth_stage_end_on_exponential_curve():
     # norm(t) = 0.01 exp(2 t) reaches 10x its initial value at t* = ln(10)/2 = 1.1513;
     # the detector returns the first save time at or after t*

@@ -142,6 +142,10 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         if tr.status not in ("completed", "stop_loss", "max_steps"):
             raise gflow.SimulationError(f"run {key} ended with status {tr.status!r}")
     ds = gflow.trajectory.combine({k: _strip(t) for k, t in trajs.items()}, ("dynamics", "seed"))
+    # the p = 1 prediction: +-sum_i e_i (x_i, 1) with the residual at init
+    v = np.stack([np.asarray(condense.first_order_direction(
+        data.X, data.y - net.apply(p0, data.X))) for p0 in inits])
+    ds = ds.assign(first_order_direction=(("seed", "input_l1"), v))
     ds = stage_end(ds, cfg)
     return Result(summary=summarize(ds, cfg), dataset=ds)
 
@@ -153,6 +157,7 @@ def stage_end(ds, cfg: Config):
     shape = (ds.sizes["dynamics"], ds.sizes["seed"], ds.sizes["layer"])
     idx, tend = np.full(shape, -1), np.full(shape, np.nan)
     o_end, n_end = np.full(shape, np.nan), np.full(shape, np.nan)
+    align = np.full(shape[:2], np.nan)
     for i, dname in enumerate(ds["dynamics"].values):
         for j, s in enumerate(ds["seed"].values):
             sub = ds.sel(dynamics=dname, seed=s)
@@ -166,9 +171,14 @@ def stage_end(ds, cfg: Config):
                 idx[i, j, k], tend[i, j, k] = ii, te
                 o_end[i, j, k] = sub["orientations"].values[ii, k]
                 n_end[i, j, k] = sub["effective_neurons"].values[ii, k]
+                if k == 0:
+                    align[i, j] = condense.alignment(sub["u_l1"].values[ii],
+                                                     sub["first_order_direction"].values,
+                                                     norm_frac=cfg.norm_frac)
     dims = ("dynamics", "seed", "layer")
     return ds.assign(stage_end_index=(dims, idx), stage_end_time=(dims, tend),
-                     orientations_at_end=(dims, o_end), effective_neurons_at_end=(dims, n_end))
+                     orientations_at_end=(dims, o_end), effective_neurons_at_end=(dims, n_end),
+                     alignment_at_end=(dims[:2], align))
 
 
 def _num(x):
@@ -198,6 +208,10 @@ def summarize(ds, cfg: Config) -> dict:
                                                    if np.isfinite(te).any() else None)
             out[f"initial_stage_end_time{tag}_by_seed"] = by_seed(te)
             out[f"effective_neurons{tag}_by_seed"] = by_seed(np.round(ne, 3))
+            if k == 0:
+                # p = 1 theory: weight-carrying neurons on +-sum_i e_i (x_i, 1)
+                out[f"alignment_first_order{tag}_by_seed"] = by_seed(
+                    np.round(np.asarray(sub["alignment_at_end"].values, float), 4))
             if p is not None:
                 out[f"within_2p{tag}"] = bool(np.all(o[np.isfinite(o)] <= 2 * p))
         out[f"status_{dname}"] = ",".join(str(x) for x in sub["status"].values)
@@ -211,7 +225,9 @@ def summarize(ds, cfg: Config) -> dict:
 
 
 # -- figures --------------------------------------------------------------------------
-def _u_at_end(ds, dname, seed, layer):
+def input_weights_at_end(ds, dname, seed, layer: int = 1):
+    """``(U, t)``: layer ``layer``'s input weights at the detected end of the initial stage
+    of run ``(dname, seed)`` and that time; ``(None, nan)`` if it was not reached."""
     sub = ds.sel(dynamics=dname, seed=seed)
     i = int(sub["stage_end_index"].values[layer - 1])
     if i < 0:
@@ -229,7 +245,7 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1):
     seed = ds["seed"].values[0]
     fig, axes = plt.subplots(1, len(dyn), figsize=(4.6 * len(dyn), 4.2), squeeze=False)
     for ax, dname in zip(axes[0], dyn, strict=True):
-        U, t = _u_at_end(ds, dname, seed, layer)
+        U, t = input_weights_at_end(ds, dname, seed, layer)
         if U is None:
             ax.set_title(f"{dname}: initial stage not over")
             continue
@@ -264,7 +280,7 @@ def polar_figure(ds, cfg: Config):
                              subplot_kw={"projection": "polar"})
     for ax, dname in zip(axes[0], dyn, strict=True):
         for s in ds["seed"].values:
-            U, _ = _u_at_end(ds, dname, s, 1)
+            U, _ = input_weights_at_end(ds, dname, s, 1)
             if U is None:
                 continue
             r = np.linalg.norm(U, axis=1)
