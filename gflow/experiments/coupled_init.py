@@ -1,0 +1,301 @@
+"""Coupled (paired) vs independent init: width needed vs NTK margin and vs n (Munteanu et al. 2022).
+
+Munteanu, Omlor, Song, Woodruff, "Bounding the Width of Neural Networks via Coupled
+Initialization -- A Worst Case Analysis", ICML 2022 (arXiv 2206.12802), in the convention of
+Ji and Telgarsky (ICLR 2020) and Du et al. (ICLR 2019): ``f(x) = (1/sqrt m) sum_r a_r
+relu(w_r.x)``, no bias, unit inputs, only ``W`` trained, ``a_r in {-1, +1}`` fixed.
+Paired init uses each of ``m/2`` Gaussian neurons twice with opposite ``a``: ``f(x; theta_0) = 0``.
+
+Two sweeps, each over a width grid, paired vs independent init and several init seeds,
+trained by full-batch **GD** (the time axis is ``t = steps x lr``):
+
+- *margin sweep* (logistic loss, under-parameterized regime): data
+  :func:`gflow.ntk.margin_data` with pair angle in ``angles``; ``gamma`` = NTK margin
+  (:func:`gflow.ntk.margin`). Target: mean logistic loss ``<= log(1 + e^-1) / n`` -- which
+  forces ``y_i f(x_i) >= 1`` for every training point -- within
+  ``T = c_gamma ln(2/eps)^2 / (gamma^2 eps)`` (the shape of the Ji-Telgarsky time bound).
+- *n sweep* (squared loss, over-parameterized regime): ``n`` points uniform on ``S^{d-1}``,
+  labels uniform in {-1, +1}; ``lambda = lambda_min(H_inf)``. Target: mean squared loss
+  ``<= eps_rel / 2`` (``1/2`` = the loss of the zero function) within
+  ``T = c_n n ln(1/eps_rel) / lambda`` (Du et al.'s rate ``exp(-lambda t)`` for the summed
+  loss, whose time is ``t / n`` here). Step ``lr = n / lambda_max(H_inf)``.
+
+"Width needed" = the smallest grid width at which every seed reaches the target; slopes are
+least-squares fits of log(width needed) on log(1/gamma) and on log(n) (points with no
+successful width are left out). The theory's exponents are *upper bounds* (sufficient widths:
+gamma^-2 paired vs gamma^-8 of Ji-Telgarsky; n^2 paired vs n^4 of Song-Yang); the
+measured slopes are reported beside them, not fitted to them. All widths of one data shape
+share one compiled program through :func:`gflow.ntk.pad_width` (exact embedding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import gflow
+from gflow import ntk
+
+from . import Result
+
+INITS = ("paired", "independent")
+THEORY = {"gamma": {"paired": 2.0, "independent": 8.0}, "n": {"paired": 2.0, "independent": 4.0}}
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    seed: int = 0
+    seeds: int = 2
+    widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    # margin sweep (logistic)
+    gamma_n: int = 16
+    gamma_d: int = 5
+    angles: tuple[float, ...] = (1.0, 0.3, 0.1)
+    gamma_lr: float = 30.0
+    c_gamma: float = 1.0
+    # n sweep (squared)
+    ns: tuple[int, ...] = (8, 16, 32, 64)
+    n_d: int = 10
+    eps_rel: float = 0.01
+    c_n: float = 2.0
+
+
+def _init(name, key, net, d):
+    return gflow.init.paired(key, net, d) if name == "paired" else gflow.init.gaussian(key, net, d)
+
+
+def _sphere_data(key, n, d):
+    kx, ky = jax.random.split(key)
+    X = jax.random.normal(kx, (n, d), jnp.result_type(float))
+    X = X / jnp.linalg.norm(X, axis=1, keepdims=True)
+    return X, jax.random.rademacher(ky, (n,), dtype=X.dtype)
+
+
+def _width_sweep(cfg: Config, data, *, loss, lr, t1, target, key):
+    """All widths x inits x seeds on one dataset; returns arrays over (init, seed, width)."""
+    M = max(cfg.widths)
+    shape = (len(INITS), cfg.seeds, len(cfg.widths))
+    out = {k: np.full(shape, np.nan) for k in ("success", "t_stop", "movement", "flips",
+                                                 "final_loss")}
+    for i, iname in enumerate(INITS):
+        for s in range(cfg.seeds):
+            k = jax.random.fold_in(key, s)
+            for j, m in enumerate(cfg.widths):
+                net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
+                p0 = _init(iname, k, net, data.d)
+                wnet, wp0 = ntk.pad_width(net, p0, M)
+                tr = gflow.simulate(wnet, wp0, data, loss=loss, dynamics=gflow.GD(lr), t1=t1,
+                                    save=gflow.LinTimes(2), observe=("loss", "weight_movement"),
+                                    stop_loss=target, throw=False)
+                out["success"][i, s, j] = float(tr.status == "stop_loss")
+                out["t_stop"][i, s, j] = float(tr.t_stop)
+                out["movement"][i, s, j] = float(tr["weight_movement"][-1])
+                out["final_loss"][i, s, j] = float(tr["loss"][-1])
+                out["flips"][i, s, j] = float(ntk.activation_flips(
+                    p0.W, jnp.asarray(tr.params_final.W)[:m], data.X))
+    return out
+
+
+def width_needed(success: np.ndarray, widths) -> float:
+    """Smallest width (last axis) at which every seed (second-to-last axis) succeeded;
+    NaN if none. ``success``: (..., seeds, widths)."""
+    ok = np.all(np.asarray(success) > 0.5, axis=-2)
+    idx = np.argmax(ok, axis=-1)
+    w = np.asarray(widths, dtype=float)[idx]
+    return np.where(np.any(ok, axis=-1), w, np.nan)
+
+
+def loglog_slope(x, y) -> float:
+    """Least-squares slope of log y on log x over finite points (NaN if fewer than 2
+    distinct x)."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if np.unique(x[keep]).size < 2:
+        return float("nan")
+    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+
+
+def run(cfg: Config, *, progress: bool = False) -> Result:
+    import xarray as xr
+
+    if any(m % 2 for m in cfg.widths):
+        raise ValueError(f"widths must be even (paired init), got {cfg.widths}.")
+    if cfg.seeds < 1:
+        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
+    key = jax.random.key(cfg.seed)
+    k_gdata, k_ginit, k_ndata, k_ninit = jax.random.split(key, 4)
+    dims = ("init", "seed", "width")
+
+    # -- margin sweep (logistic loss) -------------------------------------------------------
+    g_vars, gammas, t1s = {}, [], []
+    eps_g = math.log1p(math.exp(-1.0)) / cfg.gamma_n
+    for a_i, ang in enumerate(cfg.angles):
+        X, y = ntk.margin_data(jax.random.fold_in(k_gdata, a_i), cfg.gamma_n, cfg.gamma_d, ang)
+        gamma = ntk.margin(np.asarray(X, np.float64), np.asarray(y, np.float64))
+        t1 = cfg.c_gamma * math.log(2 / eps_g) ** 2 / (gamma**2 * eps_g)
+        res = _width_sweep(cfg, gflow.Dataset(X, y), loss="logistic", lr=cfg.gamma_lr, t1=t1,
+                           target=eps_g, key=k_ginit)
+        for k, v in res.items():
+            g_vars.setdefault(k, []).append(v)
+        gammas.append(gamma)
+        t1s.append(t1)
+
+    # -- n sweep (squared loss) --------------------------------------------------------------
+    n_vars, lam0s, lrs, nt1s = {}, [], [], []
+    gram_lmin = None
+    target_n = 0.5 * cfg.eps_rel
+    for n_i, n in enumerate(cfg.ns):
+        X, y = _sphere_data(jax.random.fold_in(k_ndata, n_i), n, cfg.n_d)
+        ev = np.linalg.eigvalsh(np.asarray(ntk.relu_ntk(X), np.float64))
+        lam0, lmax = float(ev[0]), float(ev[-1])
+        lr = n / lmax
+        t1 = cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam0
+        res = _width_sweep(cfg, gflow.Dataset(X, y), loss="squared", lr=lr, t1=t1,
+                           target=target_n, key=k_ninit)
+        for k, v in res.items():
+            n_vars.setdefault(k, []).append(v)
+        lam0s.append(lam0)
+        lrs.append(lr)
+        nt1s.append(t1)
+        if n_i == len(cfg.ns) - 1:
+            # empirical NTK at init on the largest data set: lambda_min and output at init
+            gram_lmin = np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
+            out0 = np.zeros_like(gram_lmin)
+            for i, iname in enumerate(INITS):
+                for s in range(cfg.seeds):
+                    for j, m in enumerate(cfg.widths):
+                        net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
+                        p0 = _init(iname, jax.random.fold_in(k_ninit, s), net, cfg.n_d)
+                        gram_lmin[i, s, j] = float(ntk.lambda_min(ntk.gram(net, p0, X)))
+                        out0[i, s, j] = float(jnp.max(jnp.abs(net.apply(p0, X))))
+
+    coords = {"init": list(INITS), "seed": np.arange(cfg.seeds), "width": list(cfg.widths),
+              "angle": list(cfg.angles), "n": list(cfg.ns)}
+    data = {f"gamma_{k}": (("angle",) + dims, np.stack(v)) for k, v in g_vars.items()}
+    data.update({f"n_{k}": (("n",) + dims, np.stack(v)) for k, v in n_vars.items()})
+    data["gamma"] = (("angle",), np.array(gammas))
+    data["gamma_t1"] = (("angle",), np.array(t1s))
+    data["lambda0"] = (("n",), np.array(lam0s))
+    data["n_lr"] = (("n",), np.array(lrs))
+    data["n_t1"] = (("n",), np.array(nt1s))
+    data["gram_lambda_min_init"] = (dims, gram_lmin)
+    data["output_max_abs_init"] = (dims, out0)
+    ds = xr.Dataset(data, coords=coords)
+    ds.attrs.update(gamma_eps=eps_g, n_target=target_n, gamma_lr=cfg.gamma_lr)
+
+    summary = {
+        "dynamics": f"GD: lr={cfg.gamma_lr} (margin sweep), lr=n/lambda_max(H_inf) (n sweep)",
+        "init_output_max_abs_paired": float(np.max(out0[0])),
+        "init_output_max_abs_independent": float(np.max(out0[1])),
+        "gamma_by_angle": dict(zip(cfg.angles, gammas, strict=True)),
+        "lambda0_by_n": dict(zip(cfg.ns, lam0s, strict=True)),
+        "theory_width_exponent_gamma": THEORY["gamma"],
+        "theory_width_exponent_n": THEORY["n"],
+        "gamma_target_loss": eps_g,
+        "n_target_loss": target_n,
+    }
+    for i, iname in enumerate(INITS):
+        wg = width_needed(ds["gamma_success"].values[:, i], cfg.widths)
+        wn = width_needed(ds["n_success"].values[:, i], cfg.widths)
+        summary[f"width_exponent_gamma_{iname}"] = loglog_slope(1 / np.array(gammas), wg)
+        summary[f"width_exponent_n_{iname}"] = loglog_slope(np.array(cfg.ns, float), wn)
+        summary[f"width_needed_gamma_{iname}"] = {f"{g:.4g}": float(w)
+                                                   for g, w in zip(gammas, wg, strict=True)}
+        summary[f"width_needed_n_{iname}"] = dict(zip(cfg.ns, map(float, wn), strict=True))
+        mv = np.median(ds["n_movement"].values[-1, i], axis=0)
+        summary[f"movement_by_width_{iname}"] = dict(zip(cfg.widths, map(float, mv),
+                                                         strict=True))
+        fl = np.median(ds["n_flips"].values[-1, i], axis=0)
+        summary[f"flip_fraction_by_width_{iname}"] = dict(zip(cfg.widths, map(float, fl),
+                                                              strict=True))
+    return Result(summary=summary, dataset=ds)
+
+
+_CITE = "Munteanu, Omlor, Song, Woodruff, ICML 2022 (arXiv 2206.12802)"
+
+
+def figures(ds, cfg: Config) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    widths = np.asarray(ds["width"].values, float)
+    colors = {"paired": "C0", "independent": "C1"}
+    figs = {}
+
+    def scaling(xvals, succ, xlabel, key, title, caption):
+        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+        for i, iname in enumerate(INITS):
+            w = width_needed(succ[:, i], widths)
+            slope = loglog_slope(xvals, w)
+            ax.plot(xvals, w, "o-", color=colors[iname],
+                    label=f"{iname}: fitted slope {slope:.2f}")
+            ok = np.isfinite(w)
+            if ok.any():
+                x0, w0 = xvals[ok][0], w[ok][0]
+                xs = np.array([xvals.min(), xvals.max()])
+                ax.plot(xs, w0 * (xs / x0) ** THEORY[key][iname], ":", color=colors[iname],
+                        label=f"{iname}: bound exponent {THEORY[key][iname]:g} (upper bound)")
+        ax.set_xscale("log")
+        ax.set_yscale("log", base=2)
+        ax.set_ylim(widths.min() / 2, widths.max() * 2)
+        ax.axhline(widths.max(), color="gray", lw=0.6, ls="--")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("width needed (smallest grid width, all seeds reach target)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=7, wrap=True)
+        fig.tight_layout()
+        return fig
+
+    gam = np.asarray(ds["gamma"].values)
+    figs["width_vs_gamma"] = scaling(
+        1 / gam, ds["gamma_success"].values, r"1 / NTK margin $\gamma$", "gamma",
+        "Width needed vs 1/gamma (logistic loss, GD)",
+        f"n={cfg.gamma_n}, d={cfg.gamma_d} paired-point data; target: every y_i f(x_i) >= 1 "
+        f"within T = {cfg.c_gamma:g} ln(2/eps)^2/(gamma^2 eps); {cfg.seeds} seeds; grid "
+        f"{list(cfg.widths)}; dashed = largest width tried. {_CITE}.")
+    figs["width_vs_n"] = scaling(
+        np.asarray(ds["n"].values, float), ds["n_success"].values, "number of samples n", "n",
+        "Width needed vs n (squared loss, GD)",
+        f"n points uniform on S^{cfg.n_d - 1}, random +-1 labels; target: loss <= "
+        f"{cfg.eps_rel:g} x 1/2 within T = {cfg.c_n:g} n ln(1/eps)/lambda_min(H_inf); "
+        f"{cfg.seeds} seeds; dashed = largest width tried. {_CITE}.")
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    n_last = int(ds["n"].values[-1])
+    for i, iname in enumerate(INITS):
+        mv = ds["n_movement"].values[-1, i]
+        fl = ds["n_flips"].values[-1, i]
+        lm = ds["gram_lambda_min_init"].values[i]
+        for ax, v in zip(axes, (mv, fl, lm), strict=True):
+            ax.plot(widths, np.median(v, axis=0), "o-", color=colors[iname], label=iname)
+            ax.fill_between(widths, np.min(v, axis=0), np.max(v, axis=0), color=colors[iname],
+                            alpha=0.2)
+    axes[0].set_ylabel(r"$|\theta_T - \theta_0|$ (at stop or T)")
+    axes[0].set_title("Distance travelled")
+    axes[1].set_ylabel("fraction of activation patterns flipped")
+    axes[1].set_title("Activation-pattern flips")
+    axes[2].axhline(float(ds["lambda0"].values[-1]), color="k", ls=":",
+                    label=r"$\lambda_{\min}(H^\infty)$")
+    axes[2].set_ylabel(r"$\lambda_{\min}$ of empirical NTK Gram at init")
+    axes[2].set_title("NTK Gram at init")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("width m")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    axes[0].set_yscale("log")
+    axes[1].set_yscale("symlog", linthresh=1e-3)
+    fig.text(0.5, -0.02, f"n sweep data with n={n_last}, squared loss, GD; median and range "
+             f"over {cfg.seeds} seeds. Paired init keeps the NTK's distribution but starts "
+             f"from f=0. {_CITE}.", ha="center", va="top", fontsize=7, wrap=True)
+    fig.tight_layout()
+    figs["movement"] = fig
+    return figs
