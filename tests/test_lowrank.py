@@ -190,19 +190,22 @@ def test_rescale_rows_is_optimal_within_the_subspace(x64):
                                lowrank.population_error(W0, W), rtol=1e-12)
 
 
-def test_reference_solver_at_least_as_good_on_tiny_case(x64):
-    """Adam from the spectral start and 3 random starts (not from the practical solution)
-    reaches an error <= the practical algorithm's, which is itself within 1% of it."""
-    W0 = _W0(10, 6, 4)
-    for r in (1,):
-        Us, Vs = lowrank.spectral(W0, r)
-        Uf, Vf = lowrank.function_space(W0, r)
-        Ur, Vr = lowrank.reference(W0, r, jax.random.key(1), starts=[(Us, Vs)], n_random=3,
-                                   steps=500, lr=2e-2)
+def test_reference_solver_at_least_as_good_on_tiny_case():
+    """Adam from the spectral start and one random start (not from the practical solution)
+    reaches an error <= the practical algorithm's, which is itself within 1% of it.
+    (Same shapes and settings as the reference runs of tests/test_lowrank_init.py, so the
+    compiled solver is shared.)"""
+    for seed in (1, 3):
+        W0 = _W0(seed, 8, 4)
+        Us, Vs = lowrank.spectral(W0, 1)
+        Uf, Vf = lowrank.function_space(W0, 1)
+        Ur, Vr = lowrank.reference(W0, 1, jax.random.key(1), starts=[(Us, Vs)], n_random=1,
+                                   steps=300)
         ef = float(lowrank.relative_error(W0, Uf @ Vf.T))
         er = float(lowrank.relative_error(W0, Ur @ Vr.T))
         es = float(lowrank.relative_error(W0, Us @ Vs.T))
-        assert er <= ef + 1e-9 < es
+        # float32 rounding of errors ~0.7: slack 1e-5
+        assert er <= ef + 1e-5 and ef < es
         assert ef <= 1.01 * er
 
 

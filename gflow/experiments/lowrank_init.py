@@ -36,6 +36,7 @@ from . import Result
 
 METHODS = ("spectral", "function", "function_svd_subspace", "reference")
 INITS = ("full", "spectral", "function")
+DATASETS = ("teacher", "digits")
 OBSERVE = ("loss", "accuracy", "test_loss", "test_accuracy")
 
 
@@ -50,6 +51,7 @@ class Config:
     ref_max_d: int = 8
     ref_starts: int = 2
     ref_steps: int = 1000
+    datasets: tuple[str, ...] = ("teacher", "digits")
     train_rank: int = 4
     train_width: int = 256
     synth_n: int = 400
@@ -119,11 +121,12 @@ def _approximation(cfg: Config, key):
 
 def _train(cfg: Config, key, progress: bool):
     k_syn, k_dig, k_init = jax.random.split(key, 3)
-    datasets = {
-        "teacher": gflow.data.teacher(k_syn, cfg.synth_n, cfg.synth_d, cfg.synth_teacher_width,
-                                      labels="sign"),
-        "digits": digits(k_dig, test_fraction=cfg.test_fraction),
+    make = {
+        "teacher": lambda: gflow.data.teacher(k_syn, cfg.synth_n, cfg.synth_d,
+                                              cfg.synth_teacher_width, labels="sign"),
+        "digits": lambda: digits(k_dig, test_fraction=cfg.test_fraction),
     }
+    datasets = {name: make[name]() for name in cfg.datasets}
     m, r = cfg.train_width, cfg.train_rank
     full_net = gflow.TwoLayer(m, "relu", scaling="ntk", bias=False, train_outer=True)
     low_net = gflow.LowRankTwoLayer(m, r, "relu", scaling="ntk", bias=False, train_outer=True)
@@ -172,6 +175,10 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     if any(r < 1 for r in cfg.rank) or any(d < 1 for d in cfg.d) or not cfg.rank or not cfg.d:
         raise ValueError(f"rank and d must be non-empty tuples of integers >= 1, got "
                          f"rank={cfg.rank}, d={cfg.d}.")
+    unknown = [n for n in cfg.datasets if n not in DATASETS]
+    if unknown or not cfg.datasets:
+        raise ValueError(f"datasets must be a non-empty subset of {list(DATASETS)}, got "
+                         f"{cfg.datasets}.")
     if not 1 <= cfg.train_rank <= min(cfg.synth_d, 64, cfg.train_width):
         raise ValueError(f"train_rank must be in [1, min(synth_d, 64, train_width)], got "
                          f"{cfg.train_rank}.")
@@ -225,7 +232,8 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         cfg.lr * cfg.t1))))
     summary["t_mid"] = float(times[i_mid])
     for (name, init), tr in trajs.items():
-        suffix = "" if name == "digits" else f"_{name}"
+        # the headline keys (no suffix) are for digits, or the only data set trained on
+        suffix = "" if name == cfg.datasets[-1] else f"_{name}"
         summary[f"final_test_acc_{init}{suffix}"] = float(tr["test_accuracy"][-1])
         summary[f"final_loss_{init}{suffix}"] = float(tr["loss"][-1])
         summary[f"loss_mid_{init}{suffix}"] = float(tr["loss"][i_mid])
