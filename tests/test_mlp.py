@@ -81,7 +81,7 @@ def test_small_init_per_layer_std():
         gflow.init.small(jax.random.key(1), net, d, gamma, outer_std=0.0)
 
 
-@pytest.mark.parametrize("bias", [True])
+@pytest.mark.parametrize("bias", [False, True])
 def test_fixed_outer_weights_get_zero_gradient(bias):
     net = gflow.MLP((4, 3), "tanh", scaling="ntk", bias=bias, train_outer=False)
     p = gflow.init.gaussian(jax.random.key(0), net, 2)
@@ -93,10 +93,6 @@ def test_fixed_outer_weights_get_zero_gradient(bias):
     mask = net.trainable(p)
     assert mask.a is False and mask.Ws == (True, True)
     assert (mask.bs is None) == (not bias)
-    # and a GD run leaves them untouched
-    tr = gflow.simulate(net, p, gflow.Dataset(X, y), dynamics=gflow.GD(lr=0.1), t1=1.0, save=3)
-    assert np.array_equal(np.asarray(tr.params_final.a), np.asarray(p.a))
-    assert float(tr["loss"][-1]) < float(tr["loss"][0])
 
 
 def test_validation():

@@ -260,7 +260,7 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1):
             for f in (ax.axhline, ax.axvline):
                 f(kept - 0.5, color="k", lw=1)
         n_or = int(ds["orientations_at_end"].sel(dynamics=dname, seed=seed).values[layer - 1])
-        ax.set_title(f"{dname}, t={t:.3g}: {n_or} orientations", fontsize=10)
+        ax.set_title(f"{dname}, t={t:.3g}: {n_or} orientation(s)", fontsize=10)
         ax.set_xlabel("neuron (by cluster; after the black line: small norm)")
         ax.set_ylabel("neuron")
         fig.colorbar(im, ax=ax, fraction=0.046, label="cos(u_j, u_k)")
