@@ -21,6 +21,21 @@ def test_multiplicity_is_computed_not_typed():
     assert E.adam_lr(E.Config(activation="relu", adam_lr=0.01)) == 0.01
 
 
+def test_init_options():
+    # default: every parameter std 0.005 (the paper's var 0.005^2); gamma: var m_l^-gamma;
+    # outer_scale multiplies the std of a. Sample std of the m*(d+1) input-weight entries
+    # within 5 relative standard errors (1/sqrt(2N)).
+    for cfg, want, want_a in ((E.Config(), 0.005, 0.005),
+                              (E.Config(gamma=3.0, outer_scale=4.0), 50**-1.5, 4 * 50**-1.5)):
+        net, data, inits = E.build(cfg)
+        assert net.scaling == "standard" and net.bias and data.X.shape == (80, 5)
+        U = np.concatenate([np.asarray(p.Ws[0]).ravel() for p in inits]
+                           + [np.asarray(p.bs[0]) for p in inits])
+        a = np.concatenate([np.asarray(p.a) for p in inits])
+        assert abs(U.std() / want - 1) < 5 / np.sqrt(2 * U.size)
+        assert abs(a.std() / want_a - 1) < 5 / np.sqrt(2 * a.size)
+
+
 def test_tanh_condenses_onto_two_orientations():
     # 1-d input with bias: u_j = (w_j, b_j) in R^2. Small init (std 0.005), gradient flow:
     # at the detected end of the initial stage the weight-carrying neurons sit on exactly
