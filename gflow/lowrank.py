@@ -78,6 +78,7 @@ __all__ = [
     "balanced_factors",
     "factorize",
     "function_space",
+    "gaussian",
     "kappa",
     "layer_error",
     "population_error",
@@ -283,7 +284,11 @@ def balanced_factors(W: Float[Array, "m d"], rank: int) -> tuple[Array, Array]:
     ``W = A S B^T``, ``U = A_r S_r^{1/2}`` (m, r) and ``V = B_r S_r^{1/2}`` (d, r), so
     ``U^T U = V^T V = S_r``. Exact (``U V^T = W``) when ``rank(W) <= r``."""
     _check_rank(W, rank)
-    A, s, Bt = (np.asarray(x) for x in _svd(jnp.asarray(W)))
+    A, s, Bt = _svd(jnp.asarray(W))
+    if isinstance(s, jax.core.Tracer):  # inside jit / vmap
+        root = jnp.sqrt(s[:rank])
+        return A[:, :rank] * root, Bt[:rank].T * root
+    A, s, Bt = (np.asarray(x) for x in (A, s, Bt))
     root = np.sqrt(s[:rank])  # slicing in numpy: no compilation per rank
     return jnp.asarray(A[:, :rank] * root), jnp.asarray(Bt[:rank].T * root)
 
@@ -427,6 +432,25 @@ def _reference_weight(W0, rank, U0, V0, steps: int, lr: float):
     (Us, Vs), vals = jax.vmap(solve)((U0 * mask, V0 * mask))
     i = jnp.argmin(vals)
     return (Us[i] * mask) @ (Vs[i] * mask).T
+
+
+def gaussian(
+    key, net: LowRankTwoLayer, d: int, method: str = "function", *, method_kwargs=None,
+    **kwargs
+) -> LowRankParams:
+    """A full-rank :func:`gflow.init.gaussian` init (``kwargs``: ``std``, ``outer``, ...) made
+    rank ``net.rank`` by ``method`` (:data:`METHODS`; options in ``method_kwargs``).
+    Spectral and function-space are pure functions of the key (``jax.vmap`` over keys works)."""
+    from .init import gaussian as full_gaussian
+    from .nets import TwoLayer
+
+    if not isinstance(net, LowRankTwoLayer):
+        raise ValueError(f"net must be a gflow.LowRankTwoLayer, got {type(net).__name__}.")
+    k_full, k_ref = jax.random.split(key)
+    full = TwoLayer(net.width, net.activation, net.scaling, net.bias, net.train_outer)
+    p = full_gaussian(k_full, full, d, **kwargs)
+    extra = {"key": k_ref} if method == "reference" else {}
+    return factorize(p, net.rank, method, **extra, **(method_kwargs or {}))
 
 
 def factorize(

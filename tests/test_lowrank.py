@@ -113,6 +113,8 @@ def test_relu_kernel_matches_monte_carlo(x64):
     assert np.all(np.abs(exact - mc) < 5 * se + 1e-12)
     np.testing.assert_allclose(exact[3], 0.0, atol=1e-12)  # opposite directions
     np.testing.assert_allclose(exact[4], jnp.sum(U[4] ** 2), rtol=1e-12)  # k(u, 2u) = |u|^2
+    # the same kernel as gflow.ntk's arc-cosine kernel of order 1 (which is 2 E[...])
+    np.testing.assert_allclose(exact, 0.5 * jnp.diag(gflow.ntk.arccos_kernel(U, V)), rtol=1e-10)
 
 
 def test_population_error_matches_monte_carlo(dtype):
@@ -218,3 +220,14 @@ def test_factorize_keeps_outer_and_bias():
         assert q.a is p.a and q.b is p.b
     with pytest.raises(ValueError, match="key"):
         lowrank.factorize(p, 2, "reference")
+
+
+def test_gaussian_init_is_vmappable():
+    net = gflow.LowRankTwoLayer(12, 2)
+    keys = jax.random.split(jax.random.key(0), 3)
+    stacked = jax.vmap(lambda k: lowrank.gaussian(k, net, 5))(keys)
+    one = lowrank.gaussian(keys[1], net, 5)
+    net.check_params(one, d=5)
+    np.testing.assert_allclose(stacked.U[1] @ stacked.V[1].T, one.U @ one.V.T, atol=1e-5)
+    with pytest.raises(ValueError, match="LowRankTwoLayer"):
+        lowrank.gaussian(keys[0], gflow.TwoLayer(12), 5)
