@@ -25,8 +25,9 @@ def test_init_options():
     # default: every parameter std 0.005 (the paper's var 0.005^2); gamma: var m_l^-gamma;
     # outer_scale multiplies the std of a. Sample std of the m*(d+1) input-weight entries
     # within 5 relative standard errors (1/sqrt(2N)).
-    for cfg, want, want_a in ((E.Config(), 0.005, 0.005),
-                              (E.Config(gamma=3.0, outer_scale=4.0), 50**-1.5, 4 * 50**-1.5)):
+    for cfg, want, want_a in ((E.Config(seeds=2), 0.005, 0.005),
+                              (E.Config(seeds=2, gamma=3.0, outer_scale=4.0), 50**-1.5,
+                               4 * 50**-1.5)):
         net, data, inits = E.build(cfg)
         assert net.scaling == "standard" and net.bias and data.X.shape == (80, 5)
         U = np.concatenate([np.asarray(p.Ws[0]).ravel() for p in inits]
@@ -41,8 +42,8 @@ def test_tanh_condenses_onto_two_orientations():
     # at the detected end of the initial stage the weight-carrying neurons sit on exactly
     # 2 = 2p opposite orientations for tanh (p = 1), for every seed. A run without
     # condensation (e.g. a large init) has many more: the count is not forced.
-    cfg = E.Config(activation="tanh", seeds=2, hidden=(20,), n=30, d=1, dynamics=("gf",),
-                   n_save=50)
+    cfg = E.Config(activation="tanh", seeds=2, hidden=(20,), n=30, d=1, dynamics=("gf", "gd"),
+                   n_save=30)
     res = E.run(cfg)
     s = res.summary
     for k in KEYS:
@@ -50,6 +51,8 @@ def test_tanh_condenses_onto_two_orientations():
     assert s["multiplicity"] == 1 and s["predicted_max_orientations"] == 2
     assert s["orientations_by_seed"] == {0: 2, 1: 2}
     assert s["within_2p_gf"] is True
+    # GD with a small step (lr 0.01) follows the flow: same counts
+    assert s["orientations_gd_by_seed"] == {0: 2, 1: 2}
     assert s["initial_stage_end_time"] > 0
     # p = 1 theory: the orientations are +-sum_i e_i (x_i, 1) (residual e at init)
     assert min(s["alignment_first_order_gf_by_seed"].values()) > 0.97

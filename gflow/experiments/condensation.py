@@ -31,7 +31,7 @@ from . import Result
 
 #: the paper's Adam learning rates (1e-3 unless listed)
 PAPER_ADAM_LR = {"softplus": 8e-4, "relu": 2.5e-4}
-DYNAMICS = ("gf", "adam")
+DYNAMICS = ("gf", "adam", "gd")
 CITE = "Zhou, Zhou, Luo, Zhang, Xu, NeurIPS 2022 (arXiv 2105.11686)"
 
 
@@ -47,11 +47,12 @@ class Config:
     init_std: float = 0.005  # std of every parameter (paper: var 0.005^2)
     gamma: float = 0.0  # if > 0: variance m_l^-gamma per layer instead of init_std
     outer_scale: float = 1.0  # std of the output weights a = outer_scale x the layer's std
-    dynamics: tuple[str, ...] = DYNAMICS
+    dynamics: tuple[str, ...] = ("gf", "adam")  # also "gd" (GD with gd_lr, GF's stop rule)
     t1: float = 400.0  # cap on the GF time
     stop_drop: float = 0.2  # GF stops once the loss dropped by this fraction
     adam_lr: float = 0.0  # 0: the paper's (1e-3; 8e-4 softplus; 2.5e-4 relu)
     adam_steps: int = 500
+    gd_lr: float = 0.01
     n_save: int = 100
     rtol: float = 1e-5
     atol: float = 1e-8
@@ -125,6 +126,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     t_adam = cfg.adam_steps * lr
     gf_times = gflow.LogTimes(cfg.n_save, t_min=cfg.t1 * 1e-5).resolve(cfg.t1)
     adam_times = np.unique(np.round(np.linspace(0, cfg.adam_steps, cfg.n_save))) * lr
+    gd_times = np.unique(np.round(gf_times / cfg.gd_lr)) * cfg.gd_lr
     trajs = {}
     for s, p0 in enumerate(inits):
         loss0 = float(gflow.Objective(net, "squared", data.X, data.y).loss(p0))
@@ -133,6 +135,11 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
                 net, p0, data, loss="squared", t1=cfg.t1, save=gf_times, observe=obs,
                 dynamics=gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol),
                 stop_loss=(1 - cfg.stop_drop) * loss0, throw=False, progress=progress)
+        if "gd" in cfg.dynamics:
+            trajs[("gd", s)] = gflow.simulate(
+                net, p0, data, loss="squared", t1=cfg.t1, save=gd_times, observe=obs,
+                dynamics=gflow.GD(lr=cfg.gd_lr), stop_loss=(1 - cfg.stop_drop) * loss0,
+                throw=False, progress=progress)
         if "adam" in cfg.dynamics:
             trajs[("adam", s)] = gflow.simulate(
                 net, p0, data, loss="squared", t1=t_adam, save=adam_times, observe=obs,
@@ -271,13 +278,15 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1):
 
 
 def polar_figure(ds, cfg: Config):
-    """Input weights (w_j, b_j) of layer 1 as points (angle, norm) at the end of the initial
-    stage; only when they are 2-d (d = 1 with bias)."""
+    """Neuron directions of layer 1 at the end of the initial stage as points
+    (angle, norm / max norm): the angle of (w, b) for d = 1, of w for d = 2 (the bias is
+    then not shown; the radius is still the norm of (w, b))."""
     import matplotlib.pyplot as plt
 
     dyn = list(ds["dynamics"].values)
     fig, axes = plt.subplots(1, len(dyn), figsize=(4.4 * len(dyn), 4.4), squeeze=False,
                              subplot_kw={"projection": "polar"})
+    what = "(w, b)" if cfg.d == 1 else "w"
     for ax, dname in zip(axes[0], dyn, strict=True):
         for s in ds["seed"].values:
             U, _ = input_weights_at_end(ds, dname, s, 1)
@@ -285,8 +294,9 @@ def polar_figure(ds, cfg: Config):
                 continue
             r = np.linalg.norm(U, axis=1)
             ax.scatter(np.arctan2(U[:, 1], U[:, 0]), r / r.max(), s=12, label=f"seed {s}")
-        ax.set_title(f"{dname}: angle of (w, b), radius = norm / max", fontsize=9)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.set_title(f"{dname}: angle of {what}, radius = norm / max", fontsize=9)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{cfg.activation}: neuron directions at the end of the initial stage\n{CITE}",
                  fontsize=10)
     fig.tight_layout()
@@ -319,7 +329,7 @@ def counts_figure(ds, cfg: Config, layer: int = 1):
             if p is not None:
                 ax.axhline(2 * p, color="k", ls="--", lw=1, label=f"2p = {2 * p}")
             ax.set_ylabel(lab)
-            ax.set_xlabel("time t" + (" (step x lr)" if dname == "adam" else ""))
+            ax.set_xlabel("time t" + ("" if dname == "gf" else " (step x lr)"))
             ax.set_title(dname, fontsize=10)
             ax.grid(True, which="both", alpha=0.3)
             ax.legend(fontsize=7)
@@ -338,7 +348,7 @@ def figures(ds, cfg: Config) -> dict:
         suffix = "" if layer == 1 else f"_layer{layer}"
         figs[f"cosine_heatmap{suffix}"] = heatmap_figure(ds, cfg, layer)
         figs[f"orientations{suffix}"] = counts_figure(ds, cfg, layer)
-    if ds.sizes["input_l1"] == 2:
+    if cfg.d <= 2:
         figs["polar"] = polar_figure(ds, cfg)
     figs["loss"] = curves(ds, "loss", panel="dynamics", hue="seed", ylabel="training loss",
                           title=f"{cfg.activation}: training loss ({CITE})")
