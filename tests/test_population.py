@@ -39,7 +39,7 @@ def test_kernel_vs_monte_carlo(x64, act):
     # so the mean of N terms has std <= sqrt(3) |u||v| / sqrt(N); allow 5 std.
     U = jax.random.normal(jax.random.key(0), (3, 4))
     V = jax.random.normal(jax.random.key(1), (2, 4))
-    N = 200_000
+    N = 100_000
     X = jax.random.normal(jax.random.key(2), (N, 4))
     f = ACTS[act]
     mc = np.asarray(f(X @ U.T).T @ f(X @ V.T)) / N
@@ -60,7 +60,7 @@ def _pair(act, m=4, k=2, d=5, scaling="standard"):
 def test_population_loss_vs_monte_carlo(x64, act):
     net, p, tnet, tp = _pair(act, scaling="ntk")
     L = float(P.loss(net, p, tnet, tp))
-    X = jax.random.normal(jax.random.key(5), (200_000, 5))
+    X = jax.random.normal(jax.random.key(5), (100_000, 5))
     r2 = 0.5 * np.asarray(net.apply(p, X) - tnet.apply(tp, X)) ** 2
     # standard error of the sample mean from the sample itself; 5 standard errors
     assert abs(L - r2.mean()) < 5 * r2.std() / math.sqrt(r2.size)
@@ -148,9 +148,10 @@ def test_local_init(x64, act):
         np.testing.assert_allclose(np.degrees(np.asarray(ang)), 10.0, rtol=1e-9)
 
 
-def test_population_net_gradient_flow(x64):
-    # GF on the exact population objective: the recorded loss is the closed form, it decreases,
-    # and the objective's gradient is jax.grad of P.loss
+def test_population_net_objective(x64):
+    # training on the exact population objective (GD with a small step, cheap to compile; GF
+    # uses the same objective): the recorded loss is the closed form, it decreases, and the
+    # objective's gradient is jax.grad of P.loss
     data = P.teacher_data(jax.random.key(8), 8, 5, 2, activation="abs")
     tnet, tp = data.meta["teacher"]
     net = gflow.TwoLayer(4, "abs", "standard", bias=False)
@@ -158,7 +159,7 @@ def test_population_net_gradient_flow(x64):
     p0 = P.local_init(jax.random.key(9), net, tnet, tp, angle_deg=15.0)
     obs = {"loss": "loss", "lojasiewicz_ratio": "lojasiewicz_ratio", **P.observables(tnet, tp)}
     tr = gflow.simulate(pnet, p0, P.population_dataset(5), loss=P.identity_loss,
-                        dynamics=gflow.GradientFlow(rtol=1e-8, atol=1e-10), t1=20.0,
+                        dynamics=gflow.GD(0.05), t1=20.0,
                         save=gflow.LinTimes(5), observe=obs)
     assert tr["loss"][0] == pytest.approx(float(P.loss(net, p0, tnet, tp)), rel=1e-12)
     np.testing.assert_allclose(tr["population_loss"], tr["loss"], rtol=1e-12)

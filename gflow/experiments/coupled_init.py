@@ -294,8 +294,9 @@ def figures(ds, cfg: Config) -> dict:
     axes[0].set_yscale("log")
     axes[1].set_yscale("symlog", linthresh=1e-3)
     fig.text(0.5, -0.02, f"n sweep data with n={n_last}, squared loss, GD; median and range "
-             f"over {cfg.seeds} seeds. Paired init keeps the NTK's distribution but starts "
-             f"from f=0. {_CITE}.", ha="center", va="top", fontsize=7, wrap=True)
+             f"over {cfg.seeds} seeds. Paired init starts from f=0; its NTK has the same mean, "
+             f"but at width m it is the NTK of m/2 independent neurons. {_CITE}.",
+             ha="center", va="top", fontsize=7, wrap=True)
     fig.tight_layout()
     figs["movement"] = fig
     return figs

@@ -261,6 +261,7 @@ def figures(ds, cfg: Config) -> dict:
     per_run(axes[1], "population_loss", runs_=local, logx=False)
     axes[1].axhline(eps, color="k", lw=0.8, ls=":")
     axes[1].set_xscale("symlog", linthresh=10.0)
+    axes[1].set_xlim(left=0.0)
     axes[1].set_title("linear (symlog) time: straight line = linear rate")
     fig.suptitle("Population loss under gradient flow")
     _caption(fig, setup)
@@ -295,10 +296,11 @@ def figures(ds, cfg: Config) -> dict:
     for r in runs:
         g = np.asarray(ds["grad_norm"].sel(run=r).values, dtype=float)
         L = np.asarray(ds["loss"].sel(run=r).values, dtype=float)
-        L_ok = (L > 0) & (L < 1) & (g > 0)
+        L_ok = (L > 0) & (L < 0.1) & (g > 0)
         axes[1].plot(L[L_ok], np.log(g[L_ok]) / np.log(L[L_ok]),
                      "-" if r.startswith("m=") else "--", label=r)
     axes[1].set_xscale("log")
+    axes[1].set_ylim(0.0, 1.5)
     axes[1].invert_xaxis()
     axes[1].set_xlabel("loss L (decreasing)")
     axes[1].set_ylabel(r"$\log|\nabla L| / \log L$")

@@ -1,0 +1,66 @@
+"""Tests of the coupled_init experiment (setting 000) and its helpers."""
+
+import json
+
+import numpy as np
+import pytest
+
+from gflow import io
+from gflow.experiments import coupled_init as ci
+
+
+def test_width_needed_hand_cases():
+    widths = (2, 4, 8)
+    # (seeds=2, widths=3): seed 0 succeeds from 4, seed 1 from 8 -> all seeds at 8
+    succ = np.array([[0, 1, 1], [0, 0, 1]])
+    assert ci.width_needed(succ, widths) == 8
+    assert np.isnan(ci.width_needed(np.zeros((2, 3)), widths))
+    # batched over a leading axis
+    both = np.stack([succ, np.ones((2, 3))])
+    np.testing.assert_array_equal(ci.width_needed(both, widths), [8, 2])
+
+
+def test_loglog_slope_hand_cases():
+    x = np.array([1.0, 2.0, 4.0])
+    assert ci.loglog_slope(x, 3 * x**2) == pytest.approx(2.0)
+    assert ci.loglog_slope(x, [5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    # NaN points are dropped; fewer than two points -> NaN
+    assert ci.loglog_slope(x, [1.0, np.nan, 16.0]) == pytest.approx(2.0)
+    assert np.isnan(ci.loglog_slope(x, [1.0, np.nan, np.nan]))
+
+
+def test_small_run_summary_and_figures(tmp_path):
+    cfg = ci.Config(seeds=1, widths=(2, 16), angles=(1.0, 0.3), ns=(8, 16), gamma_n=8,
+                    gamma_d=3, n_d=5)
+    res = ci.run(cfg)
+    s = res.summary
+    for key in ("init_output_max_abs_paired", "width_exponent_gamma_paired",
+                "width_exponent_gamma_independent", "width_exponent_n_paired",
+                "width_exponent_n_independent"):
+        assert key in s
+    # paired init: f(x; theta_0) = 0 exactly (each neuron twice with opposite a)
+    assert s["init_output_max_abs_paired"] == 0.0
+    assert s["init_output_max_abs_independent"] > 0.1
+    ds = res.dataset
+    assert ds["gamma_success"].shape == (2, 2, 1, 2)
+    # margins decrease with the pair angle; the largest width reaches the easier targets
+    g = ds["gamma"].values
+    assert g[0] > g[1] > 0
+    assert np.all(ds["n_success"].values[:, :, :, -1] == 1.0)
+    # a run that reached the target stopped there
+    ok = ds["n_success"].values == 1.0
+    assert np.all(ds["n_final_loss"].values[ok] <= s["n_target_loss"] * (1 + 1e-6))
+    # flips are fractions; movement is positive
+    assert np.all((ds["n_flips"].values >= 0) & (ds["n_flips"].values <= 1))
+    assert np.all(ds["n_movement"].values > 0)
+    # the results folder round trip: figures are drawn from the dataset read back from disk
+    io.write_results(tmp_path, config={}, summary=s, dataset=ds)
+    json.loads((tmp_path / "summary.json").read_text())
+    _, _, ds2 = io.read_results(tmp_path)
+    figs = ci.figures(ds2, cfg)
+    assert set(figs) == {"width_vs_gamma", "width_vs_n", "movement"}
+
+
+def test_bad_config():
+    with pytest.raises(ValueError, match="even"):
+        ci.run(ci.Config(widths=(3, 4)))
