@@ -458,7 +458,9 @@ def factorize(
 ) -> LowRankParams:
     """Low-rank parameters from full-rank ones (e.g. ``gflow.init.gaussian``): ``U, V`` by
     ``method`` in :data:`METHODS` from ``params.W`` (``"reference"`` needs ``key``); ``b`` and
-    ``a`` are copied. Use with ``LowRankTwoLayer(width, rank, ...)``."""
+    ``a`` are copied. Use with ``LowRankTwoLayer(width, rank, ...)``. The function-space
+    objective is that of a ReLU layer without bias, over Gaussian (or uniform-on-sphere)
+    inputs, whatever the net's activation and bias."""
     if not isinstance(params, TwoLayerParams):
         raise ValueError(f"params must be a TwoLayerParams, got {type(params).__name__}.")
     if method == "spectral":

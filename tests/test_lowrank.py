@@ -178,6 +178,15 @@ def test_function_space_beats_spectral(dtype):
     assert gaps[0] > gaps[1] > 0
 
 
+def test_function_space_compiles_once_per_shape():
+    W0 = _W0(12, 10, 5)
+    lowrank.function_space(W0, 1)
+    before = lowrank._function_space_weight._cache_size()
+    for r in (2, 3, 5):
+        lowrank.function_space(W0, r, iters=r)  # rank and iters are traced
+    assert lowrank._function_space_weight._cache_size() == before
+
+
 def test_rescale_rows_is_optimal_within_the_subspace(x64):
     """The gradient of the population error w.r.t. W, restricted to rows in span(Q), vanishes
     at rescale_rows(W0, Q)."""
@@ -222,6 +231,7 @@ def test_factorize_keeps_outer_and_bias():
         lowrank.factorize(p, 2, "reference")
 
 
+@pytest.mark.slow  # ~5 s: compiles the vmapped SVDs
 def test_gaussian_init_is_vmappable():
     net = gflow.LowRankTwoLayer(12, 2)
     keys = jax.random.split(jax.random.key(0), 3)
