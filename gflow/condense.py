@@ -31,6 +31,9 @@ Pieces:
   directions, and ``m`` for ``m`` equal orthogonal neurons.
 - :func:`growth_stage_end`, :func:`loss_stage_end`: the end of the initial stage,
   detected from a saved series rather than set by hand (see their docstrings).
+- :func:`first_order_direction`, :func:`alignment`: the p = 1 prediction
+  ``+-sum_i e_i (x_i, 1)`` and how well the weight-carrying neurons line up with it;
+  :func:`sine_data`: the paper's data set.
 - Observables (registered in :mod:`gflow.observe`): ``max_input_norm``,
   ``orientations`` and ``effective_neurons``, each with one entry per hidden layer
   (``dims=("layer",)``); :func:`input_weights_observable` records a layer's ``[W | b]``.
@@ -164,7 +167,8 @@ def cluster_order(U, *, norm_frac: float = NORM_FRAC,
 @jax.jit
 def effective_neurons(U: Float[Array, "m k"]) -> Float[Array, ""]:
     """Effective number of distinct neurons ``1 / sum_jk p_j p_k max(D_jk, 0)^2`` with
-    ``p_j = |u_j|^2 / sum_k |u_k|^2`` (see the module docstring). In ``[1, m]``."""
+    ``p_j = |u_j|^2 / sum_k |u_k|^2`` (see the module docstring). In ``[1, m]``; NaN if
+    every row is 0."""
     U = jnp.asarray(U)
     w = jnp.sum(U**2, axis=-1)
     p = w / jnp.sum(w)
