@@ -254,7 +254,10 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1):
     for ax, dname in zip(axes[0], dyn, strict=True):
         U, t = input_weights_at_end(ds, dname, seed, layer)
         if U is None:
-            ax.set_title(f"{dname}: initial stage not over")
+            ax.axis("off")
+            ax.text(0.5, 0.5, f"{dname}: the largest norm never grew {cfg.growth_factor:g}x\n"
+                    "(initial stage not over before the run ended)", ha="center", va="center",
+                    transform=ax.transAxes, fontsize=9)
             continue
         order = condense.cluster_order(U, norm_frac=cfg.norm_frac,
                                        cos_threshold=cfg.cos_threshold)
