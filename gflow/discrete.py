@@ -25,11 +25,16 @@ _MAX_SCHEDULE_STEPS = 10**8
 
 
 def _check_lr(lr, owner: str):
+    """lr: a number > 0, a schedule ``step -> lr``, or (ensembles) an (M,) array of them."""
     if callable(lr):
         return
-    if isinstance(lr, bool) or not isinstance(lr, int | float | np.floating | np.integer):
+    if isinstance(lr, bool) or not isinstance(lr, int | float | np.floating | np.integer
+                                              | np.ndarray | jax.Array):
         raise ValueError(f"{owner}: lr must be a number > 0 or a schedule step -> lr, got {lr!r}.")
-    if not (np.isfinite(lr) and lr > 0):
+    arr = np.asarray(lr)
+    if arr.ndim > 1 or not np.issubdtype(arr.dtype, np.number):
+        raise ValueError(f"{owner}: lr must be a number or an (M,) array per member, got {lr!r}.")
+    if not np.all(np.isfinite(arr) & (arr > 0)):
         raise ValueError(f"{owner}: lr must be a finite number > 0, got {lr!r}.")
 
 
@@ -41,9 +46,9 @@ class _Discrete(eqx.Module):
         return "discrete"
 
     # -- the time grid -----------------------------------------------------------------
-    def _step_times(self, t1: float) -> np.ndarray:
+    def _step_times(self, t1: float, lr=None) -> np.ndarray:
         """Times ``t_0 = 0, t_1, ..., t_K`` of the iterates, with ``t_K`` closest to ``t1``."""
-        lr = self.lr
+        lr = self.lr if lr is None else lr
         if not callable(lr):
             K = max(1, int(round(t1 / float(lr))))
             return np.arange(K + 1, dtype=np.float64) * float(lr)
@@ -64,6 +69,18 @@ class _Discrete(eqx.Module):
             K -= 1
         return t[: max(K, 1) + 1]
 
+    def _member_lrs(self, members: int | None):
+        """Per-member learning rates (an ensemble may give ``lr`` as an (M,) array)."""
+        if callable(self.lr) or np.ndim(self.lr) == 0:
+            return None
+        lrs = np.asarray(self.lr, dtype=np.float64)
+        if members is None or lrs.shape != (members,):
+            raise ValueError(f"lr has shape {lrs.shape}; per-member learning rates need shape "
+                             f"(members,) = ({members},) in simulate_ensemble.")
+        if not np.all(np.isfinite(lrs) & (lrs > 0)):
+            raise ValueError("every per-member lr must be a finite number > 0.")
+        return lrs
+
     def _lr_at(self, k):
         return self.lr(k) if callable(self.lr) else self.lr
 
@@ -78,38 +95,66 @@ class _Discrete(eqx.Module):
     def _batch(self):
         return None  # full batch
 
+    # -- host-side planning and finishing (shared by simulate and simulate_ensemble) ----
+    def _plan(self, ts, t1, n: int, dtype, members: int | None = None):
+        """``(dyn, save_steps, grids)``: this dynamics with a traced lr (changing its value
+        does not recompile), the step index of every save ((S,) or (M, S) for per-member
+        lrs) and the iterate times of each member."""
+        batch = self._batch()
+        if batch is not None and batch.batch_size > n:
+            raise ValueError(f"SGD: batch_size={batch.batch_size} exceeds the number of "
+                             f"samples n={n}.")
+        lrs = self._member_lrs(members)
+        if lrs is None:
+            grid = self._step_times(t1)
+            steps = _save_steps(grid, ts)
+            grids = [grid]
+        else:
+            grids = [self._step_times(t1, float(lr)) for lr in lrs]
+            steps = np.stack([_save_steps(g, ts) for g in grids])
+        dyn = self if callable(self.lr) else eqx.tree_at(
+            lambda d: d.lr, self, jnp.asarray(self.lr, dtype))
+        return dyn, steps, grids
+
+    def _finish(self, out, steps, grids):
+        """Map step counts back to times; mark saves after a stop as missing (NaN)."""
+        k_stop = np.asarray(out.pop("k_stop"))
+        if k_stop.ndim == 0:  # a single run
+            out["ts"], out["t_stop"] = grids[0][steps], grids[0][k_stop]
+            valid = steps <= k_stop
+        else:  # members: shared or per-member (lr) grids
+            if len(grids) == 1:
+                grids = grids * len(k_stop)
+            out["ts"] = (grids[0][steps] if steps.ndim == 1 else
+                         np.stack([g[s] for g, s in zip(grids, steps, strict=True)]))
+            out["t_stop"] = np.array([g[k] for g, k in zip(grids, k_stop, strict=True)])
+            valid = np.broadcast_to(steps, (len(k_stop), steps.shape[-1])) <= k_stop[:, None]
+        out["obs"] = {k: np.where(_bcast(valid, x), x, np.nan) for k, x in out["obs"].items()}
+        extra = np.asarray(out["stats"].pop("extra_evals"))
+        out["stats"] = {"num_steps": k_stop, "grad_evals": k_stop + extra}
+        return out
+
     def _integrate(self, objective, params0, ts, t1, obs_fn, ctx, *, stop_loss, stop_grad,
                    save_params, progress):
-        batch = self._batch()
-        if batch is not None and batch.batch_size > objective.y.shape[0]:
-            raise ValueError(f"SGD: batch_size={batch.batch_size} exceeds the number of "
-                             f"samples n={objective.y.shape[0]}.")
-        t_grid = self._step_times(t1)
-        # a traced learning rate: changing its value does not recompile
-        dyn = self if callable(self.lr) else eqx.tree_at(
-            lambda d: d.lr, self, jnp.asarray(self.lr, objective.y.dtype))
-        save_steps = _save_steps(t_grid, ts)
-        bar = _progress_bar(len(save_steps)) if progress else None
+        dyn, steps, grids = self._plan(ts, t1, objective.y.shape[0], objective.y.dtype)
+        bar = _progress_bar(len(steps)) if progress else None
         try:
             out = _discrete_solve(
-                dyn, objective, params0, jnp.asarray(save_steps), obs_fn, ctx,
-                None if stop_loss is None else jnp.asarray(stop_loss),
-                None if stop_grad is None else jnp.asarray(stop_grad),
-                save_params=save_params, progress=bar is not None,
+                dyn, objective, params0, jnp.asarray(steps), None, obs_fn, ctx,
+                _opt(stop_loss), _opt(stop_grad), save_params=save_params, progress=bar is not None,
             )
             out = jax.device_get(out)
         finally:
             if bar is not None:
                 bar.close()
                 _BARS.pop()
-        k_stop = int(out.pop("k_stop"))
-        out["ts"] = t_grid[save_steps]
-        out["t_stop"] = t_grid[k_stop]
-        valid = save_steps <= k_stop
-        out["obs"] = jax.tree.map(lambda x: np.where(_bcast(valid, x), x, np.nan), out["obs"])
-        extra = int(out["stats"].pop("extra_evals"))
-        out["stats"] = {"num_steps": k_stop, "grad_evals": k_stop + extra}
+        out = self._finish(out, steps, grids)
+        out["stats"] = {k: int(v) for k, v in out["stats"].items()}
         return out
+
+
+def _opt(x):
+    return None if x is None else jnp.asarray(x)
 
 
 def _save_steps(t_grid: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -161,9 +206,10 @@ def _tree_norm(tree):
     return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
 
 
-@eqx.filter_jit
-def _discrete_solve(dyn: _Discrete, objective, params0, save_steps, obs_fn, ctx, stop_loss,
-                    stop_grad, *, save_params, progress):
+def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, ctx, stop_loss,
+                   stop_grad, *, save_params, progress):
+    """Steps of one discrete run (pure: jit/vmap/shard it); ``t1`` is implied by the
+    save steps and unused, kept for a signature shared with ``gf_solve``."""
     batch = dyn._batch()
     full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
     n = objective.y.shape[0]
@@ -213,6 +259,9 @@ def _discrete_solve(dyn: _Discrete, objective, params0, save_steps, obs_fn, ctx,
     return {"obs": obs, "params": params, "params_final": params_final, "k_stop": k,
             "obs_final": obs_fn(params_final, ctx), "status": code,
             "stats": {"extra_evals": extra}}
+
+
+_discrete_solve = eqx.filter_jit(discrete_solve)
 
 
 class GD(_Discrete):

@@ -14,6 +14,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from . import _status
 
@@ -133,23 +134,30 @@ class GradientFlow(eqx.Module):
         fsal = bool(getattr(tab, "fsal", False))
         return 1 + num_steps * (stages - (1 if fsal else 0)) if fsal else num_steps * stages
 
-    def _integrate(self, objective, params0, ts, t1, obs_fn: Callable, ctx, *, stop_loss,
-                   stop_grad, save_params, progress):
-        cond = (stop_loss is not None, stop_grad is not None)
-        out = _gf_solve(self, objective, params0, jnp.asarray(ts), jnp.asarray(t1), obs_fn, ctx,
-                        None if stop_loss is None else jnp.asarray(stop_loss),
-                        None if stop_grad is None else jnp.asarray(stop_grad),
-                        cond=cond, save_params=save_params, progress=progress)
-        out = jax.device_get(out)
+    def _finish(self, out, ts):
         out["ts"] = ts  # the requested float64 times, not their float32 copy
-        out["stats"] = {k: int(v) for k, v in out["stats"].items()}
+        out["stats"] = {k: np.asarray(v) for k, v in out["stats"].items()}
         out["stats"]["grad_evals"] = self.grad_evals(out["stats"]["num_steps"])
         return out
 
+    def _integrate(self, objective, params0, ts, t1, obs_fn: Callable, ctx, *, stop_loss,
+                   stop_grad, save_params, progress):
+        out = _gf_solve(self, objective, params0, jnp.asarray(ts), jnp.asarray(t1), obs_fn, ctx,
+                        _opt(stop_loss), _opt(stop_grad), save_params=save_params,
+                        progress=progress)
+        out = self._finish(jax.device_get(out), ts)
+        out["stats"] = {k: int(v) for k, v in out["stats"].items()}
+        return out
 
-@eqx.filter_jit
-def _gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
-              *, cond, save_params, progress):
+
+def _opt(x):
+    return None if x is None else jnp.asarray(x)
+
+
+def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
+             *, save_params, progress):
+    """One gradient-flow solve (pure: jit/vmap/shard it). Returns a dict of arrays."""
+    cond = (stop_loss is not None, stop_grad is not None)
     def vf(t, y, args):
         return jax.tree.map(jnp.negative, args.grad(y))
 
@@ -204,6 +212,9 @@ def _gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_l
                   "num_accepted_steps": sol.stats["num_accepted_steps"],
                   "num_rejected_steps": sol.stats["num_rejected_steps"]},
     }
+
+
+_gf_solve = eqx.filter_jit(gf_solve)
 
 
 def _bcast(mask, x):

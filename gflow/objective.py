@@ -43,9 +43,16 @@ class Objective(eqx.Module):
         return jnp.mean(self.loss_fn(self.net.apply(params, self.X[idx]), self.y[idx]))
 
     def mask_grad(self, params, grads):
-        """Zero the gradient of non-trainable leaves."""
+        """Zero the gradient of non-trainable leaves (``trainable`` gives a bool per leaf, or
+        a 0/1 array broadcasting against it, e.g. for masked neurons)."""
         mask = self.net.trainable(params)
-        return jax.tree.map(lambda g, t: g if t else jnp.zeros_like(g), grads, mask)
+
+        def apply(g, t):
+            if isinstance(t, bool):
+                return g if t else jnp.zeros_like(g)
+            return g * t.astype(g.dtype)
+
+        return jax.tree.map(apply, grads, mask)
 
     def value_and_grad(self, params, idx=None):
         """``(loss, grad)`` on the full batch, or on the samples ``idx`` if given."""

@@ -142,7 +142,14 @@ class Observer(eqx.Module):
     observe the same things.
     """
 
-    observables: dict[str, Observable]
+    items: tuple[tuple[str, Observable], ...] = eqx.field(static=True)
+
+    def __init__(self, observables: dict[str, Observable]):
+        self.items = tuple(observables.items())
+
+    @property
+    def observables(self) -> dict[str, Observable]:
+        return dict(self.items)
 
     def __call__(self, params, ctx: ObsContext) -> dict[str, Array]:
-        return {k: o(params, ctx) for k, o in self.observables.items()}
+        return {k: o(params, ctx) for k, o in self.items}

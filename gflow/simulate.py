@@ -38,6 +38,14 @@ def _check_positive(v, name):
     return v
 
 
+def default_save(dynamics, t1: float) -> LogTimes:
+    """``LogTimes(100)``, or one save per iterate when a discrete run has fewer steps."""
+    if not isinstance(dynamics, _Discrete):
+        return LogTimes(100)
+    lr = dynamics.lr if callable(dynamics.lr) else float(np.max(dynamics.lr))
+    return LogTimes(min(100, len(dynamics._step_times(t1, lr))))
+
+
 def prepare(net, params0, data: Dataset, *, loss, dynamics, observe, probes, stop_loss,
             stop_grad, member_axes: int = 0):
     """Validate the inputs of a run and build its objective, observer and context."""
@@ -110,10 +118,7 @@ def simulate(
     """
     dynamics = GradientFlow() if dynamics is None else dynamics
     t1 = check_t1(t1)
-    if save is None:
-        n_iterates = len(dynamics._step_times(t1)) if isinstance(dynamics, _Discrete) else 100
-        save = LogTimes(min(100, n_iterates))
-    ts = resolve_times(save, t1)
+    ts = resolve_times(default_save(dynamics, t1) if save is None else save, t1)
     objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
         net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
         stop_loss=stop_loss, stop_grad=stop_grad)

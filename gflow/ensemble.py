@@ -1,0 +1,466 @@
+"""Ensembles and sweeps: many members in one compiled call, sharded across devices.
+
+``simulate_ensemble`` runs the same dynamics for ``M`` members stacked on a leading axis:
+it ``jax.vmap``s the single-run solve (each GF member keeps its own adaptive step size;
+a finished member idles while the others go on) and, with several devices, wraps the
+vmapped solve in ``jax.shard_map`` over the member axis (auto-sharding a vmapped
+while-loop is known to be very slow). Members may differ in parameters (always), data
+(a ``Dataset`` whose arrays carry the member axis), learning rate (``lr`` of shape
+(M,)), SGD key (a key array of shape (M,)) and width (``widths=``: all members are
+padded to ``net.width``; padded neurons are masked -- they contribute nothing, get zero
+gradient and never move -- and the 1/sqrt(m) or 1/m factor uses each member's width).
+
+``sweep`` evaluates a user function on a labelled grid of settings and runs every
+compatible group of grid points as one ensemble.
+
+Multi-host: call ``jax.distributed.initialize()`` on every host before using gflow;
+``jax.devices()`` then lists all hosts' devices and the member axis is sharded over them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import itertools
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from jaxtyping import Array, Float
+
+from . import _status
+from .data import Dataset
+from .discrete import _Discrete, discrete_solve
+from .flow import GradientFlow, gf_solve
+from .nets import TwoLayer, TwoLayerParams
+from .simulate import SimulationError, default_save, prepare
+from .times import LogTimes, check_t1, resolve_times
+from .trajectory import Trajectory
+
+__all__ = ["MaskedTwoLayer", "Run", "Sweep", "simulate_ensemble", "sweep"]
+
+
+class MaskedTwoLayer(eqx.Module):
+    """``net`` with only the neurons where ``mask == 1`` live (width = ``mask.sum()``)."""
+
+    net: TwoLayer
+    mask: Float[Array, " m"]
+
+    @property
+    def width(self) -> int:
+        return self.net.width
+
+    def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        h = self.net.activation(self.net.preactivations(params, X)) * self.mask
+        m = jnp.sum(self.mask)
+        c = {"ntk": 1.0 / jnp.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.net.scaling]
+        return c * (h @ params.a)
+
+    def trainable(self, params: TwoLayerParams):
+        return TwoLayerParams(
+            W=self.mask[:, None], b=None if params.b is None else self.mask,
+            a=self.mask if self.net.train_outer else False,
+        )
+
+    def check_params(self, params, d=None):
+        self.net.check_params(params, d)
+
+
+_CACHE_BYTES = 2**18
+
+
+def _members(params0) -> int:
+    shapes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(params0)}
+    if len(shapes) != 1 or None in shapes:
+        raise ValueError("params0 must carry a leading member axis on every leaf (stack them "
+                         "with jax.vmap over keys); got leading sizes "
+                         f"{sorted(map(str, shapes))}.")
+    return shapes.pop()
+
+
+def _pad_members(x, total):
+    pad = total - x.shape[0]
+    return x if pad == 0 else jnp.concatenate([x, jnp.repeat(x[:1], pad, axis=0)])
+
+
+def simulate_ensemble(
+    net,
+    params0,
+    data: Dataset,
+    *,
+    loss: str | Callable = "squared",
+    dynamics=None,
+    t1: float,
+    save: Any = None,
+    observe: Sequence[str | Callable] | dict = ("loss",),
+    stop_loss: float | None = None,
+    stop_grad: float | None = None,
+    probes=None,
+    widths=None,
+    save_params: bool = False,
+    throw: bool = False,
+    progress: bool = False,
+    chunk_size: int | None = None,
+    devices=None,
+    block: int | None = None,
+) -> Trajectory:
+    """Run ``M`` members at once; arguments as :func:`gflow.simulate`, plus:
+
+    Arguments:
+        params0: parameters with a leading member axis, e.g.
+            ``jax.vmap(lambda k: gflow.init.gaussian(k, net, d))(jax.random.split(key, M))``.
+        data: shared by all members, or with a leading member axis on its arrays.
+        dynamics: as in ``simulate``; ``GD/SGD/Optax(lr=...)`` may give ``lr`` of shape (M,),
+            ``SGD(key=...)`` a key array of shape (M,).
+        widths: (M,) live widths ``<= net.width`` (two-layer nets); members are padded.
+        throw: ``False`` (default) keeps going when a member diverges and reports it in
+            ``traj.status``; ``True`` raises :class:`gflow.SimulationError` if any member failed.
+        chunk_size: run at most this many members per compiled call (memory), with a
+            progress bar over chunks.
+        devices: devices to shard members over (default ``jax.devices()``).
+        block: members vmapped together; blocks run one after another inside the compiled
+            program (``lax.map``), so each block's state stays in cache. Default: as many
+            as keep a block's (n, width) activations within ~256 KiB; ``block=M`` is a
+            plain vmap.
+
+    Returns:
+        A :class:`Trajectory` with ``batch_dims=("member",)``: observables (M, S, ...),
+        ``status`` and ``t_stop`` of shape (M,); saves after a member stopped are NaN.
+    """
+    dynamics = GradientFlow() if dynamics is None else dynamics
+    t1 = check_t1(t1)
+    M = _members(params0)
+    stacked_data = data.X.ndim == 3 if isinstance(data, Dataset) else False
+    if stacked_data and data.X.shape[0] != M:
+        raise ValueError(f"data carries {data.X.shape[0]} members but params0 has {M}.")
+    member0 = jax.tree.map(lambda x: x[0], params0)
+    net.check_params(member0, d=data.d)
+    objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
+        net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
+        stop_loss=stop_loss, stop_grad=stop_grad, member_axes=1)
+    member_leaves = list(jax.tree.leaves(params0))
+    if stacked_data:
+        member_leaves += [x for x in (objective.X, objective.y, ctx.X_test, ctx.y_test)
+                          if x is not None]
+    if widths is not None:
+        if not isinstance(net, TwoLayer):
+            raise ValueError("widths= (padding to one compiled width) needs a gflow.TwoLayer.")
+        widths = np.asarray(widths)
+        if widths.shape != (M,) or not np.issubdtype(widths.dtype, np.integer) \
+                or widths.min() < 1 or widths.max() > net.width:
+            raise ValueError(f"widths must be (M,)=({M},) integers in [1, net.width={net.width}],"
+                             f" got {widths!r}.")
+        mask = jnp.asarray(np.arange(net.width)[None, :] < widths[:, None], objective.y.dtype)
+        objective = eqx.tree_at(lambda o: o.net, objective, MaskedTwoLayer(net, mask))
+        ctx = eqx.tree_at(lambda c: c.objective, ctx, objective)
+        member_leaves.append(mask)
+
+    ts = resolve_times(default_save(dynamics, t1) if save is None else save, t1)
+    n, dtype = objective.y.shape[-1], objective.y.dtype
+    if isinstance(dynamics, _Discrete):
+        dyn, times, grids = dynamics._plan(ts, t1, n, dtype, members=M)
+        solve = discrete_solve
+        if times.ndim == 2:
+            times = jnp.asarray(times)
+            member_leaves.append(times)
+        else:
+            times = jnp.asarray(times)
+    else:
+        dyn, times, grids, solve = dynamics, jnp.asarray(ts, dtype), None, gf_solve
+    member_leaves += [x for x in jax.tree.leaves(dyn)
+                      if eqx.is_array(x) and x.ndim >= 1 and x.shape[0] == M]
+    member_ids = {id(x) for x in member_leaves}
+
+    scalars = (jnp.asarray(t1, dtype), None if stop_loss is None else jnp.asarray(stop_loss, dtype),
+               None if stop_grad is None else jnp.asarray(stop_grad, dtype))
+    leaves, treedef = jax.tree.flatten((scalars, dyn, objective, params0, times, ctx))
+    axes = tuple(0 if id(x) in member_ids else None for x in leaves)
+    devices = tuple(jax.devices() if devices is None else devices)
+    if block is None:  # members per vmapped block: keep a block's (n, m) activations ~L2-sized
+        width = getattr(net, "width", 1)
+        block = max(1, _CACHE_BYTES // (n * width * jnp.dtype(dtype).itemsize))
+    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an integer >= 1, got {block!r}.")
+    run = _compiled(solve, treedef, axes, observer, save_params, devices, block)
+    out = _run_members(run, leaves, axes, M, len(devices), chunk_size=chunk_size,
+                       progress=progress)
+    out = jax.device_get(out)
+    if isinstance(dynamics, _Discrete):
+        out = dynamics._finish(out, np.asarray(times), grids)
+    else:
+        out = dynamics._finish(out, ts)
+        valid = ts[None, :] <= np.asarray(out["t_stop"])[:, None] * (1 + 1e-12)
+        out["obs"] = {k: np.where(valid.reshape(valid.shape + (1,) * (v.ndim - 2)), v, np.nan)
+                      for k, v in out["obs"].items()}
+    if widths is not None:  # per-neuron observables: NaN where a member has no neuron
+        for k, o in observer.observables.items():
+            if "neuron" in o.dims:
+                ax = 2 + o.dims.index("neuron")
+                live = np.arange(net.width)[None, :] < widths[:, None]
+                shape = [1] * out["obs"][k].ndim
+                shape[0], shape[ax] = len(widths), net.width
+                out["obs"][k] = np.where(live.reshape(shape), out["obs"][k], np.nan)
+    status = np.asarray(_status.NAMES)[np.asarray(out["status"])]
+    traj = Trajectory(
+        times=np.asarray(out["ts"], dtype=np.float64),
+        observables={k: np.asarray(v) for k, v in out["obs"].items()},
+        params0=jax.device_get(params0), params_final=out["params_final"],
+        params=out["params"], stats={k: np.asarray(v) for k, v in out["stats"].items()},
+        status=status, t_stop=np.asarray(out["t_stop"], dtype=np.float64),
+        dynamics=dynamics.describe(),
+        obs_dims={k: o.dims for k, o in observer.observables.items()},
+        batch_dims=("member",),
+    )
+    if throw and not traj.ok:
+        bad = np.flatnonzero(~np.isin(status, ("completed", "stop_loss", "stop_grad")))
+        i = int(bad[0])
+        raise SimulationError(
+            f"{len(bad)} of {M} members failed; member {i}: {status[i]} at "
+            f"t={traj.t_stop[i]:.6g}. Use throw=False to keep the others' results."
+        )
+    return traj
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(solve, treedef, axes, observer, save_params, devices, block):
+    """The jitted, vmapped (and, on several devices, shard_mapped) solve; cached, so a
+    second ensemble with the same structure reuses the compiled program."""
+
+    def one(*flat):
+        (t1, stop_loss, stop_grad), d, o, p, tm, c = jax.tree.unflatten(treedef, flat)
+        return solve(d, o, p, tm, t1, observer, c, stop_loss, stop_grad,
+                     save_params=save_params, progress=False)
+
+    def vfn(*flat):
+        # lax.map over blocks of `block` members, each block vmapped: a block's working set
+        # stays in cache while the time loop runs, instead of streaming all members' state
+        # through memory at every step
+        member = [x for x, a in zip(flat, axes, strict=True) if a == 0]
+
+        def per_member(ms):
+            it = iter(ms)
+            return one(*[next(it) if a == 0 else x for x, a in zip(flat, axes, strict=True)])
+
+        M = member[0].shape[0]
+        if block is None or block >= M:
+            return jax.vmap(per_member)(member)
+        return jax.lax.map(per_member, member, batch_size=block)
+
+    if len(devices) > 1:
+        mesh = Mesh(np.asarray(devices), ("members",))
+        specs = tuple(P("members") if a == 0 else P() for a in axes)
+        vfn = jax.shard_map(vfn, mesh=mesh, in_specs=specs, out_specs=P("members"),
+                            check_vma=False)
+        return jax.jit(vfn, in_shardings=tuple(NamedSharding(mesh, sp) for sp in specs))
+    return jax.jit(vfn)
+
+
+def _run_members(run, leaves, axes, M, D, *, chunk_size, progress):
+    """Run the compiled solve over all members, in chunks if asked (each chunk padded to
+    the same size, a multiple of the device count, so one program serves them all)."""
+    chunk = M if not chunk_size else min(int(chunk_size), M)
+    chunk = math.ceil(chunk / D) * D  # every device gets the same number of members
+    starts = range(0, M, chunk)
+    if progress and len(starts) > 1:
+        import tqdm
+
+        starts = tqdm.tqdm(starts, desc="member chunks", unit="chunk", delay=2.0)
+    outs = []
+    for s in starts:
+        part = [_pad_members(x[s:s + chunk], chunk) if a == 0 else x
+                for x, a in zip(leaves, axes, strict=True)]
+        res = run(*part)
+        take = min(chunk, M - s)
+        outs.append(jax.tree.map(lambda x, take=take: x[:take], res))
+    if len(outs) == 1:
+        return outs[0]
+    return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
+# -- sweeps -------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Run:
+    """The arguments of one :func:`gflow.simulate` call (what a sweep's ``make_run`` returns)."""
+
+    net: Any
+    params0: Any
+    data: Dataset
+    loss: Any = "squared"
+    dynamics: Any = None
+    t1: float = 1.0
+    save: Any = None
+    observe: Any = ("loss",)
+    stop_loss: float | None = None
+    stop_grad: float | None = None
+    probes: Any = None
+
+
+@dataclasses.dataclass
+class Sweep:
+    """A labelled grid of runs: ``coords`` (name -> values) and one stacked trajectory
+    whose batch axes are the grid axes."""
+
+    coords: dict[str, list]
+    trajectory: Trajectory
+
+    def __getitem__(self, name):
+        return self.trajectory[name]
+
+    @property
+    def status(self):
+        return self.trajectory.status
+
+    def to_xarray(self):
+        """An ``xarray.Dataset`` with dims ``(*grid, time, ...)``."""
+        return self.trajectory.to_xarray()
+
+
+def _dyn_key(dyn):
+    """What must agree for two runs' dynamics to share one compiled ensemble."""
+    if dyn is None:
+        dyn = GradientFlow()
+    if isinstance(dyn, _Discrete):
+        lr = dyn.lr
+        fields = {f.name: getattr(dyn, f.name) for f in dataclasses.fields(dyn)
+                  if f.name not in ("lr", "key")}
+        fields = {k: (id(v) if k == "optimizer" else v) for k, v in fields.items()}
+        return (type(dyn).__name__, tuple(sorted(fields.items())), id(lr) if callable(lr) else 0)
+    return (type(dyn).__name__, repr(dyn))
+
+
+def _net_key(net):
+    if isinstance(net, TwoLayer):
+        return ("TwoLayer", net.activation, net.scaling, net.bias, net.train_outer)
+    return ("net", net)
+
+
+def _stack_dynamics(dyns):
+    d0 = dyns[0] if dyns[0] is not None else GradientFlow()
+    if not isinstance(d0, _Discrete):
+        return d0
+    out = d0
+    if not callable(d0.lr):
+        lrs = [float(d.lr) for d in dyns]
+        if len(set(lrs)) > 1:
+            out = eqx.tree_at(lambda d: d.lr, out, np.asarray(lrs))
+    keys = [getattr(d, "key", None) for d in dyns]
+    if keys[0] is not None:
+        out = eqx.tree_at(lambda d: d.key, out, jnp.stack(keys))
+    return out
+
+
+def _stack_data(datas: list[Dataset]) -> Dataset:
+    stack = lambda name: None if getattr(datas[0], name) is None else jnp.stack(  # noqa: E731
+        [getattr(d, name) for d in datas])
+    return Dataset(stack("X"), stack("y"), stack("X_test"), stack("y_test"))
+
+
+def _pad_params(p: TwoLayerParams, m: int) -> TwoLayerParams:
+    pad = m - p.W.shape[0]
+    z = lambda x: None if x is None else jnp.concatenate(  # noqa: E731
+        [x, jnp.zeros((pad,) + x.shape[1:], x.dtype)])
+    return TwoLayerParams(W=z(p.W), b=z(p.b), a=z(p.a))
+
+
+def sweep(make_run: Callable[..., Run], *, seeds: Sequence[int] | None = None,
+          throw: bool = False, progress: bool = False, chunk_size: int | None = None,
+          devices=None, **grid: Sequence) -> Sweep:
+    """Run ``make_run(seed=s, **point)`` for every point of the grid ``seeds x grid``.
+
+    ``make_run`` returns a :class:`Run`. Runs that agree in everything but parameters,
+    width (two-layer nets), learning rate, SGD key and data values are run together as
+    one ensemble (one compiled program); the results are reassembled on the grid.
+
+    Returns:
+        A :class:`Sweep`; ``sweep.to_xarray()`` has dims ``(seed, *grid, time, ...)``.
+    """
+    axes = ({"seed": list(seeds)} if seeds is not None else {}) | {
+        k: list(v) for k, v in grid.items()}
+    if not axes or any(len(v) == 0 for v in axes.values()):
+        raise ValueError("sweep needs at least one non-empty grid axis (seeds= or name=[...]).")
+    names = list(axes)
+    points = list(itertools.product(*axes.values()))
+    runs = [make_run(**dict(zip(names, pt, strict=True))) for pt in points]
+    for r in runs:
+        if not isinstance(r, Run):
+            raise ValueError(f"make_run must return a gflow.Run, got {type(r).__name__}.")
+    groups: dict[Any, list[int]] = {}
+    for i, r in enumerate(runs):
+        ts = tuple(resolve_times(r.save if r.save is not None else LogTimes(100), r.t1))
+        key = (_net_key(r.net), _dyn_key(r.dynamics), repr(r.loss), float(r.t1), ts,
+               repr(r.observe), r.stop_loss, r.stop_grad, tuple(r.data.X.shape),
+               r.data.has_test, id(r.probes))
+        groups.setdefault(key, []).append(i)
+
+    results: list[Any] = [None] * len(runs)
+    for idx in groups.values():
+        rs = [runs[i] for i in idx]
+        net = rs[0].net
+        widths = None
+        params = [r.params0 for r in rs]
+        if isinstance(net, TwoLayer):
+            ws = [r.net.width for r in rs]
+            if len(set(ws)) > 1:
+                net = max((r.net for r in rs), key=lambda n: n.width)
+                params = [_pad_params(p, net.width) for p in params]
+                widths = np.asarray(ws)
+        p0 = jax.tree.map(lambda *xs: jnp.stack(xs), *params)
+        shared = all(r.data is rs[0].data for r in rs)
+        data = rs[0].data if shared else _stack_data([r.data for r in rs])
+        traj = simulate_ensemble(
+            net, p0, data, loss=rs[0].loss, dynamics=_stack_dynamics([r.dynamics for r in rs]),
+            t1=rs[0].t1, save=rs[0].save, observe=rs[0].observe, stop_loss=rs[0].stop_loss,
+            stop_grad=rs[0].stop_grad, probes=rs[0].probes, widths=widths, throw=throw,
+            progress=progress, chunk_size=chunk_size, devices=devices)
+        for j, i in enumerate(idx):
+            results[i] = (traj, j)
+    return Sweep(coords=axes, trajectory=_assemble(results, axes))
+
+
+def _assemble(results, axes) -> Trajectory:
+    """Stack per-point member results into arrays over the grid (NaN-padding neuron axes)."""
+    shape = tuple(len(v) for v in axes.values())
+
+    def gather(get):
+        vals = [np.asarray(get(t, j)) for t, j in results]
+        full = tuple(max(v.shape[k] for v in vals) for k in range(vals[0].ndim))
+        padded = []
+        for v in vals:
+            if v.shape != full:
+                fill = np.nan if np.issubdtype(v.dtype, np.floating) else 0
+                w = np.full(full, fill, dtype=v.dtype)
+                w[tuple(slice(0, s) for s in v.shape)] = v
+                v = w
+            padded.append(v)
+        return np.stack(padded).reshape(shape + full)
+
+    t0 = results[0][0]
+    times = gather(lambda t, j: t.times if t.times.ndim == 1 else t.times[j])
+    if all(np.array_equal(times.reshape(-1, times.shape[-1])[0], r)
+           for r in times.reshape(-1, times.shape[-1])):
+        times = times.reshape(-1, times.shape[-1])[0]
+    def params(attr):
+        if not isinstance(getattr(t0, attr), TwoLayerParams):
+            return None
+        field = lambda name: gather(lambda t, j: getattr(getattr(t, attr), name)[j])  # noqa: E731
+        return TwoLayerParams(W=field("W"), a=field("a"),
+                              b=None if getattr(t0, attr).b is None else field("b"))
+
+    return Trajectory(
+        times=times,
+        observables={k: gather(lambda t, j, k=k: t.observables[k][j]) for k in t0.observables},
+        params0=params("params0"), params_final=params("params_final"),
+        stats={k: gather(lambda t, j, k=k: t.stats[k][j]) for k in t0.stats
+               if t0.stats[k] is not None},
+        status=gather(lambda t, j: t.status[j]), t_stop=gather(lambda t, j: t.t_stop[j]),
+        dynamics=t0.dynamics, obs_dims=t0.obs_dims, batch_dims=tuple(axes),
+        coords={k: np.asarray(v) for k, v in axes.items()},
+    )
