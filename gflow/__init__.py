@@ -19,6 +19,10 @@ from .data import Dataset as Dataset
 from .discrete import GD as GD
 from .discrete import SGD as SGD
 from .discrete import Optax as Optax
+from .ensemble import Run as Run
+from .ensemble import Sweep as Sweep
+from .ensemble import simulate_ensemble as simulate_ensemble
+from .ensemble import sweep as sweep
 from .flow import GradientFlow as GradientFlow
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
 from .nets import ACTIVATIONS as ACTIVATIONS
