@@ -10,8 +10,8 @@ from gflow import experiments, io
 from gflow.experiments import lowrank_init as E
 
 TINY = E.Config(rank=(1, 2, 4), d=(4, 8), n_fresh=4000, ref_max_d=4, ref_starts=1,
-                ref_steps=300, datasets=("teacher",), train_rank=2, train_width=16, synth_n=60,
-                synth_d=8, t1=20.0, n_save=5)
+                ref_steps=300, datasets=("teacher",), train_rank=2, train_seeds=2,
+                train_width=16, synth_n=60, synth_d=8, t1=20.0, n_save=5)
 
 
 def test_cli_settings_parse():
@@ -64,6 +64,7 @@ def test_run_tiny_summary_dataset_and_figures(tmp_path):
         assert 0.0 <= s[f"final_test_acc_{init}"] <= 1.0
         assert s[f"status_{init}"] == "completed"
     assert "function_minus_reference_max" in s
+    assert res.dataset.sizes["seed"] == 2 and 0 <= s["seeds_function_lower_loss_mid"] <= 2
     # the dataset survives a round trip to disk, and figures are drawn from it alone
     io.write_results(tmp_path, config={"experiment": "lowrank_init",
                                        "settings": dataclasses.asdict(TINY)},

@@ -53,6 +53,7 @@ class Config:
     ref_steps: int = 1000
     datasets: tuple[str, ...] = ("teacher", "digits")
     train_rank: int = 4
+    train_seeds: int = 3
     train_width: int = 256
     synth_n: int = 400
     synth_d: int = 32
@@ -134,37 +135,40 @@ def _train(cfg: Config, key, progress: bool):
     ts = np.unique(np.round(ts / cfg.lr)) * cfg.lr
     trajs, extra = {}, {}
     for name, data in datasets.items():
-        p_full = gflow.init.gaussian(jax.random.fold_in(k_init, data.d), full_net, data.d)
-        runs = {"full": (full_net, p_full)}
-        for meth in ("spectral", "function"):
-            kw = {"iters": cfg.iters} if meth == "function" else {}
-            runs[meth] = (low_net, lowrank.factorize(p_full, r, meth, **kw))
-        f_full = full_net.apply(p_full, data.X_test)
-        for meth in ("spectral", "function"):
-            net, p = runs[meth]
-            W = net.weight(p)
-            f = net.apply(p, data.X_test)
-            extra[f"init_output_rel_diff_{meth}_{name}"] = float(
-                jnp.linalg.norm(f - f_full) / jnp.linalg.norm(f_full))
-            # layer error on this data's test inputs (not Gaussian) and in population
-            extra[f"rel_error_data_{meth}_{name}"] = float(
-                lowrank.relative_error(p_full.W, W, data.X_test))
-        for init, (net, p0) in runs.items():
-            trajs[(name, init)] = gflow.simulate(
-                net, p0, data, loss="logistic", dynamics=gflow.GD(lr=cfg.lr), t1=cfg.t1,
-                save=ts, observe=OBSERVE, progress=progress)
+        for seed in range(cfg.train_seeds):
+            k = jax.random.fold_in(jax.random.fold_in(k_init, data.d), seed)
+            p_full = gflow.init.gaussian(k, full_net, data.d)
+            runs = {"full": (full_net, p_full)}
+            for meth in ("spectral", "function"):
+                kw = {"iters": cfg.iters} if meth == "function" else {}
+                runs[meth] = (low_net, lowrank.factorize(p_full, r, meth, **kw))
+            f_full = full_net.apply(p_full, data.X_test)
+            for meth in ("spectral", "function"):
+                net, p = runs[meth]
+                f = net.apply(p, data.X_test)
+                diff = float(jnp.linalg.norm(f - f_full) / jnp.linalg.norm(f_full))
+                # layer error on this data's test inputs (not Gaussian inputs)
+                lay = float(lowrank.relative_error(p_full.W, net.weight(p), data.X_test))
+                for key_, v in ((f"init_output_rel_diff_{meth}_{name}", diff),
+                                (f"rel_error_data_{meth}_{name}", lay)):
+                    extra[key_] = extra.get(key_, 0.0) + v / cfg.train_seeds
+            for init, (net, p0) in runs.items():
+                trajs[(name, init, seed)] = gflow.simulate(
+                    net, p0, data, loss="logistic", dynamics=gflow.GD(lr=cfg.lr), t1=cfg.t1,
+                    save=ts, observe=OBSERVE, progress=progress)
     return trajs, extra
 
 
 def _stack(trajs):
-    """Observables over (data, init, time); parameters are left out (their shapes differ)."""
+    """Observables over (data, init, seed, time); parameters are left out (their shapes
+    differ between data sets)."""
     import xarray as xr
 
-    names = list(dict.fromkeys(name for name, _ in trajs))
+    names = list(dict.fromkeys(key[0] for key in trajs))
     per_data = []
     for name in names:
         ds = gflow.trajectory.combine(
-            {(init,): tr for (n, init), tr in trajs.items() if n == name}, ("init",))
+            {key[1:]: tr for key, tr in trajs.items() if key[0] == name}, ("init", "seed"))
         per_data.append(ds.drop_vars([v for v in ds.data_vars if v.startswith("params")]))
     return xr.concat(per_data, dim="data", join="outer").assign_coords(data=names)
 
@@ -179,6 +183,8 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     if unknown or not cfg.datasets:
         raise ValueError(f"datasets must be a non-empty subset of {list(DATASETS)}, got "
                          f"{cfg.datasets}.")
+    if cfg.train_seeds < 1:
+        raise ValueError(f"train_seeds must be >= 1, got {cfg.train_seeds}.")
     if not 1 <= cfg.train_rank <= min(cfg.synth_d, 64, cfg.train_width):
         raise ValueError(f"train_rank must be in [1, min(synth_d, 64, train_width)], got "
                          f"{cfg.train_rank}.")
@@ -231,13 +237,27 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     i_mid = int(np.argmin(np.abs(np.log(np.maximum(times, 1e-300)) - 0.5 * math.log(
         cfg.lr * cfg.t1))))
     summary["t_mid"] = float(times[i_mid])
-    for (name, init), tr in trajs.items():
-        # the headline keys (no suffix) are for digits, or the only data set trained on
-        suffix = "" if name == cfg.datasets[-1] else f"_{name}"
-        summary[f"final_test_acc_{init}{suffix}"] = float(tr["test_accuracy"][-1])
-        summary[f"final_loss_{init}{suffix}"] = float(tr["loss"][-1])
-        summary[f"loss_mid_{init}{suffix}"] = float(tr["loss"][i_mid])
-        summary[f"status_{init}{suffix}"] = tr.status
+    summary["train_seeds"] = cfg.train_seeds
+    for name in cfg.datasets:
+        # the headline keys (no suffix) are for digits, or the last data set trained on;
+        # values are means over the training seeds (independent full-rank inits W0, a)
+        sfx = "" if name == cfg.datasets[-1] else f"_{name}"
+        val = {}
+        for init in INITS:
+            runs = [trajs[(name, init, seed)] for seed in range(cfg.train_seeds)]
+            acc = np.array([float(tr["test_accuracy"][-1]) for tr in runs])
+            val[init] = {"acc": acc, "mid": np.array([float(tr["loss"][i_mid]) for tr in runs])}
+            summary[f"final_test_acc_{init}{sfx}"] = float(acc.mean())
+            summary[f"final_test_acc_{init}{sfx}_std"] = float(acc.std())
+            summary[f"final_loss_{init}{sfx}"] = float(np.mean([tr["loss"][-1] for tr in runs]))
+            summary[f"loss_mid_{init}{sfx}"] = float(val[init]["mid"].mean())
+            bad = [tr.status for tr in runs if tr.status != "completed"]
+            summary[f"status_{init}{sfx}"] = bad[0] if bad else "completed"
+        # per seed: how often the function-space init is ahead of the spectral one
+        summary[f"seeds_function_lower_loss_mid{sfx}"] = int(
+            np.sum(val["function"]["mid"] < val["spectral"]["mid"]))
+        summary[f"seeds_function_higher_test_acc{sfx}"] = int(
+            np.sum(val["function"]["acc"] > val["spectral"]["acc"]))
     summary.update(extra)
     return Result(summary=summary, dataset=ds)
 
@@ -293,12 +313,14 @@ def figures(ds, cfg: Config) -> dict:
     fig.tight_layout()
     figs["error_vs_d"] = fig
 
-    setup = (f"two-layer ReLU, NTK scaling, m={cfg.train_width}; rank {cfg.train_rank} "
+    runs = ds[["loss", "test_accuracy"]].mean("seed")
+    setup = (f"mean over {ds.sizes['seed']} seeds; two-layer ReLU, NTK scaling, "
+             f"m={cfg.train_width}; rank {cfg.train_rank} "
              f"(U, V, a trained) from spectral / function-space init vs the full-rank net from "
              f"the same W0; GD lr={cfg.lr}, logistic loss. {cite}.")
-    figs["train_loss"] = curves(ds, "loss", panel="data", hue="init", ylabel="training loss",
+    figs["train_loss"] = curves(runs, "loss", panel="data", hue="init", ylabel="training loss",
                                 title="Low-rank training from each init vs full rank",
                                 caption=setup)
-    figs["test_accuracy"] = curves(ds, "test_accuracy", panel="data", hue="init", logy=False,
+    figs["test_accuracy"] = curves(runs, "test_accuracy", panel="data", hue="init", logy=False,
                                    ylabel="test accuracy", title="Test accuracy", caption=setup)
     return figs
