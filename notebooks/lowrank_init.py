@@ -137,7 +137,7 @@ figs["test_accuracy"]
 # %% [markdown]
 # **What this run shows.** At this CPU size the training advantage is small: the two low-rank
 # inits follow nearly the same loss curves; the function-space one is slightly ahead at
-# intermediate times (lower loss at $t \approx 32$ for most or all seeds here, by about 0.01),
+# intermediate times (lower loss at $t \approx 32$ for most or all seeds here, by 0.01 or less),
 # but the final test accuracies of the three nets agree within about a percent, in no
 # consistent order between the two inits. The paper's training gains are reported for deep
 # nets on ImageNet; this two-layer experiment does not reproduce a lasting gain. Two caveats
