@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_results", "write_figure", "write_json", "write_results", "write_dataset"]
+__all__ = ["read_results", "remove_parts", "write_dataset", "write_figure", "write_json",
+           "write_part", "write_results"]
 
 
 @contextlib.contextmanager
@@ -84,6 +85,23 @@ def write_results(out_dir, *, config: dict, summary: dict, dataset=None, figures
         write_figure(out / f"{name}.png", fig)
     write_json(out / "summary.json", summary)  # last: its presence marks a complete folder
     return out
+
+
+def write_part(out_dir, index: int, ds) -> Path:
+    """Write one finished point of a sweep to ``DIR/parts/NNNNN.nc`` (so a long sweep's
+    finished points are on disk before the whole sweep is)."""
+    path = Path(out_dir) / "parts" / f"{index:05d}.nc"
+    write_dataset(path, ds)
+    return path
+
+
+def remove_parts(out_dir) -> None:
+    """Remove ``DIR/parts`` once the combined ``trajectory.nc`` is written."""
+    parts = Path(out_dir) / "parts"
+    if parts.is_dir():
+        for p in parts.glob("*.nc"):
+            p.unlink()
+        parts.rmdir()
 
 
 def read_results(out_dir) -> tuple[dict, dict, Any]:

@@ -75,3 +75,23 @@ def test_every_experiment_has_seed_and_api():
         mod = experiments.get(name)
         assert "seed" in mod.Config.__dataclass_fields__, name
         assert callable(mod.run) and callable(mod.figures), name
+
+
+def test_cli_sweep_seeds_and_list_settings(tmp_path):
+    out = tmp_path / "sw"
+    assert cli.main(["run", "quickstart", "--out", str(out), "--quiet", "--seeds", "2",
+                     "--set", "width=8,16", "--set", "n=30", "--set", "t1=5",
+                     "--set", "n_save=6"]) == 0
+    ds = xr.open_dataset(out / "trajectory.nc", engine="h5netcdf")
+    assert ds["loss"].dims[:2] == ("seed", "width") and ds["loss"].shape[:2] == (2, 2)
+    assert list(ds["seed"].values) == [0, 1] and list(ds["width"].values) == [8, 16]
+    # the width-8 points have no neurons 8..15: NaN-padded, not zero
+    w = ds["params0_W"].sel(seed=0, width=8).values
+    assert np.all(np.isnan(w[..., 8:, :])) and np.all(np.isfinite(w[..., :8, :]))
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["sweep"] == {"seed": [0, 1], "width": [8, 16]}
+    assert np.shape(summary["final_loss_gf_gaussian"]) == (2, 2)
+    assert not (out / "parts").exists()
+    ds.close()
+    assert cli.main(["plot", str(out)]) == 0
+    assert (out / "loss_seed1_width16.png").exists()

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import itertools
 import pkgutil
 import typing
 from types import ModuleType
 from typing import Any
 
-__all__ = ["Result", "config_from_dict", "get", "names", "parse_sets"]
+__all__ = ["Result", "combine_points", "config_from_dict", "get", "grid", "names", "parse_sets"]
 
 
 @dataclasses.dataclass
@@ -86,3 +87,45 @@ def parse_sets(cls, sets: list[str]):
             raise ValueError(f"unknown setting {key!r}; valid settings: {sorted(hints)}")
         values[key] = _convert(raw.strip(), hints[key], key)
     return config_from_dict(cls, values)
+
+
+def grid(cls, sets: list[str], seeds: int | None = None) -> tuple[dict[str, list], list]:
+    """A sweep from ``--set key=v1,v2,...`` (list values) and ``--seeds N``.
+
+    Returns ``(axes, configs)``: the swept settings with their values (``seed`` first,
+    counting up from the configured seed) and one config per grid point, in row-major
+    order. Settings whose type is a tuple take the comma list as one value.
+    """
+    hints = typing.get_type_hints(cls)
+    base, axes = [], {}
+    for s in sets:
+        key, _, raw = s.partition("=")
+        key = key.strip()
+        if key in hints and typing.get_origin(hints[key]) is not tuple and "," in raw:
+            axes[key] = [_convert(r.strip(), hints[key], key) for r in raw.split(",") if r.strip()]
+        else:
+            base.append(s)
+    cfg = parse_sets(cls, base)
+    if seeds is not None:
+        if seeds < 1:
+            raise ValueError(f"--seeds must be >= 1, got {seeds}.")
+        axes = {"seed": [cfg.seed + i for i in range(seeds)], **axes}
+    points = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
+    return axes, [dataclasses.replace(cfg, **pt) for pt in points]
+
+
+def combine_points(datasets: list, axes: dict[str, list]):
+    """Stack per-point datasets of a sweep into one dataset with the swept settings as
+    leading dims (arrays of unequal size, e.g. over neurons, are NaN-padded)."""
+    import numpy as np
+    import pandas as pd
+    import xarray as xr
+
+    keys = list(itertools.product(*axes.values()))
+    index = pd.MultiIndex.from_tuples(keys, names=list(axes))
+    # index every bare dim (neuron, input, ...) so that outer alignment pads with NaN
+    datasets = [ds.assign_coords({d: np.arange(n) for d, n in ds.sizes.items()
+                                  if d not in ds.coords}) for ds in datasets]
+    stacked = xr.concat(datasets, dim="point", join="outer", combine_attrs="drop_conflicts")
+    stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "point"))
+    return stacked.unstack("point").transpose(*axes, ...)
