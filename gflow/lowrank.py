@@ -27,11 +27,11 @@ The paper gives no code; the practical algorithm here is derived as follows.
 
 with ``kappa'(rho) = (pi - arccos rho) / (2 pi)``. Its Hermite expansion is
 ``kappa(rho) = 1/(2 pi) + rho/4 + rho^2/(4 pi) + rho^4/(48 pi) + ...`` (``kappa(1) = 1/2``), so
-per neuron ``E(relu(w.x) - relu(w'.x))^2 = |w - w'|^2/4 + (|w| - |w'|)^2/(2 pi) + (even
-Hermite terms of the angle)``: the Frobenius error is only the degree-1 part of the layer
-error; the degree-0 part penalizes the loss of row norm that truncation causes. By
-homogeneity the same minimizers hold for inputs uniform on a sphere (the kernel is then
-``k / d``).
+per neuron ``E(relu(w.x) - relu(w'.x))^2 = |w - w'|^2/4 + (|w| - |w'|)^2/(2 pi) + sum_k c_k
+(|w|^2 + |w'|^2 - 2 |w||w'| rho^k)`` (even Hermite degrees ``k >= 2``, ``c_k > 0``): the
+Frobenius error is only the degree-1 part of the layer error; the degree-0 part penalizes
+the loss of row norm that truncation causes. By homogeneity the same minimizers hold for
+inputs uniform on a sphere (the kernel is then ``k / d``).
 
 **Exact reduction to a subspace problem.** The rank-r matrices are closed under
 ``W -> D W`` for diagonal ``D``, so a rank-r ``W'`` is "pick an r-dim row space ``S``, then
@@ -48,9 +48,10 @@ fraction evenly over rows. A stationary ``S`` is an invariant subspace of
 ``M = W0^T diag(alpha) W0`` with ``alpha_i = g'(rho_i^2) = kappa(rho_i) kappa'(rho_i) / rho_i``
 (up to a constant factor), i.e. spanned by the top-r right singular vectors of
 ``diag(alpha)^{1/2} W0``: a ReLU-kernel-weighted SVD. The practical algorithm starts at the
-SVD subspace and iterates this weighted SVD a few times, keeping the best ``S`` (so its
-error is never above the spectral one, which is itself never above the plain truncated
-SVD); each step costs one SVD of a (m, d) matrix.
+SVD subspace and iterates this weighted SVD a few times, keeping the best ``S``. The first
+candidate, the SVD subspace with optimally rescaled rows, is never worse than the truncated
+SVD (same subspace, optimal rows), so the result is never worse than the spectral init.
+Each step costs one SVD of an (m, d) matrix.
 
 :func:`reference` is a strong (slow) reference solver for small sizes: Adam on the
 closed-form population error over ``(U, V)`` from several starts, keeping the best.
