@@ -24,7 +24,13 @@ def _param_fields(params) -> dict[str, np.ndarray]:
         items = {f.name: getattr(params, f.name) for f in dataclasses.fields(params)}
     else:
         items = dict(params)
-    return {k: np.asarray(v) for k, v in items.items() if v is not None}
+    out = {}
+    for k, v in items.items():
+        if isinstance(v, tuple | list):  # per-layer fields (MLP): Ws -> Ws_0, Ws_1, ...
+            out |= {f"{k}_{i}": np.asarray(x) for i, x in enumerate(v) if x is not None}
+        elif v is not None:
+            out[k] = np.asarray(v)
+    return out
 
 
 @dataclasses.dataclass

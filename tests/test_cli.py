@@ -80,7 +80,7 @@ def test_every_experiment_has_seed_and_api():
 def test_cli_sweep_seeds_and_list_settings(tmp_path):
     out = tmp_path / "sw"
     assert cli.main(["run", "quickstart", "--out", str(out), "--quiet", "--seeds", "2",
-                     "--set", "width=8,16", "--set", "n=30", "--set", "t1=5",
+                     "--set", "width=8,16", "--set", "n=40", "--set", "t1=5",
                      "--set", "n_save=6"]) == 0
     ds = xr.open_dataset(out / "trajectory.nc", engine="h5netcdf")
     assert ds["loss"].dims[:2] == ("seed", "width") and ds["loss"].shape[:2] == (2, 2)

@@ -69,3 +69,13 @@ def test_trajectory_xarray_roundtrip(tmp_path):
     np.testing.assert_array_equal(back["balancedness"], tr["balancedness"])
     np.testing.assert_array_equal(back.params_final.W, tr.params_final.W)
     assert back.status == "completed" and back.stats["num_steps"] == tr.stats["num_steps"]
+
+
+def test_mlp_trajectory_to_xarray():
+    # per-layer parameter tuples become one variable per layer
+    ds = gflow.data.teacher(jax.random.key(0), 30, 3, 2)
+    net = gflow.MLP((8, 6), "tanh")
+    tr = gflow.simulate(net, gflow.init.gaussian(jax.random.key(1), net, 3), ds, t1=1.0,
+                        dynamics=gflow.GD(0.1))
+    xd = tr.to_xarray()
+    assert xd["params_final_Ws_0"].shape == (8, 3) and xd["params_final_Ws_1"].shape == (6, 8)
