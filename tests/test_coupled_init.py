@@ -29,6 +29,27 @@ def test_loglog_slope_hand_cases():
     assert np.isnan(ci.loglog_slope(x, [1.0, np.nan, np.nan]))
 
 
+def test_width_sweep_small():
+    # the sweep core on one tiny data set: paired and independent, padded widths
+    import jax
+
+    import gflow
+    from gflow import ntk
+
+    X, y = ntk.margin_data(jax.random.key(0), 8, 3, 1.0)
+    cfg = ci.Config(seeds=1, widths=(2, 16))
+    out = ci._width_sweep(cfg, gflow.Dataset(X, y), loss="logistic", lr=30.0, t1=3e4,
+                          target=0.05, key=jax.random.key(1))
+    assert out["success"].shape == (2, 1, 2)
+    assert np.all((out["flips"] >= 0) & (out["flips"] <= 1))
+    # a run that reached the target stopped there; others ran to t1
+    ok = out["success"] == 1.0
+    assert np.all(out["final_loss"][ok] <= 0.05 * (1 + 1e-6))
+    assert np.all(out["t_stop"][~ok] == pytest.approx(3e4))
+    assert ok[:, 0, -1].all()  # width 16 fits 8 points
+
+
+@pytest.mark.slow
 def test_small_run_summary_and_figures(tmp_path):
     cfg = ci.Config(seeds=1, widths=(2, 16), angles=(1.0, 0.3), ns=(8, 16), gamma_n=8,
                     gamma_d=3, n_d=5)
