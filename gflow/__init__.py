@@ -14,6 +14,7 @@ from . import lowrank as lowrank
 from . import ntk as ntk
 from . import observe as observe
 from . import population as population
+from . import rotation as rotation
 from . import trajectory as trajectory
 from .data import Dataset as Dataset
 from .discrete import GD as GD

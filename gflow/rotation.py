@@ -1,0 +1,392 @@
+"""Low-rotation tools: neuron rotation angles, movement in units of sqrt(m), normalized
+margins, the norm-only parameterization and its maximal margin, and the data of the
+low-rotation regimes.
+
+Setting: Matus Telgarsky, "Feature selection and low test error in shallow low-rotation ReLU
+networks", ICLR 2023 (arXiv 2208.02789). Two-layer ReLU nets
+``f(x) = (1/sqrt m) sum_j a_j relu(w_j . x)``, ``w_j(0) ~ N(0, I_d)``, ``a_j ~ Unif{+-1}``,
+``|x| <= 1``, ``y in {-1, +1}``, logistic loss. Three regimes where weights rotate little:
+near initialization (weights move ``O(sqrt m)``), neural collapse (well-separated groups),
+and norm-only training ``w_j = r_j u_j`` with ``u_j = w_j(0)/|w_j(0)|`` frozen.
+
+- :func:`rotation_angles`: ``angle(w_j(t), w_j(0))`` per neuron, computed with Kahan's
+  ``2 atan2(|u - v|, |u + v|)`` for unit ``u, v`` (accurate near 0, unlike ``arccos``).
+- :func:`normalized_margin`: ``min_i y_i f(x_i) / |theta|^L`` over the trained parameters,
+  ``L`` the homogeneity degree (1: inner layer only, 2: both layers).
+- :class:`NormOnlyTwoLayer`: the norm-only net with parameters ``(r, a)``; trained by
+  :func:`gflow.simulate` like :class:`gflow.TwoLayer`.
+- :func:`max_margin_fixed_features`: ``max_{|c|_1 <= 1} min_i y_i (Phi c)_i`` by a linear
+  program (scipy HiGHS), with a dual certificate. For the norm-only net with both layers
+  trained, ``|r|^2 + |a|^2 >= 2 sum_j |r_j a_j|`` (AM-GM, equality when ``|r_j| = |a_j|``),
+  so the globally maximal 2-homogeneous normalized margin over the fixed directions is
+  ``LP / (2 sqrt m)`` with ``Phi_ij = relu(u_j . x_i)`` (:func:`norm_only_max_margin`).
+- Data: :func:`sparse_parity` (``x`` uniform on ``{+-1/sqrt d}^d``, ``y = x_1 x_2 d``, the
+  paper's running example, NTK margin ``Theta(1/d)``) and :func:`groups` (k tight,
+  well-separated clusters, one label per cluster: the neural-collapse regime).
+
+Observables registered (see :mod:`gflow.observe`): ``rotation_deg`` (per neuron, degrees),
+``max_rotation_deg``, ``rotation_weighted_deg`` (mean weighted by ``|a_j|``),
+``movement_over_sqrt_m`` (``|W_t - W_0|_F / sqrt m``), ``margin_homogeneous``
+(:func:`normalized_margin`), ``margin_per_movement`` (``min_i y_i f(x_i) / |W_t - W_0|``,
+the quantity the NTK margin bounds in the linearized regime: a linear predictor moved by
+``R`` in the NTK feature space has margin at most ``gamma_ntk R``).
+"""
+
+from __future__ import annotations
+
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float
+
+from .data import Dataset
+
+__all__ = [
+    "NormOnlyParams",
+    "NormOnlyTwoLayer",
+    "groups",
+    "homogeneity",
+    "inner_weights",
+    "max_margin_fixed_features",
+    "movement_over_sqrt_m",
+    "norm_only_max_margin",
+    "normalized_margin",
+    "rotation_angles",
+    "sparse_parity",
+]
+
+
+# -- the norm-only net --------------------------------------------------------------------
+
+
+class NormOnlyParams(eqx.Module):
+    """Parameters of :class:`NormOnlyTwoLayer`: norms ``r`` (m,) and outer weights ``a`` (m,)."""
+
+    r: Float[Array, " m"]
+    a: Float[Array, " m"]
+
+
+class NormOnlyTwoLayer(eqx.Module):
+    """Norm-only two-layer ReLU net ``f(x) = (1/sqrt m) sum_j a_j relu(r_j u_j . x)``.
+
+    The unit directions ``U`` (m, d) are fixed (not parameters); only the norms ``r`` and,
+    with ``train_outer=True``, the outer weights ``a`` are trained. With ``r_j > 0`` the
+    inner weight ``w_j = r_j u_j`` never rotates. Gradient flow conserves ``r_j^2 - a_j^2``
+    (2-homogeneity per neuron), so from ``r_j(0) = |w_j(0)| > |a_j(0)| = 1`` the norm stays
+    positive.
+
+    Arguments:
+        U: (m, d) directions; rows are normalized.
+        train_outer: whether ``a`` is trained.
+    """
+
+    U: Float[Array, "m d"]
+    train_outer: bool = eqx.field(static=True)
+
+    def __init__(self, U, train_outer: bool = True):
+        U = jnp.asarray(U)
+        if U.ndim != 2 or U.shape[0] < 1:
+            raise ValueError(f"U must have shape (m, d) with m >= 1, got {U.shape}.")
+        norms = jnp.linalg.norm(U, axis=1, keepdims=True)
+        if not bool(jnp.all(norms > 0)):
+            raise ValueError("U has a zero row: every neuron needs a direction.")
+        self.U = U / norms
+        self.train_outer = bool(train_outer)
+
+    @classmethod
+    def from_params(cls, params, train_outer: bool = True):
+        """Norm-only net and its parameters from a :class:`gflow.TwoLayerParams` (no bias):
+        ``u_j = w_j/|w_j|``, ``r_j = |w_j|``, ``a`` unchanged; both give the same outputs."""
+        if getattr(params, "b", None) is not None:
+            raise ValueError("from_params needs params without bias (b=None).")
+        r = jnp.linalg.norm(params.W, axis=1)
+        return cls(params.W, train_outer), NormOnlyParams(r=r, a=params.a)
+
+    @property
+    def width(self) -> int:
+        return int(self.U.shape[0])
+
+    @property
+    def prefactor(self) -> float:
+        return 1.0 / math.sqrt(self.width)
+
+    def inner_weights(self, params: NormOnlyParams) -> Float[Array, "m d"]:
+        """``w_j = r_j u_j``."""
+        return params.r[:, None] * self.U
+
+    def apply(self, params: NormOnlyParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        h = jax.nn.relu((X @ self.U.T) * params.r)
+        return self.prefactor * (h @ params.a)
+
+    def trainable(self, params: NormOnlyParams):
+        return NormOnlyParams(r=True, a=self.train_outer)
+
+    def check_params(self, params, d: int | None = None) -> None:
+        if not isinstance(params, NormOnlyParams):
+            raise ValueError(f"params must be a NormOnlyParams, got {type(params).__name__}.")
+        m = self.width
+        for name in ("r", "a"):
+            shape = getattr(params, name).shape
+            if shape != (m,):
+                raise ValueError(f"params.{name} has shape {shape}; expected (width={m},).")
+        if d is not None and self.U.shape[1] != d:
+            raise ValueError(f"the net's directions have d={self.U.shape[1]} but the data has "
+                             f"d={d}.")
+
+
+# -- observables as functions -------------------------------------------------------------
+
+
+def inner_weights(net, params) -> Float[Array, "m d"]:
+    """Inner weights ``W`` of a two-layer net (``r_j u_j`` for :class:`NormOnlyTwoLayer`)."""
+    if hasattr(net, "inner_weights"):
+        return net.inner_weights(params)
+    return params.W
+
+
+def _live_width(net):
+    """Number of live neurons (ensembles pad with masked neurons)."""
+    mask = getattr(net, "mask", None)
+    return net.width if mask is None else jnp.sum(mask)
+
+
+def rotation_angles(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[Array, " m"]:
+    """Angle (radians, in [0, pi]) between ``w_j`` and ``w_j(0)`` per neuron.
+
+    Kahan's formula ``2 atan2(|u - v|, |u + v|)`` on the unit vectors: relative accuracy
+    near 0 (``arccos`` of a cosine near 1 loses half the digits). A zero row gives 0.
+    """
+    def unit(V):
+        nrm = jnp.linalg.norm(V, axis=-1, keepdims=True)
+        return V / jnp.where(nrm > 0, nrm, 1.0)
+
+    u, v = unit(jnp.asarray(W0)), unit(jnp.asarray(W))
+    return 2.0 * jnp.arctan2(jnp.linalg.norm(u - v, axis=-1), jnp.linalg.norm(u + v, axis=-1))
+
+
+def movement_over_sqrt_m(W0: Float[Array, "m d"], W: Float[Array, "m d"],
+                         width=None) -> Float[Array, ""]:
+    """``|W - W0|_F / sqrt(m)``; ``width`` defaults to ``W.shape[0]``."""
+    m = W.shape[0] if width is None else width
+    return jnp.linalg.norm(W - W0) / jnp.sqrt(m)
+
+
+def homogeneity(net) -> int:
+    """Degree ``L`` with ``f(c theta) = c^L f(theta)`` for the trained parameters of a ReLU
+    two-layer net without bias: 1 (inner layer only) or 2 (both layers)."""
+    inner = getattr(net, "net", net)  # an ensemble's masked wrapper
+    return 2 if inner.train_outer else 1
+
+
+def _trained_norm_sq(net, params):
+    mask = net.trainable(params)
+    leaves = jax.tree.leaves(params)
+    mleaves = jax.tree.leaves(mask)
+    return sum(jnp.sum(jnp.asarray(t, x.dtype) * x**2) for x, t in zip(leaves, mleaves,
+                                                                      strict=True))
+
+
+def normalized_margin(net, params, X: Float[Array, "n d"], y: Float[Array, " n"]
+                      ) -> Float[Array, ""]:
+    """``min_i y_i f(x_i) / |theta|^L``: ``theta`` the trained parameters, ``L`` =
+    :func:`homogeneity` (scale-invariant for a ReLU net without bias). With ``|x| <= 1`` and
+    NTK scaling it is at most 1 (``L = 1``) or ``1/(2 sqrt m)`` times an L1 margin (``L = 2``)."""
+    L = homogeneity(net)
+    sq = _trained_norm_sq(net, params)
+    scale = jnp.sqrt(sq) if L == 1 else sq
+    return jnp.min(y * net.apply(params, X)) / scale
+
+
+# -- convex programs ----------------------------------------------------------------------
+
+
+def max_margin_fixed_features(Phi, y) -> tuple[float, np.ndarray, float]:
+    """``gamma* = max_{|c|_1 <= 1} min_i y_i (Phi c)_i``: the L1 hard margin over fixed
+    features, solved as a linear program (scipy ``linprog``, HiGHS) in float64.
+
+    Primal LP over ``c = c+ - c-``: maximize ``t`` s.t. ``y_i (Phi (c+ - c-))_i >= t``,
+    ``sum(c+ + c-) = 1``, ``c+-  >= 0``. Its LP dual is
+    ``min_{p in simplex} max_j |sum_i p_i y_i Phi_ij|``, solved separately as a certificate.
+
+    Arguments:
+        Phi: (n, m) features ``phi_j(x_i)``.
+        y: (n,) labels in {-1, +1}.
+
+    Returns:
+        ``(gamma, c, dual)``: the margin (negative if not separable), the optimal (m,)
+        coefficients (``|c|_1 = 1``) and the dual optimum (equal to ``gamma`` by LP duality,
+        up to solver tolerance).
+    """
+    from scipy.optimize import linprog
+
+    Phi = np.asarray(Phi, np.float64)
+    y = np.asarray(y, np.float64)
+    if Phi.ndim != 2:
+        raise ValueError(f"Phi must have shape (n, m), got {Phi.shape}.")
+    n, m = Phi.shape
+    if y.shape != (n,) or not np.all(np.abs(y) == 1.0):
+        raise ValueError(f"y must have shape ({n},) with labels in {{-1, +1}}.")
+    A = y[:, None] * Phi  # (n, m)
+    # variables (c+ (m), c- (m), t); minimize -t
+    cost = np.zeros(2 * m + 1)
+    cost[-1] = -1.0
+    A_ub = np.hstack([-A, A, np.ones((n, 1))])  # t - y_i (Phi c)_i <= 0
+    A_eq = np.hstack([np.ones((1, 2 * m)), np.zeros((1, 1))])
+    bounds = [(0, None)] * (2 * m) + [(None, None)]
+    res = linprog(cost, A_ub=A_ub, b_ub=np.zeros(n), A_eq=A_eq, b_eq=[1.0], bounds=bounds,
+                  method="highs")
+    if res.status != 0:
+        raise RuntimeError(f"linprog failed: {res.message}")
+    c = res.x[:m] - res.x[m:2 * m]
+    # dual: minimize s over (p (n), s) s.t. -s <= (A^T p)_j <= s, sum p = 1, p >= 0
+    cost_d = np.zeros(n + 1)
+    cost_d[-1] = 1.0
+    A_ub_d = np.vstack([np.hstack([A.T, -np.ones((m, 1))]), np.hstack([-A.T, -np.ones((m, 1))])])
+    A_eq_d = np.hstack([np.ones((1, n)), np.zeros((1, 1))])
+    res_d = linprog(cost_d, A_ub=A_ub_d, b_ub=np.zeros(2 * m), A_eq=A_eq_d, b_eq=[1.0],
+                    bounds=[(0, None)] * n + [(None, None)], method="highs")
+    if res_d.status != 0:
+        raise RuntimeError(f"linprog (dual) failed: {res_d.message}")
+    return float(res.x[-1]), c, float(res_d.x[-1])
+
+
+def norm_only_max_margin(net: NormOnlyTwoLayer, X: Float[Array, "n d"], y: Float[Array, " n"]
+                         ) -> float:
+    """Globally maximal :func:`normalized_margin` of a :class:`NormOnlyTwoLayer` with both
+    layers trained, over all ``(r, a)`` with ``r >= 0``: ``LP / (2 sqrt m)`` with ``LP`` =
+    :func:`max_margin_fixed_features` of ``Phi_ij = relu(u_j . x_i)`` (see module docstring)."""
+    if not net.train_outer:
+        raise ValueError("norm_only_max_margin needs train_outer=True (both layers trained).")
+    Phi = np.maximum(np.asarray(X, np.float64) @ np.asarray(net.U, np.float64).T, 0.0)
+    gamma, _, _ = max_margin_fixed_features(Phi, y)
+    return gamma / (2.0 * math.sqrt(net.width))
+
+
+# -- data ---------------------------------------------------------------------------------
+
+
+def _check_int(v, name, lo=1):
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}.")
+
+
+def sparse_parity(key, n: int, d: int, *, k: int = 2, n_test: int = 1000) -> Dataset:
+    """k-sparse parity (Telgarsky 2023's running example with ``k = 2``): ``x`` uniform on
+    ``{-1/sqrt d, +1/sqrt d}^d`` (so ``|x| = 1``), ``y = prod_{i<k} sign(x_i)``.
+
+    Returns:
+        A :class:`gflow.Dataset` with ``n`` training and ``n_test`` fresh test samples.
+    """
+    _check_int(n, "n")
+    _check_int(d, "d", 2)
+    _check_int(n_test, "n_test")
+    _check_int(k, "k")
+    if k > d:
+        raise ValueError(f"k must be <= d={d}, got {k}.")
+    dt = jnp.result_type(float)
+    k1, k2 = jax.random.split(key)
+
+    def draw(kk, size):
+        X = jax.random.rademacher(kk, (size, d), dtype=dt) / math.sqrt(d)
+        return X, jnp.prod(jnp.sign(X[:, :k]), axis=1)
+
+    X, y = draw(k1, n)
+    Xt, yt = draw(k2, n_test)
+    return Dataset(X, y, Xt, yt, meta={"kind": "sparse_parity", "k": k})
+
+
+def groups(key, n: int, d: int, k: int, *, radius: float = 0.05, n_test: int = 1000) -> Dataset:
+    """Neural-collapse data: ``k`` groups with orthonormal centers ``mu_g`` (needs
+    ``k <= d``), one label per group (half +1, half -1, shuffled), and points
+    ``x = (mu_g + radius xi)/|mu_g + radius xi|`` with ``xi`` uniform on the unit sphere, the
+    group uniform. Distinct groups are at angle ``>= pi/2 - 2 asin(radius)`` apart.
+
+    Returns:
+        A :class:`gflow.Dataset`; ``meta`` has ``centers`` (k, d), ``labels`` (k,) and the
+        training points' ``group`` (n,).
+    """
+    _check_int(n, "n")
+    _check_int(d, "d")
+    _check_int(k, "k", 2)
+    _check_int(n_test, "n_test")
+    if k > d:
+        raise ValueError(f"k must be <= d={d} (orthonormal centers), got {k}.")
+    if not 0 <= radius < 1:
+        raise ValueError(f"radius must be in [0, 1), got {radius!r}.")
+    dt = jnp.result_type(float)
+    kc, kl, k1, k2 = jax.random.split(key, 4)
+    Q, _ = jnp.linalg.qr(jax.random.normal(kc, (d, k), dt))
+    centers = Q.T  # (k, d) orthonormal
+    labels = jax.random.permutation(kl, jnp.where(jnp.arange(k) % 2 == 0, 1.0, -1.0).astype(dt))
+
+    def draw(kk, size):
+        kg, kx = jax.random.split(kk)
+        g = jax.random.randint(kg, (size,), 0, k)
+        xi = jax.random.normal(kx, (size, d), dt)
+        xi = xi / jnp.linalg.norm(xi, axis=1, keepdims=True)
+        X = centers[g] + radius * xi
+        return X / jnp.linalg.norm(X, axis=1, keepdims=True), labels[g], g
+
+    X, y, g = draw(k1, n)
+    Xt, yt, _ = draw(k2, n_test)
+    return Dataset(X, y, Xt, yt, meta={"kind": "groups", "centers": centers, "labels": labels,
+                                       "group": g})
+
+
+# -- registered observables ---------------------------------------------------------------
+
+
+def _angles(p, c):
+    net = c.objective.net
+    return rotation_angles(inner_weights(net, c.params0), inner_weights(net, p))
+
+
+def _abs_a(p, c):
+    return jnp.abs(p.a)
+
+
+def _obs_rotation_deg(p, c):
+    return jnp.rad2deg(_angles(p, c))
+
+
+def _obs_max_rotation_deg(p, c):
+    return jnp.rad2deg(jnp.max(_angles(p, c)))
+
+
+def _obs_rotation_weighted_deg(p, c):
+    w = _abs_a(p, c)
+    return jnp.rad2deg(jnp.sum(w * _angles(p, c)) / jnp.sum(w))
+
+
+def _obs_movement(p, c):
+    net = c.objective.net
+    return movement_over_sqrt_m(inner_weights(net, c.params0), inner_weights(net, p),
+                                _live_width(net))
+
+
+def _obs_margin_homogeneous(p, c):
+    o = c.objective
+    return normalized_margin(o.net, p, o.X, o.y)
+
+
+def _obs_margin_per_movement(p, c):
+    o = c.objective
+    moved = jnp.linalg.norm(inner_weights(o.net, p) - inner_weights(o.net, c.params0))
+    return jnp.min(o.y * o.output(p)) / moved
+
+
+def _register():
+    from . import observe
+
+    observe.register("rotation_deg", _obs_rotation_deg, dims=("neuron",))
+    observe.register("max_rotation_deg", _obs_max_rotation_deg)
+    observe.register("rotation_weighted_deg", _obs_rotation_weighted_deg)
+    observe.register("movement_over_sqrt_m", _obs_movement)
+    observe.register("margin_homogeneous", _obs_margin_homogeneous)
+    observe.register("margin_per_movement", _obs_margin_per_movement)
+
+
+_register()
