@@ -39,6 +39,7 @@ from .data import Dataset
 from .discrete import _Discrete, discrete_solve
 from .flow import GradientFlow, gf_solve
 from .nets import TwoLayer, TwoLayerParams
+from .objective import Objective
 from .simulate import SimulationError, default_save, prepare
 from .times import LogTimes, check_t1, resolve_times
 from .trajectory import Trajectory
@@ -56,15 +57,17 @@ class MaskedTwoLayer(eqx.Module):
     def width(self) -> int:
         return self.net.width
 
+    member_axes = True
+
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
-        h = self.net.activation(self.net.preactivations(params, X)) * self.mask
-        m = jnp.sum(self.mask)
+        h = self.net.activation(self.net.preactivations(params, X)) * self.mask[..., None, :]
+        m = jnp.sum(self.mask, axis=-1)[..., None]
         c = {"ntk": 1.0 / jnp.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.net.scaling]
-        return c * (h @ params.a)
+        return c * jnp.einsum("...nm,...m->...n", h, params.a)
 
     def trainable(self, params: TwoLayerParams):
         return TwoLayerParams(
-            W=self.mask[:, None], b=None if params.b is None else self.mask,
+            W=self.mask[..., None], b=None if params.b is None else self.mask,
             a=self.mask if self.net.train_outer else False,
         )
 
@@ -72,7 +75,7 @@ class MaskedTwoLayer(eqx.Module):
         self.net.check_params(params, d)
 
 
-_CACHE_BYTES = 2**18
+_CACHE_BYTES = 2**21
 
 
 def _members(params0) -> int:
@@ -126,7 +129,7 @@ def simulate_ensemble(
         devices: devices to shard members over (default ``jax.devices()``).
         block: members vmapped together; blocks run one after another inside the compiled
             program (``lax.map``), so each block's state stays in cache. Default: as many
-            as keep a block's (n, width) activations within ~256 KiB; ``block=M`` is a
+            as keep a block's (n, width) activations within ~2 MiB; ``block=M`` is a
             plain vmap.
 
     Returns:
@@ -144,6 +147,9 @@ def simulate_ensemble(
     objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
         net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
         stop_loss=stop_loss, stop_grad=stop_grad, member_axes=1)
+    objective = Objective(objective.net, objective.loss_fn, objective.X, objective.y,
+                          members=True)
+    ctx = eqx.tree_at(lambda c: c.objective, ctx, objective)
     member_leaves = list(jax.tree.leaves(params0))
     if stacked_data:
         member_leaves += [x for x in (objective.X, objective.y, ctx.X_test, ctx.y_test)
@@ -182,7 +188,7 @@ def simulate_ensemble(
     leaves, treedef = jax.tree.flatten((scalars, dyn, objective, params0, times, ctx))
     axes = tuple(0 if id(x) in member_ids else None for x in leaves)
     devices = tuple(jax.devices() if devices is None else devices)
-    if block is None:  # members per vmapped block: keep a block's (n, m) activations ~L2-sized
+    if block is None:  # members per block: keep a block's (n, m) activations ~L2-sized
         width = getattr(net, "width", 1)
         block = max(1, _CACHE_BYTES // (n * width * jnp.dtype(dtype).itemsize))
     elif isinstance(block, bool) or not isinstance(block, int) or block < 1:

@@ -182,17 +182,24 @@ class TwoLayer(eqx.Module):
         m = self.width
         return {"ntk": 1.0 / math.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.scaling]
 
+    #: ``apply`` accepts parameters (and data) with leading member axes natively, which
+    #: ensembles use instead of ``jax.vmap`` (see :mod:`gflow.objective`)
+    member_axes = True
+
     def preactivations(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, "n m"]:
-        """``w_j . x_i + b_j`` for every sample and neuron."""
-        z = X @ params.W.T
+        """``w_j . x_i + b_j`` for every sample and neuron (any leading member axes)."""
+        if params.W.ndim == 2 and X.ndim == 2:
+            z = X @ params.W.T
+        else:  # members: one GEMM over all members' neurons when X is shared
+            z = jnp.einsum("...nd,...md->...nm", X, params.W)
         if params.b is not None:
-            z = z + params.b
+            z = z + params.b[..., None, :]
         return z
 
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """Network output on a batch of inputs."""
         h = self.activation(self.preactivations(params, X))
-        return self.prefactor * (h @ params.a)
+        return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
     def trainable(self, params: TwoLayerParams) -> Any:
         """A pytree of bools (same structure as ``params``): which leaves are trained."""
