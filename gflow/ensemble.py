@@ -38,7 +38,7 @@ from . import _status
 from .data import Dataset
 from .discrete import _Discrete, discrete_solve
 from .flow import GradientFlow, gf_solve
-from .nets import TwoLayer, TwoLayerParams
+from .nets import TwoLayer, TwoLayerParams, output_scale
 from .objective import Objective
 from .simulate import SimulationError, default_save, prepare
 from .times import LogTimes, check_t1, resolve_times
@@ -61,8 +61,7 @@ class MaskedTwoLayer(eqx.Module):
 
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         h = self.net.activation(self.net.preactivations(params, X)) * self.mask[..., None, :]
-        m = jnp.sum(self.mask, axis=-1)[..., None]
-        c = {"ntk": 1.0 / jnp.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.net.scaling]
+        c = output_scale(self.net.scaling, jnp.sum(self.mask, axis=-1)[..., None])
         return c * jnp.einsum("...nm,...m->...n", h, params.a)
 
     def trainable(self, params: TwoLayerParams):

@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .nets import _SCALINGS, Activation, TwoLayerParams, get_activation
+from .nets import _SCALINGS, Activation, TwoLayerParams, get_activation, output_scale
 
 __all__ = [
     "METHODS",
@@ -144,8 +144,7 @@ class LowRankTwoLayer(eqx.Module):
     @property
     def prefactor(self) -> float:
         """The output scale c_m."""
-        m = self.width
-        return {"ntk": 1.0 / math.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.scaling]
+        return output_scale(self.scaling, self.width)
 
     def weight(self, params: LowRankParams) -> Float[Array, "m d"]:
         """The hidden weight ``U V^T``."""

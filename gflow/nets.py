@@ -141,6 +141,13 @@ class TwoLayerParams(eqx.Module):
 _SCALINGS = ("ntk", "mean_field", "standard")
 
 
+def output_scale(scaling: str, m):
+    """``c_m`` for a layer of width ``m`` (a number, or an array of widths)."""
+    if scaling == "ntk":
+        return 1.0 / math.sqrt(m) if isinstance(m, int) else 1.0 / jnp.sqrt(m)
+    return {"mean_field": 1.0 / m, "standard": 1.0}[scaling]
+
+
 class TwoLayer(eqx.Module):
     """Two-layer network ``f(x) = c_m sum_j a_j sigma(w_j.x + b_j)``.
 
@@ -179,8 +186,7 @@ class TwoLayer(eqx.Module):
     @property
     def prefactor(self) -> float:
         """The output scale c_m."""
-        m = self.width
-        return {"ntk": 1.0 / math.sqrt(m), "mean_field": 1.0 / m, "standard": 1.0}[self.scaling]
+        return output_scale(self.scaling, self.width)
 
     #: ``apply`` accepts parameters (and data) with leading member axes natively, which
     #: ensembles use instead of ``jax.vmap`` (see :mod:`gflow.objective`)
