@@ -184,3 +184,22 @@ def test_sweep_grid(data):
     np.testing.assert_allclose(bal[:, :4], one["balancedness"], rtol=1e-5)
     assert np.all(np.isnan(bal[:, 4:]))  # neurons a width-4 net does not have
     assert (xd["status"] == "completed").all()
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_sgd_per_member_keys_and_data(data, stacked):
+    # exercises every minibatch gather of the members' native path: per-member batches
+    # from shared data, and per-member batches from per-member data
+    net = gflow.TwoLayer(8, bias=True)
+    p0 = _stack(net, 3)
+    keys = jax.random.split(jax.random.key(9), 3)
+    sets = [gflow.data.teacher(jax.random.key(k), N, D, 2) for k in range(3)]
+    stack = lambda name: jnp.stack([getattr(s, name) for s in sets])  # noqa: E731
+    ds = gflow.Dataset(stack("X"), stack("y")) if stacked else data
+    ens = gflow.simulate_ensemble(net, p0, ds, dynamics=gflow.SGD(0.2, 8, key=keys), t1=3.0,
+                                  save=gflow.LinTimes(4))
+    for i in range(3):
+        di = gflow.Dataset(sets[i].X, sets[i].y) if stacked else data
+        one = gflow.simulate(net, _member(p0, i), di, dynamics=gflow.SGD(0.2, 8, key=keys[i]),
+                             t1=3.0, save=gflow.LinTimes(4))
+        np.testing.assert_allclose(ens["loss"][i], one["loss"], rtol=1e-5)
