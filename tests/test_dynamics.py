@@ -214,3 +214,19 @@ def test_determinism():
     b = gflow.simulate(net, p0, ds, dynamics=dyn, t1=2.0, observe=("loss", "margin"))
     np.testing.assert_array_equal(a["loss"], b["loss"])
     assert tree_allclose(a.params_final, b.params_final, rtol=0)
+
+
+@pytest.mark.parametrize("make", [lambda lr: gflow.GD(lr), lambda lr: gflow.GradientFlow(),
+                                  lambda lr: gflow.SGD(lr, 8, key=jax.random.key(int(lr * 10)))])
+def test_new_values_do_not_recompile(make, caplog):
+    # same shapes, new values (lr, seed, data, t1): the compiled program is reused
+    def run(seed, lr, t1):
+        net, p0, ds = _problem(key=seed)
+        gflow.simulate(net, p0, ds, dynamics=make(lr), t1=t1, save=gflow.LinTimes(5),
+                       observe=("loss", "weight_movement"))
+
+    run(0, 0.1, 2.0)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        run(1, 0.3, 3.0)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not any("solve" in m for m in compiled), compiled
