@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,29 +26,113 @@ def _cmd_list(args) -> int:
     return 0
 
 
+_STOP = threading.Event()
+
+
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM."""
+
+
+_TERMINATED: list[int] = []
+_RECORDING: list[bool] = []
+
+
+def _on_sigterm(signum, frame):
+    if _RECORDING:  # already recording the failure: finish writing summary.json
+        return
+    if not _TERMINATED:
+        # An exception raised while a finalizer or gc callback runs (jax has one) is
+        # swallowed by Python: re-send the signal until it reaches the run's handler.
+        def rekick():
+            while not _RECORDING and not _STOP.wait(0.5):
+                os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=rekick, daemon=True).start()
+    _TERMINATED.append(signum)
+    raise Terminated("terminated by SIGTERM")
+
+
+def _check_terminated():
+    if _TERMINATED:
+        raise Terminated("terminated by SIGTERM")
+
+
+def _plan(args):
+    """``(experiment, x64, settings source)`` from ``--config``/``--resume`` or the command line."""
+    from . import provenance
+
+    given = [x for x in (args.experiment, args.config, args.resume) if x]
+    if len(given) != 1:
+        raise ValueError("gflow run needs exactly one of EXPERIMENT, --config FILE or "
+                         "--resume DIR.")
+    if args.experiment:
+        return args.experiment, bool(args.x64), None
+    if args.set or args.seeds is not None:
+        raise ValueError("--set/--seeds cannot be combined with --config/--resume: edit the "
+                         "config file instead.")
+    recorded = provenance.read_config(args.config or args.resume)
+    return recorded["experiment"], bool(args.x64 or recorded.get("x64", False)), recorded
+
+
 def _cmd_run(args) -> int:
-    if args.x64:
+    experiment, x64, recorded = _plan(args)
+    if x64:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    from . import experiments, io
+    from . import experiments, io, provenance
 
-    mod = experiments.get(args.experiment)
-    axes, configs = experiments.grid(mod.Config, args.set or [], args.seeds)
-    out = Path(args.out or Path("results") / args.experiment)
-    config = {"experiment": args.experiment, "x64": bool(args.x64),
-              "settings": dataclasses.asdict(configs[0]), "sweep": axes}
-    t0 = time.perf_counter()
-    if not axes:
-        result = mod.run(configs[0], progress=not args.quiet)
-        summary, dataset = result.summary, result.dataset
-        figs = mod.figures(dataset, configs[0])
+    mod = experiments.get(experiment)
+    if recorded is None:
+        axes, configs = experiments.grid(mod.Config, args.set or [], args.seeds)
     else:
-        summary, dataset, figs = _run_sweep(mod, axes, configs, out, quiet=args.quiet)
-    summary = {"experiment": args.experiment, **summary,
-               "wall_time_s": time.perf_counter() - t0}
-    io.write_results(out, config=config, summary=summary, dataset=dataset, figures=figs)
-    io.remove_parts(out)
+        axes, configs = experiments.grid_from_dict(mod.Config, recorded.get("settings") or {},
+                                                   recorded.get("sweep"))
+    if args.resume:
+        out = Path(args.resume)
+    else:
+        out = Path(args.out or Path("results") / experiment)
+    config = {"experiment": experiment, "x64": x64, "seed": configs[0].seed,
+              "settings": dataclasses.asdict(configs[0]), "sweep": axes,
+              "provenance": provenance.collect(args.argv)}
+    if recorded is not None and "provenance" in recorded:
+        config["provenance"]["rerun_of"] = recorded["provenance"]
+    out.mkdir(parents=True, exist_ok=True)
+    # the folder is incomplete from here until the new summary.json is written
+    (out / "summary.json").unlink(missing_ok=True)
+    if not args.resume:
+        (out / "trajectory.nc").unlink(missing_ok=True)
+        io.remove_parts(out)
+    io.write_json(out / "config.json", config)
+    _TERMINATED.clear()
+    _RECORDING.clear()
+    _STOP.clear()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    t0 = time.perf_counter()
+    try:
+        if not axes:
+            result = mod.run(configs[0], progress=not args.quiet)
+            summary, dataset = result.summary, result.dataset
+            figs = mod.figures(dataset, configs[0])
+        else:
+            summary, dataset, figs = _run_sweep(mod, axes, configs, out, quiet=args.quiet,
+                                                resume=bool(args.resume))
+        _check_terminated()
+        summary = {"experiment": experiment, "status": "completed", **summary,
+                   "wall_time_s": time.perf_counter() - t0}
+        io.write_results(out, config=config, summary=summary, dataset=dataset, figures=figs)
+        io.remove_parts(out)
+    except BaseException as e:
+        _RECORDING.append(True)
+        _STOP.set()
+        _record_failure(out, experiment, e, time.perf_counter() - t0)
+        if isinstance(e, Terminated):
+            raise SystemExit(128 + signal.SIGTERM) from None
+        raise
+    finally:
+        _STOP.set()
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     if not args.quiet:
         for k, v in summary.items():
             print(f"{k}: {v}")
@@ -53,24 +140,52 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+def _record_failure(out: Path, experiment: str, e: BaseException, wall: float) -> None:
+    """summary.json of a run that did not finish: what stopped it; no results file is
+    left half-written (every write is atomic) and finished sweep points stay in parts/."""
+    from . import io
+
+    kind = "interrupted" if isinstance(e, KeyboardInterrupt | Terminated) else "failed"
+    msg = str(e) or type(e).__name__
+    parts = sorted((out / "parts").glob("[0-9]*.json")) if (out / "parts").is_dir() else []
+    summary = {"experiment": experiment, "status": f"{kind}: {type(e).__name__}: {msg}",
+               "wall_time_s": wall, "sweep_points_done": len(parts),
+               "resume": f"gflow run --resume {out}" if parts else None}
+    # a results file written just before the failure (e.g. a figure failed) goes too:
+    # the folder holds either the whole result set or none of it
+    (out / "trajectory.nc").unlink(missing_ok=True)
+    io.write_json(out / "summary.json", summary)
+
+
 _MAX_SWEEP_FIGURE_POINTS = 4
 
 
-def _run_sweep(mod, axes, configs, out, *, quiet):
-    """Run every grid point; each point's data is written as it finishes."""
+def _run_sweep(mod, axes, configs, out, *, quiet, resume=False):
+    """Run every grid point; each point's data and summary are written as it finishes
+    (``DIR/parts``), and with ``resume`` points already there are read back, not re-run."""
     import tqdm
 
     from . import experiments, io
 
     summaries, datasets, figs = [], [], {}
     for i, cfg in enumerate(tqdm.tqdm(configs, desc="sweep", unit="run", disable=quiet)):
-        result = mod.run(cfg, progress=False)
-        io.write_part(out, i, result.dataset)
-        summaries.append(result.summary)
-        datasets.append(result.dataset)
+        _check_terminated()
+        done = io.read_part(out, i) if resume else None
+        if done is None:
+            result = mod.run(cfg, progress=False)
+            io.write_part(out, i, result.dataset, result.summary)
+            summary, dataset = result.summary, result.dataset
+        else:
+            summary, dataset = done
+        summaries.append(summary)
+        datasets.append(dataset)
         if len(configs) <= _MAX_SWEEP_FIGURE_POINTS or i == 0:
             label = "_".join(f"{k}{getattr(cfg, k)}" for k in axes)
-            figs |= {f"{name}_{label}": f for name, f in mod.figures(result.dataset, cfg).items()}
+            figs |= {f"{name}_{label}": f for name, f in mod.figures(dataset, cfg).items()}
     shape = [len(v) for v in axes.values()]
     summary = {"sweep": axes}
     for key in summaries[0]:
@@ -113,7 +228,11 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="gflow", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("run", help="run an experiment and write a results folder")
-    r.add_argument("experiment")
+    r.add_argument("experiment", nargs="?", help="experiment name (see gflow list)")
+    r.add_argument("--config", metavar="FILE",
+                   help="re-run a recorded config (DIR/config.json, or a .toml/.json file)")
+    r.add_argument("--resume", metavar="DIR",
+                   help="continue an interrupted run in DIR (finished sweep points are kept)")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a setting; KEY=v1,v2,... sweeps over the values")
     r.add_argument("--seeds", type=int, metavar="N",
@@ -128,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
     pl.add_argument("dir")
     pl.set_defaults(fn=_cmd_plot)
     args = p.parse_args(argv)
+    args.argv = ["gflow", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.fn(args)
     except ValueError as e:  # bad settings: a clear message, not a traceback

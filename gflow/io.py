@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["read_results", "remove_parts", "write_dataset", "write_figure", "write_json",
-           "write_part", "write_results"]
+__all__ = ["read_part", "read_results", "remove_parts", "write_dataset", "write_figure",
+           "write_json", "write_part", "write_results"]
 
 
 @contextlib.contextmanager
@@ -87,21 +87,36 @@ def write_results(out_dir, *, config: dict, summary: dict, dataset=None, figures
     return out
 
 
-def write_part(out_dir, index: int, ds) -> Path:
-    """Write one finished point of a sweep to ``DIR/parts/NNNNN.nc`` (so a long sweep's
-    finished points are on disk before the whole sweep is)."""
+def write_part(out_dir, index: int, ds, summary: dict | None = None) -> Path:
+    """Write one finished point of a sweep to ``DIR/parts/NNNNN.nc`` (and its summary to
+    ``NNNNN.json``, written after the data: its presence marks a complete point), so a long
+    sweep's finished points are on disk before the whole sweep is."""
     path = Path(out_dir) / "parts" / f"{index:05d}.nc"
     write_dataset(path, ds)
+    if summary is not None:
+        write_json(path.with_suffix(".json"), summary)
     return path
+
+
+def read_part(out_dir, index: int):
+    """``(summary, dataset)`` of a finished sweep point, or ``None`` if it is not on disk."""
+    import xarray as xr
+
+    path = Path(out_dir) / "parts" / f"{index:05d}.nc"
+    meta = path.with_suffix(".json")
+    if not (path.exists() and meta.exists()):
+        return None
+    return json.loads(meta.read_text()), xr.load_dataset(path, engine="h5netcdf")
 
 
 def remove_parts(out_dir) -> None:
     """Remove ``DIR/parts`` once the combined ``trajectory.nc`` is written."""
     parts = Path(out_dir) / "parts"
     if parts.is_dir():
-        for p in parts.glob("*.nc"):
+        for p in [*parts.glob("*.nc"), *parts.glob("*.json")]:
             p.unlink()
-        parts.rmdir()
+        if not any(parts.iterdir()):
+            parts.rmdir()
 
 
 def read_results(out_dir) -> tuple[dict, dict, Any]:

@@ -21,7 +21,8 @@ import typing
 from types import ModuleType
 from typing import Any
 
-__all__ = ["Result", "combine_points", "config_from_dict", "get", "grid", "names", "parse_sets"]
+__all__ = ["Result", "coerce", "combine_points", "config_from_dict", "get", "grid",
+           "grid_from_dict", "names", "parse_sets"]
 
 
 @dataclasses.dataclass
@@ -65,13 +66,51 @@ def _convert(raw: str, typ, key: str):
     return raw
 
 
+def coerce(cls, key: str, value: Any):
+    """``value`` (as read from JSON/TOML) as the type of setting ``key`` of ``cls``: lists
+    become tuples, ints become floats where a float is expected; anything else of the
+    wrong type is a ``ValueError``."""
+    hints = typing.get_type_hints(cls)
+    if key not in hints:
+        raise ValueError(f"unknown setting {key!r}; valid settings: {sorted(hints)}")
+    typ = hints[key]
+    if typing.get_origin(typ) is tuple:
+        if not isinstance(value, list | tuple):
+            raise ValueError(f"setting {key}={value!r}: expected a list.")
+        (inner, *_) = typing.get_args(typ) or (Any,)
+        return tuple(v if inner is Any else _coerce_scalar(v, inner, key) for v in value)
+    return _coerce_scalar(value, typ, key)
+
+
+def _coerce_scalar(value, typ, key):
+    if typ is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if typ is float and value in ("inf", "-inf"):  # how gflow.io writes infinities
+        return float(value)
+    if typ in (int, bool, str) and (type(value) is not typ):
+        raise ValueError(f"setting {key}={value!r}: expected a {typ.__name__}.")
+    if typ is float and not isinstance(value, float):
+        raise ValueError(f"setting {key}={value!r}: expected a float.")
+    return value
+
+
 def config_from_dict(cls, values: dict[str, Any]):
-    """Build ``cls`` from a dict, rejecting unknown keys with the list of valid ones."""
+    """Build ``cls`` from a dict (e.g. read from ``config.json``), rejecting unknown keys
+    with the list of valid ones and values of the wrong type."""
     fields = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - fields)
     if unknown:
         raise ValueError(f"unknown setting(s) {unknown}; valid settings: {sorted(fields)}")
-    return cls(**values)
+    return cls(**{k: coerce(cls, k, v) for k, v in values.items()})
+
+
+def grid_from_dict(cls, settings: dict[str, Any], sweep: dict[str, list] | None):
+    """``(axes, configs)`` as :func:`grid` returns them, from a recorded config's
+    ``settings`` and ``sweep`` tables."""
+    base = config_from_dict(cls, settings)
+    axes = {k: [coerce(cls, k, v) for v in vals] for k, vals in (sweep or {}).items()}
+    points = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
+    return axes, [dataclasses.replace(base, **pt) for pt in points]
 
 
 def parse_sets(cls, sets: list[str]):

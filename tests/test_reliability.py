@@ -1,0 +1,222 @@
+"""Reliability of results folders: provenance, re-runs from a recorded config, safe config
+parsing, a clear status after a failure or SIGTERM/SIGKILL, and resuming a sweep."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from gflow import cli, provenance
+
+TINY = ["--set", "n=40", "--set", "width=8", "--set", "t1=5", "--set", "n_save=6",
+        "--set", "d=4"]
+
+
+def _run(*args):
+    return cli.main(["run", *args, "--quiet"])
+
+
+def _summary(out):
+    return json.loads((out / "summary.json").read_text())
+
+
+def _no_temp_files(out):
+    return not [p for p in out.rglob(".*")]
+
+
+def _same_data(a, b):
+    da = xr.load_dataset(a / "trajectory.nc", engine="h5netcdf")
+    db = xr.load_dataset(b / "trajectory.nc", engine="h5netcdf")
+    assert set(da.data_vars) == set(db.data_vars)
+    for k in da.data_vars:  # bitwise: same machine, same dtype, same settings and seed
+        np.testing.assert_array_equal(da[k].values, db[k].values, err_msg=k)
+
+
+def test_provenance_recorded(tmp_path):
+    out = tmp_path / "a"
+    assert _run("quickstart", "--out", str(out), *TINY, "--set", "seed=5") == 0
+    config = json.loads((out / "config.json").read_text())
+    prov = config["provenance"]
+    assert set(prov["versions"]) == set(provenance.PACKAGES)
+    assert all(isinstance(v, str) and v for v in prov["versions"].values()), prov["versions"]
+    assert prov["dtype"] in ("float32", "float64") and isinstance(prov["x64"], bool)
+    assert prov["device_kind"] and prov["backend"]
+    assert prov["command"][:3] == ["gflow", "run", "quickstart"] and "seed=5" in prov["command"]
+    assert prov["date_utc"].startswith("20")
+    assert config["seed"] == 5 and config["settings"]["seed"] == 5
+    assert config["settings"]["width"] == 8 and config["experiment"] == "quickstart"
+    assert _summary(out)["status"] == "completed"
+
+
+def test_rerun_from_config_is_identical(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    assert _run("quickstart", "--out", str(a), *TINY, "--set", "seed=2") == 0
+    assert _run("--config", str(a / "config.json"), "--out", str(b)) == 0
+    ca, cb = (json.loads((p / "config.json").read_text()) for p in (a, b))
+    assert ca["settings"] == cb["settings"] and cb["provenance"]["rerun_of"] == ca["provenance"]
+    sa, sb = _summary(a), _summary(b)
+    sa.pop("wall_time_s"), sb.pop("wall_time_s")
+    assert sa == sb
+    _same_data(a, b)
+
+
+def test_rerun_sweep_from_config_and_toml(tmp_path):
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert _run("quickstart", "--out", str(a), *TINY, "--seeds", "2") == 0
+    assert _run("--config", str(a), "--out", str(b)) == 0  # a folder means its config.json
+    assert json.loads((b / "config.json").read_text())["sweep"] == {"seed": [0, 1]}
+    _same_data(a, b)
+    toml = tmp_path / "run.toml"
+    toml.write_text(textwrap.dedent("""
+        experiment = "quickstart"
+        [settings]
+        n = 40
+        width = 8
+        t1 = 5          # an int where the setting is a float is fine
+        n_save = 6
+        d = 4
+        [sweep]
+        seed = [0, 1]
+    """))
+    assert _run("--config", str(toml), "--out", str(c)) == 0
+    _same_data(a, c)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("{not json", "not valid JSON"),
+    ('{"settings": {}}', "'experiment' name"),
+    ('{"experiment": "quickstart", "settings": {"widht": 3}}', "valid settings"),
+    ('{"experiment": "quickstart", "settings": {"width": "__import__(\'os\')"}}',
+     "expected a int"),
+    ('{"experiment": "quickstart", "settings": {"width": 2.5}}', "expected a int"),
+    ('{"experiment": "quickstart", "sweep": {"seed": []}}', "non-empty list"),
+    ('{"experiment": "quickstart", "x64": "yes"}', "'x64' must be true or false"),
+])
+def test_bad_config_files(tmp_path, capsys, text, match):
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    assert _run("--config", str(path), "--out", str(tmp_path / "o")) == 2
+    assert match in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # refused before anything is written
+
+
+def test_config_and_set_are_exclusive(tmp_path, capsys):
+    assert _run("quickstart", "--config", "x.json") == 2
+    assert "exactly one of" in capsys.readouterr().err
+    (tmp_path / "c.json").write_text('{"experiment": "quickstart"}')
+    assert _run("--config", str(tmp_path / "c.json"), "--set", "n=3") == 2
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_failure_inside_run_records_status(tmp_path, monkeypatch):
+    from gflow.experiments import quickstart
+
+    out = tmp_path / "f"
+    # a stale result of an earlier run in the same folder must not survive a failed re-run
+    out.mkdir()
+    (out / "trajectory.nc").write_bytes(b"stale")
+
+    def boom(cfg, *, progress=False):
+        raise RuntimeError("boom in run")
+
+    monkeypatch.setattr(quickstart, "run", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        _run("quickstart", "--out", str(out), *TINY)
+    s = _summary(out)
+    assert s["status"] == "failed: RuntimeError: boom in run"
+    assert not (out / "trajectory.nc").exists() and _no_temp_files(out)
+    assert json.loads((out / "config.json").read_text())["settings"]["width"] == 8
+
+
+def test_bad_setting_raising_inside_run(tmp_path, capsys):
+    out = tmp_path / "bad"
+    # lr < 0 passes the CLI's type check and fails inside run (GD validates lr)
+    assert _run("quickstart", "--out", str(out), *TINY, "--set", "lr=-1") == 2
+    assert "lr must be" in capsys.readouterr().err
+    assert _summary(out)["status"].startswith("failed: ValueError: ")
+    assert not (out / "trajectory.nc").exists() and _no_temp_files(out)
+
+
+# A sweep driven through the real CLI in a subprocess, with the experiment replaced by a
+# cheap deterministic stand-in (no compile: the test is about the results folder, not the
+# numerics). Points after the first sleep when SLOW is set, so the test can signal the run
+# after point 0 is on disk and before the sweep ends, without depending on timing.
+_FAKE = """
+import time
+import numpy as np
+import xarray as xr
+from gflow.experiments import Result, quickstart
+SLOW = False
+def fake_run(cfg, *, progress=False):
+    if SLOW and cfg.seed > 0:
+        time.sleep(20)
+    x = np.random.default_rng(cfg.seed).standard_normal(cfg.n_save) * cfg.width
+    return Result({"final": float(x[-1]), "status_gf": "completed"},
+                  xr.Dataset({"loss": (("time",), x)}))
+quickstart.run = fake_run
+quickstart.figures = lambda ds, cfg: {}
+"""
+_DRIVER = _FAKE + """
+import sys
+from gflow import cli
+SLOW = True
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def _start(args, tmp_path):
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    return subprocess.Popen([sys.executable, "-c", _DRIVER, *args], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(path, proc, timeout=60.0):
+    t0 = time.monotonic()
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() - t0 < timeout, "the first sweep point never finished"
+        time.sleep(0.1)
+    time.sleep(0.3)  # let it enter the next point
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_killed_sweep_resumes_identically(tmp_path, sig, monkeypatch):
+    from gflow.experiments import quickstart
+
+    # the same stand-in in this process; monkeypatch restores the real functions afterwards
+    monkeypatch.setattr(quickstart, "run", quickstart.run)
+    monkeypatch.setattr(quickstart, "figures", quickstart.figures)
+    exec(_FAKE, {})
+    ref, out = tmp_path / "ref", tmp_path / "out"
+    sweep = [*TINY, "--seeds", "3", "--quiet"]
+    assert cli.main(["run", "quickstart", "--out", str(ref), *sweep]) == 0
+    proc = _start(["run", "quickstart", "--out", str(out), *sweep], tmp_path)
+    _wait_for(out / "parts" / "00000.json", proc)
+    proc.send_signal(sig)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        pytest.fail(f"the run did not stop: {proc.communicate()[1][-3000:]}")
+    assert not (out / "trajectory.nc").exists() and _no_temp_files(out)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 128 + signal.SIGTERM
+        s = _summary(out)
+        assert s["status"].startswith("interrupted: Terminated")
+        assert s["sweep_points_done"] == 1 and "--resume" in s["resume"]
+    else:  # no chance to write anything: a missing summary.json marks the folder incomplete
+        assert proc.returncode == -signal.SIGKILL and not (out / "summary.json").exists()
+    assert (out / "parts" / "00000.nc").exists() and not (out / "parts" / "00001.json").exists()
+    assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0
+    assert _summary(out)["status"] == "completed" and not (out / "parts").exists()
+    _same_data(ref, out)
+    sr, so = _summary(ref), _summary(out)
+    sr.pop("wall_time_s"), so.pop("wall_time_s")
+    assert sr == so
