@@ -56,6 +56,7 @@ __all__ = [
     "normalized_margin",
     "rotation_angles",
     "sparse_parity",
+    "tile_samples",
 ]
 
 
@@ -163,8 +164,11 @@ def rotation_angles(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[Ar
         nrm = jnp.linalg.norm(V, axis=-1, keepdims=True)
         return V / jnp.where(nrm > 0, nrm, 1.0)
 
-    u, v = unit(jnp.asarray(W0)), unit(jnp.asarray(W))
-    return 2.0 * jnp.arctan2(jnp.linalg.norm(u - v, axis=-1), jnp.linalg.norm(u + v, axis=-1))
+    W0, W = jnp.asarray(W0), jnp.asarray(W)
+    u, v = unit(W0), unit(W)
+    ang = 2.0 * jnp.arctan2(jnp.linalg.norm(u - v, axis=-1), jnp.linalg.norm(u + v, axis=-1))
+    live = jnp.any(W0 != 0, axis=-1) & jnp.any(W != 0, axis=-1)
+    return jnp.where(live, ang, 0.0)
 
 
 def movement_over_sqrt_m(W0: Float[Array, "m d"], W: Float[Array, "m d"],
@@ -334,6 +338,21 @@ def groups(key, n: int, d: int, k: int, *, radius: float = 0.05, n_test: int = 1
     Xt, yt, _ = draw(k2, n_test)
     return Dataset(X, y, Xt, yt, meta={"kind": "groups", "centers": centers, "labels": labels,
                                        "group": g})
+
+
+def tile_samples(data: Dataset, n: int) -> Dataset:
+    """Repeat the training set to ``n`` rows (``n`` a multiple of ``data.n``; test set kept).
+
+    Every sample then appears ``n / data.n`` times, so the mean loss, its gradient and hence
+    every full-batch trajectory (GF, GD) are unchanged, while runs with different sample
+    sizes share one array shape (one compiled ensemble). Not for SGD (batches differ).
+    """
+    _check_int(n, "n")
+    if n % data.n:
+        raise ValueError(f"n must be a multiple of data.n={data.n}, got {n}.")
+    reps = n // data.n
+    return Dataset(jnp.tile(data.X, (reps, 1)), jnp.tile(data.y, reps), data.X_test,
+                   data.y_test, meta=data.meta | {"tiled_from": data.n})
 
 
 # -- registered observables ---------------------------------------------------------------

@@ -80,7 +80,8 @@ def _gf(cfg: Config):
 
 def _prefix(ds, pre: str):
     """Rename variables and the time axis of one regime's dataset (regimes have own grids)."""
-    ds = ds.rename({"time": f"{pre}_time"})
+    shared = {"width", "k", "seed", "dynamics"}
+    ds = ds.rename({dim: f"{pre}_{dim}" for dim in ds.dims if dim not in shared})
     return ds.rename({v: f"{pre}_{v}" for v in ds.data_vars})
 
 
@@ -108,7 +109,8 @@ def _near_init(cfg: Config, progress: bool):
                              save=save, observe=OBSERVE + ("rotation_deg",))
         sw = gflow.sweep(make_run, width=list(cfg.widths), progress=progress)
         parts.append(sw.to_xarray().expand_dims(dynamics=[name]))
-    ds = _prefix(xr.concat(parts, dim="dynamics", join="outer"), "ni")
+    ds = xr.concat(parts, dim="dynamics", join="outer")
+    ds = _prefix(ds[[v for v in ds.data_vars if "params" not in v]], "ni")
     ds.attrs["ni_ntk_margin"] = gamma
 
     s: dict = {"near_init_ntk_margin": gamma}
@@ -136,68 +138,81 @@ def _near_init(cfg: Config, progress: bool):
 
 
 def _norm_only(cfg: Config, k_init, progress: bool):
+    import jax.numpy as jnp
     import xarray as xr
 
     k_data = _keys(cfg)[0]
     base = gflow.TwoLayer(cfg.norm_width, "relu", "ntk", bias=False, train_outer=True)
     net, q0 = rotation.NormOnlyTwoLayer.from_params(gflow.init.gaussian(k_init, base, cfg.d))
-    save = gflow.LogTimes(cfg.n_save, t_min=1e-2)
-    trajs, gstar = {}, {}
-    for n in cfg.norm_ns:
-        data = rotation.sparse_parity(k_data, n, cfg.d, n_test=cfg.n_test)
-        gstar[n] = rotation.norm_only_max_margin(net, data.X, data.y)
-        trajs[n] = gflow.simulate(net, q0, data, loss="logistic", dynamics=_gf(cfg),
-                                  t1=cfg.norm_t1, save=save, observe=OBSERVE,
-                                  progress=progress)
-    ds = _prefix(gflow.trajectory.combine({(n,): tr for n, tr in trajs.items()}, ("n",)), "no")
-    ds["no_max_margin"] = xr.DataArray([gstar[n] for n in cfg.norm_ns], dims=("n",),
-                                       coords={"n": list(cfg.norm_ns)})
-    ratio = {n: float(trajs[n]["margin_homogeneous"][-1] / gstar[n]) for n in cfg.norm_ns}
-    n0 = cfg.n if cfg.n in cfg.norm_ns else max(cfg.norm_ns)
+    ns = list(cfg.norm_ns)
+    datas = [rotation.sparse_parity(k_data, n, cfg.d, n_test=cfg.n_test) for n in ns]
+    gstar = [rotation.norm_only_max_margin(net, dt.X, dt.y) for dt in datas]
+    # all sample sizes in one compiled ensemble: tiling leaves the full-batch flow unchanged
+    tiled = [rotation.tile_samples(dt, max(ns)) for dt in datas]
+    stack = [jnp.stack([getattr(dt, f) for dt in tiled]) for f in ("X", "y", "X_test", "y_test")]
+    M = len(ns)
+    q0s = jax.tree.map(lambda x: jnp.stack([x] * M), q0)
+    traj = gflow.simulate_ensemble(net, q0s, gflow.Dataset(*stack), loss="logistic",
+                                   dynamics=_gf(cfg), t1=cfg.norm_t1,
+                                   save=gflow.LogTimes(cfg.n_save, t_min=1e-2), observe=OBSERVE,
+                                   progress=progress)
+    ds = traj.to_xarray().rename({"member": "n"}).assign_coords(n=ns)
+    ds = _prefix(ds[[v for v in ds.data_vars if "params" not in v]], "no")
+    ds["no_max_margin"] = xr.DataArray(gstar, dims=("no_n",), coords={"no_n": ns})
+    margin = ds["no_margin_homogeneous"].isel(no_time=-1).values
+    ratio = {n: float(margin[i] / gstar[i]) for i, n in enumerate(ns)}
+    err = 1.0 - ds["no_test_accuracy"].isel(no_time=-1).values
+    n0 = cfg.n if cfg.n in ns else max(ns)
     s = {
-        "norm_only_max_rotation_deg": float(max(np.nanmax(t["max_rotation_deg"])
-                                                for t in trajs.values())),
+        "norm_only_max_rotation_deg": float(np.nanmax(ds["no_max_rotation_deg"].values)),
         "norm_only_margin_ratio": ratio[n0],
         "norm_only_margin_ratio_n": n0,
         "norm_only_margin_ratio_by_n": {str(n): v for n, v in ratio.items()},
-        "norm_only_max_margin_by_n": {str(n): gstar[n] for n in cfg.norm_ns},
-        "norm_only_test_error_by_n": {
-            str(n): float(1.0 - trajs[n]["test_accuracy"][-1]) for n in cfg.norm_ns},
+        "norm_only_max_margin_by_n": {str(n): g for n, g in zip(ns, gstar, strict=True)},
+        "norm_only_test_error_by_n": {str(n): float(e) for n, e in zip(ns, err, strict=True)},
         "norm_only_max_movement_over_sqrt_m": float(
-            np.nanmax(trajs[n0]["movement_over_sqrt_m"])),
+            np.nanmax(ds["no_movement_over_sqrt_m"].sel(no_n=n0).values)),
     }
     return s, ds
 
 
 def _neural_collapse(cfg: Config, progress: bool):
-    import xarray as xr
-
     k_nc = _keys(cfg)[3]
     save = gflow.LogTimes(cfg.n_save, t_min=1e-2)
-    parts = []
-    for n in cfg.nc_ns:
-        def make_run(seed, k, n=n):
-            kd, ki = jax.random.split(jax.random.fold_in(jax.random.fold_in(k_nc, seed), k))
-            data = rotation.groups(kd, n, cfg.nc_d, k, radius=cfg.nc_radius, n_test=cfg.n_test)
-            net = gflow.TwoLayer(cfg.nc_width, "relu", "ntk", bias=False, train_outer=False)
-            return gflow.Run(net, gflow.init.gaussian(ki, net, cfg.nc_d), data, loss="logistic",
-                             dynamics=_gf(cfg), t1=cfg.nc_t1, save=save,
-                             observe=("loss", "test_accuracy", "max_rotation_deg",
-                                      "movement_over_sqrt_m"))
-        sw = gflow.sweep(make_run, seeds=list(range(cfg.nc_seeds)), k=list(cfg.nc_ks),
-                         progress=progress)
-        parts.append(sw.to_xarray().expand_dims(n=[n]))
-    ds = _prefix(xr.concat(parts, dim="n", join="outer"), "nc")
+    ns = list(cfg.nc_ns)
+
+    def make_run(seed, k, n):
+        kd, ki = jax.random.split(jax.random.fold_in(jax.random.fold_in(k_nc, seed), k))
+        data = rotation.groups(jax.random.fold_in(kd, n), n, cfg.nc_d, k, radius=cfg.nc_radius,
+                               n_test=cfg.n_test)
+        net = gflow.TwoLayer(cfg.nc_width, "relu", "ntk", bias=False, train_outer=False)
+        # one compiled ensemble for all n: tiling leaves the full-batch flow unchanged
+        return gflow.Run(net, gflow.init.gaussian(ki, net, cfg.nc_d),
+                         rotation.tile_samples(data, _lcm(ns)), loss="logistic",
+                         dynamics=_gf(cfg), t1=cfg.nc_t1, save=save,
+                         observe=("loss", "test_accuracy", "max_rotation_deg",
+                                  "movement_over_sqrt_m"))
+
+    sw = gflow.sweep(make_run, seeds=list(range(cfg.nc_seeds)), k=list(cfg.nc_ks), n=ns,
+                     progress=progress)
+    ds = sw.to_xarray()
+    ds = _prefix(ds[[v for v in ds.data_vars if "params" not in v]], "nc")
     err = (1.0 - ds["nc_test_accuracy"].isel(nc_time=-1)).mean("seed")
-    nmax = max(cfg.nc_ns)
+    nmax = max(ns)
     s = {
-        "nc_test_error": {str(k): float(err.sel(k=k, n=nmax)) for k in cfg.nc_ks},
+        "nc_test_error": {str(k): float(err.sel(k=k, nc_n=nmax)) for k in cfg.nc_ks},
         "nc_test_error_n": nmax,
         "nc_max_rotation_deg": float(ds["nc_max_rotation_deg"].max()),
     }
     for k in cfg.nc_ks:
-        s[f"nc_test_error_k{k}_by_n"] = {str(n): float(err.sel(k=k, n=n)) for n in cfg.nc_ns}
+        s[f"nc_test_error_k{k}_by_n"] = {str(n): float(err.sel(k=k, nc_n=n)) for n in ns}
     return s, ds
+
+
+def _lcm(ns) -> int:
+    import math
+
+    return math.lcm(*ns)
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
@@ -264,7 +279,7 @@ def figures(ds, cfg: Config) -> dict:
                                                       width=ds["width"].values[-1]).values
                 _plot_time(ax, t, mm / gamma, r"gf, $\min y f/|W_t-W_0|$, largest m", "-.")
                 ax.axhline(1.0, color="k", lw=0.8, label=r"$\gamma_{ntk}$")
-                ax.set_ylim(-0.5, None)
+                ax.set_ylim(-0.5, 1.6)
             ax.set_xscale("log")
             ax.set_yscale(yscale)
             ax.set_xlabel("time t (SGD: step x lr)")
@@ -292,8 +307,8 @@ def figures(ds, cfg: Config) -> dict:
     if "no_loss" in ds:
         t = ds["no_time"].values
         fig, axes = plt.subplots(1, 3, figsize=(15, 4))
-        for n in ds["n"].values:
-            sub = ds.sel(n=n)
+        for n in ds["no_n"].values:
+            sub = ds.sel(no_n=n)
             _plot_time(axes[0], t, sub["no_margin_homogeneous"].values
                        / float(sub["no_max_margin"]), f"n={int(n)}")
             _plot_time(axes[1], t, np.maximum(sub["no_max_rotation_deg"].values, 1e-12),
@@ -303,7 +318,7 @@ def figures(ds, cfg: Config) -> dict:
         axes[0].set_ylabel(r"margin$(t)$ / max margin over fixed $u_j$")
         axes[1].set_yscale("log")
         axes[1].set_ylabel("max rotation angle [deg] (numerical zero)")
-        ns = ds["n"].values
+        ns = ds["no_n"].values
         err = 1.0 - ds["no_test_accuracy"].isel(no_time=-1).values
         axes[2].plot(ns, np.maximum(err, 1e-4), "o-", label="norm-only GF, final")
         axes[2].set_xscale("log", base=2)
@@ -324,7 +339,7 @@ def figures(ds, cfg: Config) -> dict:
     if "nc_loss" in ds:
         fig, ax = plt.subplots(figsize=(6, 4.2))
         err = (1.0 - ds["nc_test_accuracy"].isel(nc_time=-1)).mean("seed")
-        ns = ds["n"].values
+        ns = ds["nc_n"].values
         for k in ds["k"].values:
             ax.plot(ns, np.maximum(err.sel(k=k).values, 1e-4), "o-", label=f"k={int(k)} groups")
         ax.set_xscale("log", base=2)
