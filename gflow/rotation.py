@@ -208,7 +208,7 @@ def normalized_margin(net, params, X: Float[Array, "n d"], y: Float[Array, " n"]
 
 
 def max_margin_fixed_features(Phi, y) -> tuple[float, np.ndarray, float]:
-    """``gamma* = max_{|c|_1 <= 1} min_i y_i (Phi c)_i``: the L1 hard margin over fixed
+    """``gamma* = max_{|c|_1 <= 1} min_i y_i (Phi c)_i >= 0``: the L1 hard margin over fixed
     features, solved as a linear program (scipy ``linprog``, HiGHS) in float64.
 
     Primal LP over ``c = c+ - c-``: maximize ``t`` s.t. ``y_i (Phi (c+ - c-))_i >= t``,
@@ -220,9 +220,9 @@ def max_margin_fixed_features(Phi, y) -> tuple[float, np.ndarray, float]:
         y: (n,) labels in {-1, +1}.
 
     Returns:
-        ``(gamma, c, dual)``: the margin (negative if not separable), the optimal (m,)
-        coefficients (``|c|_1 = 1``) and the dual optimum (equal to ``gamma`` by LP duality,
-        up to solver tolerance).
+        ``(gamma, c, dual)``: the margin (0 if not separable: ``c = 0`` is feasible), the
+        optimal (m,) coefficients (``|c|_1 = 1`` when ``gamma > 0``) and the dual optimum
+        (equal to ``gamma`` by LP duality, up to solver tolerance).
     """
     from scipy.optimize import linprog
 

@@ -94,10 +94,11 @@ def test_lp_known_answers():
         assert g == pytest.approx(0.25, abs=1e-9)
         assert dual == pytest.approx(0.25, abs=1e-9)
         np.testing.assert_allclose(c, y / 4, atol=1e-9)
-    # one feature equal for two points with opposite labels: not separable, margin 0 at best
+    # one feature equal for two points with opposite labels: y Phi c = (c, -c), not separable;
+    # the best over |c|_1 <= 1 is c = 0, margin 0
     Phi = np.array([[1.0], [1.0]])
     g, _, dual = rotation.max_margin_fixed_features(Phi, np.array([1.0, -1.0]))
-    assert g == pytest.approx(-1.0, abs=1e-9)  # y Phi c = (c, -c): min is -|c| = -1
+    assert g == pytest.approx(0.0, abs=1e-9)
     assert g == pytest.approx(dual, abs=1e-9)
 
 
