@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
 from . import _status
+from .checkpoint import check_memory_members
 from .data import Dataset
 from .discrete import _Discrete, discrete_solve
 from .flow import GradientFlow, gf_solve
@@ -186,6 +187,7 @@ def simulate_ensemble(
                None if stop_grad is None else jnp.asarray(stop_grad, dtype))
     leaves, treedef = jax.tree.flatten((scalars, dyn, objective, params0, times, ctx))
     axes = tuple(0 if id(x) in member_ids else None for x in leaves)
+    check_memory_members(observer, treedef, leaves, axes, len(ts), M, save_params=save_params)
     devices = tuple(jax.devices() if devices is None else devices)
     if block is None:  # members per block: keep a block's (n, m) activations ~L2-sized
         width = getattr(net, "width", 1)

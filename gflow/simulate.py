@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _status
+from .checkpoint import check_memory
 from .data import Dataset
 from .discrete import _Discrete
 from .flow import GradientFlow
@@ -122,6 +123,7 @@ def simulate(
     objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
         net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
         stop_loss=stop_loss, stop_grad=stop_grad)
+    check_memory(observer, params0, ctx, len(ts), save_params=save_params)  # refuse early
     out = dynamics._integrate(objective, params0, ts, t1, observer, ctx, stop_loss=stop_loss,
                               stop_grad=stop_grad, save_params=save_params, progress=progress)
     traj = _to_trajectory(out, params0, dynamics, observer)

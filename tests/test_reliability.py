@@ -220,3 +220,72 @@ def test_killed_sweep_resumes_identically(tmp_path, sig, monkeypatch):
     sr, so = _summary(ref), _summary(out)
     sr.pop("wall_time_s"), so.pop("wall_time_s")
     assert sr == so
+
+
+# -- memory guard ---------------------------------------------------------------------
+
+
+def _mem_setup():
+    import jax
+
+    import gflow
+
+    data = gflow.data.teacher(jax.random.key(0), 20, 3, 2)
+    net = gflow.TwoLayer(8, "tanh", bias=True)
+    return gflow, jax, data, net
+
+
+def test_memory_estimate_by_hand(dtype):
+    from gflow import checkpoint
+    from gflow.objective import Objective
+    from gflow.observe import ObsContext, Observer, resolve
+
+    gflow, jax, data, net = _mem_setup()
+    p0 = gflow.init.gaussian(jax.random.key(1), net, 3)
+    obj = Objective(net, gflow.losses.get_loss("squared"), data.X, data.y)
+    ctx = ObsContext(obj, p0, None, None, None)
+    observer = Observer(resolve(("loss", "balancedness"), has_test=False, has_probes=False))
+    b = 8 if dtype == "float64" else 4
+    # loss: one scalar; balancedness: one value per neuron (m = 8)
+    total, per = checkpoint.estimate_bytes(observer, p0, ctx, 30, members=5)
+    assert per == (1 + 8) * b and total == 5 * 30 * per
+    # a snapshot adds W (8 x 3), b (8) and a (8)
+    _, per_p = checkpoint.estimate_bytes(observer, p0, ctx, 30, save_params=True)
+    assert per_p == per + (24 + 8 + 8) * b
+
+
+def test_memory_guard_refuses_and_can_be_overridden(monkeypatch):
+    from gflow import checkpoint
+
+    gflow, jax, data, net = _mem_setup()
+    p0 = gflow.init.gaussian(jax.random.key(1), net, 3)
+    kw = dict(dynamics=gflow.GD(0.1), t1=2.0, save=gflow.LinTimes(20), save_params=True)
+    with checkpoint.memory_limit(1000), pytest.raises(ValueError, match="fewer") as e:
+        gflow.simulate(net, p0, data, **kw)
+    assert "save_params" in str(e.value) and "GFLOW_MEMORY_LIMIT" in str(e.value)
+    with checkpoint.memory_limit(None):
+        assert gflow.simulate(net, p0, data, **kw).status == "completed"
+    # ensembles: the estimate scales with the members; float32 loss only: 4 bytes per save,
+    # held twice: 4 members x 20 saves -> 640 bytes > 600, 2 members -> 320 bytes fit
+    P = jax.vmap(lambda k: gflow.init.gaussian(k, net, 3))(jax.random.split(jax.random.key(2), 4))
+    ens = dict(dynamics=gflow.GD(0.1), t1=2.0, save=gflow.LinTimes(20))
+    monkeypatch.setenv("GFLOW_MEMORY_LIMIT", "600")
+    with pytest.raises(ValueError, match=r"4 member\(s\) x 20 saves"):
+        gflow.simulate_ensemble(net, P, data, **ens)
+    half = jax.tree.map(lambda x: x[:2], P)
+    assert list(gflow.simulate_ensemble(net, half, data, **ens).status) == ["completed"] * 2
+    monkeypatch.setenv("GFLOW_MEMORY_LIMIT", "off")
+    assert checkpoint.available_memory() is None
+    monkeypatch.setenv("GFLOW_MEMORY_LIMIT", "lots")
+    with pytest.raises(ValueError, match="GFLOW_MEMORY_LIMIT"):
+        checkpoint.available_memory()
+    monkeypatch.setenv("GFLOW_MEMORY_LIMIT", "2G")
+    assert checkpoint.available_memory() == 2 * 2**30
+
+
+def test_default_limit_is_available_memory():
+    from gflow import checkpoint
+
+    avail = checkpoint.available_memory()
+    # this machine reports MemAvailable; a normal test run needs far less than all of it
+    assert avail is None or 2**20 < avail < 2**50
