@@ -53,6 +53,7 @@ __all__ = [
     "max_margin_fixed_features",
     "movement_over_sqrt_m",
     "norm_only_max_margin",
+    "norm_safe_init",
     "normalized_margin",
     "rotation_angles",
     "sparse_parity",
@@ -76,8 +77,10 @@ class NormOnlyTwoLayer(eqx.Module):
     The unit directions ``U`` (m, d) are fixed (not parameters); only the norms ``r`` and,
     with ``train_outer=True``, the outer weights ``a`` are trained. With ``r_j > 0`` the
     inner weight ``w_j = r_j u_j`` never rotates. Gradient flow conserves ``r_j^2 - a_j^2``
-    (2-homogeneity per neuron), so from ``r_j(0) = |w_j(0)| > |a_j(0)| = 1`` the norm stays
-    positive.
+    (2-homogeneity per neuron), so a neuron with ``r_j(0) > |a_j(0)|`` keeps ``r_j > 0``
+    forever; one with ``r_j(0) < |a_j(0)|`` may reach ``r_j < 0``, i.e. ``w_j`` turns to
+    ``-u_j`` (a rotation by 180 degrees, reported as such by :func:`rotation_angles`).
+    :func:`norm_safe_init` draws a standard init conditioned on ``|w_j(0)| > 1``.
 
     Arguments:
         U: (m, d) directions; rows are normalized.
@@ -136,6 +139,28 @@ class NormOnlyTwoLayer(eqx.Module):
         if d is not None and self.U.shape[1] != d:
             raise ValueError(f"the net's directions have d={self.U.shape[1]} but the data has "
                              f"d={d}.")
+
+
+def norm_safe_init(key, width: int, d: int):
+    """Standard init ``w_j ~ N(0, I_d)``, ``a_j ~ Unif{+-1}`` conditioned on ``|w_j| > 1``
+    (rejection sampling per neuron), as a :class:`NormOnlyTwoLayer` with ``train_outer=True``
+    and its :class:`NormOnlyParams`. The condition makes ``r_j^2 - a_j^2 > 0``, which GF
+    conserves, so no norm ever reaches 0 (no neuron flips to ``-u_j``). It removes the mass
+    ``P(chi_d < 1)`` of the Gaussian (about 0.2% of neurons at d = 8).
+    """
+    _check_int(width, "width")
+    _check_int(d, "d")
+    dt = jnp.result_type(float)
+    kw, ka = jax.random.split(key)
+    W = np.zeros((0, d))
+    i = 0
+    while W.shape[0] < width:
+        draw = np.asarray(jax.random.normal(jax.random.fold_in(kw, i), (width, d), dt))
+        W = np.concatenate([W, draw[np.linalg.norm(draw, axis=1) > 1.0]])
+        i += 1
+    a = jax.random.rademacher(ka, (width,), dtype=dt)
+    net = NormOnlyTwoLayer(jnp.asarray(W[:width], dt), train_outer=True)
+    return net, NormOnlyParams(r=jnp.linalg.norm(jnp.asarray(W[:width], dt), axis=1), a=a)
 
 
 # -- observables as functions -------------------------------------------------------------

@@ -229,3 +229,12 @@ def test_tile_samples_leaves_loss_and_gradient_unchanged(dtype):
     np.testing.assert_allclose(g2.W, g1.W, rtol=10 * tol, atol=10 * tol)
     with pytest.raises(ValueError, match="multiple"):
         rotation.tile_samples(data, 10)
+
+
+def test_norm_safe_init():
+    net, q = rotation.norm_safe_init(jax.random.key(0), 64, 3)
+    assert net.U.shape == (64, 3) and q.r.shape == (64,)
+    assert bool(jnp.all(q.r > 1.0)) and bool(jnp.all(jnp.abs(q.a) == 1.0))
+    np.testing.assert_allclose(jnp.linalg.norm(net.U, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="width"):
+        rotation.norm_safe_init(jax.random.key(0), 0, 3)

@@ -13,7 +13,8 @@ side by side. Three regimes (``regime=near_init|neural_collapse|norm_only|all``)
   (:func:`gflow.rotation.groups`); GF from standard init (only ``W`` trained); test error vs
   ``n`` for each ``k`` (mean over ``nc_seeds`` seeds).
 - ``norm_only``: ``w_j = r_j u_j`` with ``u_j`` frozen, ``r`` and ``a`` trained
-  (:class:`gflow.rotation.NormOnlyTwoLayer`); GF's 2-homogeneous normalized margin
+  (:class:`gflow.rotation.NormOnlyTwoLayer`), init conditioned on ``|w_j(0)| > 1`` so that
+  no norm crosses 0 (:func:`gflow.rotation.norm_safe_init`); GF's 2-homogeneous normalized margin
   ``min_i y_i f(x_i)/(|r|^2 + |a|^2)`` against the globally maximal one over the fixed
   directions (a linear program, :func:`gflow.rotation.norm_only_max_margin`); test error vs n.
 """
@@ -111,7 +112,7 @@ def _near_init(cfg: Config, progress: bool):
         parts.append(sw.to_xarray().expand_dims(dynamics=[name]))
     ds = xr.concat(parts, dim="dynamics", join="outer")
     ds = _prefix(ds[[v for v in ds.data_vars if "params" not in v]], "ni")
-    ds.attrs["ni_ntk_margin"] = gamma
+    ds["ni_ntk_margin"] = gamma
 
     s: dict = {"near_init_ntk_margin": gamma}
     wmax = max(cfg.widths)
@@ -142,8 +143,7 @@ def _norm_only(cfg: Config, k_init, progress: bool):
     import xarray as xr
 
     k_data = _keys(cfg)[0]
-    base = gflow.TwoLayer(cfg.norm_width, "relu", "ntk", bias=False, train_outer=True)
-    net, q0 = rotation.NormOnlyTwoLayer.from_params(gflow.init.gaussian(k_init, base, cfg.d))
+    net, q0 = rotation.norm_safe_init(k_init, cfg.norm_width, cfg.d)
     ns = list(cfg.norm_ns)
     datas = [rotation.sparse_parity(k_data, n, cfg.d, n_test=cfg.n_test) for n in ns]
     gstar = [rotation.norm_only_max_margin(net, dt.X, dt.y) for dt in datas]
@@ -234,11 +234,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         s, ds = _neural_collapse(cfg, progress)
         summary.update(s)
         parts.append(ds)
-    attrs = {}
-    for p in parts:
-        attrs.update(p.attrs)
-    ds = xr.merge(parts, combine_attrs="drop")
-    ds.attrs.update(attrs)
+    ds = xr.merge(parts, combine_attrs="drop", join="outer", compat="no_conflicts")
     return Result(summary=summary, dataset=ds)
 
 
@@ -258,7 +254,7 @@ def figures(ds, cfg: Config) -> dict:
     styles = {"gf": "-", "sgd": "--"}
     if "ni_loss" in ds:
         t = ds["ni_time"].values
-        gamma = float(ds.attrs.get("ni_ntk_margin", np.nan))
+        gamma = float(ds["ni_ntk_margin"])
         fig, axes = plt.subplots(1, 4, figsize=(20, 4))
         panels = (("ni_movement_over_sqrt_m", r"$|W_t-W_0|_F/\sqrt{m}$", "linear"),
                   ("ni_rotation_weighted_deg", r"mean angle$(w_j(t), w_j(0))$, $|a_j|$-weighted"
