@@ -99,7 +99,7 @@ def main(argv=None) -> int:
                                "details": res["details"]}
         print(_table(res["rows"]).split("\n", 2)[2] + f"\n  (case {c}: {wall:.0f} s)", flush=True)
     # the peak again: a large change means the machine was disturbed during the run
-    peak_end = gemm_peak(quick=args.quick)
+    peak_end = gemm_peak(quick=args.quick, torch=False)
     results["gemm_peak_end"] = peak_end
     drift = peak_end["jax"] / peak["jax"] - 1
     rows.append(Metric("0 GEMM peak", "jnp.dot f32 peak, re-measured at the end",

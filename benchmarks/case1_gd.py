@@ -17,7 +17,7 @@ from ._common import Metric, measure, torch_threads
 from ._problem import jax_loss, jax_loss_mn, problem, torch_loss, torch_manual_grad
 
 NAME = "1 GD single net"
-FULL = {"n": 2048, "d": 128, "m": 2048, "steps": 30, "repeats": 5}
+FULL = {"n": 2048, "d": 128, "m": 2048, "steps": 20, "repeats": 3}
 QUICK = {"n": 256, "d": 16, "m": 256, "steps": 10, "repeats": 2}
 LR = 0.1
 

@@ -19,7 +19,7 @@ from ._common import Metric, measure, torch_threads
 from ._problem import jax_loss, problem, torch_loss
 
 NAME = "2 ensemble GD"
-FULL = {"members": 64, "n": 256, "d": 16, "m": 128, "steps": 200, "repeats": 5}
+FULL = {"members": 64, "n": 256, "d": 16, "m": 128, "steps": 50, "repeats": 3}
 QUICK = {"members": 8, "n": 64, "d": 8, "m": 32, "steps": 20, "repeats": 2}
 LR = 0.1
 
@@ -140,7 +140,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
     bench("gflow_simulate_loop", gflow_loop(p, LR, K), repeats=min(R, 2))
     torch = torch_threads()
     if torch is not None:
-        bench("torch_batched", torch_batched(torch, p, LR, K))
+        bench("torch_batched", torch_batched(torch, p, LR, K), repeats=min(R, 2))
 
     if ens is not None:
         gf = flops / per_step["gflow_ensemble"] / 1e9
