@@ -51,6 +51,9 @@ class _Discrete(eqx.Module):
         lr = self.lr if lr is None else lr
         if not callable(lr):
             K = max(1, int(round(t1 / float(lr))))
+            if K > _MAX_SCHEDULE_STEPS:  # the grid alone would not fit in memory
+                raise ValueError(f"t1 / lr = {t1 / float(lr):.3g} steps; at most "
+                                 f"{_MAX_SCHEDULE_STEPS:.0e} are allowed: raise lr or lower t1.")
             return np.arange(K + 1, dtype=np.float64) * float(lr)
         lrs, total, k0, chunk = [], 0.0, 0, 4096
         while total < t1:

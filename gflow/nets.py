@@ -218,6 +218,8 @@ class TwoLayer(eqx.Module):
         if not isinstance(params, TwoLayerParams):
             raise ValueError(f"params must be a TwoLayerParams, got {type(params).__name__}.")
         W, a = params.W, params.a
+        if W is None or a is None:
+            raise ValueError("params.W and params.a must be arrays, got None.")
         if W.ndim != 2 or W.shape[0] != self.width:
             raise ValueError(
                 f"params.W has shape {W.shape}; this net needs (width={self.width}, d)."
