@@ -57,3 +57,8 @@ def test_single_regime_and_bad_regime():
     assert set(lr.figures(res.dataset, TINY)) == {"norm_only"}
     with pytest.raises(ValueError, match="regime"):
         lr.run(lr.Config(regime="nope"))
+
+
+def test_last_finite():
+    v = np.array([[1.0, 2.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 2.0, 3.0]])
+    np.testing.assert_array_equal(lr._last(v), [2.0, np.nan, 3.0])
