@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import os
 import signal
 import sys
@@ -90,6 +91,10 @@ def _cmd_run(args) -> int:
                                                    recorded.get("sweep"))
     if args.resume:
         out = Path(args.resume)
+        done = out / "summary.json"
+        if done.exists() and json.loads(done.read_text()).get("status") == "completed":
+            print(f"{out} is complete; nothing to resume.")
+            return 0
     else:
         out = Path(args.out or Path("results") / experiment)
     config = {"experiment": experiment, "x64": x64, "seed": configs[0].seed,

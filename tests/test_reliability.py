@@ -216,6 +216,9 @@ def test_killed_sweep_resumes_identically(tmp_path, sig, monkeypatch):
     assert (out / "parts" / "00000.nc").exists() and not (out / "parts" / "00001.json").exists()
     assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0
     assert _summary(out)["status"] == "completed" and not (out / "parts").exists()
+    before = (out / "summary.json").read_text()
+    assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0  # complete: left alone
+    assert (out / "summary.json").read_text() == before
     _same_data(ref, out)
     sr, so = _summary(ref), _summary(out)
     sr.pop("wall_time_s"), so.pop("wall_time_s")
