@@ -249,10 +249,10 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 # -- figures ------------------------------------------------------------------------------
 
 
-def _plot_time(ax, t, y, label, style="-"):
+def _plot_time(ax, t, y, label, style="-", color=None):
     t, y = np.asarray(t), np.asarray(y)
     keep = (t > 0) & np.isfinite(y)
-    ax.plot(t[keep], y[keep], style, label=label)
+    ax.plot(t[keep], y[keep], style, label=label, color=color)
 
 
 def figures(ds, cfg: Config) -> dict:
@@ -271,17 +271,19 @@ def figures(ds, cfg: Config) -> dict:
                   ("ni_margin_homogeneous", r"margin / $\gamma_{ntk}$", "linear"))
         for ax, (var, ylabel, yscale) in zip(axes, panels, strict=True):
             for dname in ds["dynamics"].values:
-                for w in ds["width"].values:
+                for wi, w in enumerate(ds["width"].values):
                     y = ds[var].sel(dynamics=dname, width=w).values
                     if var == "ni_test_accuracy":
                         y = 1.0 - y
                     if var == "ni_margin_homogeneous":
                         y = y / gamma
-                    _plot_time(ax, t, y, f"{dname}, m={int(w)}", styles.get(str(dname), ":"))
+                    _plot_time(ax, t, y, f"{dname}, m={int(w)}", styles.get(str(dname), ":"),
+                               color=f"C{wi}")
             if var == "ni_margin_homogeneous":
                 mm = ds["ni_margin_per_movement"].sel(dynamics="gf",
                                                       width=ds["width"].values[-1]).values
-                _plot_time(ax, t, mm / gamma, r"gf, $\min y f/|W_t-W_0|$, largest m", "-.")
+                _plot_time(ax, t, mm / gamma, r"gf, $\min y f/|W_t-W_0|$, largest m", "-.",
+                           color="C7")
                 ax.axhline(1.0, color="k", lw=0.8, label=r"$\gamma_{ntk}$")
                 ax.set_ylim(-0.5, 1.6)
             ax.set_xscale("log")
