@@ -204,6 +204,13 @@ class TwoLayer(eqx.Module):
 
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """Network output on a batch of inputs."""
+        if params.W.ndim == 2 and X.ndim == 2:
+            # (m, n) layout: both GEMMs of the gradient (W X^T and G X) then run on XLA's
+            # fast GEMM path on CPU; the (n, m) layout's backward contracts a leading axis
+            zt = params.W @ X.T
+            if params.b is not None:
+                zt = zt + params.b[:, None]
+            return self.prefactor * (params.a @ self.activation(zt))
         h = self.activation(self.preactivations(params, X))
         return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
