@@ -101,7 +101,8 @@ def _cmd_run(args) -> int:
               "settings": dataclasses.asdict(configs[0]), "sweep": axes,
               "provenance": provenance.collect(args.argv)}
     if recorded is not None and "provenance" in recorded:
-        config["provenance"]["rerun_of"] = recorded["provenance"]
+        key = "resumed_from" if args.resume else "rerun_of"
+        config["provenance"][key] = recorded["provenance"]
     out.mkdir(parents=True, exist_ok=True)
     # the folder is incomplete from here until the new summary.json is written
     (out / "summary.json").unlink(missing_ok=True)

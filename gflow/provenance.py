@@ -15,6 +15,7 @@ import datetime
 import importlib.metadata
 import json
 import platform
+import subprocess
 import sys
 import tomllib
 from pathlib import Path
@@ -32,8 +33,24 @@ def _version(pkg: str) -> str | None:
         return None
 
 
+def _git() -> dict[str, Any] | None:
+    """Commit of the gflow source tree and whether it had local changes (None outside git)."""
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True,
+                              text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "."],
+                               cwd=src, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip())}
+
+
 def collect(argv: list[str] | None = None) -> dict[str, Any]:
-    """What produced a run: package versions, device, dtype, command line and UTC date.
+    """What produced a run: package versions (and the git commit of gflow's source,
+    when it is a checkout), device, dtype, command line and UTC date.
 
     Call it after ``jax_enable_x64`` is set for the run, so that the dtype is the one used.
     """
@@ -43,6 +60,7 @@ def collect(argv: list[str] | None = None) -> dict[str, Any]:
     devices = jax.devices()
     return {
         "versions": {p: _version(p) for p in PACKAGES},
+        "gflow_git": _git(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "backend": jax.default_backend(),

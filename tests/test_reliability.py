@@ -50,6 +50,8 @@ def test_provenance_recorded(tmp_path):
     assert prov["device_kind"] and prov["backend"]
     assert prov["command"][:3] == ["gflow", "run", "quickstart"] and "seed=5" in prov["command"]
     assert prov["date_utc"].startswith("20")
+    git = prov["gflow_git"]  # None when gflow is installed from a wheel
+    assert git is None or (len(git["commit"]) == 40 and isinstance(git["dirty"], bool))
     assert config["seed"] == 5 and config["settings"]["seed"] == 5
     assert config["settings"]["width"] == 8 and config["experiment"] == "quickstart"
     assert _summary(out)["status"] == "completed"
@@ -216,6 +218,9 @@ def test_killed_sweep_resumes_identically(tmp_path, sig, monkeypatch):
     assert (out / "parts" / "00000.nc").exists() and not (out / "parts" / "00001.json").exists()
     assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0
     assert _summary(out)["status"] == "completed" and not (out / "parts").exists()
+    prov = json.loads((out / "config.json").read_text())["provenance"]
+    assert prov["command"][:3] == ["gflow", "run", "--resume"]
+    assert prov["resumed_from"]["command"][:3] == ["gflow", "run", "quickstart"]
     before = (out / "summary.json").read_text()
     assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0  # complete: left alone
     assert (out / "summary.json").read_text() == before
