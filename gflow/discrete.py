@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from . import _status
+from .times import resolve_times
 
 __all__ = ["GD", "SGD", "Optax"]
 
@@ -71,6 +72,13 @@ class _Discrete(eqx.Module):
         if K > 0 and abs(t[K - 1] - t1) <= abs(t[K] - t1):
             K -= 1
         return t[: max(K, 1) + 1]
+
+    def save_times(self, t1: float, save) -> np.ndarray:
+        """The times at which ``save`` (as for ``simulate``) lands for this dynamics: each
+        requested time rounded to a distinct step. Saving GF at these times too gives a
+        point-by-point comparison."""
+        grid = self._step_times(t1)
+        return grid[_save_steps(grid, resolve_times(save, t1))]
 
     def _member_lrs(self, members: int | None):
         """Per-member learning rates (an ensemble may give ``lr`` as an (M,) array)."""

@@ -39,9 +39,9 @@ OBSERVE = ("loss", "test_loss", "weight_movement", "grad_norm")
 
 
 def save_times(cfg: Config) -> np.ndarray:
-    """Log-spaced times on the discrete grid (multiples of lr), 0 and t1 included."""
-    ts = gflow.LogTimes(cfg.n_save, t_min=cfg.lr).resolve(cfg.t1)
-    return np.unique(np.round(ts / cfg.lr)) * cfg.lr
+    """``n_save`` log-spaced times on the discrete grid (distinct multiples of lr), 0 and
+    t1 included; their number does not depend on lr, so a new lr does not recompile."""
+    return gflow.GD(cfg.lr).save_times(cfg.t1, gflow.LogTimes(cfg.n_save, t_min=cfg.lr))
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
