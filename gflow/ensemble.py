@@ -202,7 +202,11 @@ def simulate_ensemble(
         out = dynamics._finish(out, np.asarray(times), grids)
     else:
         out = dynamics._finish(out, ts)
-        valid = ts[None, :] <= np.asarray(out["t_stop"])[:, None] * (1 + 1e-12)
+        # t_stop comes back in the solve's dtype: compare with a tolerance of a few ulps,
+        # and keep every save of a member that completed
+        eps = 8 * np.finfo(np.asarray(out["t_stop"]).dtype).eps
+        valid = (np.asarray(out["status"]) == _status.COMPLETED)[:, None] | (
+            ts[None, :] <= np.asarray(out["t_stop"], np.float64)[:, None] * (1 + eps))
         out["obs"] = {k: np.where(valid.reshape(valid.shape + (1,) * (v.ndim - 2)), v, np.nan)
                       for k, v in out["obs"].items()}
     if widths is not None:  # per-neuron observables: NaN where a member has no neuron

@@ -203,3 +203,13 @@ def test_sgd_per_member_keys_and_data(data, stacked):
         one = gflow.simulate(net, _member(p0, i), di, dynamics=gflow.SGD(0.2, 8, key=keys[i]),
                              t1=3.0, save=gflow.LinTimes(4))
         np.testing.assert_allclose(ens["loss"][i], one["loss"], rtol=1e-5)
+
+
+def test_gf_ensemble_keeps_final_save_when_t1_rounds_in_float32(data):
+    # 0.7 is not a float32 number: the solve ends at 0.699999988, just below the last save
+    net = gflow.TwoLayer(8)
+    ens = gflow.simulate_ensemble(net, _stack(net, 2), data, t1=0.7,
+                                  dynamics=gflow.GradientFlow(rtol=1e-4, atol=1e-6),
+                                  save=gflow.LinTimes(5))
+    assert list(ens.status) == ["completed", "completed"]
+    assert np.all(np.isfinite(ens["loss"]))
