@@ -297,3 +297,109 @@ def test_default_limit_is_available_memory():
     avail = checkpoint.available_memory()
     # this machine reports MemAvailable; a normal test run needs far less than all of it
     assert avail is None or 2**20 < avail < 2**50
+
+
+# -- checkpointed runs ----------------------------------------------------------------------
+
+_CKPT = """
+import sys, time
+import jax
+import gflow
+from gflow import checkpoint
+
+def problem():
+    net = gflow.TwoLayer(8, "tanh", bias=True)
+    data = gflow.data.teacher(jax.random.key(0), 30, 3, 2)
+    p0 = gflow.init.gaussian(jax.random.key(1), net, 3)
+    return net, p0, data
+
+KW = dict(every=2, t1=20.0, save=gflow.LinTimes(12), observe=("loss", "weight_movement"))
+
+if __name__ == "__main__":
+    _save = checkpoint._save_state
+    def slow_save(path, state):  # announce each checkpoint, then give the test time to kill
+        _save(path, state)
+        print("saved", int(state["segment"]), flush=True)
+        time.sleep(0.5)
+    checkpoint._save_state = slow_save
+    dyn = gflow.GradientFlow() if sys.argv[2] == "gf" else gflow.GD(0.05)
+    checkpoint.simulate_resumable(sys.argv[1], *problem(), dynamics=dyn, **KW)
+"""
+
+
+@pytest.mark.parametrize("sig, dyn", [(signal.SIGTERM, "gf"), (signal.SIGKILL, "gd")])
+def test_killed_run_resumes_bitwise(tmp_path, sig, dyn):
+    import gflow
+    from gflow import checkpoint
+
+    ns = {}
+    exec(_CKPT, ns)
+    dynamics = gflow.GradientFlow() if dyn == "gf" else gflow.GD(0.05)
+    ref = checkpoint.simulate_resumable(tmp_path / "ref.npz", *ns["problem"](),
+                                        dynamics=dynamics, **ns["KW"])
+    assert not (tmp_path / "ref.npz").exists()  # removed once the run finished
+    path = tmp_path / "run.npz"
+    proc = subprocess.Popen([sys.executable, "-c", _CKPT, str(path), dyn],
+                            env={**os.environ, "JAX_PLATFORMS": "cpu"}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # kill once the third of six segments is on disk
+        if line.strip() == "saved 3":
+            proc.send_signal(sig)
+            break
+    proc.communicate(timeout=60)
+    assert proc.returncode == -sig
+    with np.load(path, allow_pickle=False) as z:
+        assert int(z["segment"]) == 3 and z["obs_loss"].shape == (6,)
+    got = checkpoint.simulate_resumable(path, *ns["problem"](), dynamics=dynamics, **ns["KW"])
+    assert got.status == ref.status == "completed" and not path.exists()
+    np.testing.assert_array_equal(got.times, ref.times)
+    for k in ref.observables:
+        np.testing.assert_array_equal(got[k], ref[k])
+    for a, b in zip(jax_leaves(got.params_final), jax_leaves(ref.params_final), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert got.stats == ref.stats
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_resumable_matches_simulate_and_checks_its_inputs(tmp_path):
+    import gflow
+    from gflow import checkpoint
+
+    ns = {}
+    exec(_CKPT, ns)
+    net, p0, data = ns["problem"]()
+    kw = dict(t1=20.0, save=gflow.LinTimes(12), observe=("loss", "weight_movement"))
+    # GD with a constant lr: segments take exactly the same steps as one run
+    seg = checkpoint.simulate_resumable(tmp_path / "a.npz", net, p0, data, every=5,
+                                        dynamics=gflow.GD(0.05), **kw)
+    one = gflow.simulate(net, p0, data, dynamics=gflow.GD(0.05), **kw)
+    np.testing.assert_array_equal(seg["loss"], one["loss"])
+    np.testing.assert_array_equal(seg.times, one.times)
+    # GF: each segment restarts the step-size controller, so agreement is to the solver
+    # tolerance (rtol = 1e-6 per step; 1e-4 relative leaves room for float32 accumulation)
+    seg = checkpoint.simulate_resumable(tmp_path / "b.npz", net, p0, data, every=3, **kw)
+    one = gflow.simulate(net, p0, data, **kw)
+    np.testing.assert_allclose(seg["loss"], one["loss"], rtol=1e-4)
+    np.testing.assert_allclose(seg["weight_movement"], one["weight_movement"], rtol=1e-4,
+                               atol=1e-6)
+    # an early stop inside a segment: saves after it dropped, the stop point appended
+    stop = float(one["loss"][6])
+    seg = checkpoint.simulate_resumable(tmp_path / "c.npz", net, p0, data, every=2,
+                                        stop_loss=stop, **kw)
+    assert seg.status == "stop_loss" and seg.times[-1] == pytest.approx(seg.t_stop)
+    assert seg["loss"][-1] < stop and len(seg.times) <= 8
+    with pytest.raises(ValueError, match="every must be"):
+        checkpoint.simulate_resumable(tmp_path / "d.npz", net, p0, data, every=0, **kw)
+    with pytest.raises(ValueError, match="supports"):
+        checkpoint.simulate_resumable(tmp_path / "d.npz", net, p0, data, every=2,
+                                      dynamics=gflow.SGD(0.05, 10, key=ns["jax"].random.key(0)),
+                                      **kw)
+    # a checkpoint of another run is refused, not silently continued
+    checkpoint._save_state(tmp_path / "e.npz", {"fingerprint": np.asarray("other")})
+    with pytest.raises(ValueError, match="different run"):
+        checkpoint.simulate_resumable(tmp_path / "e.npz", net, p0, data, every=2, **kw)
