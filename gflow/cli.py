@@ -1,4 +1,12 @@
-"""Command line: ``gflow run | list | plot``."""
+"""Command line: ``gflow run | list | plot``.
+
+``gflow run EXPERIMENT [--set k=v ...] [--seeds N]`` writes a results folder whose
+``config.json`` records the settings and their provenance (versions, device, dtype, seed,
+command line, date); ``gflow run --config DIR/config.json`` (or a TOML file) re-runs it.
+A run that fails or receives SIGTERM leaves ``summary.json`` with ``status`` saying so and
+no half-written file; ``gflow run --resume DIR`` continues an interrupted sweep from the
+points already in ``DIR/parts`` (a single run is re-run from the start).
+"""
 
 from __future__ import annotations
 
