@@ -47,7 +47,7 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from . import observe
-from .nets import MLP, TwoLayer
+from .nets import MLP, TwoLayer, check_int
 
 __all__ = [
     "NORM_FRAC",
@@ -293,8 +293,7 @@ def sine_data(key, n: int = 80, d: int = 5, *, low: float = -4.0, high: float = 
     from .data import Dataset
 
     for v, name in ((n, "n"), (d, "d")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+        check_int(v, name)
     if not high > low:
         raise ValueError(f"need high > low, got low={low}, high={high}.")
     kx, kt = jax.random.split(key)

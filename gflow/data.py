@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
-from .nets import TwoLayer, TwoLayerParams
+from .nets import TwoLayer, TwoLayerParams, check_int
 
 __all__ = ["Dataset", "teacher"]
 
@@ -130,8 +130,7 @@ def teacher(
     The teacher is returned in ``meta["teacher"]`` as ``(net, params)``.
     """
     for v, name in ((n, "n"), (d, "d"), (teacher_width, "teacher_width")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+        check_int(v, name)
     if labels not in ("regression", "sign"):
         raise ValueError(f"labels={labels!r} is unknown; valid values are ['regression', 'sign'].")
     n_test = n if n_test is None else n_test

@@ -70,7 +70,14 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .nets import _SCALINGS, Activation, TwoLayerParams, get_activation, output_scale
+from .nets import (
+    Activation,
+    TwoLayerParams,
+    check_int,
+    check_scaling,
+    get_activation,
+    output_scale,
+)
 
 __all__ = [
     "METHODS",
@@ -129,15 +136,10 @@ class LowRankTwoLayer(eqx.Module):
         bias: bool = False,
         train_outer: bool = True,
     ):
-        for v, name in ((width, "width"), (rank, "rank")):
-            if isinstance(v, bool) or not isinstance(v, int | jnp.integer) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
-        if scaling not in _SCALINGS:
-            raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
-        self.width = int(width)
-        self.rank = int(rank)
+        self.width = check_int(width, "width")
+        self.rank = check_int(rank, "rank")
         self.activation = get_activation(activation)
-        self.scaling = scaling
+        self.scaling = check_scaling(scaling)
         self.bias = bool(bias)
         self.train_outer = bool(train_outer)
 

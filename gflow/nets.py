@@ -22,6 +22,7 @@ from typing import Any
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
 __all__ = [
@@ -141,6 +142,19 @@ class TwoLayerParams(eqx.Module):
 _SCALINGS = ("ntk", "mean_field", "standard")
 
 
+def check_int(v, name: str) -> int:
+    """``v`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer >= 1."""
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+    return int(v)
+
+
+def check_scaling(scaling: str) -> str:
+    if scaling not in _SCALINGS:
+        raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
+    return scaling
+
+
 def output_scale(scaling: str, m):
     """``c_m`` for a layer of width ``m`` (a number, or an array of widths)."""
     if scaling == "ntk":
@@ -173,13 +187,9 @@ class TwoLayer(eqx.Module):
         bias: bool = False,
         train_outer: bool = True,
     ):
-        if isinstance(width, bool) or not isinstance(width, int | jnp.integer) or width < 1:
-            raise ValueError(f"width must be an integer >= 1, got {width!r}.")
-        if scaling not in _SCALINGS:
-            raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
-        self.width = int(width)
+        self.width = check_int(width, "width")
         self.activation = get_activation(activation)
-        self.scaling = scaling
+        self.scaling = check_scaling(scaling)
         self.bias = bool(bias)
         self.train_outer = bool(train_outer)
 
@@ -308,8 +318,7 @@ class MLP(eqx.Module):
             raise ValueError(
                 f"widths must be a non-empty sequence of integers >= 1, got {widths!r}."
             )
-        if scaling not in _SCALINGS:
-            raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
+        check_scaling(scaling)
         if scaling == "mean_field" and len(widths) > 1:
             raise ValueError(
                 "scaling='mean_field' is defined for one hidden layer only; with "

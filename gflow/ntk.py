@@ -45,6 +45,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .nets import check_int
+
 __all__ = [
     "MarginResult",
     "activation_flips",
@@ -279,8 +281,7 @@ def margin_data(key, n: int, d: int, angle: float) -> tuple[Float[Array, "n d"],
         ``(X, y)``: (n, d) unit inputs, (n,) labels in {-1, +1}; pairs are rows ``2i, 2i+1``.
     """
     for v, name in ((n, "n"), (d, "d")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+        check_int(v, name)
     if n % 2 or d < 2:
         raise ValueError(f"margin_data needs an even n and d >= 2, got n={n}, d={d}.")
     if not 0 < angle <= math.pi:

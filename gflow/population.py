@@ -34,7 +34,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from .data import Dataset
-from .nets import TwoLayer, TwoLayerParams
+from .nets import TwoLayer, TwoLayerParams, check_int
 
 __all__ = [
     "ACTIVATIONS",
@@ -274,8 +274,7 @@ def teacher_data(key, n: int, d: int, k: int, *, activation: str = "abs",
         teacher directions.
     """
     for v, name in ((n, "n"), (d, "d"), (k, "k")):
-        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+        check_int(v, name)
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation={activation!r}; valid values are {list(ACTIVATIONS)}.")
     if directions not in ("orthogonal", "random"):
