@@ -403,3 +403,15 @@ def test_resumable_matches_simulate_and_checks_its_inputs(tmp_path):
     checkpoint._save_state(tmp_path / "e.npz", {"fingerprint": np.asarray("other")})
     with pytest.raises(ValueError, match="different run"):
         checkpoint.simulate_resumable(tmp_path / "e.npz", net, p0, data, every=2, **kw)
+
+
+def test_every_experiment_config_round_trips_through_json():
+    # `gflow run --config` and `gflow plot` rebuild the Config from config.json
+    import dataclasses
+
+    from gflow import experiments, io
+
+    for name in experiments.names():
+        cls = experiments.get(name).Config
+        text = json.dumps(io._jsonable(dataclasses.asdict(cls())))
+        assert experiments.config_from_dict(cls, json.loads(text)) == cls(), name
