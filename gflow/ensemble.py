@@ -194,6 +194,9 @@ def simulate_ensemble(
         block = max(1, _CACHE_BYTES // (n * width * jnp.dtype(dtype).itemsize))
     elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
         raise ValueError(f"block must be an integer >= 1, got {block!r}.")
+    if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
+            chunk_size, int | np.integer) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}.")
     run = _compiled(solve, treedef, axes, observer, save_params, devices, block)
     out = _run_members(run, leaves, axes, M, len(devices), chunk_size=chunk_size,
                        progress=progress)

@@ -201,3 +201,27 @@ def test_config_values_typed_or_rejected(values):
         got = getattr(cfg, k)
         assert type(got) is type(quickstart.Config.__dataclass_fields__[k].default) and got == v \
             or (got != got and v != v)
+
+
+@example(widths=None, lrs=0.1, chunk_size=-1)  # was a TypeError
+@example(widths=(1, 2, 3), lrs=(0.1, 0.05, 0.2), chunk_size=2)
+@SLOWER
+@given(widths=st.sampled_from([None, (1, 2, 3), (3, 3, 3), (0, 2, 3), (1, 2, 4), (1, 2)]),
+       lrs=st.sampled_from([0.1, (0.1, 0.05, 0.2), (0.1, np.nan, 0.2), (0.1, -1.0, 0.2),
+                            (0.1, 0.2)]),
+       chunk_size=st.sampled_from([None, 2, 1, 10, 0, -1, 1.5]))
+def test_ensemble_hostile_settings(widths, lrs, chunk_size):
+    net = gflow.TwoLayer(3, "tanh", bias=False)
+    P = jax.vmap(lambda k: gflow.init.gaussian(k, net, D))(jax.random.split(jax.random.key(2), 3))
+    try:
+        lr = lrs if np.ndim(lrs) == 0 else np.asarray(lrs)
+        traj = gflow.simulate_ensemble(
+            net, P, _data("regression", 1.0), dynamics=gflow.GD(lr), t1=1.0,
+            save=gflow.LinTimes(4), widths=None if widths is None else np.asarray(widths),
+            chunk_size=chunk_size, throw=True)
+    except (ValueError, SimulationError) as e:
+        event(f"refused: {type(e).__name__}: {str(e)[:40]}")
+        return
+    event("result")
+    assert list(traj.status) == ["completed"] * 3
+    assert np.all(np.isfinite(traj["loss"]))
