@@ -220,7 +220,9 @@ class TwoLayer(eqx.Module):
             zt = params.W @ X.T
             if params.b is not None:
                 zt = zt + params.b[:, None]
-            return self.prefactor * (params.a @ self.activation(zt))
+            # products first, then a sum over neurons: it keeps f = 0 exact for paired
+            # neurons (a_{2i+1} = -a_{2i}), which a fused a @ h (FMA) does not
+            return self.prefactor * jnp.sum(self.activation(zt) * params.a[:, None], axis=0)
         h = self.activation(self.preactivations(params, X))
         return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
