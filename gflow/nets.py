@@ -214,15 +214,6 @@ class TwoLayer(eqx.Module):
 
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """Network output on a batch of inputs."""
-        if params.W.ndim == 2 and X.ndim == 2:
-            # (m, n) layout: both GEMMs of the gradient (W X^T and G X) then run on XLA's
-            # fast GEMM path on CPU; the (n, m) layout's backward contracts a leading axis
-            zt = params.W @ X.T
-            if params.b is not None:
-                zt = zt + params.b[:, None]
-            # products first, then a sum over neurons: it keeps f = 0 exact for paired
-            # neurons (a_{2i+1} = -a_{2i}), which a fused a @ h (FMA) does not
-            return self.prefactor * jnp.sum(self.activation(zt) * params.a[:, None], axis=0)
         h = self.activation(self.preactivations(params, X))
         return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
