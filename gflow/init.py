@@ -96,8 +96,10 @@ def paired(
 
     Draws ``m/2`` independent neurons as in :func:`gaussian` and uses each twice:
     ``w_{2i} = w_{2i+1}``, ``b_{2i} = b_{2i+1}``, ``a_{2i} = -a_{2i+1}`` (0-based), so the
-    network output is exactly 0 for every input while the NTK at init has the same
-    distribution as for independent init. Requires an even width.
+    network output is 0 for every input while the NTK at init has the same distribution as
+    for independent init. In floating point the output is bitwise 0.0 when the backend sums
+    the paired terms in matching order (the widths used in the tests and experiments) and at
+    rounding level (~1e-9 in float32) otherwise. Requires an even width.
     """
     _check(net, d, outer)
     if net.width % 2:
