@@ -18,6 +18,7 @@ import numpy as np
 import optax
 
 from . import _status
+from ._tree import bcast, optional_array, tree_finite, tree_norm
 from .times import resolve_times
 
 __all__ = ["GD", "SGD", "Optax"]
@@ -140,7 +141,7 @@ class _Discrete(eqx.Module):
                          np.stack([g[s] for g, s in zip(grids, steps, strict=True)]))
             out["t_stop"] = np.array([g[k] for g, k in zip(grids, k_stop, strict=True)])
             valid = np.broadcast_to(steps, (len(k_stop), steps.shape[-1])) <= k_stop[:, None]
-        out["obs"] = {k: np.where(_bcast(valid, x), x, np.nan) for k, x in out["obs"].items()}
+        out["obs"] = {k: np.where(bcast(valid, x), x, np.nan) for k, x in out["obs"].items()}
         extra = np.asarray(out["stats"].pop("extra_evals"))
         out["stats"] = {"num_steps": k_stop, "grad_evals": k_stop + extra}
         return out
@@ -152,7 +153,8 @@ class _Discrete(eqx.Module):
         try:
             out = _discrete_solve(
                 dyn, objective, params0, jnp.asarray(steps), None, obs_fn, ctx,
-                _opt(stop_loss), _opt(stop_grad), save_params=save_params, progress=bar is not None,
+                optional_array(stop_loss), optional_array(stop_grad), save_params=save_params,
+                progress=bar is not None,
             )
             out = jax.device_get(out)
         finally:
@@ -162,10 +164,6 @@ class _Discrete(eqx.Module):
         out = self._finish(out, steps, grids)
         out["stats"] = {k: int(v) for k, v in out["stats"].items()}
         return out
-
-
-def _opt(x):
-    return None if x is None else jnp.asarray(x)
 
 
 def _save_steps(t_grid: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -205,18 +203,6 @@ def _tick(s):
         _BARS[-1].update(int(s) + 1 - _BARS[-1].n)
 
 
-def _bcast(mask, x):
-    return mask.reshape(mask.shape + (1,) * (np.ndim(x) - mask.ndim))
-
-
-def _tree_finite(tree):
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
-
-
-def _tree_norm(tree):
-    return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
-
-
 def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, ctx, stop_loss,
                    stop_grad, *, save_params, progress):
     """Steps of one discrete run (pure: jit/vmap/shard it); ``t1`` is implied by the
@@ -229,20 +215,20 @@ def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, c
         params, state, k, code, bstate, extra = c
         if batch is None:
             loss, g = objective.value_and_grad(params)
-            gnorm = _tree_norm(g) if stop_grad is not None else None
+            gnorm = tree_norm(g) if stop_grad is not None else None
         else:
             idx, bstate = batch.indices(bstate, k, n)
             loss, g = objective.value_and_grad(params, idx)
             if full_check:
                 if stop_grad is not None:
                     floss, fg = objective.value_and_grad(params)
-                    gnorm = _tree_norm(fg)
+                    gnorm = tree_norm(fg)
                 else:
                     floss, gnorm = objective.loss(params), None
                 extra = extra + 1
         check_loss = floss if full_check else loss
         new_params, new_state = dyn._update(objective, params, state, k, g)
-        new_code = jnp.where(jnp.isfinite(loss) & _tree_finite(new_params), _status.COMPLETED,
+        new_code = jnp.where(jnp.isfinite(loss) & tree_finite(new_params), _status.COMPLETED,
                              _status.DIVERGED)
         if stop_loss is not None:
             new_code = jnp.where(check_loss < stop_loss, _status.STOP_LOSS, new_code)

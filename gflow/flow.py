@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _status
+from ._tree import bcast, optional_array, tree_finite, tree_norm
 
 __all__ = ["SOLVERS", "GradientFlow"]
 
@@ -143,15 +144,11 @@ class GradientFlow(eqx.Module):
     def _integrate(self, objective, params0, ts, t1, obs_fn: Callable, ctx, *, stop_loss,
                    stop_grad, save_params, progress):
         out = _gf_solve(self, objective, params0, jnp.asarray(ts), jnp.asarray(t1), obs_fn, ctx,
-                        _opt(stop_loss), _opt(stop_grad), save_params=save_params,
-                        progress=progress)
+                        optional_array(stop_loss), optional_array(stop_grad),
+                        save_params=save_params, progress=progress)
         out = self._finish(jax.device_get(out), ts)
         out["stats"] = {k: int(v) for k, v in out["stats"].items()}
         return out
-
-
-def _opt(x):
-    return None if x is None else jnp.asarray(x)
 
 
 def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
@@ -174,7 +171,7 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
     if cond[1]:
         def small_grad(t, y, args, **kw):
             g = args.grad(y)
-            return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(g))) < stop_grad
+            return tree_norm(g) < stop_grad
         conds.append(small_grad)
 
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn),
@@ -198,13 +195,12 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
         status = jnp.where(event & m, code, status)
     status = jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS, status)
     # a failed solve whose state or loss is non-finite has diverged
-    finite = jnp.isfinite(objective.loss(y_final)) & jnp.all(
-        jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(y_final)]))
+    finite = jnp.isfinite(objective.loss(y_final)) & tree_finite(y_final)
     status = jnp.where(~ok & ~event & ~finite, _status.DIVERGED, status)
     obs, params = (ys_saved if save_params else (ys_saved, None))
     # saves after an early stop are filled with inf by diffrax: mark them as missing
     valid = ts_saved <= t_stop
-    obs = jax.tree.map(lambda x: jnp.where(_bcast(valid, x), x, jnp.nan), obs)
+    obs = jax.tree.map(lambda x: jnp.where(bcast(valid, x), x, jnp.nan), obs)
     return {
         "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
         "obs_final": obs_fn(y_final, ctx), "status": status,
@@ -215,7 +211,3 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
 
 
 _gf_solve = eqx.filter_jit(gf_solve)
-
-
-def _bcast(mask, x):
-    return mask.reshape(mask.shape + (1,) * (x.ndim - mask.ndim))

@@ -28,14 +28,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from ._tree import tree_norm
 from .objective import Objective
 
 __all__ = ["OBSERVABLES", "ObsContext", "Observable", "Observer", "register", "resolve"]
-
-
-def _tree_norm(tree) -> Float[Array, ""]:
-    leaves = jax.tree.leaves(tree)
-    return jnp.sqrt(sum(jnp.sum(x**2) for x in leaves))
 
 
 class ObsContext(eqx.Module):
@@ -80,13 +76,13 @@ OBSERVABLES: dict[str, Observable] = {
     "test_accuracy": Observable(
         lambda p, c: _accuracy(c.objective.output(p, c.X_test), c.y_test), needs=("test",)
     ),
-    "grad_norm": Observable(lambda p, c: _tree_norm(c.objective.grad(p))),
-    "param_norm": Observable(lambda p, c: _tree_norm(p)),
+    "grad_norm": Observable(lambda p, c: tree_norm(c.objective.grad(p))),
+    "param_norm": Observable(lambda p, c: tree_norm(p)),
     "weight_movement": Observable(
-        lambda p, c: _tree_norm(jax.tree.map(jnp.subtract, p, c.params0))
+        lambda p, c: tree_norm(jax.tree.map(jnp.subtract, p, c.params0))
     ),
     "margin": Observable(
-        lambda p, c: jnp.min(c.objective.y * c.objective.output(p)) / _tree_norm(p) ** 2
+        lambda p, c: jnp.min(c.objective.y * c.objective.output(p)) / tree_norm(p) ** 2
     ),
     "balancedness": Observable(_balancedness, dims=("neuron",)),
     "output": Observable(lambda p, c: c.objective.output(p, c.probes), dims=("probe",),

@@ -1,0 +1,25 @@
+"""Small pytree and array helpers shared by the dynamics and observables."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def tree_norm(tree):
+    """Euclidean norm of all leaves together."""
+    return jnp.sqrt(sum(jnp.sum(x**2) for x in jax.tree.leaves(tree)))
+
+
+def tree_finite(tree):
+    """Whether every entry of every leaf is finite."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def bcast(mask, x):
+    """``mask`` with trailing unit axes so it broadcasts against ``x``."""
+    return mask.reshape(mask.shape + (1,) * (np.ndim(x) - mask.ndim))
+
+
+def optional_array(x):
+    """``None`` stays ``None``; anything else becomes an array."""
+    return None if x is None else jnp.asarray(x)
