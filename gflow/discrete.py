@@ -204,9 +204,16 @@ def _tick(s):
 
 
 def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, ctx, stop_loss,
-                   stop_grad, *, save_params, progress):
+                   stop_grad, *, save_params, progress, carry0=None, return_carry=False):
     """Steps of one discrete run (pure: jit/vmap/shard it); ``t1`` is implied by the
-    save steps and unused, kept for a signature shared with ``gf_solve``."""
+    save steps and unused, kept for a signature shared with ``gf_solve``.
+
+    ``carry0``: ``None`` (start at step 0 from ``params0``) or the ``carry`` a previous
+    call returned (``return_carry=True``): a dict with the parameters, optimizer state,
+    step count, minibatch permutation and extra evaluations, so a run continues in
+    segments (``save_steps`` are absolute step indices) and takes exactly the steps one
+    call would take.
+    """
     batch = dyn._batch()
     full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
     n = objective.y.shape[0]
@@ -247,15 +254,24 @@ def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, c
             jax.debug.callback(_tick, s)
         return c, ((obs, c[0]) if save_params else obs)
 
-    bstate0 = None if batch is None else batch.init(n)
-    c0 = (params0, dyn._init_state(params0), jnp.asarray(0, save_steps.dtype),
-          jnp.asarray(_status.COMPLETED), bstate0, jnp.asarray(0, save_steps.dtype))
+    if carry0 is None:
+        bstate0 = None if batch is None else batch.init(n)
+        c0 = (params0, dyn._init_state(params0), jnp.asarray(0, save_steps.dtype),
+              jnp.asarray(_status.COMPLETED), bstate0, jnp.asarray(0, save_steps.dtype))
+    else:
+        c0 = (carry0["params"], carry0["opt_state"], jnp.asarray(carry0["k"], save_steps.dtype),
+              jnp.asarray(_status.COMPLETED), carry0["batch_state"],
+              jnp.asarray(carry0["extra"], save_steps.dtype))
     c, ys = jax.lax.scan(segment, c0, (jnp.arange(save_steps.shape[0]), save_steps))
     obs, params = ys if save_params else (ys, None)
-    params_final, _, k, code, _, extra = c
-    return {"obs": obs, "params": params, "params_final": params_final, "k_stop": k,
-            "obs_final": obs_fn(params_final, ctx), "status": code,
-            "stats": {"extra_evals": extra}}
+    params_final, opt_state, k, code, bstate, extra = c
+    out = {"obs": obs, "params": params, "params_final": params_final, "k_stop": k,
+           "obs_final": obs_fn(params_final, ctx), "status": code,
+           "stats": {"extra_evals": extra}}
+    if return_carry:
+        out["carry"] = {"params": params_final, "opt_state": opt_state, "k": k,
+                        "batch_state": bstate, "extra": extra}
+    return out
 
 
 _discrete_solve = eqx.filter_jit(discrete_solve)

@@ -10,6 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _status
+from . import checkpoint as _checkpoint
 from .checkpoint import check_memory
 from .data import Dataset
 from .discrete import _Discrete
@@ -113,10 +114,20 @@ def simulate(
             return the trajectory up to the failure, with ``traj.status`` saying why.
         progress: show a progress bar (after 2 s).
 
+    Inside ``with gflow.checkpoint.checkpointing(DIR)`` (as under ``gflow run``) the call
+    is checkpointed: see :func:`gflow.checkpoint.simulate_resumable`.
+
     Returns:
         A :class:`Trajectory`. Save times after an early stop are dropped and the stop
         point itself is appended, so ``traj.times[-1] == traj.t_stop``.
     """
+    ck = _checkpoint.active()
+    if ck is not None:  # inside `with gflow.checkpoint.checkpointing(DIR)` (gflow run)
+        return _checkpoint.simulate_resumable(
+            ck.next_path(".npz"), net, params0, data, every=ck.every,
+            every_seconds=ck.every_seconds, keep=True, loss=loss, dynamics=dynamics, t1=t1,
+            save=save, observe=observe, stop_loss=stop_loss, stop_grad=stop_grad,
+            probes=probes, save_params=save_params, throw=throw, progress=progress)
     dynamics = GradientFlow() if dynamics is None else dynamics
     t1 = check_t1(t1)
     ts = resolve_times(default_save(dynamics, t1) if save is None else save, t1)
