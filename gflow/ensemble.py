@@ -35,6 +35,7 @@ from jax.sharding import PartitionSpec as P
 from jaxtyping import Array, Float
 
 from . import _status
+from . import checkpoint as _checkpoint
 from .checkpoint import check_memory_members
 from .data import Dataset
 from .discrete import _Discrete, discrete_solve
@@ -112,6 +113,7 @@ def simulate_ensemble(
     chunk_size: int | None = None,
     devices=None,
     block: int | None = None,
+    checkpoint=None,
 ) -> Trajectory:
     """Run ``M`` members at once; arguments as :func:`gflow.simulate`, plus:
 
@@ -131,6 +133,13 @@ def simulate_ensemble(
             program (``lax.map``), so each block's state stays in cache. Default: as many
             as keep a block's (n, width) activations within ~2 MiB; ``block=M`` is a
             plain vmap.
+        checkpoint: a directory where each finished chunk of members is kept (an
+            ``.npz`` per chunk, fingerprinted with all inputs); called again with the same
+            arguments after an interruption, finished chunks are read back, not recomputed,
+            and the result is bitwise the same. Removed once the ensemble has finished.
+            The granularity is one chunk: give ``chunk_size`` for more than one. Inside
+            ``with gflow.checkpoint.checkpointing(DIR)`` (``gflow run``) every call gets
+            one under ``DIR``.
 
     Returns:
         A :class:`Trajectory` with ``batch_dims=("member",)``: observables (M, S, ...),
@@ -198,8 +207,18 @@ def simulate_ensemble(
             chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}.")
     run = _compiled(solve, treedef, axes, observer, save_params, devices, block)
+    store = None
+    keep = checkpoint is None
+    if checkpoint is None and _checkpoint.active() is not None:
+        checkpoint = _checkpoint.active().next_path()
+    if checkpoint is not None:
+        store = _checkpoint.ChunkStore(checkpoint, _checkpoint.ensemble_fingerprint(
+            dynamics, member0, repr(treedef), axes, *leaves, tuple(observer.observables),
+            save_params, chunk_size, len(devices), block, solve.__name__), keep=keep)
     out = _run_members(run, leaves, axes, M, len(devices), chunk_size=chunk_size,
-                       progress=progress)
+                       progress=progress, store=store)
+    if store is not None:
+        store.finish()
     out = jax.device_get(out)
     if isinstance(dynamics, _Discrete):
         out = dynamics._finish(out, np.asarray(times), grids)
@@ -275,9 +294,11 @@ def _compiled(solve, treedef, axes, observer, save_params, devices, block):
     return jax.jit(vfn)
 
 
-def _run_members(run, leaves, axes, M, D, *, chunk_size, progress):
+def _run_members(run, leaves, axes, M, D, *, chunk_size, progress, store=None):
     """Run the compiled solve over all members, in chunks if asked (each chunk padded to
-    the same size, a multiple of the device count, so one program serves them all)."""
+    the same size, a multiple of the device count, so one program serves them all).
+    With a :class:`gflow.checkpoint.ChunkStore`, each finished chunk is written to it and
+    chunks already there are read back instead of run."""
     chunk = M if not chunk_size else min(int(chunk_size), M)
     chunk = math.ceil(chunk / D) * D  # every device gets the same number of members
     starts = range(0, M, chunk)
@@ -285,13 +306,22 @@ def _run_members(run, leaves, axes, M, D, *, chunk_size, progress):
         import tqdm
 
         starts = tqdm.tqdm(starts, desc="member chunks", unit="chunk", delay=2.0)
-    outs = []
-    for s in starts:
+    outs, treedef = [], None
+    for i, s in enumerate(starts):
         part = [_pad_members(x[s:s + chunk], chunk) if a == 0 else x
                 for x, a in zip(leaves, axes, strict=True)]
-        res = run(*part)
         take = min(chunk, M - s)
-        outs.append(jax.tree.map(lambda x, take=take: x[:take], res))
+        done = store.load(i) if store is not None else None
+        if done is not None:
+            if treedef is None:  # the output's structure, traced without running anything
+                treedef = jax.tree.structure(jax.eval_shape(run, *part))
+            outs.append(jax.tree.unflatten(treedef, done))
+            continue
+        res = jax.tree.map(lambda x, take=take: x[:take], run(*part))
+        if store is not None:
+            res = jax.device_get(res)
+            store.save(i, jax.tree.leaves(res))
+        outs.append(res)
     if len(outs) == 1:
         return outs[0]
     return jax.tree.map(lambda *xs: jnp.concatenate(xs), *outs)
