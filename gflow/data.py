@@ -7,6 +7,7 @@ raises a ``ValueError`` naming the field instead of producing NaNs inside a solv
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -14,6 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .init import _normal as normal
 from .nets import TwoLayer, TwoLayerParams, check_int
 
 __all__ = ["Dataset", "teacher"]
@@ -50,9 +52,18 @@ def _check_pair(X, y, nx: str, ny: str, member_axes: int) -> None:
         raise ValueError(f"{nx} has no samples (n=0); a dataset needs n >= 1.")
     if X.shape[-1] == 0:
         raise ValueError(f"{nx} has input dimension d=0; need d >= 1.")
-    for arr, name in ((X, nx), (y, ny)):
-        if _is_concrete(arr) and not bool(jnp.all(jnp.isfinite(arr))):
-            raise ValueError(f"{name} contains NaN or inf; clean the data before simulating.")
+    arrays = [(arr, name) for arr, name in ((X, nx), (y, ny)) if _is_concrete(arr)]
+    if arrays:
+        finite = _all_finite(*(arr for arr, _ in arrays))
+        for (_, name), ok in zip(arrays, finite, strict=True):
+            if not bool(ok):
+                raise ValueError(f"{name} contains NaN or inf; clean the data before simulating.")
+
+
+@jax.jit
+def _all_finite(*arrays):
+    """Whether each array is free of NaN and inf (one compiled program per set of shapes)."""
+    return [jnp.all(jnp.isfinite(a)) for a in arrays]
 
 
 class Dataset(eqx.Module):
@@ -106,13 +117,16 @@ class Dataset(eqx.Module):
         return all(bool(jnp.all(jnp.abs(v) == 1.0)) for v in ys)
 
 
+_INPUTS = ("gaussian", "sphere")
+
+
 def _inputs(key, n: int, d: int, inputs: str):
-    x = jax.random.normal(key, (n, d), dtype=jnp.result_type(float))
+    x = normal(key, (n, d))
     if inputs == "gaussian":
         return x
     if inputs == "sphere":
         return x / jnp.linalg.norm(x, axis=1, keepdims=True)
-    raise ValueError(f"inputs={inputs!r} is unknown; valid values are ['gaussian', 'sphere'].")
+    raise ValueError(f"inputs={inputs!r} is unknown; valid values are {list(_INPUTS)}.")
 
 
 def teacher(
@@ -128,28 +142,49 @@ def teacher(
     (``"gaussian"``). ``labels="regression"`` gives ``f*(x) + noise * N(0,1)``;
     ``labels="sign"`` gives ``sign(f*(x) - median)`` in {-1, +1} (balanced classes).
     The teacher is returned in ``meta["teacher"]`` as ``(net, params)``.
+
+    All arrays are drawn by one compiled program per set of sizes and options (``noise``
+    and the key's value do not recompile).
     """
     for v, name in ((n, "n"), (d, "d"), (teacher_width, "teacher_width")):
         check_int(v, name)
     if labels not in ("regression", "sign"):
         raise ValueError(f"labels={labels!r} is unknown; valid values are ['regression', 'sign'].")
+    if inputs not in _INPUTS:
+        raise ValueError(f"inputs={inputs!r} is unknown; valid values are {list(_INPUTS)}.")
     n_test = n if n_test is None else n_test
-    kw, kx, kt, kn = jax.random.split(key, 4)
-    W = jax.random.normal(kw, (teacher_width, d), dtype=jnp.result_type(float))
-    W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
-    a = jnp.where(jnp.arange(teacher_width) % 2 == 0, 1.0, -1.0).astype(W.dtype)
     tnet = TwoLayer(teacher_width, activation, scaling="standard", bias=False)
+    # y + 0 * N(0, 1) == y exactly, so a zero noise level draws nothing
+    noisy = not (isinstance(noise, int | float) and noise == 0)
+    W, a, X, y, Xt, yt = _teacher_arrays(key, jnp.asarray(noise, jnp.result_type(float)),
+                                         tnet, n, d, n_test, inputs, labels, noisy)
+    tparams = TwoLayerParams(W=W, b=None, a=a)
+    meta = {"kind": "teacher", "teacher": (tnet, tparams), "inputs": inputs, "labels": labels}
+    return Dataset(X, y, Xt, yt, meta=meta)
+
+
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5, 6, 7, 8))
+def _teacher_arrays(key, noise, tnet: TwoLayer, n: int, d: int, n_test: int, inputs: str,
+                    labels: str, noisy: bool):
+    """The arrays of :func:`teacher`: ``W (k, d), a (k,), X (n, d), y (n,)`` and the test
+    pair (``None`` if ``n_test == 0``)."""
+    kw, kx, kt, kn = jax.random.split(key, 4)
+    k = tnet.width
+    W = normal(kw, (k, d))
+    W = W / jnp.linalg.norm(W, axis=1, keepdims=True)
+    a = jnp.where(jnp.arange(k) % 2 == 0, 1.0, -1.0).astype(W.dtype)
     tparams = TwoLayerParams(W=W, b=None, a=a)
     X = _inputs(kx, n, d, inputs)
     Xt = _inputs(kt, n_test, d, inputs) if n_test > 0 else None
     f, ft = tnet.apply(tparams, X), (tnet.apply(tparams, Xt) if Xt is not None else None)
-    if labels == "regression":
+    if labels == "regression" and noisy:
         kn1, kn2 = jax.random.split(kn)
         y = f + noise * jax.random.normal(kn1, f.shape, f.dtype)
         yt = None if ft is None else ft + noise * jax.random.normal(kn2, ft.shape, ft.dtype)
+    elif labels == "regression":
+        y, yt = f, ft
     else:
         thr = jnp.median(f)
-        y = jnp.where(f > thr, 1.0, -1.0)
-        yt = None if ft is None else jnp.where(ft > thr, 1.0, -1.0)
-    meta = {"kind": "teacher", "teacher": (tnet, tparams), "inputs": inputs, "labels": labels}
-    return Dataset(X, y, Xt, yt, meta=meta)
+        y = jnp.where(f > thr, 1.0, -1.0).astype(f.dtype)
+        yt = None if ft is None else jnp.where(ft > thr, 1.0, -1.0).astype(f.dtype)
+    return W, a, X, y, Xt, yt

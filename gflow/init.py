@@ -8,6 +8,9 @@ with ``jax_enable_x64``). Schemes are pure functions of the key, so an ensemble 
 
 from __future__ import annotations
 
+import functools
+import math
+
 import jax
 import jax.numpy as jnp
 
@@ -32,6 +35,14 @@ def _check(net: TwoLayer, d: int, outer: str, allowed=(TwoLayer,)) -> None:
         raise ValueError(f"outer={outer!r} is unknown; valid values are {list(_OUTER)}.")
 
 
+def _normal(key, shape: tuple[int, ...], dtype=None):
+    """``jax.random.normal(key, shape, dtype)``, drawn as a flat vector and reshaped: the
+    same values (the threefry counter runs over the flattened index), but XLA:CPU compiles
+    the flat sampler several times faster than a 2-d one of even size."""
+    dtype = _float() if dtype is None else dtype
+    return jax.random.normal(key, (math.prod(shape),), dtype=dtype).reshape(shape)
+
+
 def _outer(key, shape, outer: str, scale: float):
     if outer == "sign":
         return scale * jax.random.rademacher(key, shape, dtype=_float())
@@ -54,15 +65,25 @@ def gaussian(
     _check(net, d, outer, (TwoLayer, MLP))
     if isinstance(net, MLP):
         return _gaussian_mlp(key, net, d, std, outer, outer_std, bias_std)
-    kw, kb, ka = jax.random.split(key, 3)
-    m = net.width
-    W = std * jax.random.normal(kw, (m, d), dtype=_float())
-    b = None
-    if net.bias:
-        bstd = std if bias_std is None else bias_std
-        b = bstd * jax.random.normal(kb, (m,), dtype=_float())
-    a = _outer(ka, (m,), outer, outer_std)
+    bstd = std if bias_std is None else bias_std
+    W, b, a = _gaussian_arrays(key, *(jnp.asarray(v, _float()) for v in (std, bstd, outer_std)),
+                               net.width, d, net.bias, outer)
     return TwoLayerParams(W=W, b=b, a=a)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _gaussian_arrays(key, std, bias_std, outer_std, m: int, d: int, bias: bool, outer: str):
+    """``W (m, d)``, ``b (m,)`` or ``None``, ``a (m,)`` of :func:`gaussian` for a two-layer
+    net: one compiled program per size (the standard deviations are traced)."""
+    # the barriers keep XLA from fusing the scale into the sampler, whose rounding would
+    # then differ from drawing and scaling op by op (earlier versions): same values as those
+    kw, kb, ka = jax.random.split(key, 3)
+    draw = lambda k, shape: jax.lax.optimization_barrier(_normal(k, shape))  # noqa: E731
+    W = std * draw(kw, (m, d))
+    b = bias_std * draw(kb, (m,)) if bias else None
+    a = (outer_std * jax.lax.optimization_barrier(jax.random.rademacher(ka, (m,), dtype=_float()))
+         if outer == "sign" else outer_std * draw(ka, (m,)))
+    return W, b, a
 
 
 def _per_layer(v, L: int, name: str) -> tuple[float, ...]:
@@ -79,7 +100,7 @@ def _gaussian_mlp(key, net: MLP, d: int, std, outer, outer_std, bias_std) -> MLP
     bstds = stds if bias_std is None else _per_layer(bias_std, L, "bias_std")
     keys = jax.random.split(key, 2 * L + 1)
     fan_in = (d,) + net.widths[:-1]
-    Ws = tuple(s * jax.random.normal(k, (m, f), dtype=_float())
+    Ws = tuple(s * _normal(k, (m, f))
                for s, k, m, f in zip(stds, keys[:L], net.widths, fan_in, strict=True))
     bs = None
     if net.bias:
@@ -104,13 +125,20 @@ def paired(
     _check(net, d, outer)
     if net.width % 2:
         raise ValueError(f"paired init needs an even width, got width={net.width}.")
-    half = TwoLayer(net.width // 2, net.activation, net.scaling, net.bias, net.train_outer)
-    p = gaussian(key, half, d, std=std, outer=outer, outer_std=outer_std, bias_std=bias_std)
+    bstd = std if bias_std is None else bias_std
+    W, b, a = _paired_arrays(key, *(jnp.asarray(v, _float()) for v in (std, bstd, outer_std)),
+                             net.width, d, net.bias, outer)
+    return TwoLayerParams(W=W, b=b, a=a)
+
+
+@functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
+def _paired_arrays(key, std, bias_std, outer_std, m: int, d: int, bias: bool, outer: str):
+    """The arrays of :func:`paired` (one compiled program per size): ``m/2`` neurons drawn
+    as in :func:`gaussian`, each repeated, the copies' outer weights negated."""
+    W, b, a = _gaussian_arrays(key, std, bias_std, outer_std, m // 2, d, bias, outer)
     twice = lambda x: jnp.repeat(x, 2, axis=0)  # noqa: E731
-    sign = jnp.tile(jnp.array([1.0, -1.0], dtype=_float()), net.width // 2)
-    return TwoLayerParams(
-        W=twice(p.W), b=None if p.b is None else twice(p.b), a=sign * twice(p.a)
-    )
+    sign = jnp.tile(jnp.array([1.0, -1.0], dtype=_float()), m // 2)
+    return twice(W), None if b is None else twice(b), sign * twice(a)
 
 
 def small(

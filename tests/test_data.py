@@ -42,3 +42,22 @@ def test_teacher(labels):
         np.testing.assert_allclose(ds.y, tnet.apply(tp, ds.X), rtol=1e-6)
     else:
         assert ds.is_binary() and abs(float(jnp.mean(ds.y))) < 0.05  # balanced by the median
+
+
+def test_teacher_one_program_per_size(dtype):
+    # new keys and noise levels reuse the compiled generator; zero noise adds exactly 0
+    from gflow.data import _teacher_arrays
+
+    gflow.data.teacher(jax.random.key(0), 30, 3, 2, noise=0.1)
+    size = _teacher_arrays._cache_size()
+    for seed, noise in ((1, 0.2), (2, 0.5)):
+        ds = gflow.data.teacher(jax.random.key(seed), 30, 3, 2, noise=noise)
+    assert _teacher_arrays._cache_size() == size
+    tnet, tp = ds.meta["teacher"]
+    clean = gflow.data.teacher(jax.random.key(2), 30, 3, 2)
+    np.testing.assert_array_equal(clean.X, ds.X)
+    np.testing.assert_array_equal(clean.y, tnet.apply(tp, clean.X))
+    # the noise is N(0, noise^2): its sample std over 60 draws is within ~4 standard errors
+    resid = np.concatenate([ds.y - clean.y, ds.y_test - clean.y_test]) / 0.5
+    assert abs(float(np.std(resid)) - 1.0) < 4 / np.sqrt(2 * 60)
+    assert ds.X.dtype == jnp.dtype(dtype)

@@ -34,6 +34,21 @@ def test_gaussian_statistics_and_determinism():
     assert tree_allclose(p, q, rtol=0)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_gaussian_is_jax_random_draws(dtype, bias):
+    # the documented scheme, draw for draw: W = std N(0,1) (m, d), b = bias_std N(0,1),
+    # a = outer_std Rademacher, from split(key, 3) (flat draws reshaped give the same values)
+    key, m, d = jax.random.key(7), 10, 6
+    p = gflow.init.gaussian(key, gflow.TwoLayer(m, bias=bias), d, std=0.3, bias_std=2.0,
+                            outer_std=0.5)
+    kw, kb, ka = jax.random.split(key, 3)
+    np.testing.assert_array_equal(p.W, 0.3 * jax.random.normal(kw, (m, d), dtype))
+    np.testing.assert_array_equal(p.a, 0.5 * jax.random.rademacher(ka, (m,), dtype))
+    if bias:
+        np.testing.assert_array_equal(p.b, 2.0 * jax.random.normal(kb, (m,), dtype))
+    assert p.W.dtype == jnp.dtype(dtype)
+
+
 def test_small_init_variance_convention():
     # gamma sets the variance m^-gamma: std = m^(-gamma/2)
     net = gflow.TwoLayer(100)
