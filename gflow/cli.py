@@ -4,8 +4,19 @@
 ``config.json`` records the settings and their provenance (versions, device, dtype, seed,
 command line, date); ``gflow run --config DIR/config.json`` (or a TOML file) re-runs it.
 A run that fails or receives SIGTERM leaves ``summary.json`` with ``status`` saying so and
-no half-written file; ``gflow run --resume DIR`` continues an interrupted sweep from the
-points already in ``DIR/parts`` (a single run is re-run from the start).
+no half-written file; ``gflow run --resume DIR`` continues it.
+
+Checkpoints inside a run: the experiment runs inside
+``gflow.checkpoint.checkpointing(DIR/checkpoints)``, so each of its ``simulate`` calls is
+cut into segments of ``--checkpoint-every K`` save points (default 10) and its state is
+written after a segment at most every ``--checkpoint-seconds S`` (default 60; also on
+SIGTERM/Ctrl-C), and each ``simulate_ensemble`` call keeps its finished chunks. A sweep
+writes each finished point to ``DIR/parts`` (one ``checkpoints/point_NNNNN`` folder per
+point while it runs). ``--resume DIR`` reads finished points and calls back and continues
+the interrupted call from its last checkpoint; the result is bitwise the one an
+uninterrupted run gives. K is recorded in ``config.json`` (it changes gradient-flow
+results within the solver tolerance, so a resume uses the recorded one);
+``--checkpoint-every 0`` runs without in-run checkpoints.
 """
 
 from __future__ import annotations
@@ -14,6 +25,8 @@ import argparse
 import dataclasses
 import json
 import os
+import math
+import shutil
 import signal
 import sys
 import threading
@@ -83,8 +96,56 @@ def _plan(args):
     return recorded["experiment"], bool(args.x64 or recorded.get("x64", False)), recorded
 
 
+_CHECKPOINT_DEFAULTS = {"every": 10, "every_seconds": 60.0}
+
+
+def _checkpoint_settings(args, recorded) -> dict:
+    """``{"every": K, "every_seconds": S}`` from the command line, else the recorded
+    config, else the defaults; a resume keeps the recorded K (it shapes the results)."""
+    ck = dict(_CHECKPOINT_DEFAULTS)
+    rec = (recorded or {}).get("checkpoint")
+    if rec is not None:
+        if not isinstance(rec, dict) or set(rec) - set(ck):
+            raise ValueError("config: 'checkpoint' must be a table with keys 'every' and "
+                             "'every_seconds'.")
+        ck |= rec
+    if args.checkpoint_every is not None:
+        if args.resume and args.checkpoint_every != ck["every"]:
+            raise ValueError(f"--checkpoint-every cannot change on --resume (the run was "
+                             f"started with {ck['every']}).")
+        ck["every"] = args.checkpoint_every
+    if args.checkpoint_seconds is not None:
+        ck["every_seconds"] = args.checkpoint_seconds
+    every, sec = ck["every"], ck["every_seconds"]
+    if isinstance(every, bool) or not isinstance(every, int) or every < 0:
+        raise ValueError(f"--checkpoint-every must be an integer >= 0 (0: no checkpoints "
+                         f"inside a run), got {every!r}.")
+    if isinstance(sec, bool) or not isinstance(sec, int | float) or not sec >= 0 \
+            or math.isinf(sec):
+        raise ValueError(f"--checkpoint-seconds must be a number >= 0, got {sec!r}.")
+    return {"every": every, "every_seconds": float(sec)}
+
+
+def _checkpoints(directory: Path, ck: dict):
+    """The checkpointing block one run of an experiment executes in."""
+    import contextlib
+
+    from . import checkpoint
+
+    if ck["every"] == 0:
+        return contextlib.nullcontext()
+    return checkpoint.checkpointing(directory, every=ck["every"],
+                                    every_seconds=ck["every_seconds"])
+
+
+def _remove_checkpoints(directory: Path) -> None:
+    if directory.is_dir():
+        shutil.rmtree(directory)
+
+
 def _cmd_run(args) -> int:
     experiment, x64, recorded = _plan(args)
+    ck = _checkpoint_settings(args, recorded)
     if x64:
         import jax
 
@@ -106,7 +167,7 @@ def _cmd_run(args) -> int:
     else:
         out = Path(args.out or Path("results") / experiment)
     config = {"experiment": experiment, "x64": x64, "seed": configs[0].seed,
-              "settings": dataclasses.asdict(configs[0]), "sweep": axes,
+              "settings": dataclasses.asdict(configs[0]), "sweep": axes, "checkpoint": ck,
               "provenance": provenance.collect(args.argv)}
     if recorded is not None and "provenance" in recorded:
         key = "resumed_from" if args.resume else "rerun_of"
@@ -117,6 +178,7 @@ def _cmd_run(args) -> int:
     if not args.resume:
         (out / "trajectory.nc").unlink(missing_ok=True)
         io.remove_parts(out)
+        _remove_checkpoints(out / "checkpoints")
     io.write_json(out / "config.json", config)
     _TERMINATED.clear()
     _RECORDING.clear()
@@ -125,17 +187,19 @@ def _cmd_run(args) -> int:
     t0 = time.perf_counter()
     try:
         if not axes:
-            result = mod.run(configs[0], progress=not args.quiet)
+            with _checkpoints(out / "checkpoints", ck):
+                result = mod.run(configs[0], progress=not args.quiet)
             summary, dataset = result.summary, result.dataset
             figs = mod.figures(dataset, configs[0])
         else:
             summary, dataset, figs = _run_sweep(mod, axes, configs, out, quiet=args.quiet,
-                                                resume=bool(args.resume))
+                                                resume=bool(args.resume), ck=ck)
         _check_terminated()
         summary = {"experiment": experiment, "status": "completed", **summary,
                    "wall_time_s": time.perf_counter() - t0}
         io.write_results(out, config=config, summary=summary, dataset=dataset, figures=figs)
         io.remove_parts(out)
+        _remove_checkpoints(out / "checkpoints")
     except BaseException as e:
         _RECORDING.append(True)
         _STOP.set()
@@ -166,9 +230,12 @@ def _record_failure(out: Path, experiment: str, e: BaseException, wall: float) -
     kind = "interrupted" if isinstance(e, KeyboardInterrupt | Terminated) else "failed"
     msg = str(e) or type(e).__name__
     parts = sorted((out / "parts").glob("[0-9]*.json")) if (out / "parts").is_dir() else []
+    ckpts = (sorted(p for p in (out / "checkpoints").rglob("*.npz") if p.name[0] != ".")
+             if (out / "checkpoints").is_dir() else [])
     summary = {"experiment": experiment, "status": f"{kind}: {type(e).__name__}: {msg}",
                "wall_time_s": wall, "sweep_points_done": len(parts),
-               "resume": f"gflow run --resume {out}" if parts else None}
+               "checkpoint_files": len(ckpts),
+               "resume": f"gflow run --resume {out}" if parts or ckpts else None}
     # a results file written just before the failure (e.g. a figure failed) goes too:
     # the folder holds either the whole result set or none of it
     (out / "trajectory.nc").unlink(missing_ok=True)
@@ -178,9 +245,11 @@ def _record_failure(out: Path, experiment: str, e: BaseException, wall: float) -
 _MAX_SWEEP_FIGURE_POINTS = 4
 
 
-def _run_sweep(mod, axes, configs, out, *, quiet, resume=False):
+def _run_sweep(mod, axes, configs, out, *, quiet, resume=False, ck=None):
     """Run every grid point; each point's data and summary are written as it finishes
-    (``DIR/parts``), and with ``resume`` points already there are read back, not re-run."""
+    (``DIR/parts``), and with ``resume`` points already there are read back, not re-run.
+    A point runs checkpointed in ``DIR/checkpoints/point_NNNNN`` (removed once its part
+    is written)."""
     import tqdm
 
     from . import experiments, io
@@ -190,8 +259,11 @@ def _run_sweep(mod, axes, configs, out, *, quiet, resume=False):
         _check_terminated()
         done = io.read_part(out, i) if resume else None
         if done is None:
-            result = mod.run(cfg, progress=False)
+            point = out / "checkpoints" / f"point_{i:05d}"
+            with _checkpoints(point, ck or {"every": 0}):
+                result = mod.run(cfg, progress=False)
             io.write_part(out, i, result.dataset, result.summary)
+            _remove_checkpoints(point)
             summary, dataset = result.summary, result.dataset
         else:
             summary, dataset = done
@@ -246,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--config", metavar="FILE",
                    help="re-run a recorded config (DIR/config.json, or a .toml/.json file)")
     r.add_argument("--resume", metavar="DIR",
-                   help="continue an interrupted run in DIR (finished sweep points are kept)")
+                   help="continue an interrupted run in DIR from its checkpoints and finished "
+                        "sweep points")
     r.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help="override a setting; KEY=v1,v2,... sweeps over the values")
     r.add_argument("--seeds", type=int, metavar="N",
@@ -254,6 +327,13 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", help="results folder (default results/EXPERIMENT)")
     r.add_argument("--x64", action="store_true", help="compute in float64")
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
+    r.add_argument("--checkpoint-every", type=int, metavar="K",
+                   help="save points per checkpointed segment of each run (default "
+                        f"{_CHECKPOINT_DEFAULTS['every']}; 0: no checkpoints inside a run)")
+    r.add_argument("--checkpoint-seconds", type=float, metavar="S",
+                   help="write a run's checkpoint at most every S seconds of wall time "
+                        f"(default {_CHECKPOINT_DEFAULTS['every_seconds']:g}; 0: after "
+                        "every segment)")
     r.set_defaults(fn=_cmd_run)
     lst = sub.add_parser("list", help="list experiments and their settings")
     lst.set_defaults(fn=_cmd_list)
