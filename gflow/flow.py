@@ -18,6 +18,7 @@ import numpy as np
 
 from . import _status
 from ._tree import bcast, optional_array, tree_finite, tree_norm
+from .kinks import check_kinks, kink_solve
 
 __all__ = ["SOLVERS", "GradientFlow"]
 
@@ -70,6 +71,10 @@ class GradientFlow(eqx.Module):
             ``"constant"`` (fixed step ``dt0``), or a diffrax step-size controller.
         dt0: initial (or, for ``"constant"``, fixed) step; ``None`` picks it automatically.
         max_steps: the solve fails with a clear error beyond this many steps.
+        kinks: integrate a two-layer net with a piecewise-linear activation (relu,
+            leaky_relu, abs) as a switched system that locates every sign change of a
+            pre-activation and keeps the solver's full order across it
+            (:mod:`gflow.kinks`); stats then also count ``num_switches`` and ``num_slides``.
     """
 
     rtol: float = 1e-6
@@ -80,6 +85,7 @@ class GradientFlow(eqx.Module):
     max_steps: int = eqx.field(static=True, default=100_000)
     pcoeff: float = eqx.field(static=True, default=0.4)
     icoeff: float = eqx.field(static=True, default=0.3)
+    kinks: bool = eqx.field(static=True, default=False)
 
     def __check_init__(self):
         if isinstance(self.solver, str) and self.solver not in SOLVERS:
@@ -104,6 +110,11 @@ class GradientFlow(eqx.Module):
             raise ValueError(f"dt0 must be > 0, got {self.dt0!r}.")
         if not (isinstance(self.max_steps, int) and self.max_steps >= 1):
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
+        if not isinstance(self.kinks, bool):
+            raise ValueError(f"kinks must be True or False, got {self.kinks!r}.")
+        if self.kinks and not isinstance(self._solver(), diffrax.AbstractERK):
+            raise ValueError("kinks=True needs an explicit Runge-Kutta solver (e.g. 'tsit5', "
+                             f"'dopri5', 'dopri8'), got solver={self.solver!r}.")
 
     @property
     def kind(self) -> str:
@@ -112,7 +123,9 @@ class GradientFlow(eqx.Module):
     def describe(self) -> str:
         name, ctrl = (x if isinstance(x, str) else type(x).__name__
                       for x in (self.solver, self.controller))
-        return f"GradientFlow(solver={name}, controller={ctrl}, rtol={self.rtol}, atol={self.atol})"
+        kinks = ", kinks=True" if self.kinks else ""
+        return (f"GradientFlow(solver={name}, controller={ctrl}, rtol={self.rtol}, "
+                f"atol={self.atol}{kinks})")
 
     def _solver(self):
         return SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
@@ -138,12 +151,21 @@ class GradientFlow(eqx.Module):
     def _finish(self, out, ts):
         out["ts"] = ts  # the requested float64 times, not their float32 copy
         out["stats"] = {k: np.asarray(v) for k, v in out["stats"].items()}
-        out["stats"]["grad_evals"] = self.grad_evals(out["stats"]["num_steps"])
+        if "grad_evals" not in out["stats"]:  # the kink-aware solve counts its own
+            out["stats"]["grad_evals"] = self.grad_evals(out["stats"]["num_steps"])
         return out
+
+    def traced(self) -> GradientFlow:
+        """This dynamics with its tolerances and ``dt0`` as arrays, so that a jitted solve
+        compiles once for every value of them (Python floats would be static)."""
+        fields = [f for f in ("rtol", "atol", "dt0") if getattr(self, f) is not None]
+        return eqx.tree_at(lambda d: [getattr(d, f) for f in fields], self,
+                           [jnp.asarray(getattr(self, f)) for f in fields])
 
     def _integrate(self, objective, params0, ts, t1, obs_fn: Callable, ctx, *, stop_loss,
                    stop_grad, save_params, progress):
-        out = _gf_solve(self, objective, params0, jnp.asarray(ts), jnp.asarray(t1), obs_fn, ctx,
+        out = _gf_solve(self.traced(), objective, params0, jnp.asarray(ts), jnp.asarray(t1),
+                        obs_fn, ctx,
                         optional_array(stop_loss), optional_array(stop_grad),
                         save_params=save_params, progress=progress)
         out = self._finish(jax.device_get(out), ts)
@@ -154,6 +176,10 @@ class GradientFlow(eqx.Module):
 def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
              *, save_params, progress):
     """One gradient-flow solve (pure: jit/vmap/shard it). Returns a dict of arrays."""
+    if dyn.kinks:
+        check_kinks(objective.net)
+        return kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
+                          save_params=save_params, progress=progress)
     cond = (stop_loss is not None, stop_grad is not None)
     def vf(t, y, args):
         return jax.tree.map(jnp.negative, args.grad(y))

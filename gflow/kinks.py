@@ -1,0 +1,368 @@
+"""Kink-aware gradient flow: GF of piecewise-linear two-layer nets as a switched system.
+
+For ``f(x) = c sum_j a_j sigma(w_j . x + b_j)`` with ``sigma`` piecewise linear (``relu``,
+``leaky_relu``, ``abs``: slope ``s-`` below 0 and ``s+`` above), the gradient jumps whenever
+a pre-activation ``z_ij = w_j . x_i + b_j`` changes sign, and a standard adaptive solver drops
+to first order at every such switch. Between switches the flow is that of the
+*frozen-pattern* net ``f_S(x_i) = c sum_j a_j S_ij z_ij`` with fixed slopes ``S_ij``: a
+polynomial vector field, on which a Runge-Kutta method keeps its full order. So the flow
+is integrated as a switched system (:func:`kink_solve`, used by
+``gflow.GradientFlow(kinks=True)``):
+
+1. **Step** the frozen-pattern flow with the solver's own error control (diffrax solver
+   and step-size controller objects, called step by step).
+2. **Locate** switches for free: the solver's dense output is a polynomial in ``t``
+   (degree 4 for Tsit5 and Dopri5) and ``z_ij`` is linear in the parameters, so each
+   ``z_ij(t)`` along the step is a polynomial, recovered exactly from the dense output at
+   ``degree + 1`` points. The earliest sign change over all pairs (a grid of ``GRID``
+   sub-intervals, then bisection on the polynomial) costs no gradient evaluation.
+3. **Switch**: an accepted step that contains a switch is cut there (the dense output gives
+   the state), the pair's slope flips, and integration restarts (one gradient evaluation to
+   renew the first stage). A step costs at most one switch, so the number of steps is
+   about ``#switches + #steps of a smooth flow``: the tolerance sets the accuracy, not the
+   kinks.
+4. **Slide**: when the flows on both sides of ``z_ij = 0`` push back onto it (a Filippov
+   sliding mode: the neuron's kink sticks to a data point), the pair is held on the kink
+   with the slope in ``[s-, s+]`` that keeps ``dz_ij/dt = 0`` -- a small linear solve per
+   neuron over its sliding samples (at most ``d + 1``) -- until that slope leaves
+   ``[s-, s+]``, which is located like a switch. Plain solvers approximate this solution
+   by chattering across the kink.
+
+Every mode conserves ``a_j^2 - |w_j|^2 - b_j^2`` exactly (the frozen-pattern net is
+1-homogeneous in ``(a_j, w_j, b_j)``), so its drift measures the integration error.
+"""
+
+from __future__ import annotations
+
+import diffrax
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from . import _status
+from ._tree import bcast, tree_finite, tree_norm
+from .nets import output_scale
+
+__all__ = ["GRID", "PIECEWISE_LINEAR", "kink_solve"]
+
+#: activations the kink-aware mode integrates: name -> (slope below 0, slope above 0)
+PIECEWISE_LINEAR: dict[str, tuple[float, float]] = {
+    "relu": (0.0, 1.0),
+    "leaky_relu": (0.01, 1.0),
+    "abs": (-1.0, 1.0),
+}
+
+#: sub-intervals per step on which sign changes of each z_ij(t) are first bracketed
+GRID = 16
+_BISECT = 60  # halvings of a grid interval: below float64 resolution of a step
+_OFF, _ON, _SLIDE = 0, 1, 2
+# degree of each solver's dense output (a polynomial in t); others: 7, sampled at 8 points
+_DEGREE = {diffrax.Tsit5: 4, diffrax.Dopri5: 4, diffrax.Dopri8: 7, diffrax.Bosh3: 3}
+
+
+def _parts(net):
+    """``(two-layer net, neuron mask or None)`` of a net or a width-masked ensemble net."""
+    base = getattr(net, "net", net)
+    mask = getattr(net, "mask", None)
+    return base, mask
+
+
+def check_kinks(net) -> None:
+    """Raise ``ValueError`` unless the kink-aware mode can integrate ``net``."""
+    base, _ = _parts(net)
+    if not hasattr(base, "preactivations") or not hasattr(base, "scaling"):
+        raise ValueError("GradientFlow(kinks=True) integrates two-layer nets (gflow.TwoLayer); "
+                         f"got {type(net).__name__}. Use kinks=False for other nets.")
+    if base.activation.name not in PIECEWISE_LINEAR:
+        raise ValueError(
+            f"GradientFlow(kinks=True) needs a piecewise-linear activation "
+            f"{list(PIECEWISE_LINEAR)}, got {base.activation.name!r}; smooth activations "
+            "have no kinks: use kinks=False.")
+
+
+class _Pattern:
+    """The frozen-pattern net of ``objective`` and the slopes that hold sliding pairs."""
+
+    def __init__(self, objective):
+        self.obj = objective
+        self.net, self.mask = _parts(objective.net)
+        self.lo, self.hi = PIECEWISE_LINEAR[self.net.activation.name]
+        X = objective.X
+        self.X = X
+        n, d = X.shape
+        m = self.net.width
+        # a neuron can slide on at most d + bias samples at once (z_ij = 0 for independent x_i)
+        self.k = min(n, d + (1 if self.net.bias else 0))
+        self.n, self.m = n, m
+
+    def scale(self):
+        if self.mask is None:
+            return self.net.prefactor
+        return output_scale(self.net.scaling, jnp.sum(self.mask))
+
+    def z(self, params):
+        """Pre-activations, shape (n, m)."""
+        return self.net.preactivations(params, self.X)
+
+    def output(self, params, S):
+        h = self.z(params) * S
+        if self.mask is not None:
+            h = h * self.mask
+        return self.scale() * (h @ params.a)
+
+    def loss(self, params, S):
+        return jnp.mean(self.obj.loss_fn(self.output(params, S), self.obj.y))
+
+    def base_slopes(self, mode):
+        mid = 0.5 * (self.lo + self.hi)
+        return jnp.where(mode == _ON, self.hi, jnp.where(mode == _OFF, self.lo, mid))
+
+    def slopes(self, params, mode):
+        """Slopes (n, m) of every pair; a sliding pair's keeps its ``dz/dt = 0``."""
+        base = self.base_slopes(mode)
+        sliding = mode == _SLIDE
+        return jax.lax.cond(jnp.any(sliding), lambda: self._hold(params, base, sliding),
+                            lambda: base)
+
+    def _hold(self, params, base, sliding):
+        # dz_ij/dt = -(c a_j / n) sum_l l'_l S_lj K_il with K_il = x_i.x_l (+1 with a bias),
+        # l'_l the loss derivative at sample l. For each neuron j, dz_ij/dt = 0 on its sliding
+        # samples i fixes u_l = l'_l S_lj there: K_SS u_S = -sum_{l not in S} K_Sl l'_l S_lj.
+        X = self.X
+        f = self.output(params, base)
+        g = jax.grad(lambda f_: jnp.sum(self.obj.loss_fn(f_, self.obj.y)))(f)  # (n,)
+        known = jnp.where(sliding, 0.0, base) * g[:, None]  # (n, m)
+        bias = 1.0 if self.net.bias else 0.0
+        r = X @ (X.T @ known) + bias * jnp.sum(known, 0)  # (n, m): sum_l K_il known_lj
+        k = self.k
+        # the (at most k) sliding samples of each neuron, first in index order
+        order = jnp.argsort(~sliding.T, axis=1, stable=True)[:, :k]  # (m, k)
+        valid = jnp.take_along_axis(sliding.T, order, axis=1)  # (m, k)
+        Xs = X[order]  # (m, k, d)
+        K = jnp.einsum("mkd,mld->mkl", Xs, Xs) + bias
+        both = valid[:, :, None] & valid[:, None, :]
+        eye = jnp.eye(k, dtype=K.dtype)
+        K = jnp.where(both, K, eye)
+        rhs = jnp.where(valid, -jnp.take_along_axis(r.T, order, axis=1), 0.0)
+        u = jnp.linalg.solve(K, rhs[..., None])[..., 0]  # (m, k)
+        gs = g[order]
+        S_sub = jnp.where(valid & (gs != 0), u / jnp.where(gs != 0, gs, 1.0),
+                          0.5 * (self.lo + self.hi))
+        cols = jnp.broadcast_to(jnp.arange(self.m)[:, None], order.shape)
+        held = base.at[order, cols].set(jnp.where(valid, S_sub, base[order, cols]))
+        return jnp.where(sliding, held, base)
+
+    def vector_field(self, t, params, mode):
+        S = jax.lax.stop_gradient(self.slopes(params, mode))
+        g = jax.grad(self.loss)(params, S)
+        g = self.obj.mask_grad(params, g)
+        return jax.tree.map(jnp.negative, g)
+
+    def alpha(self, params, mode):
+        """Where each pair's slope sits in ``[s-, s+]`` (0: off side, 1: on side)."""
+        return (self.slopes(params, mode) - self.lo) / (self.hi - self.lo)
+
+
+def _first_root(Q, active):
+    """Earliest downward zero crossing in ``s`` in ``(0, 1]`` of each active polynomial.
+
+    ``Q``: (deg + 1, n, m) coefficients in the step's normalised time ``s``. Returns the
+    crossing ``s`` per pair (``inf`` where none), found on a grid then by bisection.
+    """
+    deg = Q.shape[0] - 1
+    sg = jnp.linspace(0.0, 1.0, GRID + 1, dtype=Q.dtype)
+    V = sg[:, None] ** jnp.arange(deg + 1, dtype=Q.dtype)
+    vals = jnp.einsum("gk,knm->gnm", V, Q)
+    down = (vals[:-1] >= 0) & (vals[1:] < 0) & active
+    has = jnp.any(down, axis=0)
+    first = jnp.argmax(down, axis=0)
+    a = sg[first]
+    b = sg[first + 1]
+
+    def poly(s):
+        return sum(Q[i] * s**i for i in range(deg + 1))
+
+    def halve(_, ab):
+        a, b = ab
+        mid = 0.5 * (a + b)
+        neg = poly(mid) < 0
+        return jnp.where(neg, a, mid), jnp.where(neg, mid, b)
+
+    a, b = jax.lax.fori_loop(0, _BISECT, halve, (a, b))
+    return jnp.where(has, b, jnp.inf)
+
+
+def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad, *,
+               save_params, progress):
+    """One kink-aware gradient-flow solve (pure: jit/vmap it); output as ``gf_solve``.
+
+    Extra statistics: ``num_switches`` (located sign changes of pre-activations),
+    ``num_slides`` (pairs that entered a sliding mode) and ``grad_evals``.
+    """
+    del progress
+    pat = _Pattern(objective)
+    solver = dyn._solver()
+    ctrl = dyn._controller()
+    term = diffrax.ODETerm(pat.vector_field)
+    deg = _DEGREE.get(type(solver), 7)
+    stages = len(solver.tableau.c) + 1
+    fsal = bool(solver.tableau.fsal) if hasattr(solver.tableau, "fsal") else False
+    evals_per_step = stages - 1 if fsal else stages
+    err_order = solver.error_order(term)
+    dtype = jnp.result_type(float)
+    t1 = jnp.asarray(t1, dtype)
+    t0 = jnp.zeros((), dtype)
+    ts = jnp.asarray(ts, dtype)
+    # the samples that give each z_ij(t) as a polynomial of degree deg on the step
+    s_pts = jnp.linspace(0.0, 1.0, deg + 1, dtype=dtype)
+    vinv = jnp.linalg.inv(s_pts[:, None] ** jnp.arange(deg + 1, dtype=dtype))
+
+    z0 = pat.z(params0)
+    mode0 = jnp.where(z0 > 0, _ON, _OFF).astype(jnp.int8)
+    if dyn.dt0 is None:
+        t_next, cstate = ctrl.init(term, t0, t1, params0, None, mode0, solver.func, err_order)
+    else:
+        t_next, cstate = ctrl.init(term, t0, t1, params0, jnp.asarray(dyn.dt0, dtype), mode0,
+                                   solver.func, err_order)
+    sstate = solver.init(term, t0, t_next, params0, mode0)
+    obs0 = obs_fn(params0, ctx)
+    K = ts.shape[0]
+    obs_buf = jax.tree.map(lambda x: jnp.full((K,) + jnp.shape(x), jnp.nan, jnp.result_type(x)),
+                           obs0)
+    par_buf = (jax.tree.map(lambda x: jnp.full((K,) + x.shape, jnp.nan, x.dtype), params0)
+               if save_params else None)
+
+    def store(buf, i, tree, on):
+        return jax.tree.map(lambda b, x: b.at[i].set(jnp.where(on, x, b[i])), buf, tree)
+
+    def do_saves(carry, t_a, t_b, y_b, interp):
+        """Record the save points in ``(t_a, t_b]`` (``t_a = -inf``: from the start)."""
+        def cond(c):
+            i = c[0]
+            return (i < K) & (ts[jnp.minimum(i, K - 1)] <= t_b)
+
+        def body(c):
+            i, ob, pb = c
+            ti = ts[i]
+            y = jax.tree.map(lambda a, b: jnp.where(ti >= t_b, b, a),
+                             interp(jnp.clip(ti, t_a, t_b)), y_b)
+            ob = store(ob, i, obs_fn(y, ctx), True)
+            if save_params:
+                pb = store(pb, i, y, True)
+            return i + 1, ob, pb
+
+        return jax.lax.while_loop(cond, body, carry)
+
+    def is_stop(y):
+        loss = objective.loss(y)
+        st = jnp.where(jnp.isfinite(loss) & tree_finite(y), _status.COMPLETED, _status.DIVERGED)
+        if stop_loss is not None:
+            st = jnp.where((st == _status.COMPLETED) & (loss < stop_loss), _status.STOP_LOSS, st)
+        if stop_grad is not None:
+            small = tree_norm(objective.grad(y)) < stop_grad
+            st = jnp.where((st == _status.COMPLETED) & small, _status.STOP_GRAD, st)
+        return st
+
+    # saves at t <= 0, and a stop at the start
+    saves0 = do_saves((jnp.zeros((), jnp.int32), obs_buf, par_buf), -jnp.inf, t0, params0,
+                      lambda t: params0)
+    status0 = is_stop(params0)
+    count0 = jnp.zeros((), jnp.int32)
+    carry0 = dict(t=t0, y=params0, mode=mode0, h=t_next - t0, sstate=sstate, cstate=cstate,
+                  jump=jnp.asarray(False), saves=saves0, status=status0, steps=count0,
+                  rejected=count0, switches=count0, slides=count0, evals=count0 + (1 if fsal else 0))
+
+    def cond(c):
+        return (c["t"] < t1) & (c["status"] == _status.COMPLETED)
+
+    def body(c):
+        t, y, mode = c["t"], c["y"], c["mode"]
+        tn = jnp.minimum(t + c["h"], t1)
+        y1, yerr, dense, sstate1, res = solver.step(term, t, tn, y, mode, c["sstate"], c["jump"])
+        keep, nt0, nt1, _, cstate1, _ = ctrl.adapt_step_size(t, tn, y, y1, mode, yerr,
+                                                             err_order, c["cstate"])
+        keep = keep & (res == diffrax.RESULTS.successful)
+        interp = solver.interpolation_cls(t0=t, t1=tn, **dense)
+        hstep = tn - t
+
+        def at(s):
+            return interp.evaluate(t + s * hstep)
+
+        # the state at the deg + 1 sample points (ends exact, interior from the dense output)
+        inner = jax.vmap(at)(s_pts[1:-1])
+        ys = jax.tree.map(lambda a, b, c_: jnp.concatenate([a[None], b, c_[None]]), y, inner, y1)
+        sliding = mode == _SLIDE
+        sign = jnp.where(mode == _ON, 1.0, -1.0).astype(dtype)
+        Z = jax.vmap(pat.z)(ys) * sign  # positive on the pair's own side
+        root = _first_root(jnp.einsum("kj,jnm->knm", vinv, Z), ~sliding)
+
+        # sliding pairs: their slope leaves [s-, s+] (alpha < 0: off side, > 1: on side)
+        def exits():
+            A = jax.vmap(pat.alpha, in_axes=(0, None))(ys, mode)
+            coef = jnp.einsum("kj,jnm->knm", vinv, A)
+            lo = _first_root(coef, sliding)
+            hi = _first_root(-coef.at[0].add(-1.0), sliding)
+            return lo, hi
+
+        inf = jnp.full_like(root, jnp.inf)
+        ex_lo, ex_hi = jax.lax.cond(jnp.any(sliding), exits, lambda: (inf, inf))
+        first = jnp.minimum(root, jnp.minimum(ex_lo, ex_hi))
+        s_ev = jnp.min(first)
+        event = keep & jnp.isfinite(s_ev)
+        # pairs switching together (e.g. duplicated neurons) switch in one event
+        tie = 64 * jnp.finfo(dtype).eps
+        hit = event & (first <= s_ev + tie)
+        t_ev = jnp.where(event, t + s_ev * hstep, tn)
+        y_ev = jax.tree.map(lambda a, b: jnp.where(event, a, b), at(s_ev), y1)
+        new_mode = jnp.where(hit & (root <= s_ev + tie), 1 - mode, mode)
+        new_mode = jnp.where(hit & (ex_lo <= s_ev + tie), _OFF, new_mode)
+        new_mode = jnp.where(hit & (ex_hi <= s_ev + tie), _ON, new_mode).astype(jnp.int8)
+
+        # a pair that switched and whose new side's flow pushes it straight back slides
+        def transversal():
+            F = pat.vector_field(t_ev, y_ev, new_mode)
+            zdot = jax.jvp(pat.z, (y_ev,), (F,))[1]
+            back = hit & (root <= s_ev + tie) & (jnp.where(new_mode == _ON, zdot, -zdot) < 0)
+            return jnp.where(back, _SLIDE, new_mode).astype(jnp.int8), jnp.sum(back, dtype=jnp.int32)
+
+        switched = jnp.any(hit & (root <= s_ev + tie))
+        new_mode, n_slide = jax.lax.cond(
+            switched, transversal,
+            lambda: (new_mode, jnp.zeros((), jnp.int32)))
+        t_new = jnp.where(keep, t_ev, t)
+        y_new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), y_ev, y)
+        saves = jax.lax.cond(keep, lambda: do_saves(c["saves"], t, t_new, y_new,
+                                                     interp.evaluate),
+                             lambda: c["saves"])
+        status = jnp.where(keep, is_stop(y_new), _status.COMPLETED)
+        # more pairs held on one neuron's kink than independent constraints fit: a neuron
+        # whose (w_j, b_j) is pinned to 0 by degenerate data; not integrated, so fail loudly
+        crowded = jnp.any(jnp.sum(new_mode == _SLIDE, axis=0) > pat.k)
+        status = jnp.where(keep & crowded & (status == _status.COMPLETED),
+                           _status.SOLVER_FAILED, status)
+        h_next = nt1 - nt0
+        bad = ~(h_next > 10 * jnp.finfo(dtype).eps * jnp.maximum(jnp.abs(t), 1.0))
+        status = jnp.where(bad & (status == _status.COMPLETED), _status.SOLVER_FAILED, status)
+        status = jnp.where((c["steps"] + 1 >= dyn.max_steps) & (t_new < t1)
+                           & (status == _status.COMPLETED), _status.MAX_STEPS, status)
+        return dict(
+            t=t_new, y=y_new, mode=jnp.where(keep, new_mode, mode), h=h_next,
+            sstate=jax.tree.map(lambda a, b: jnp.where(keep, a, b), sstate1, c["sstate"]),
+            cstate=cstate1, jump=jnp.where(keep, event, c["jump"]), saves=saves, status=status, steps=c["steps"] + 1,
+            rejected=c["rejected"] + (~keep), switches=c["switches"] + event,
+            slides=c["slides"] + n_slide.astype(jnp.int32),
+            # + the first stage renewed after a switch, + the check of a switch's new side
+            evals=c["evals"] + evals_per_step + event * (1 if fsal else 0) + switched)
+
+    out = jax.lax.while_loop(cond, body, carry0)
+    _, obs, params = out["saves"]
+    y_final, t_stop = out["y"], out["t"]
+    obs = jax.tree.map(lambda x: jnp.where(bcast(ts <= t_stop, x), x, jnp.nan), obs)
+    return {
+        "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
+        "obs_final": obs_fn(y_final, ctx), "status": out["status"],
+        "stats": {"num_steps": out["steps"], "num_accepted_steps": out["steps"] - out["rejected"],
+                  "num_rejected_steps": out["rejected"], "num_switches": out["switches"],
+                  "num_slides": out["slides"], "grad_evals": out["evals"]},
+    }
+
