@@ -214,8 +214,11 @@ class TwoLayer(eqx.Module):
 
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """Network output on a batch of inputs."""
-        h = self.activation(self.preactivations(params, X))
-        return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
+        return self.readout(params, self.preactivations(params, X))
+
+    def readout(self, params: TwoLayerParams, z: Float[Array, "n m"]) -> Float[Array, " n"]:
+        """The output ``c_m sum_j a_j sigma(z_j)`` from the pre-activations ``z``."""
+        return self.prefactor * jnp.einsum("...nm,...m->...n", self.activation(z), params.a)
 
     def trainable(self, params: TwoLayerParams) -> Any:
         """A pytree of bools (same structure as ``params``): which leaves are trained."""
