@@ -27,6 +27,7 @@ CASES = {
     "3": "case3_gf",
     "4": "case4_scaling",
     "5": "case5_compile",
+    "6": "case6_kinks",
 }
 RESULTS_MD = pathlib.Path(__file__).with_name("RESULTS.md")
 
