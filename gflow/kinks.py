@@ -163,33 +163,67 @@ class _Pattern:
         return (self.slopes(params, mode) - self.lo) / (self.hi - self.lo)
 
 
+def _bisect(left, a, b, iters):
+    """Vectorised bisection: shrink ``[a, b]`` to the point where ``left(s)`` turns false."""
+    def halve(_, ab):
+        a, b = ab
+        mid = 0.5 * (a + b)
+        go = left(mid)
+        return jnp.where(go, mid, a), jnp.where(go, b, mid)
+
+    return jax.lax.fori_loop(0, iters, halve, (a, b))
+
+
 def _first_root(Q, active):
     """Earliest downward zero crossing in ``s`` in ``(0, 1]`` of each active polynomial.
 
     ``Q``: (deg + 1, n, m) coefficients in the step's normalised time ``s``. Returns the
-    crossing ``s`` per pair (``inf`` where none), found on a grid then by bisection.
+    crossing ``s`` per pair (``inf`` where none). Sign changes are bracketed on a grid of
+    ``GRID`` intervals; a dip below 0 between two non-negative grid values (a crossing and
+    its reversal inside one interval) is caught where the tangents at the interval's ends
+    meet below 0, and located through the minimum (bisection on ``q'``). Roots are refined
+    by bisection on the polynomial.
     """
     deg = Q.shape[0] - 1
-    sg = jnp.linspace(0.0, 1.0, GRID + 1, dtype=Q.dtype)
-    V = sg[:, None] ** jnp.arange(deg + 1, dtype=Q.dtype)
-    vals = jnp.einsum("gk,knm->gnm", V, Q)
-    down = (vals[:-1] >= 0) & (vals[1:] < 0) & active
-    has = jnp.any(down, axis=0)
-    first = jnp.argmax(down, axis=0)
-    a = sg[first]
-    b = sg[first + 1]
+    dt = Q.dtype
+    sg = jnp.linspace(0.0, 1.0, GRID + 1, dtype=dt)
+    powers = jnp.arange(deg + 1, dtype=dt)
+    V = sg[:, None] ** powers
+    dV = jnp.concatenate([jnp.zeros((GRID + 1, 1), dt), powers[1:] * V[:, :-1]], axis=1)
+    q = jnp.einsum("gk,knm->gnm", V, Q)
+    dq = jnp.einsum("gk,knm->gnm", dV, Q)
 
     def poly(s):
         return sum(Q[i] * s**i for i in range(deg + 1))
 
-    def halve(_, ab):
-        a, b = ab
-        mid = 0.5 * (a + b)
-        neg = poly(mid) < 0
-        return jnp.where(neg, a, mid), jnp.where(neg, mid, b)
+    def dpoly(s):
+        return sum(i * Q[i] * s ** (i - 1) for i in range(1, deg + 1))
 
-    a, b = jax.lax.fori_loop(0, _BISECT, halve, (a, b))
-    return jnp.where(has, b, jnp.inf)
+    def first(mask):
+        has = jnp.any(mask, axis=0)
+        k = jnp.argmax(mask, axis=0)
+        return has, sg[k], sg[k + 1]
+
+    # a plain sign change
+    has1, a, b = first((q[:-1] >= 0) & (q[1:] < 0) & active)
+    a, b = _bisect(lambda s: poly(s) >= 0, a, b, _BISECT)
+    root = jnp.where(has1, b, jnp.inf)
+    # a dip: q >= 0 at both ends, falling then rising, tangents meeting below 0
+    h = 1.0 / GRID
+    slope_gap = dq[:-1] - dq[1:]
+    x = (q[1:] - q[:-1] - dq[1:] * h) / jnp.where(slope_gap < 0, slope_gap, -1.0)
+    low = q[:-1] + dq[:-1] * jnp.clip(x, 0.0, h)
+    dip = ((q[:-1] >= 0) & (q[1:] >= 0) & (dq[:-1] < 0) & (dq[1:] > 0) & (low < 0)
+           & active)
+
+    def dips():
+        has2, a2, b2 = first(dip)
+        _, s_min = _bisect(lambda s: dpoly(s) < 0, a2, b2, _BISECT)
+        below = has2 & (poly(s_min) < 0)
+        _, b3 = _bisect(lambda s: poly(s) >= 0, a2, s_min, _BISECT)
+        return jnp.minimum(root, jnp.where(below, b3, jnp.inf))
+
+    return jax.lax.cond(jnp.any(dip), dips, lambda: root)
 
 
 def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad, *,

@@ -48,6 +48,23 @@ def test_kinks_converge_to_the_flow_plain_tsit5_approaches_at_first_order(x64):
     assert plain[1e-7].stats["num_steps"] >= 10 * _run(net, p0, ds, 1e-8).stats["num_steps"]
 
 
+def test_first_root_finds_sign_changes_and_dips(x64):
+    from gflow.kinks import GRID, _first_root
+
+    c = 0.5 + 0.5 / GRID  # the middle of a grid interval
+    # rows: falls through 0 at 0.3; dips below 0 and back inside one grid interval (both
+    # grid values positive); dips but stays above 0; starts at 0 rising (a pair that has
+    # just switched); never crosses
+    polys = [[0.3, -1, 0, 0, 0], [c * c - 1e-5, -2 * c, 1, 0, 0], [c * c + 1e-5, -2 * c, 1, 0, 0],
+             [0.0, 1.0, 0, 0, 0], [1.0, 0.5, 0, 0, 0]]
+    Q = jnp.asarray(np.array(polys, float).T[:, None, :])  # (deg + 1, n=1, m=5)
+    root = np.asarray(_first_root(Q, jnp.ones((1, 5), bool)))[0]
+    np.testing.assert_allclose(root[:2], [0.3, c - np.sqrt(1e-5)], rtol=1e-12)
+    assert np.all(np.isinf(root[2:]))
+    # inactive pairs (sliding) are never reported
+    assert np.all(np.isinf(np.asarray(_first_root(Q, jnp.zeros((1, 5), bool)))))
+
+
 @pytest.mark.parametrize("bias", [False, True])
 def test_kinks_conserve_balancedness(dtype, bias):
     # every mode of the switched flow conserves a_j^2 - |w_j|^2 - b_j^2 exactly; the drift is
