@@ -41,7 +41,7 @@ import numpy as np
 
 from . import _status
 from ._tree import bcast, tree_finite, tree_norm
-from .nets import output_scale
+from .nets import TwoLayer, output_scale
 
 __all__ = ["GRID", "PIECEWISE_LINEAR", "kink_solve"]
 
@@ -61,18 +61,23 @@ _DEGREE = {diffrax.Tsit5: 4, diffrax.Dopri5: 4, diffrax.Dopri8: 7, diffrax.Bosh3
 
 
 def _parts(net):
-    """``(two-layer net, neuron mask or None)`` of a net or a width-masked ensemble net."""
-    base = getattr(net, "net", net)
-    mask = getattr(net, "mask", None)
-    return base, mask
+    """``(two-layer net, neuron mask or None)`` of a net or a width-masked ensemble net;
+    ``(None, None)`` for any other net."""
+    from .ensemble import MaskedTwoLayer
+
+    if type(net) is TwoLayer:
+        return net, None
+    if isinstance(net, MaskedTwoLayer):
+        return net.net, net.mask
+    return None, None
 
 
 def check_kinks(net) -> None:
     """Raise ``ValueError`` unless the kink-aware mode can integrate ``net``."""
     base, _ = _parts(net)
-    if not hasattr(base, "preactivations") or not hasattr(base, "scaling"):
-        raise ValueError("GradientFlow(kinks=True) integrates two-layer nets (gflow.TwoLayer); "
-                         f"got {type(net).__name__}. Use kinks=False for other nets.")
+    if base is None:
+        raise ValueError("GradientFlow(kinks=True) integrates two-layer nets (gflow.TwoLayer) "
+                         f"on a dataset; got {type(net).__name__}. Use kinks=False for it.")
     if base.activation.name not in PIECEWISE_LINEAR:
         raise ValueError(
             f"GradientFlow(kinks=True) needs a piecewise-linear activation "
