@@ -205,10 +205,10 @@ def _arrays(tree) -> list:
 
 
 def _dynamics_parts(dynamics, params) -> list:
-    """What identifies the dynamics: its description, its arrays (per-member lr, SGD
-    keys) and, for an optax optimizer, whose hyper-parameters live in closures that no
+    """What identifies the dynamics: its repr (every field), its arrays (per-member lr,
+    SGD keys) and, for an optax optimizer, whose hyper-parameters live in closures that no
     repr shows, its state and one update of ``params`` from a fixed pseudo-gradient."""
-    parts = [dynamics.describe(), *_arrays(dynamics)]
+    parts = [repr(dynamics), *_arrays(dynamics)]
     opt = getattr(dynamics, "optimizer", None)
     if opt is not None:
         state = opt.init(params)

@@ -24,8 +24,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import math
+import os
 import shutil
 import signal
 import sys
