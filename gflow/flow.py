@@ -140,13 +140,15 @@ class GradientFlow(eqx.Module):
         return diffrax.PIDController(rtol=self.rtol, atol=self.atol, pcoeff=p, icoeff=i)
 
     def grad_evals(self, num_steps) -> Any:
-        """Gradient evaluations used by ``num_steps`` solver steps (Runge-Kutta tableau)."""
+        """Gradient evaluations used by ``num_steps`` solver steps (Runge-Kutta tableau),
+        plus the two of the automatic initial step (:func:`_initial_step`) when it runs."""
         tab = getattr(self._solver(), "tableau", None)
         if tab is None:
             return None
         stages = len(tab.c) + 1
         fsal = bool(getattr(tab, "fsal", False))
-        return 1 + num_steps * (stages - (1 if fsal else 0)) if fsal else num_steps * stages
+        init = 2 if self.dt0 is None and _adaptive(self._controller()) else 0
+        return init + (1 + num_steps * (stages - 1) if fsal else num_steps * stages)
 
     def _finish(self, out, ts):
         out["ts"] = ts  # the requested float64 times, not their float32 copy
@@ -202,10 +204,14 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
 
     saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn),
                                   diffrax.SubSaveAt(t1=True)])
+    term, solver, controller, t0 = diffrax.ODETerm(vf), dyn._solver(), dyn._controller(), \
+        jnp.zeros_like(t1)
     dt0 = dyn.dt0
+    if dt0 is None and _adaptive(controller):
+        dt0 = _initial_step(controller, term, solver, t0, params0, objective)
     sol = diffrax.diffeqsolve(
-        diffrax.ODETerm(vf), dyn._solver(), t0=jnp.zeros_like(t1), t1=t1, dt0=dt0,
-        y0=params0, args=objective, saveat=saveat, stepsize_controller=dyn._controller(),
+        term, solver, t0=t0, t1=t1, dt0=dt0,
+        y0=params0, args=objective, saveat=saveat, stepsize_controller=controller,
         max_steps=dyn.max_steps, throw=False, event=diffrax.Event(conds),
         progress_meter=_delayed_tqdm_meter() if progress else diffrax.NoProgressMeter(),
     )
@@ -234,6 +240,33 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
                   "num_accepted_steps": sol.stats["num_accepted_steps"],
                   "num_rejected_steps": sol.stats["num_rejected_steps"]},
     }
+
+
+def _adaptive(controller) -> bool:
+    return isinstance(controller, diffrax.PIDController)
+
+
+def _initial_step(controller: diffrax.PIDController, term, solver, t0, y0, args):
+    """The first step size from Hairer's rule (Hairer, Norsett & Wanner, *Solving ODEs I*,
+    II.4; two vector-field evaluations), computed by diffrax's own implementation.
+
+    diffrax 0.7 never applies it inside ``diffeqsolve``: the term reaching the controller
+    is wrapped (``WrapTerm``), fails its ``isinstance(terms, ODETerm)`` test, and every
+    solve starts with ``dt0 = 0.01`` whatever the time scale of the problem. Given here
+    with the unwrapped term, the solve starts from the step that torchdiffeq and SciPy's
+    ``solve_ivp`` choose. ``None`` (diffrax's own choice) where that function is missing.
+    """
+    try:
+        from diffrax._step_size_controller.pid import _select_initial_step
+    except ImportError:  # pragma: no cover - a diffrax without it
+        return None
+    order = controller.error_order
+    order = solver.error_order(term) if order is None else order
+    if order is None:
+        return None
+    dt0 = _select_initial_step(term, t0, y0, args, solver.func, order, controller.rtol,
+                               controller.atol, controller.norm)
+    return jax.lax.stop_gradient(dt0)
 
 
 _gf_solve = eqx.filter_jit(gf_solve)

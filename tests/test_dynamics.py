@@ -230,3 +230,39 @@ def test_new_values_do_not_recompile(make, caplog):
         run(1, 0.3, 3.0)
     compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
     assert not any("solve" in m for m in compiled), compiled
+
+
+@pytest.mark.parametrize("solver, controller", [("tsit5", "pid"), ("dopri5", "i")])
+def test_automatic_first_step_is_hairers(dtype, solver, controller):
+    # dt0=None starts from Hairer's rule (Solving ODEs I, II.4), written out here from the
+    # textbook with q + 1 = 5 for these 5(4) pairs -- not from diffrax's fixed 0.01: the
+    # solve equals one given that step explicitly, and a 0.01 start differs
+    from jax.flatten_util import ravel_pytree
+
+    from gflow.objective import Objective
+
+    net, p0, ds = _problem(activation="tanh")
+    rtol, atol = 1e-5, 1e-7
+    obj = Objective(net, "squared", ds.X, ds.y)
+    y0 = np.concatenate([np.ravel(x) for x in jax.tree.leaves(p0)]).astype(np.float64)
+    flat = lambda p: np.concatenate([np.ravel(x) for x in jax.tree.leaves(p)])  # noqa: E731
+    unflat = ravel_pytree(p0)[1]
+    f = lambda y: -flat(obj.grad(unflat(jnp.asarray(y, dtype))))  # noqa: E731
+    rms = lambda v: np.sqrt(np.mean(v**2))  # noqa: E731
+    sc = atol + rtol * np.abs(y0)
+    f0 = f(y0)
+    d0, d1 = rms(y0 / sc), rms(f0 / sc)
+    h0 = 0.01 * d0 / d1
+    d2 = rms((f(y0 + h0 * f0) - f0) / sc) / h0
+    h = min(100 * h0, (0.01 / max(d1, d2)) ** (1 / 5))
+    run = lambda dt0: gflow.simulate(  # noqa: E731
+        net, p0, ds, t1=2.0, save=np.array([0.0, 2.0]),
+        dynamics=gflow.GradientFlow(rtol=rtol, atol=atol, solver=solver, controller=controller,
+                                    dt0=dt0))
+    auto, given, fixed = run(None), run(h), run(0.01)
+    assert abs(h - 0.01) > 0.1 * h  # the problem tells the two starts apart
+    tol = {"float32": 1e-5, "float64": 1e-12}[dtype]  # Hairer's h computed in another order
+    assert tree_max_abs_diff(auto.params_final, given.params_final) <= tol * 10
+    assert auto.stats["num_steps"] == given.stats["num_steps"]
+    assert auto.stats["grad_evals"] == given.stats["grad_evals"] + 2  # the rule's two evals
+    assert tree_max_abs_diff(auto.params_final, fixed.params_final) > 0
