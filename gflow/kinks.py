@@ -34,6 +34,8 @@ Every mode conserves ``a_j^2 - |w_j|^2 - b_j^2`` exactly (the frozen-pattern net
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import diffrax
 import jax
 import jax.numpy as jnp
@@ -54,10 +56,25 @@ PIECEWISE_LINEAR: dict[str, tuple[float, float]] = {
 
 #: sub-intervals per step on which sign changes of each z_ij(t) are first bracketed
 GRID = 16
-_BISECT = 60  # halvings of a grid interval: below float64 resolution of a step
+#: share of a step's accepted error that switching later sign changes early may add
+GROUP_BUDGET = 0.5
+_NEWTON = 10  # safeguarded Newton steps that refine a root inside a grid interval
 _OFF, _ON, _SLIDE = 0, 1, 2
 # degree of each solver's dense output (a polynomial in t); others: 7, sampled at 8 points
 _DEGREE = {diffrax.Tsit5: 4, diffrax.Dopri5: 4, diffrax.Dopri8: 7, diffrax.Bosh3: 3}
+
+
+class Modes(NamedTuple):
+    """Which side of its kink each pair is on, and each neuron's sliding samples.
+
+    ``mode`` (n, m): 0 below the kink, 1 above, 2 held on it (sliding); ``order`` (m, k):
+    for each neuron the indices of (at most k) sliding samples, with ``valid`` (m, k)
+    marking the real ones. Recomputed only when the pattern changes.
+    """
+
+    mode: jax.Array
+    order: jax.Array
+    valid: jax.Array
 
 
 def _parts(net):
@@ -118,31 +135,33 @@ class _Pattern:
     def loss(self, params, S):
         return jnp.mean(self.obj.loss_fn(self.output(params, S), self.obj.y))
 
+    def modes(self, mode) -> Modes:
+        sliding = (mode == _SLIDE).T
+        order = jnp.argsort(~sliding, axis=1, stable=True)[:, :self.k]  # (m, k)
+        return Modes(mode.astype(jnp.int8), order, jnp.take_along_axis(sliding, order, axis=1))
+
     def base_slopes(self, mode):
         mid = 0.5 * (self.lo + self.hi)
         return jnp.where(mode == _ON, self.hi, jnp.where(mode == _OFF, self.lo, mid))
 
-    def slopes(self, params, mode):
+    def slopes(self, params, modes: Modes):
         """Slopes (n, m) of every pair; a sliding pair's keeps its ``dz/dt = 0``."""
-        base = self.base_slopes(mode)
-        sliding = mode == _SLIDE
-        return jax.lax.cond(jnp.any(sliding), lambda: self._hold(params, base, sliding),
+        base = self.base_slopes(modes.mode)
+        return jax.lax.cond(jnp.any(modes.valid), lambda: self._hold(params, base, modes),
                             lambda: base)
 
-    def _hold(self, params, base, sliding):
+    def _hold(self, params, base, modes: Modes):
         # dz_ij/dt = -(c a_j / n) sum_l l'_l S_lj K_il with K_il = x_i.x_l (+1 with a bias),
         # l'_l the loss derivative at sample l. For each neuron j, dz_ij/dt = 0 on its sliding
         # samples i fixes u_l = l'_l S_lj there: K_SS u_S = -sum_{l not in S} K_Sl l'_l S_lj.
         X = self.X
+        sliding, order, valid = modes.mode == _SLIDE, modes.order, modes.valid
         f = self.output(params, base)
         g = jax.grad(lambda f_: jnp.sum(self.obj.loss_fn(f_, self.obj.y)))(f)  # (n,)
         known = jnp.where(sliding, 0.0, base) * g[:, None]  # (n, m)
         bias = 1.0 if self.net.bias else 0.0
         r = X @ (X.T @ known) + bias * jnp.sum(known, 0)  # (n, m): sum_l K_il known_lj
         k = self.k
-        # the (at most k) sliding samples of each neuron, first in index order
-        order = jnp.argsort(~sliding.T, axis=1, stable=True)[:, :k]  # (m, k)
-        valid = jnp.take_along_axis(sliding.T, order, axis=1)  # (m, k)
         Xs = X[order]  # (m, k, d)
         K = jnp.einsum("mkd,mld->mkl", Xs, Xs) + bias
         both = valid[:, :, None] & valid[:, None, :]
@@ -157,26 +176,62 @@ class _Pattern:
         held = base.at[order, cols].set(jnp.where(valid, S_sub, base[order, cols]))
         return jnp.where(sliding, held, base)
 
-    def vector_field(self, t, params, mode):
-        S = jax.lax.stop_gradient(self.slopes(params, mode))
+    def vector_field(self, t, params, modes: Modes):
+        S = jax.lax.stop_gradient(self.slopes(params, modes))
         g = jax.grad(self.loss)(params, S)
         g = self.obj.mask_grad(params, g)
         return jax.tree.map(jnp.negative, g)
 
-    def alpha(self, params, mode):
+    def jump(self, params, mode, tol):
+        """Size of the jump of the vector field when each pair switches, in the
+        controller's error norm (RMS over all parameters of ``change / (atol + rtol |p|)``),
+        per unit time; 0 without tolerances."""
+        if tol is None:
+            return jnp.zeros(mode.shape, self.X.dtype)
+        rtol, atol = tol
+        f = self.output(params, self.base_slopes(mode))
+        g = jax.grad(lambda f_: jnp.sum(self.obj.loss_fn(f_, self.obj.y)))(f)  # (n,)
+        coef = self.scale() * params.a * (self.hi - self.lo) / self.n  # (m,)
+        if self.mask is not None:
+            coef = coef * self.mask
+        sw = 1.0 / jnp.square(atol + rtol * jnp.abs(params.W))  # (m, d)
+        sq = jnp.square(self.X) @ sw.T  # (n, m): sum_d x_id^2 / scale_jd^2
+        if params.b is not None:
+            sq = sq + 1.0 / jnp.square(atol + rtol * jnp.abs(params.b))
+        size = sum(x.size for x in jax.tree.leaves(params))
+        return jnp.abs(g[:, None] * coef) * jnp.sqrt(sq / size)
+
+    def alpha(self, params, modes: Modes):
         """Where each pair's slope sits in ``[s-, s+]`` (0: off side, 1: on side)."""
-        return (self.slopes(params, mode) - self.lo) / (self.hi - self.lo)
+        return (self.slopes(params, modes) - self.lo) / (self.hi - self.lo)
 
 
-def _bisect(left, a, b, iters):
-    """Vectorised bisection: shrink ``[a, b]`` to the point where ``left(s)`` turns false."""
-    def halve(_, ab):
-        a, b = ab
-        mid = 0.5 * (a + b)
-        go = left(mid)
-        return jnp.where(go, mid, a), jnp.where(go, b, mid)
+def _horner(Q, s):
+    """``sum_k Q[k] s^k`` over the leading axis of ``Q``."""
+    acc = Q[-1]
+    for c in Q[-2::-1]:
+        acc = acc * s + c
+    return acc
 
-    return jax.lax.fori_loop(0, iters, halve, (a, b))
+
+def _refine(Q, a, b):
+    """Root in ``[a, b]`` of polynomials with ``q(a) >= 0 > q(b)``: Newton steps, falling
+    back to bisection where a step leaves the bracket (converges for simple and multiple
+    roots; ``_NEWTON`` iterations reach float64 resolution from a grid interval)."""
+    dQ = Q[1:] * jnp.arange(1, Q.shape[0], dtype=Q.dtype).reshape((-1,) + (1,) * (Q.ndim - 1))
+
+    def step(_, c):
+        a, b, x = c
+        qx = _horner(Q, x)
+        a, b = jnp.where(qx >= 0, x, a), jnp.where(qx >= 0, b, x)
+        xn = x - qx / _horner(dQ, x)
+        inside = (xn >= a) & (xn <= b)
+        return a, b, jnp.where(inside, xn, 0.5 * (a + b))
+
+    qa, qb = _horner(Q, a), _horner(Q, b)
+    x0 = jnp.clip(a + (b - a) * qa / (qa - qb), a, b)  # the secant point
+    x0 = jnp.where(jnp.isfinite(x0), x0, 0.5 * (a + b))
+    return jax.lax.fori_loop(0, _NEWTON, step, (a, b, x0))[2]
 
 
 def _first_root(Q, active):
@@ -186,8 +241,8 @@ def _first_root(Q, active):
     crossing ``s`` per pair (``inf`` where none). Sign changes are bracketed on a grid of
     ``GRID`` intervals; a dip below 0 between two non-negative grid values (a crossing and
     its reversal inside one interval) is caught where the tangents at the interval's ends
-    meet below 0, and located through the minimum (bisection on ``q'``). Roots are refined
-    by bisection on the polynomial.
+    meet below 0, and located through the minimum (the root of ``q'``). Roots are refined
+    by safeguarded Newton steps on the polynomial.
     """
     deg = Q.shape[0] - 1
     dt = Q.dtype
@@ -198,11 +253,7 @@ def _first_root(Q, active):
     q = jnp.einsum("gk,knm->gnm", V, Q)
     dq = jnp.einsum("gk,knm->gnm", dV, Q)
 
-    def poly(s):
-        return sum(Q[i] * s**i for i in range(deg + 1))
-
-    def dpoly(s):
-        return sum(i * Q[i] * s ** (i - 1) for i in range(1, deg + 1))
+    dQ = Q[1:] * powers[1:, None, None]
 
     def first(mask):
         has = jnp.any(mask, axis=0)
@@ -211,8 +262,7 @@ def _first_root(Q, active):
 
     # a plain sign change
     has1, a, b = first((q[:-1] >= 0) & (q[1:] < 0) & active)
-    a, b = _bisect(lambda s: poly(s) >= 0, a, b, _BISECT)
-    root = jnp.where(has1, b, jnp.inf)
+    root = jnp.where(has1, _refine(Q, a, b), jnp.inf)
     # a dip: q >= 0 at both ends, falling then rising, tangents meeting below 0
     h = 1.0 / GRID
     slope_gap = dq[:-1] - dq[1:]
@@ -223,10 +273,9 @@ def _first_root(Q, active):
 
     def dips():
         has2, a2, b2 = first(dip)
-        _, s_min = _bisect(lambda s: dpoly(s) < 0, a2, b2, _BISECT)
-        below = has2 & (poly(s_min) < 0)
-        _, b3 = _bisect(lambda s: poly(s) >= 0, a2, s_min, _BISECT)
-        return jnp.minimum(root, jnp.where(below, b3, jnp.inf))
+        s_min = _refine(-dQ, a2, b2)  # where q' turns from < 0 to > 0
+        below = has2 & (_horner(Q, s_min) < 0)
+        return jnp.minimum(root, jnp.where(below, _refine(Q, a2, s_min), jnp.inf))
 
     return jax.lax.cond(jnp.any(dip), dips, lambda: root)
 
@@ -248,6 +297,8 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
     fsal = bool(solver.tableau.fsal) if hasattr(solver.tableau, "fsal") else False
     evals_per_step = stages - 1 if fsal else stages
     err_order = solver.error_order(term)
+    # the tolerances the controller holds a step to (none for a fixed step: no grouping)
+    tol = ((ctrl.rtol, ctrl.atol) if isinstance(ctrl, diffrax.PIDController) else None)
     dtype = jnp.result_type(float)
     t1 = jnp.asarray(t1, dtype)
     t0 = jnp.zeros((), dtype)
@@ -257,13 +308,10 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
     vinv = jnp.linalg.inv(s_pts[:, None] ** jnp.arange(deg + 1, dtype=dtype))
 
     z0 = pat.z(params0)
-    mode0 = jnp.where(z0 > 0, _ON, _OFF).astype(jnp.int8)
-    if dyn.dt0 is None:
-        t_next, cstate = ctrl.init(term, t0, t1, params0, None, mode0, solver.func, err_order)
-    else:
-        t_next, cstate = ctrl.init(term, t0, t1, params0, jnp.asarray(dyn.dt0, dtype), mode0,
-                                   solver.func, err_order)
-    sstate = solver.init(term, t0, t_next, params0, mode0)
+    modes0 = pat.modes(jnp.where(z0 > 0, _ON, _OFF))
+    dt0 = None if dyn.dt0 is None else jnp.asarray(dyn.dt0, dtype)
+    t_next, cstate = ctrl.init(term, t0, t1, params0, dt0, modes0, solver.func, err_order)
+    sstate = solver.init(term, t0, t_next, params0, modes0)
     obs0 = obs_fn(params0, ctx)
     K = ts.shape[0]
     obs_buf = jax.tree.map(lambda x: jnp.full((K,) + jnp.shape(x), jnp.nan, jnp.result_type(x)),
@@ -307,7 +355,7 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
                       lambda t: params0)
     status0 = is_stop(params0)
     count0 = jnp.zeros((), jnp.int32)
-    carry0 = dict(t=t0, y=params0, mode=mode0, h=t_next - t0, sstate=sstate, cstate=cstate,
+    carry0 = dict(t=t0, y=params0, modes=modes0, h=t_next - t0, sstate=sstate, cstate=cstate,
                   jump=jnp.asarray(False), saves=saves0, status=status0, steps=count0,
                   rejected=count0, switches=count0, slides=count0, evals=count0 + (1 if fsal else 0))
 
@@ -315,10 +363,12 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         return (c["t"] < t1) & (c["status"] == _status.COMPLETED)
 
     def body(c):
-        t, y, mode = c["t"], c["y"], c["mode"]
+        t, y, modes = c["t"], c["y"], c["modes"]
+        mode = modes.mode
         tn = jnp.minimum(t + c["h"], t1)
-        y1, yerr, dense, sstate1, res = solver.step(term, t, tn, y, mode, c["sstate"], c["jump"])
-        keep, nt0, nt1, _, cstate1, _ = ctrl.adapt_step_size(t, tn, y, y1, mode, yerr,
+        y1, yerr, dense, sstate1, res = solver.step(term, t, tn, y, modes, c["sstate"],
+                                                    c["jump"])
+        keep, nt0, nt1, _, cstate1, _ = ctrl.adapt_step_size(t, tn, y, y1, modes, yerr,
                                                              err_order, c["cstate"])
         keep = keep & (res == diffrax.RESULTS.successful)
         interp = solver.interpolation_cls(t0=t, t1=tn, **dense)
@@ -337,7 +387,7 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
 
         # sliding pairs: their slope leaves [s-, s+] (alpha < 0: off side, > 1: on side)
         def exits():
-            A = jax.vmap(pat.alpha, in_axes=(0, None))(ys, mode)
+            A = jax.vmap(pat.alpha, in_axes=(0, None))(ys, modes)
             coef = jnp.einsum("kj,jnm->knm", vinv, A)
             lo = _first_root(coef, sliding)
             hi = _first_root(-coef.at[0].add(-1.0), sliding)
@@ -353,18 +403,23 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         hit = event & (first <= s_ev + tie)
         t_ev = jnp.where(event, t + s_ev * hstep, tn)
         y_ev = jax.tree.map(lambda a, b: jnp.where(event, a, b), at(s_ev), y1)
-        new_mode = jnp.where(hit & (root <= s_ev + tie), 1 - mode, mode)
+        # later sign changes in this step switch now too where switching early costs less
+        # than the error the controller accepts in a step (their jump x how early)
+        early = (root - s_ev) * hstep * pat.jump(y_ev, mode, tol)
+        n_late = jnp.sum(jnp.isfinite(root))
+        hit = hit | (event & jnp.isfinite(root) & (early <= GROUP_BUDGET / n_late))
+        new_mode = jnp.where(hit & jnp.isfinite(root), 1 - mode, mode)
         new_mode = jnp.where(hit & (ex_lo <= s_ev + tie), _OFF, new_mode)
         new_mode = jnp.where(hit & (ex_hi <= s_ev + tie), _ON, new_mode).astype(jnp.int8)
 
         # a pair that switched and whose new side's flow pushes it straight back slides
         def transversal():
-            F = pat.vector_field(t_ev, y_ev, new_mode)
+            F = pat.vector_field(t_ev, y_ev, pat.modes(new_mode))
             zdot = jax.jvp(pat.z, (y_ev,), (F,))[1]
-            back = hit & (root <= s_ev + tie) & (jnp.where(new_mode == _ON, zdot, -zdot) < 0)
+            back = hit & jnp.isfinite(root) & (jnp.where(new_mode == _ON, zdot, -zdot) < 0)
             return jnp.where(back, _SLIDE, new_mode).astype(jnp.int8), jnp.sum(back, dtype=jnp.int32)
 
-        switched = jnp.any(hit & (root <= s_ev + tie))
+        switched = jnp.any(hit & jnp.isfinite(root))
         new_mode, n_slide = jax.lax.cond(
             switched, transversal,
             lambda: (new_mode, jnp.zeros((), jnp.int32)))
@@ -385,7 +440,8 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         status = jnp.where((c["steps"] + 1 >= dyn.max_steps) & (t_new < t1)
                            & (status == _status.COMPLETED), _status.MAX_STEPS, status)
         return dict(
-            t=t_new, y=y_new, mode=jnp.where(keep, new_mode, mode), h=h_next,
+            t=t_new, y=y_new, h=h_next,
+            modes=jax.lax.cond(keep & event, lambda: pat.modes(new_mode), lambda: modes),
             sstate=jax.tree.map(lambda a, b: jnp.where(keep, a, b), sstate1, c["sstate"]),
             cstate=cstate1, jump=jnp.where(keep, event, c["jump"]), saves=saves, status=status, steps=c["steps"] + 1,
             rejected=c["rejected"] + (~keep), switches=c["switches"] + event,
