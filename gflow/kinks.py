@@ -56,8 +56,6 @@ PIECEWISE_LINEAR: dict[str, tuple[float, float]] = {
 
 #: sub-intervals per step on which sign changes of each z_ij(t) are first bracketed
 GRID = 16
-#: share of a step's accepted error that switching later sign changes early may add
-GROUP_BUDGET = 0.5
 _NEWTON = 10  # safeguarded Newton steps that refine a root inside a grid interval
 _OFF, _ON, _SLIDE = 0, 1, 2
 # degree of each solver's dense output (a polynomial in t); others: 7, sampled at 8 points
@@ -182,25 +180,6 @@ class _Pattern:
         g = self.obj.mask_grad(params, g)
         return jax.tree.map(jnp.negative, g)
 
-    def jump(self, params, mode, tol):
-        """Size of the jump of the vector field when each pair switches, in the
-        controller's error norm (RMS over all parameters of ``change / (atol + rtol |p|)``),
-        per unit time; 0 without tolerances."""
-        if tol is None:
-            return jnp.zeros(mode.shape, self.X.dtype)
-        rtol, atol = tol
-        f = self.output(params, self.base_slopes(mode))
-        g = jax.grad(lambda f_: jnp.sum(self.obj.loss_fn(f_, self.obj.y)))(f)  # (n,)
-        coef = self.scale() * params.a * (self.hi - self.lo) / self.n  # (m,)
-        if self.mask is not None:
-            coef = coef * self.mask
-        sw = 1.0 / jnp.square(atol + rtol * jnp.abs(params.W))  # (m, d)
-        sq = jnp.square(self.X) @ sw.T  # (n, m): sum_d x_id^2 / scale_jd^2
-        if params.b is not None:
-            sq = sq + 1.0 / jnp.square(atol + rtol * jnp.abs(params.b))
-        size = sum(x.size for x in jax.tree.leaves(params))
-        return jnp.abs(g[:, None] * coef) * jnp.sqrt(sq / size)
-
     def alpha(self, params, modes: Modes):
         """Where each pair's slope sits in ``[s-, s+]`` (0: off side, 1: on side)."""
         return (self.slopes(params, modes) - self.lo) / (self.hi - self.lo)
@@ -297,8 +276,6 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
     fsal = bool(solver.tableau.fsal) if hasattr(solver.tableau, "fsal") else False
     evals_per_step = stages - 1 if fsal else stages
     err_order = solver.error_order(term)
-    # the tolerances the controller holds a step to (none for a fixed step: no grouping)
-    tol = ((ctrl.rtol, ctrl.atol) if isinstance(ctrl, diffrax.PIDController) else None)
     dtype = jnp.result_type(float)
     t1 = jnp.asarray(t1, dtype)
     t0 = jnp.zeros((), dtype)
@@ -403,12 +380,7 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         hit = event & (first <= s_ev + tie)
         t_ev = jnp.where(event, t + s_ev * hstep, tn)
         y_ev = jax.tree.map(lambda a, b: jnp.where(event, a, b), at(s_ev), y1)
-        # later sign changes in this step switch now too where switching early costs less
-        # than the error the controller accepts in a step (their jump x how early)
-        early = (root - s_ev) * hstep * pat.jump(y_ev, mode, tol)
-        n_late = jnp.sum(jnp.isfinite(root))
-        hit = hit | (event & jnp.isfinite(root) & (early <= GROUP_BUDGET / n_late))
-        new_mode = jnp.where(hit & jnp.isfinite(root), 1 - mode, mode)
+        new_mode = jnp.where(hit & (root <= s_ev + tie), 1 - mode, mode)
         new_mode = jnp.where(hit & (ex_lo <= s_ev + tie), _OFF, new_mode)
         new_mode = jnp.where(hit & (ex_hi <= s_ev + tie), _ON, new_mode).astype(jnp.int8)
 
@@ -416,10 +388,10 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         def transversal():
             F = pat.vector_field(t_ev, y_ev, pat.modes(new_mode))
             zdot = jax.jvp(pat.z, (y_ev,), (F,))[1]
-            back = hit & jnp.isfinite(root) & (jnp.where(new_mode == _ON, zdot, -zdot) < 0)
+            back = hit & (root <= s_ev + tie) & (jnp.where(new_mode == _ON, zdot, -zdot) < 0)
             return jnp.where(back, _SLIDE, new_mode).astype(jnp.int8), jnp.sum(back, dtype=jnp.int32)
 
-        switched = jnp.any(hit & jnp.isfinite(root))
+        switched = jnp.any(hit & (root <= s_ev + tie))
         new_mode, n_slide = jax.lax.cond(
             switched, transversal,
             lambda: (new_mode, jnp.zeros((), jnp.int32)))
