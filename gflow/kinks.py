@@ -334,7 +334,9 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
     count0 = jnp.zeros((), jnp.int32)
     carry0 = dict(t=t0, y=params0, modes=modes0, h=t_next - t0, sstate=sstate, cstate=cstate,
                   jump=jnp.asarray(False), saves=saves0, status=status0, steps=count0,
-                  rejected=count0, switches=count0, slides=count0, evals=count0 + (1 if fsal else 0))
+                  rejected=count0, switches=count0, slides=count0,
+                  # FSAL's first stage, and the two of the automatic initial step
+                  evals=count0 + (1 if fsal else 0) + (2 if dt0 is None else 0))
 
     def cond(c):
         return (c["t"] < t1) & (c["status"] == _status.COMPLETED)

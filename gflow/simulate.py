@@ -187,10 +187,13 @@ def raise_for_status(traj: Trajectory) -> None:
             f"gradient flow reached max_steps={steps} at t={traj.t_stop:.6g} before t1.{stall} "
             "Loosen rtol/atol, raise GradientFlow(max_steps=...), try another solver (e.g. "
             "solver='dopri5' or a stiff one such as 'kvaerno5'), or enable float64 "
-            "(jax.config.update('jax_enable_x64', True))."
+            "(jax.config.update('jax_enable_x64', True)). For a two-layer net with relu, "
+            "leaky_relu or abs, GradientFlow(kinks=True) keeps the solver's order across "
+            "activation switches and needs far fewer steps at tight tolerances."
         )
     if status == "solver_failed":
         raise SimulationError(
-            f"the solver failed at t={traj.t_stop:.6g} (step size collapsed). Loosen rtol/atol, "
-            "try another solver, or enable float64."
+            f"the solver failed at t={traj.t_stop:.6g} (step size collapsed, or with "
+            "kinks=True more samples held on one neuron's kink than its input dimension allows: "
+            "degenerate data). Loosen rtol/atol, try another solver, or enable float64."
         )
