@@ -15,12 +15,13 @@ is integrated as a switched system (:func:`kink_solve`, used by
    (degree 4 for Tsit5 and Dopri5) and ``z_ij`` is linear in the parameters, so each
    ``z_ij(t)`` along the step is a polynomial, recovered exactly from the dense output at
    ``degree + 1`` points. The earliest sign change over all pairs (a grid of ``GRID``
-   sub-intervals, then bisection on the polynomial) costs no gradient evaluation.
+   sub-intervals, also watching for a dip below 0 and back inside one, then safeguarded
+   Newton steps on the polynomial) costs no gradient evaluation.
 3. **Switch**: an accepted step that contains a switch is cut there (the dense output gives
    the state), the pair's slope flips, and integration restarts (one gradient evaluation to
-   renew the first stage). A step costs at most one switch, so the number of steps is
-   about ``#switches + #steps of a smooth flow``: the tolerance sets the accuracy, not the
-   kinks.
+   renew the first stage, one to check the pair's new side). A step holds at most one
+   switch, so the number of steps is about ``#switches + #steps of a smooth flow``: the
+   tolerance sets the accuracy, not the kinks.
 4. **Slide**: when the flows on both sides of ``z_ij = 0`` push back onto it (a Filippov
    sliding mode: the neuron's kink sticks to a data point), the pair is held on the kink
    with the slope in ``[s-, s+]`` that keeps ``dz_ij/dt = 0`` -- a small linear solve per
@@ -39,20 +40,15 @@ from typing import NamedTuple
 import diffrax
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from . import _status
 from ._tree import bcast, tree_finite, tree_norm
 from .nets import TwoLayer, output_scale
 
-__all__ = ["GRID", "PIECEWISE_LINEAR", "kink_solve"]
+__all__ = ["GRID", "PIECEWISE_LINEAR", "check_kinks", "kink_solve"]
 
-#: activations the kink-aware mode integrates: name -> (slope below 0, slope above 0)
-PIECEWISE_LINEAR: dict[str, tuple[float, float]] = {
-    "relu": (0.0, 1.0),
-    "leaky_relu": (0.01, 1.0),
-    "abs": (-1.0, 1.0),
-}
+#: activations (linear on each side of 0) that the kink-aware mode integrates
+PIECEWISE_LINEAR: tuple[str, ...] = ("relu", "leaky_relu", "abs")
 
 #: sub-intervals per step on which sign changes of each z_ij(t) are first bracketed
 GRID = 16
@@ -106,7 +102,9 @@ class _Pattern:
     def __init__(self, objective):
         self.obj = objective
         self.net, self.mask = _parts(objective.net)
-        self.lo, self.hi = PIECEWISE_LINEAR[self.net.activation.name]
+        # the activation's slopes below and above 0
+        fn, one = self.net.activation.fn, jnp.ones((), objective.X.dtype)
+        self.lo, self.hi = -fn(-one), fn(one)
         X = objective.X
         self.X = X
         n, d = X.shape
@@ -391,7 +389,8 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
             F = pat.vector_field(t_ev, y_ev, pat.modes(new_mode))
             zdot = jax.jvp(pat.z, (y_ev,), (F,))[1]
             back = hit & (root <= s_ev + tie) & (jnp.where(new_mode == _ON, zdot, -zdot) < 0)
-            return jnp.where(back, _SLIDE, new_mode).astype(jnp.int8), jnp.sum(back, dtype=jnp.int32)
+            return (jnp.where(back, _SLIDE, new_mode).astype(jnp.int8),
+                    jnp.sum(back, dtype=jnp.int32))
 
         switched = jnp.any(hit & (root <= s_ev + tie))
         new_mode, n_slide = jax.lax.cond(
@@ -417,7 +416,8 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
             t=t_new, y=y_new, h=h_next,
             modes=jax.lax.cond(keep & event, lambda: pat.modes(new_mode), lambda: modes),
             sstate=jax.tree.map(lambda a, b: jnp.where(keep, a, b), sstate1, c["sstate"]),
-            cstate=cstate1, jump=jnp.where(keep, event, c["jump"]), saves=saves, status=status, steps=c["steps"] + 1,
+            cstate=cstate1, jump=jnp.where(keep, event, c["jump"]), saves=saves,
+            status=status, steps=c["steps"] + 1,
             rejected=c["rejected"] + (~keep), switches=c["switches"] + event,
             slides=c["slides"] + n_slide.astype(jnp.int32),
             # + the first stage renewed after a switch, + the check of a switch's new side

@@ -89,7 +89,7 @@ def test_kinks_loss_never_increases_and_saves_match_snapshots(x64):
     # observables at save times are those of the saved (dense-output) parameters
     obj = gflow.objective.Objective(net, "squared", ds.X, ds.y)
     for i in (0, 7, 23, 39):
-        p = jax.tree.map(lambda x: x[i], tr.params)
+        p = jax.tree.map(lambda x, i=i: x[i], tr.params)
         assert abs(float(obj.loss(p)) - loss[i]) <= 1e-12 * max(1.0, loss[i])
 
 
@@ -120,7 +120,7 @@ def test_kinks_ensemble_equals_separate_runs(x64):
     dyn = gflow.GradientFlow(rtol=1e-9, atol=1e-11, kinks=True)
     ens = gflow.simulate_ensemble(net, p0, ds, dynamics=dyn, t1=3.0, save=gflow.LinTimes(4))
     for i in range(2):
-        one = gflow.simulate(net, jax.tree.map(lambda x: x[i], p0), ds, dynamics=dyn, t1=3.0,
+        one = gflow.simulate(net, jax.tree.map(lambda x, i=i: x[i], p0), ds, dynamics=dyn, t1=3.0,
                              save=gflow.LinTimes(4))
         np.testing.assert_allclose(ens["loss"][i], one["loss"], rtol=1e-9)
 
