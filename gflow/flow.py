@@ -141,14 +141,16 @@ class GradientFlow(eqx.Module):
 
     def grad_evals(self, num_steps) -> Any:
         """Gradient evaluations used by ``num_steps`` solver steps (Runge-Kutta tableau),
-        plus the two of the automatic initial step (:func:`_initial_step`) when it runs."""
+        plus those of the automatic initial step (:func:`_initial_step`) when it runs: two,
+        the first of which is also the first step's first stage."""
         tab = getattr(self._solver(), "tableau", None)
         if tab is None:
             return None
         stages = len(tab.c) + 1
         fsal = bool(getattr(tab, "fsal", False))
-        init = 2 if self.dt0 is None and _adaptive(self._controller()) else 0
-        return init + (1 + num_steps * (stages - 1) if fsal else num_steps * stages)
+        if self.dt0 is None and _adaptive(self._controller()):  # f0 shared with the 1st step
+            return 2 + num_steps * (stages - 1) if fsal else 2 + num_steps * stages
+        return 1 + num_steps * (stages - 1) if fsal else num_steps * stages
 
     def _finish(self, out, ts):
         out["ts"] = ts  # the requested float64 times, not their float32 copy
@@ -206,11 +208,12 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
                                   diffrax.SubSaveAt(t1=True)])
     term, solver, controller, t0 = diffrax.ODETerm(vf), dyn._solver(), dyn._controller(), \
         jnp.zeros_like(t1)
-    dt0 = dyn.dt0
+    dt0, solver_state = dyn.dt0, None
     if dt0 is None and _adaptive(controller):
-        dt0 = _initial_step(controller, term, solver, t0, params0, objective)
+        dt0, f0 = _initial_step(controller, term, solver, t0, params0, objective)
+        solver_state = _fsal_state(solver, term, t0, dt0, params0, objective, f0)
     sol = diffrax.diffeqsolve(
-        term, solver, t0=t0, t1=t1, dt0=dt0,
+        term, solver, t0=t0, t1=t1, dt0=dt0, solver_state=solver_state,
         y0=params0, args=objective, saveat=saveat, stepsize_controller=controller,
         max_steps=dyn.max_steps, throw=False, event=diffrax.Event(conds),
         progress_meter=_delayed_tqdm_meter() if progress else diffrax.NoProgressMeter(),
@@ -226,16 +229,23 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
     for m, code in reversed(list(zip(mask, codes, strict=True))):
         status = jnp.where(event & m, code, status)
     status = jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS, status)
-    # a failed solve whose state or loss is non-finite has diverged
-    finite = jnp.isfinite(objective.loss(y_final)) & tree_finite(y_final)
-    status = jnp.where(~ok & ~event & ~finite, _status.DIVERGED, status)
+    # a failed solve whose state or loss is non-finite has diverged (the loss is evaluated
+    # only then: lax.cond runs one branch, except under vmap)
+    failed = ~ok & ~event
+    finite = jax.lax.cond(failed, lambda y: jnp.isfinite(objective.loss(y)) & tree_finite(y),
+                          lambda y: jnp.asarray(True), y_final)
+    status = jnp.where(failed & ~finite, _status.DIVERGED, status)
     obs, params = (ys_saved if save_params else (ys_saved, None))
+    obs_shape = jax.eval_shape(lambda: obs_fn(y_final, ctx))
     # saves after an early stop are filled with inf by diffrax: mark them as missing
     valid = ts_saved <= t_stop
     obs = jax.tree.map(lambda x: jnp.where(bcast(valid, x), x, jnp.nan), obs)
+    # the observables at the stop point are read only after an early stop
+    obs_final = jax.lax.cond(ok, lambda y: jax.tree.map(jnp.zeros_like, obs_shape),
+                             lambda y: obs_fn(y, ctx), y_final)
     return {
         "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
-        "obs_final": obs_fn(y_final, ctx), "status": status,
+        "obs_final": obs_final, "status": status,
         "stats": {"num_steps": sol.stats["num_steps"],
                   "num_accepted_steps": sol.stats["num_accepted_steps"],
                   "num_rejected_steps": sol.stats["num_rejected_steps"]},
@@ -247,26 +257,42 @@ def _adaptive(controller) -> bool:
 
 
 def _initial_step(controller: diffrax.PIDController, term, solver, t0, y0, args):
-    """The first step size from Hairer's rule (Hairer, Norsett & Wanner, *Solving ODEs I*,
-    II.4; two vector-field evaluations), computed by diffrax's own implementation.
+    """``(dt0, f0)``: the first step size from Hairer's rule (Hairer, Norsett & Wanner,
+    *Solving ODEs I*, II.4, as diffrax, torchdiffeq and SciPy's ``solve_ivp`` write it; two
+    vector-field evaluations) and the vector field ``f0`` at ``(t0, y0)``.
 
-    diffrax 0.7 never applies it inside ``diffeqsolve``: the term reaching the controller
-    is wrapped (``WrapTerm``), fails its ``isinstance(terms, ODETerm)`` test, and every
-    solve starts with ``dt0 = 0.01`` whatever the time scale of the problem. Given here
-    with the unwrapped term, the solve starts from the step that torchdiffeq and SciPy's
-    ``solve_ivp`` choose. ``None`` (diffrax's own choice) where that function is missing.
+    diffrax 0.7 never applies its own copy of the rule inside ``diffeqsolve``: the term
+    reaching the controller is wrapped (``WrapTerm``), fails an ``isinstance(terms,
+    ODETerm)`` test, and every solve would start with ``dt0 = 0.01`` whatever the time scale
+    of the problem.
     """
-    try:
-        from diffrax._step_size_controller.pid import _select_initial_step
-    except ImportError:  # pragma: no cover - a diffrax without it
-        return None
     order = controller.error_order
     order = solver.error_order(term) if order is None else order
-    if order is None:
-        return None
-    dt0 = _select_initial_step(term, t0, y0, args, solver.func, order, controller.rtol,
-                               controller.atol, controller.norm)
-    return jax.lax.stop_gradient(dt0)
+    rtol, atol, norm = controller.rtol, controller.atol, controller.norm
+    scale = jax.tree.map(lambda y: atol + rtol * jnp.abs(y), y0)
+    scaled = lambda v: jax.tree.map(jnp.divide, v, scale)  # noqa: E731
+    f0 = term.vf(t0, y0, args)
+    d0, d1 = norm(scaled(y0)), norm(scaled(f0))
+    tiny = (d0 < 1e-5) | (d1 < 1e-5)
+    h0 = jnp.where(tiny, 1e-6, 0.01 * d0 / jnp.where(tiny, 1.0, d1))
+    f1 = term.vf(t0 + h0, jax.tree.map(lambda y, f: y + h0 * f, y0, f0), args)
+    d2 = norm(scaled(jax.tree.map(jnp.subtract, f1, f0))) / h0
+    dmax = jnp.maximum(d1, d2)
+    h1 = jnp.where(dmax <= 1e-15, jnp.maximum(1e-6, h0 * 1e-3),
+                   (0.01 / jnp.where(dmax <= 1e-15, 1.0, dmax)) ** (1 / order))
+    dt0 = jnp.minimum(100 * h0, h1).astype(jnp.result_type(t0))
+    return jax.lax.stop_gradient(dt0), f0
+
+
+def _fsal_state(solver, term, t0, dt0, y0, args, f0):
+    """The solver state of a first-same-as-last Runge-Kutta solver (diffrax's ``(first_step,
+    f0)``) holding the ``f0`` already computed, so the first step does not evaluate it
+    again; ``None`` (the solver's own start) for any other solver."""
+    state = solver.init(term, t0, t0 + dt0, y0, args)
+    if (isinstance(solver, diffrax.AbstractRungeKutta) and isinstance(state, tuple)
+            and len(state) == 2 and jax.tree.structure(state[1]) == jax.tree.structure(f0)):
+        return jnp.asarray(False), f0
+    return None
 
 
 _gf_solve = eqx.filter_jit(gf_solve)
