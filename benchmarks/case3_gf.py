@@ -5,8 +5,8 @@ same flat state: torchdiffeq gets one flat tensor ``(W.ravel(), a)``, so its def
 norm (RMS over all components of ``err / (atol + rtol max(|y0|, |y1|))``) is diffrax's.
 gflow runs twice: its default (Tsit5 + PI controller ``pcoeff=0.4, icoeff=0.3``, the brief's
 headline comparison) and like-for-like (``solver="dopri5", controller="i"``: Dormand-Prince
-with the classic integral controller, safety 0.9, step factors in [0.2, 10], torchdiffeq's
-own settings). Target (issue 8): >= 2x torchdiffeq.
+with the classic integral controller, safety 0.9, step factors in [0.2, 10], and Hairer's
+automatic first step: torchdiffeq's own settings). Target (issue 8): >= 2x torchdiffeq.
 
 (b) Gradient evaluations: GD with ``K`` steps of ``lr = T/K`` emulates the flow on [0, T];
 the smallest ``K`` whose final loss is within 1 % of GF's final loss (doubling grid
