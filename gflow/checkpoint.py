@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import math
 import os
@@ -125,13 +126,34 @@ def _nbytes(tree) -> int:
     return sum(math.prod(x.shape) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
+def _signature(tree):
+    leaves, treedef = jax.tree.flatten(tree)
+    return treedef, tuple((tuple(x.shape), np.dtype(x.dtype)) if hasattr(x, "dtype") else x
+                          for x in leaves)
+
+
+@functools.lru_cache(maxsize=64)
+def _obs_bytes_cached(observer, params_sig, ctx_sig) -> int:
+    params, ctx = (jax.tree.unflatten(d, [jax.ShapeDtypeStruct(*x) if isinstance(x, tuple)
+                                          else x for x in leaves])
+                   for d, leaves in (params_sig, ctx_sig))
+    return _nbytes(jax.eval_shape(observer, params, ctx))
+
+
+def _obs_bytes(observer, params, ctx) -> int:
+    """Bytes of one save of every observable: traced once per observer and shapes."""
+    try:
+        return _obs_bytes_cached(observer, _signature(params), _signature(ctx))
+    except TypeError:  # something unhashable in the observer or the context
+        return _nbytes(jax.eval_shape(observer, params, ctx))
+
+
 def estimate_bytes(observer, params, ctx, n_saves: int, *, members: int = 1,
                    save_params: bool = False) -> tuple[int, int]:
     """``(total, per_save)`` bytes one run keeps: ``members x n_saves x per_save``, where
     ``per_save`` is the size of all observables (shapes from ``jax.eval_shape``, nothing is
     computed) plus, with ``save_params``, one parameter snapshot, for one member."""
-    shapes = jax.eval_shape(observer, params, ctx)
-    per_save = _nbytes(shapes) + (_nbytes(params) if save_params else 0)
+    per_save = _obs_bytes(observer, params, ctx) + (_nbytes(params) if save_params else 0)
     return members * n_saves * per_save, per_save
 
 

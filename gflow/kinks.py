@@ -427,9 +427,13 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
     _, obs, params = out["saves"]
     y_final, t_stop = out["y"], out["t"]
     obs = jax.tree.map(lambda x: jnp.where(bcast(ts <= t_stop, x), x, jnp.nan), obs)
+    # the observables at the stop point are read only after an early stop
+    obs_final = jax.lax.cond(out["status"] == _status.COMPLETED,
+                             lambda y: jax.tree.map(jnp.zeros_like, obs0),
+                             lambda y: obs_fn(y, ctx), y_final)
     return {
         "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
-        "obs_final": obs_fn(y_final, ctx), "status": out["status"],
+        "obs_final": obs_final, "status": out["status"],
         "stats": {"num_steps": out["steps"], "num_accepted_steps": out["steps"] - out["rejected"],
                   "num_rejected_steps": out["rejected"], "num_switches": out["switches"],
                   "num_slides": out["slides"], "grad_evals": out["evals"]},
