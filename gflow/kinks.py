@@ -53,6 +53,7 @@ PIECEWISE_LINEAR: tuple[str, ...] = ("relu", "leaky_relu", "abs")
 #: sub-intervals per step on which sign changes of each z_ij(t) are first bracketed
 GRID = 16
 _NEWTON = 10  # safeguarded Newton steps that refine a root inside a grid interval
+_ULPS = 64  # multiples of the machine epsilon below which a value is rounding noise
 _OFF, _ON, _SLIDE = 0, 1, 2
 # degree of each solver's dense output (a polynomial in t); others: 7, sampled at 8 points
 _DEGREE = {diffrax.Tsit5: 4, diffrax.Dopri5: 4, diffrax.Dopri8: 7, diffrax.Bosh3: 3}
@@ -121,6 +122,11 @@ class _Pattern:
     def z(self, params):
         """Pre-activations, shape (n, m)."""
         return self.net.preactivations(params, self.X)
+
+    def z_scale(self, params):
+        """``|w_j| |x_i| + |b_j|``, shape (n, m): the size of the terms summed in ``z_ij``."""
+        scale = jnp.linalg.norm(self.X, axis=1)[:, None] * jnp.linalg.norm(params.W, axis=1)
+        return scale if params.b is None else scale + jnp.abs(params.b)
 
     def output(self, params, S):
         h = self.z(params) * S
@@ -211,16 +217,21 @@ def _refine(Q, a, b):
     return jax.lax.fori_loop(0, _NEWTON, step, (a, b, x0))[2]
 
 
-def _first_root(Q, active):
-    """Earliest downward zero crossing in ``s`` in ``(0, 1]`` of each active polynomial.
+def _first_root(Q, active, noise=0.0):
+    """Earliest downward crossing of ``-noise`` in ``s`` in ``(0, 1]`` of each active
+    polynomial.
 
-    ``Q``: (deg + 1, n, m) coefficients in the step's normalised time ``s``. Returns the
-    crossing ``s`` per pair (``inf`` where none). Sign changes are bracketed on a grid of
+    ``Q``: (deg + 1, n, m) coefficients in the step's normalised time ``s``; ``noise``
+    (broadcasting to (n, m)): the rounding level of the values, below which a pair that sits
+    on its kink (just switched, or leaving a sliding mode tangentially) is not taken to
+    cross it. Returns the crossing ``s`` per pair (``inf`` where none). Sign changes are
+    bracketed on a grid of
     ``GRID`` intervals; a dip below 0 between two non-negative grid values (a crossing and
     its reversal inside one interval) is caught where the tangents at the interval's ends
     meet below 0, and located through the minimum (the root of ``q'``). Roots are refined
     by safeguarded Newton steps on the polynomial.
     """
+    Q = Q.at[0].add(noise)
     deg = Q.shape[0] - 1
     dt = Q.dtype
     sg = jnp.linspace(0.0, 1.0, GRID + 1, dtype=dt)
@@ -360,14 +371,16 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         sliding = mode == _SLIDE
         sign = jnp.where(mode == _ON, 1.0, -1.0).astype(dtype)
         Z = jax.vmap(pat.z)(ys) * sign  # positive on the pair's own side
-        root = _first_root(jnp.einsum("kj,jnm->knm", vinv, Z), ~sliding)
+        # rounding level of z_ij = w_j.x_i + b_j near 0: a few ulps of |w_j| |x_i| + |b_j|
+        noise = _ULPS * jnp.finfo(dtype).eps * pat.z_scale(y)
+        root = _first_root(jnp.einsum("kj,jnm->knm", vinv, Z), ~sliding, noise)
 
         # sliding pairs: their slope leaves [s-, s+] (alpha < 0: off side, > 1: on side)
         def exits():
             A = jax.vmap(pat.alpha, in_axes=(0, None))(ys, modes)
             coef = jnp.einsum("kj,jnm->knm", vinv, A)
-            lo = _first_root(coef, sliding)
-            hi = _first_root(-coef.at[0].add(-1.0), sliding)
+            lo = _first_root(coef, sliding, _ULPS * jnp.finfo(dtype).eps)
+            hi = _first_root(-coef.at[0].add(-1.0), sliding, _ULPS * jnp.finfo(dtype).eps)
             return lo, hi
 
         inf = jnp.full_like(root, jnp.inf)
