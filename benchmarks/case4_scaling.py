@@ -106,7 +106,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
         path = pathlib.Path(out) / "scaling.png"
         _plot(series, base, path)
         det["figure"] = str(path)
-        rows.append(Metric(NAME, "figure", path.name, note=str(path)))
+        rows.append(Metric(NAME, "figure", path.name, note="in the --out folder"))
     return {"rows": rows, "details": det}
 
 

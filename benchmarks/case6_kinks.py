@@ -178,7 +178,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
         path = pathlib.Path(out) / "workprecision.png"
         _plot(res, path)
         det["figure"] = str(path)
-        rows.append(Metric(NAME, "figure", path.name, note=str(path)))
+        rows.append(Metric(NAME, "figure", path.name, note="in the --out folder"))
     return {"rows": rows, "details": det}
 
 
