@@ -65,9 +65,15 @@ def gaussian(
     _check(net, d, outer, (TwoLayer, MLP))
     if isinstance(net, MLP):
         return _gaussian_mlp(key, net, d, std, outer, outer_std, bias_std)
+    return _two_layer(_gaussian_arrays, key, net, d, std, bias_std, outer_std, outer)
+
+
+def _two_layer(arrays, key, net, d, std, bias_std, outer_std, outer) -> TwoLayerParams:
+    """Parameters of a two-layer net from a jitted ``arrays`` program (:func:`gaussian`'s or
+    :func:`paired`'s), with the standard deviations traced."""
     bstd = std if bias_std is None else bias_std
-    W, b, a = _gaussian_arrays(key, *(jnp.asarray(v, _float()) for v in (std, bstd, outer_std)),
-                               net.width, d, net.bias, outer)
+    W, b, a = arrays(key, *(jnp.asarray(v, _float()) for v in (std, bstd, outer_std)),
+                     net.width, d, net.bias, outer)
     return TwoLayerParams(W=W, b=b, a=a)
 
 
@@ -125,10 +131,7 @@ def paired(
     _check(net, d, outer)
     if net.width % 2:
         raise ValueError(f"paired init needs an even width, got width={net.width}.")
-    bstd = std if bias_std is None else bias_std
-    W, b, a = _paired_arrays(key, *(jnp.asarray(v, _float()) for v in (std, bstd, outer_std)),
-                             net.width, d, net.bias, outer)
-    return TwoLayerParams(W=W, b=b, a=a)
+    return _two_layer(_paired_arrays, key, net, d, std, bias_std, outer_std, outer)
 
 
 @functools.partial(jax.jit, static_argnums=(4, 5, 6, 7))
