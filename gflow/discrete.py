@@ -19,6 +19,7 @@ import optax
 
 from . import _status
 from ._tree import bcast, optional_array, tree_finite, tree_norm
+from .observe import at_stop
 from .times import resolve_times
 
 __all__ = ["GD", "SGD", "Optax"]
@@ -265,11 +266,7 @@ def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, c
     c, ys = jax.lax.scan(segment, c0, (jnp.arange(save_steps.shape[0]), save_steps))
     obs, params = ys if save_params else (ys, None)
     params_final, opt_state, k, code, bstate, extra = c
-    # the observables at the stop point are read only after an early stop
-    obs_shape = jax.eval_shape(lambda: obs_fn(params_final, ctx))
-    obs_final = jax.lax.cond(code == _status.COMPLETED,
-                             lambda y: jax.tree.map(jnp.zeros_like, obs_shape),
-                             lambda y: obs_fn(y, ctx), params_final)
+    obs_final = at_stop(obs_fn, params_final, ctx, code == _status.COMPLETED)
     out = {"obs": obs, "params": params, "params_final": params_final, "k_stop": k,
            "obs_final": obs_final, "status": code,
            "stats": {"extra_evals": extra}}

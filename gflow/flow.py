@@ -19,6 +19,7 @@ import numpy as np
 from . import _status
 from ._tree import bcast, optional_array, tree_finite, tree_norm
 from .kinks import check_kinks, kink_solve
+from .observe import at_stop
 
 __all__ = ["SOLVERS", "GradientFlow"]
 
@@ -236,13 +237,10 @@ def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_lo
                           lambda y: jnp.asarray(True), y_final)
     status = jnp.where(failed & ~finite, _status.DIVERGED, status)
     obs, params = (ys_saved if save_params else (ys_saved, None))
-    obs_shape = jax.eval_shape(lambda: obs_fn(y_final, ctx))
     # saves after an early stop are filled with inf by diffrax: mark them as missing
     valid = ts_saved <= t_stop
     obs = jax.tree.map(lambda x: jnp.where(bcast(valid, x), x, jnp.nan), obs)
-    # the observables at the stop point are read only after an early stop
-    obs_final = jax.lax.cond(ok, lambda y: jax.tree.map(jnp.zeros_like, obs_shape),
-                             lambda y: obs_fn(y, ctx), y_final)
+    obs_final = at_stop(obs_fn, y_final, ctx, ok)
     return {
         "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
         "obs_final": obs_final, "status": status,

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from . import _status
 from ._tree import bcast, tree_finite, tree_norm
 from .nets import TwoLayer, output_scale
+from .observe import at_stop
 
 __all__ = ["GRID", "PIECEWISE_LINEAR", "check_kinks", "kink_solve"]
 
@@ -440,10 +441,7 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
     _, obs, params = out["saves"]
     y_final, t_stop = out["y"], out["t"]
     obs = jax.tree.map(lambda x: jnp.where(bcast(ts <= t_stop, x), x, jnp.nan), obs)
-    # the observables at the stop point are read only after an early stop
-    obs_final = jax.lax.cond(out["status"] == _status.COMPLETED,
-                             lambda y: jax.tree.map(jnp.zeros_like, obs0),
-                             lambda y: obs_fn(y, ctx), y_final)
+    obs_final = at_stop(obs_fn, y_final, ctx, out["status"] == _status.COMPLETED)
     return {
         "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
         "obs_final": obs_final, "status": out["status"],

@@ -131,6 +131,15 @@ def resolve(observe, *, has_test: bool, has_probes: bool) -> dict[str, Observabl
     return out
 
 
+def at_stop(obs_fn: Callable, params, ctx: ObsContext, completed) -> dict[str, Array]:
+    """The observables at the end of a run, computed only where it stopped early (the only
+    case in which they are read: a completed run's last save is at ``t1``); zeros
+    otherwise. ``completed``: a boolean scalar (traced)."""
+    shape = jax.eval_shape(obs_fn, params, ctx)
+    return jax.lax.cond(completed, lambda y: jax.tree.map(jnp.zeros_like, shape),
+                        lambda y: obs_fn(y, ctx), params)
+
+
 class Observer(eqx.Module):
     """Evaluates a fixed set of observables: ``observer(params, ctx) -> {name: array}``.
 
