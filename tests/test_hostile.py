@@ -96,6 +96,16 @@ def _check_result(traj):
     assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(traj.params_final))
 
 
+def _check_outcome(run) -> None:
+    """``run()`` either refuses with a clear gflow error or returns a sound trajectory."""
+    try:
+        traj = run()
+    except (ValueError, SimulationError) as e:
+        event(f"refused: {type(e).__name__}: {str(e)[:40]}")
+        return
+    _check_result(traj)
+
+
 # sane values first: hypothesis starts (and shrinks) towards the first ones
 # (weighted towards valid saves: bad ones are covered above and stop before the solver)
 SAVES = st.sampled_from(["lin4"] * 4 + ["log4"] * 2 + ["dup", "unsorted", "beyond"])
@@ -125,14 +135,9 @@ def test_gd_hostile_configs(width, lr, steps, loss, labels, scale, save, poison)
     p0 = gflow.init.gaussian(jax.random.key(1), net, D)
     if poison is not None:
         p0 = type(p0)(W=p0.W.at[0, 0].set(poison), b=p0.b, a=p0.a)
-    try:
-        data = _data(labels, scale)
-        traj = gflow.simulate(net, p0, data, loss=loss, dynamics=gflow.GD(lr), t1=t1,
-                              save=_save(save, t1), observe=("loss", "grad_norm"))
-    except (ValueError, SimulationError) as e:
-        event(f"refused: {type(e).__name__}: {str(e)[:40]}")
-        return
-    _check_result(traj)
+    _check_outcome(lambda: gflow.simulate(
+        net, p0, _data(labels, scale), loss=loss, dynamics=gflow.GD(lr), t1=t1,
+        save=_save(save, t1), observe=("loss", "grad_norm")))
 
 
 @SLOWER
@@ -145,13 +150,9 @@ def test_gf_hostile_configs(t1, scale, save, poison):
         p0 = type(p0)(W=p0.W.at[0, 0].set(poison), b=p0.b, a=p0.a)
     # a bounded number of steps: t1 = 1e7 must end in max_steps, not run for long
     dyn = gflow.GradientFlow(max_steps=2000)
-    try:
-        traj = gflow.simulate(net, p0, _data("regression", scale), dynamics=dyn, t1=t1,
-                              save=_save(save, t1), observe=("loss", "grad_norm"))
-    except (ValueError, SimulationError) as e:
-        event(f"refused: {type(e).__name__}: {str(e)[:40]}")
-        return
-    _check_result(traj)
+    _check_outcome(lambda: gflow.simulate(
+        net, p0, _data("regression", scale), dynamics=dyn, t1=t1, save=_save(save, t1),
+        observe=("loss", "grad_norm")))
 
 
 @FAST
@@ -162,13 +163,9 @@ def test_bad_params_are_value_errors(shape_W, dtype, drop_a):
     W = np.ones(shape_W).astype(dtype)
     a = None if drop_a else np.ones(3, dtype)
     params = gflow.TwoLayerParams(W=W, b=None, a=a)
-    try:
-        traj = gflow.simulate(net, params, _data("regression", 1.0), dynamics=gflow.GD(0.1),
-                              t1=0.4, save=gflow.LinTimes(4))
-    except (ValueError, SimulationError) as e:
-        event(f"refused: {type(e).__name__}: {str(e)[:40]}")
-        return
-    _check_result(traj)
+    _check_outcome(lambda: gflow.simulate(net, params, _data("regression", 1.0),
+                                          dynamics=gflow.GD(0.1), t1=0.4,
+                                          save=gflow.LinTimes(4)))
 
 
 def test_huge_step_count_is_a_value_error():
