@@ -40,40 +40,13 @@ from .checkpoint import check_memory_members
 from .data import Dataset
 from .discrete import _Discrete, discrete_solve
 from .flow import GradientFlow, gf_solve
-from .nets import TwoLayer, TwoLayerParams, output_scale
+from .nets import MaskedTwoLayer, TwoLayer, TwoLayerParams
 from .objective import Objective
 from .simulate import SimulationError, default_save, prepare
 from .times import LogTimes, check_t1, resolve_times
 from .trajectory import Trajectory
 
 __all__ = ["MaskedTwoLayer", "Run", "Sweep", "simulate_ensemble", "sweep"]
-
-
-class MaskedTwoLayer(eqx.Module):
-    """``net`` with only the neurons where ``mask == 1`` live (width = ``mask.sum()``)."""
-
-    net: TwoLayer
-    mask: Float[Array, " m"]
-
-    @property
-    def width(self) -> int:
-        return self.net.width
-
-    member_axes = True
-
-    def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
-        h = self.net.activation(self.net.preactivations(params, X)) * self.mask[..., None, :]
-        c = output_scale(self.net.scaling, jnp.sum(self.mask, axis=-1)[..., None])
-        return c * jnp.einsum("...nm,...m->...n", h, params.a)
-
-    def trainable(self, params: TwoLayerParams):
-        return TwoLayerParams(
-            W=self.mask[..., None], b=None if params.b is None else self.mask,
-            a=self.mask if self.net.train_outer else False,
-        )
-
-    def check_params(self, params, d=None):
-        self.net.check_params(params, d)
 
 
 _CACHE_BYTES = 2**21

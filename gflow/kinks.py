@@ -43,7 +43,7 @@ import jax.numpy as jnp
 
 from . import _status
 from ._tree import bcast, tree_finite, tree_norm
-from .nets import TwoLayer, output_scale
+from .nets import output_scale, two_layer_parts
 from .observe import at_stop
 
 __all__ = ["GRID", "PIECEWISE_LINEAR", "check_kinks", "kink_solve"]
@@ -73,21 +73,9 @@ class Modes(NamedTuple):
     valid: jax.Array
 
 
-def _parts(net):
-    """``(two-layer net, neuron mask or None)`` of a net or a width-masked ensemble net;
-    ``(None, None)`` for any other net."""
-    from .ensemble import MaskedTwoLayer
-
-    if type(net) is TwoLayer:
-        return net, None
-    if isinstance(net, MaskedTwoLayer):
-        return net.net, net.mask
-    return None, None
-
-
 def check_kinks(net) -> None:
     """Raise ``ValueError`` unless the kink-aware mode can integrate ``net``."""
-    base, _ = _parts(net)
+    base, _ = two_layer_parts(net)
     if base is None:
         raise ValueError("GradientFlow(kinks=True) integrates two-layer nets (gflow.TwoLayer) "
                          f"on a dataset; got {type(net).__name__}. Use kinks=False for it.")
@@ -103,7 +91,7 @@ class _Pattern:
 
     def __init__(self, objective):
         self.obj = objective
-        self.net, self.mask = _parts(objective.net)
+        self.net, self.mask = two_layer_parts(objective.net)
         # the activation's slopes below and above 0
         fn, one = self.net.activation.fn, jnp.ones((), objective.X.dtype)
         self.lo, self.hi = -fn(-one), fn(one)

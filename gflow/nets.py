@@ -30,10 +30,12 @@ __all__ = [
     "Activation",
     "MLP",
     "MLPParams",
+    "MaskedTwoLayer",
     "TwoLayer",
     "TwoLayerParams",
     "get_activation",
     "multiplicity",
+    "two_layer_parts",
 ]
 
 
@@ -57,18 +59,19 @@ def _gelu(z):
     return jax.nn.gelu(z, approximate=False)
 
 
-# name -> (function, smooth at 0). Non-smooth activations have no multiplicity.
-_REGISTRY: dict[str, tuple[Callable, bool]] = {
-    "relu": (jax.nn.relu, False),
-    "abs": (jnp.abs, False),
-    "leaky_relu": (_leaky_relu, False),
-    "tanh": (jnp.tanh, True),
-    "sigmoid": (jax.nn.sigmoid, True),
-    "softplus": (jax.nn.softplus, True),
-    "gelu": (_gelu, True),
-    "xtanh": (_xtanh, True),
-    "x2tanh": (_x2tanh, True),
-    "linear": (_linear, True),
+# name -> (function, smooth at 0, positively 1-homogeneous). Non-smooth activations have
+# no multiplicity; homogeneous ones satisfy sigma(z) = sigma'(z) z.
+_REGISTRY: dict[str, tuple[Callable, bool, bool]] = {
+    "relu": (jax.nn.relu, False, True),
+    "abs": (jnp.abs, False, True),
+    "leaky_relu": (_leaky_relu, False, True),
+    "tanh": (jnp.tanh, True, False),
+    "sigmoid": (jax.nn.sigmoid, True, False),
+    "softplus": (jax.nn.softplus, True, False),
+    "gelu": (_gelu, True, False),
+    "xtanh": (_xtanh, True, False),
+    "x2tanh": (_x2tanh, True, False),
+    "linear": (_linear, True, True),
 }
 
 ACTIVATIONS: tuple[str, ...] = tuple(_REGISTRY)
@@ -92,11 +95,15 @@ def multiplicity(fn: Callable, *, max_order: int = 8, tol: float = 1e-6) -> int 
 
 
 class Activation(eqx.Module):
-    """An activation function with a name and (where defined) its multiplicity."""
+    """An activation function with a name and (where defined) its multiplicity.
+
+    ``homogeneous``: ``sigma(z) = sigma'(z) z`` for every z (relu, leaky relu, abs,
+    linear), which lets a two-layer net's gradient skip a pass over its hidden layer."""
 
     fn: Callable = eqx.field(static=True)
     name: str = eqx.field(static=True)
     smooth: bool = eqx.field(static=True, default=True)
+    homogeneous: bool = eqx.field(static=True, default=False)
 
     def __call__(self, z):
         return self.fn(z)
@@ -118,8 +125,8 @@ def get_activation(activation: str | Callable | Activation) -> Activation:
                 f"activation={activation!r} is unknown; valid names are {list(ACTIVATIONS)} "
                 "or pass a callable z -> sigma(z)."
             )
-        fn, smooth = _REGISTRY[activation]
-        return Activation(fn, activation, smooth)
+        fn, smooth, homogeneous = _REGISTRY[activation]
+        return Activation(fn, activation, smooth, homogeneous)
     if callable(activation):
         name = getattr(activation, "__name__", "custom")
         return Activation(activation, name, True)
@@ -251,6 +258,43 @@ class TwoLayer(eqx.Module):
                 f"params were built for input dimension d={W.shape[1]} but the data has "
                 f"d={d}; initialise params with d={d}."
             )
+
+
+class MaskedTwoLayer(eqx.Module):
+    """``net`` with only the neurons where ``mask == 1`` live (width = ``mask.sum()``)."""
+
+    net: TwoLayer
+    mask: Float[Array, " m"]
+
+    @property
+    def width(self) -> int:
+        return self.net.width
+
+    member_axes = True
+
+    def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        h = self.net.activation(self.net.preactivations(params, X)) * self.mask[..., None, :]
+        c = output_scale(self.net.scaling, jnp.sum(self.mask, axis=-1)[..., None])
+        return c * jnp.einsum("...nm,...m->...n", h, params.a)
+
+    def trainable(self, params: TwoLayerParams):
+        return TwoLayerParams(
+            W=self.mask[..., None], b=None if params.b is None else self.mask,
+            a=self.mask if self.net.train_outer else False,
+        )
+
+    def check_params(self, params, d=None):
+        self.net.check_params(params, d)
+
+
+def two_layer_parts(net) -> tuple[TwoLayer | None, Array | None]:
+    """``(two-layer net, neuron mask or None)`` of a :class:`TwoLayer` or a
+    :class:`MaskedTwoLayer`; ``(None, None)`` for any other net."""
+    if type(net) is TwoLayer:
+        return net, None
+    if isinstance(net, MaskedTwoLayer):
+        return net.net, net.mask
+    return None, None
 
 
 class MLPParams(eqx.Module):

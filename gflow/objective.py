@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .losses import get_loss
-from .nets import TwoLayer, TwoLayerParams
+from .nets import TwoLayerParams, output_scale, two_layer_parts
 
 __all__ = ["Objective"]
 
@@ -91,8 +91,7 @@ def _take(a, idx, feature_axis: bool):
 
 
 def _value_and_grad(objective: Objective, params, idx):
-    if (type(objective.net) is TwoLayer and params.W.ndim == 2 and objective.X.ndim == 2
-            and (idx is None or idx.ndim == 1)):
+    if _two_layer_fits(objective, params, idx):
         return _two_layer_value_and_grad(objective, params, idx)
 
     def total(p):
@@ -119,30 +118,54 @@ def _member_rule(axis_size, in_batched, objective, params, idx):
     return (losses, g), (True, jax.tree.map(lambda _: True, g))
 
 
-def _two_layer_value_and_grad(objective: Objective, params, idx):
-    """``(loss, grad)`` of one :class:`TwoLayer` net, with the first layer's weight gradient
-    ``dL/dW = G^T X`` (``G = dL/dZ``, (n, m)) computed as ``(X^T G)^T``.
+def _two_layer_fits(objective: Objective, params, idx) -> bool:
+    """Whether :func:`_two_layer_value_and_grad` takes this net and these shapes: a
+    (width-masked) two-layer net, data shared or with the parameters' member axes."""
+    net, _ = two_layer_parts(objective.net)
+    if net is None:
+        return False
+    k = params.W.ndim - 2  # member axes
+    return objective.X.ndim in (2, 2 + k) and (idx is None or idx.ndim in (1, 1 + k))
 
-    The same mathematics as ``jax.value_and_grad`` (which is used for everything after the
-    pre-activations ``Z = X W^T + b``); only the one large GEMM of the backward pass is
-    written out: autodiff gives a product contracting the leading (sample) axis of both
-    operands, which XLA:CPU runs on a generic path about 3x slower than its GEMM library;
-    with both transposes materialised (O(nd + md) copies, kept by the barriers from being
-    folded back into the product) it is a plain (d, n) x (n, m) GEMM.
+
+def _two_layer_value_and_grad(objective: Objective, params, idx):
+    """``(loss, grad)`` of a two-layer net (:class:`TwoLayer`, or width-masked), any
+    leading member axes on the parameters, with the gradient written out.
+
+    The hidden layer is laid out (..., m, n): ``Z = W X^T + b``. With ``r = dL/df``
+    (..., n) and ``D = sigma'(Z) r``, one GEMM ``M = D [X 1]`` (..., m, d [+ 1]) gives
+    ``dL/dW = c a M_X`` and ``dL/db = c a M_1``. For a homogeneous activation
+    (``sigma(z) = sigma'(z) z``: relu, leaky relu, abs) it also gives
+    ``dL/da = c (sum_k W M_X + b M_1)``, so the hidden layer is read once less than by
+    autodiff; otherwise ``dL/da = c sigma(Z) r``. Both large products are plain GEMMs
+    (autodiff's ``G^T X`` contracts the leading axis of both operands, which XLA:CPU runs
+    on a generic path about 3x slower), and with shared data all members' neurons share
+    one GEMM.
     """
-    net = objective.net
+    net, mask = two_layer_parts(objective.net)
     X, y = (objective.X, objective.y) if idx is None else (_take(objective.X, idx, True),
                                                            _take(objective.y, idx, False))
-    z = net.preactivations(params, X)
-
-    def total(z, a):
-        f = net.readout(TwoLayerParams(W=params.W, b=params.b, a=a), z)
-        return jnp.mean(objective.loss_fn(f, y), axis=-1)
-
-    losses, vjp = jax.vjp(total, z, params.a)
-    dz, ga = vjp(jnp.ones_like(losses))
-    Xt = jax.lax.optimization_barrier(X.T)
-    gW = jax.lax.optimization_barrier(Xt @ dz).T
-    gb = None if params.b is None else jnp.sum(dz, axis=0)
-    g = TwoLayerParams(W=gW, b=gb, a=ga)
+    W, b, d = params.W, params.b, objective.X.shape[-1]
+    z = W @ jax.lax.optimization_barrier(jnp.swapaxes(X, -1, -2))
+    if b is not None:
+        z = z + b[..., None]
+    a = params.a if mask is None else params.a * mask
+    c = net.prefactor if mask is None else output_scale(
+        net.scaling, jnp.sum(mask, axis=-1, keepdims=True))
+    h, ds = jax.jvp(net.activation, (z,), (jnp.ones_like(z),))  # sigma(Z), sigma'(Z)
+    f = c * jnp.einsum("...mn,...m->...n", h, a)
+    losses, pull = jax.vjp(lambda f: jnp.mean(objective.loss_fn(f, y), axis=-1), f)
+    (r,) = pull(jnp.ones_like(losses))
+    if b is not None:
+        X = jnp.concatenate([X, jnp.ones_like(X[..., :1])], axis=-1)
+    M = (ds * r[..., None, :]) @ X
+    ca = (c * a)[..., None]
+    gW = ca * M[..., :d]
+    gb = None if b is None else ca[..., 0] * M[..., d]
+    if net.activation.homogeneous:
+        ga = jnp.sum(W * M[..., :d], axis=-1)
+        ga = c * (ga if b is None else ga + b * M[..., d])
+    else:
+        ga = c * jnp.einsum("...mn,...n->...m", h, r)
+    g = TwoLayerParams(W=gW, b=gb, a=ga if mask is None else ga * mask)
     return losses, objective.mask_grad(params, g)

@@ -64,11 +64,13 @@ def test_check_params():
 
 @pytest.mark.parametrize("act, bias, train_outer, loss", [
     ("relu", False, True, "squared"), ("relu", True, False, "squared"),
+    ("abs", True, True, "squared"), ("leaky_relu", False, True, "logistic"),
     ("tanh", True, True, "logistic")])
 def test_two_layer_gradient_matches_autodiff(dtype, act, bias, train_outer, loss):
-    # Objective.value_and_grad writes the first-layer GEMM of a TwoLayer net out by hand;
-    # it must equal jax.value_and_grad of the loss (full batch and minibatch), up to
-    # summation order: float32 ~1e-7 relative, float64 ~1e-16 (a few ulps allowed)
+    # Objective.value_and_grad writes the gradient of a TwoLayer net out by hand (for
+    # homogeneous activations dL/da comes from the same GEMM as dL/dW); it must equal
+    # jax.value_and_grad of the loss (full batch and minibatch), up to summation order:
+    # float32 ~1e-7 relative, float64 ~1e-16 (a few ulps allowed)
     import equinox as eqx
 
     from gflow.objective import Objective
@@ -83,8 +85,51 @@ def test_two_layer_gradient_matches_autodiff(dtype, act, bias, train_outer, loss
         got = eqx.filter_jit(lambda o, q, i: o.value_and_grad(q, i))(obj, p, idx)
         val, g = jax.value_and_grad(lambda q, i=idx: obj._losses(q, i))(p)
         want = (val, obj.mask_grad(p, g))
-        for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
-            assert u.dtype == jnp.dtype(dtype)
-            np.testing.assert_allclose(u, v, rtol=tol, atol=tol * float(jnp.max(jnp.abs(v))))
+        _assert_trees_close(got, want, dtype, tol)
     if not train_outer:
         assert float(jnp.max(jnp.abs(got[1].a))) == 0.0
+
+
+def _assert_trees_close(got, want, dtype, tol):
+    for u, v in zip(jax.tree.leaves(got), jax.tree.leaves(want), strict=True):
+        assert u.dtype == jnp.dtype(dtype)
+        np.testing.assert_allclose(u, v, rtol=tol, atol=tol * float(jnp.max(jnp.abs(v))))
+
+
+@pytest.mark.parametrize("act, bias", [("relu", True), ("tanh", False)])
+@pytest.mark.parametrize("masked", [False, True])
+def test_member_gradient_matches_autodiff(dtype, act, bias, masked):
+    # ensembles compute all members in one program (stacked parameters, shared or
+    # per-member data and minibatches, width masks); each member's gradient must equal
+    # jax.value_and_grad of that member's own loss (tolerances as above)
+    from gflow.nets import MaskedTwoLayer
+    from gflow.objective import Objective
+
+    E, m, n, d = 3, 16, 40, 5
+    net = gflow.TwoLayer(m, act, bias=bias)
+    data = gflow.data.teacher(jax.random.key(0), n, d, 3)
+    P = jax.vmap(lambda k: gflow.init.gaussian(k, net, d))(
+        jax.random.split(jax.random.key(1), E))
+    masks = (jnp.arange(m)[None, :] < jnp.array([16, 9, 4])[:, None]).astype(data.X.dtype)
+    Xs = data.X[None] * jnp.array([1.0, 0.5, 2.0])[:, None, None]  # per-member data
+    idx = jax.vmap(lambda k: jax.random.permutation(k, n)[:12])(
+        jax.random.split(jax.random.key(2), E))
+    tol = {"float32": 1e-5, "float64": 1e-12}[dtype]
+
+    def member_net(mask):
+        return MaskedTwoLayer(net, mask) if masked else net
+
+    for X, i in ((data.X, None), (Xs, None), (data.X, idx), (Xs, idx)):
+        x_ax, i_ax = (None if X.ndim == 2 else 0), (None if i is None else 0)
+        got = jax.jit(jax.vmap(
+            lambda mask, x, q, j: Objective(member_net(mask), "squared", x, data.y,
+                                            members=True).value_and_grad(q, j),
+            in_axes=(0, x_ax, 0, i_ax)))(masks, X, P, i)
+        for e in range(E):
+            obj = Objective(member_net(masks[e]), "squared", X if X.ndim == 2 else X[e],
+                            data.y)
+            q = jax.tree.map(lambda v, e=e: v[e], P)
+            val, g = jax.value_and_grad(lambda q, e=e: obj._losses(
+                q, None if i is None else i[e]))(q)
+            _assert_trees_close(jax.tree.map(lambda v, e=e: v[e], got),
+                                (val, obj.mask_grad(q, g)), dtype, tol)
