@@ -11,8 +11,10 @@ def tree_norm(tree):
 
 
 def tree_finite(tree):
-    """Whether every entry of every leaf is finite."""
-    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+    """Whether every entry of every leaf is finite: ``x * 0`` is 0 where ``x`` is finite and
+    NaN where it is not, so one sum of zeros per leaf decides (it cannot overflow), which
+    costs a step less than ``all(isfinite(x))``."""
+    return jnp.isfinite(sum(jnp.sum(x * 0) for x in jax.tree.leaves(tree)))
 
 
 def bcast(mask, x):

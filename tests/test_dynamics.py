@@ -288,3 +288,16 @@ def test_grad_evals_counts_every_evaluation(monkeypatch, solver, dt0):
     tr = gflow.simulate(net, p0, ds, t1=3.0, save=np.array([0.0, 3.0]),
                         dynamics=gflow.GradientFlow(solver=solver, rtol=1e-5, atol=1e-7, dt0=dt0))
     assert tr.stats["grad_evals"] == calls[0] > tr.stats["num_steps"] > 0
+
+
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_tree_finite_catches_each_non_finite_value(dtype, bad):
+    # divergence checks sum x * 0 over each leaf: NaN exactly when some entry is inf or
+    # NaN, and 0 (no overflow) for finite entries, the largest ones included
+    from gflow._tree import tree_finite
+
+    big = jnp.full((4, 3), jnp.finfo(dtype).max, dtype)
+    fn = jax.jit(tree_finite)
+    assert bool(fn({"w": big, "a": -big[0]}))
+    for i in range(3):
+        assert not bool(fn({"w": big, "a": (-big[0]).at[i].set(bad)}))
