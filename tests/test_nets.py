@@ -129,7 +129,6 @@ def test_member_gradient_matches_autodiff(dtype, act, bias, masked):
             obj = Objective(member_net(masks[e]), "squared", X if X.ndim == 2 else X[e],
                             data.y)
             q = jax.tree.map(lambda v, e=e: v[e], P)
-            val, g = jax.value_and_grad(lambda q, e=e: obj._losses(
-                q, None if i is None else i[e]))(q)
+            val, g = jax.value_and_grad(obj._losses)(q, None if i is None else i[e])
             _assert_trees_close(jax.tree.map(lambda v, e=e: v[e], got),
                                 (val, obj.mask_grad(q, g)), dtype, tol)
