@@ -13,7 +13,7 @@ import numpy as np
 
 import gflow
 
-from ._common import Metric, measure, torch_threads
+from ._common import MIN_TIME, Metric, measure, torch_threads
 from ._problem import jax_loss, jax_loss_mn, problem, torch_loss, torch_manual_grad
 
 NAME = "1 GD single net"
@@ -97,7 +97,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
     rows, details, losses, per_step = [], {"sizes": s, "lr": LR, "flops_per_step": flops}, {}, {}
 
     def bench(label, fn):
-        t = measure(fn, repeats=R)
+        t = measure(fn, repeats=R, min_time=MIN_TIME)
         losses[label] = t.result
         per_step[label] = t.min / K
         details[label] = t.asdict() | {"s_per_step": t.min / K,

@@ -19,7 +19,7 @@ import numpy as np
 
 import gflow
 
-from ._common import Metric, measure, torch_threads
+from ._common import MIN_TIME, Metric, measure, torch_threads
 from ._problem import jax_loss, problem, torch_loss
 
 NAME = "2 ensemble GD"
@@ -129,7 +129,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
     note = f"E={E}, n={n}, d={d}, m={m}, {K} steps; E*4nm(d+1)={flops / 1e6:.3g} MFLOP/step"
 
     def bench(label, fn, repeats=R):
-        t = measure(fn, repeats=repeats)
+        t = measure(fn, repeats=repeats, min_time=MIN_TIME)
         per_step[label] = t.min / K
         losses[label] = np.asarray(t.result)
         det[label] = t.asdict() | {"s_per_step": t.min / K, "gflops": flops * K / t.min / 1e9}
@@ -192,7 +192,8 @@ def _gf_rows(p, repeats) -> list:
                                               dynamics=dyn, t1=GF_T1, save=save)["loss"][-1])
                          for i in range(p.members)])
 
-    te, ts = measure(ensemble, repeats=repeats), measure(sequential, repeats=min(repeats, 2))
+    te = measure(ensemble, repeats=repeats, min_time=MIN_TIME)
+    ts = measure(sequential, repeats=min(repeats, 2), min_time=MIN_TIME)
     note = f"E={p.members}, Tsit5+PI rtol={GF_RTOL}, atol={GF_ATOL}, T={GF_T1}"
     rel = float(np.max(np.abs(np.asarray(te.result) - ts.result) / np.abs(ts.result)))
     return [

@@ -28,7 +28,7 @@ import numpy as np
 
 import gflow
 
-from ._common import Metric, measure, torch_threads
+from ._common import MIN_TIME, Metric, measure, torch_threads
 from ._problem import problem, torch_loss, torch_manual_grad
 
 NAME = "3 adaptive GF"
@@ -175,7 +175,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
     runs = {}
     for label, kw in (("gflow_tsit5_pid", {}),
                       ("gflow_dopri5_i", {"solver": "dopri5", "controller": "i"})):
-        t = measure(gflow_gf(p, T, **kw), repeats=R)
+        t = measure(gflow_gf(p, T, **kw), repeats=R, min_time=MIN_TIME)
         tr = t.result
         st = {k: int(v) for k, v in tr.stats.items()}
         runs[label] = {"time": t.min, "evals": st["grad_evals"], "loss": float(tr["loss"][-1])}
@@ -202,7 +202,8 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
         torch = None
     if torch is not None:
         for label, manual in (("torchdiffeq_autograd", False), ("torchdiffeq_manual", True)):
-            t = measure(torchdiffeq_gf(torch, p, T, manual=manual), repeats=R)
+            t = measure(torchdiffeq_gf(torch, p, T, manual=manual), repeats=R,
+                        min_time=MIN_TIME)
             runs[label] = {"time": t.min, "evals": t.result["nfe"],
                            "loss": t.result["final_loss"]}
             det[label] = t.asdict() | t.result

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from ._common import measure, torch_threads
+from ._common import MIN_TIME, measure, torch_threads
 
 __all__ = ["gemm_peak"]
 
@@ -29,7 +29,7 @@ def _jax_gflops(N: int, repeats: int) -> float:
     a = jax.random.normal(ka, (N, N), jnp.float32)
     b = jax.random.normal(kb, (N, N), jnp.float32)
     dot = jax.jit(jnp.dot)
-    t = measure(lambda: dot(a, b).block_until_ready(), repeats=repeats)
+    t = measure(lambda: dot(a, b).block_until_ready(), repeats=repeats, min_time=MIN_TIME)
     return 2 * N**3 / t.min / 1e9
 
 
@@ -37,7 +37,7 @@ def _torch_gflops(torch, N: int, repeats: int) -> float:
     g = torch.Generator().manual_seed(0)
     a = torch.randn(N, N, generator=g)
     b = torch.randn(N, N, generator=g)
-    t = measure(lambda: torch.mm(a, b), repeats=repeats)
+    t = measure(lambda: torch.mm(a, b), repeats=repeats, min_time=MIN_TIME)
     return 2 * N**3 / t.min / 1e9
 
 
