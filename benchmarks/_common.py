@@ -57,9 +57,9 @@ class Timing:
                 "repeats": self.repeats, "compile_s": self.compile}
 
 
-#: seconds the timed repeats of a headline measurement span at least: this shared 2-core
-#: machine has episodes of a few seconds in which everything runs ~2.5x slower, and the
-#: minimum over a longer window is taken outside them
+#: seconds the timed repeats of a headline measurement (cases 1-4, GEMM peak) span at
+#: least: this shared 2-core machine has episodes of a few seconds in which everything runs
+#: ~2.5x slower, and the minimum over a longer window is taken outside them
 MIN_TIME = 3.0
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 import gflow
 
-from ._common import Metric
+from ._common import MIN_TIME, Metric, measure
 from ._problem import gd_flops, problem
 
 NAME = "4 scaling"
@@ -35,17 +35,6 @@ MAX_SLOPE = 1.15
 LR = 0.05
 
 
-def _time_min(fn, repeats):
-    import time
-
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def step_time(n, d, m, K, repeats, members=None) -> float:
     """Seconds per GD step of gflow (single net, or ``simulate_ensemble`` with members)."""
     p = problem(n, d, m, members=members)
@@ -57,9 +46,8 @@ def step_time(n, d, m, K, repeats, members=None) -> float:
         return lambda: sim(p.net, p.params0, p.data, loss="squared", dynamics=gflow.GD(lr=LR),
                            t1=t1, save=save, observe=("loss",), throw=False)
 
-    r1, r2 = runner(K[0]), runner(K[1])
-    r2()  # compile (the program does not depend on the number of steps)
-    t1, t2 = _time_min(r1, repeats), _time_min(r2, repeats)
+    r1, r2 = runner(K[0]), runner(K[1])  # one program: it does not depend on the steps
+    t1, t2 = (measure(r, repeats=repeats, warmup=0, min_time=MIN_TIME).min for r in (r1, r2))
     if t2 <= t1:  # steps too cheap to resolve against the noise: fall back to the long run
         return t2 / K[1]
     return (t2 - t1) / (K[1] - K[0])
