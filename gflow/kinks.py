@@ -43,7 +43,7 @@ import jax.numpy as jnp
 
 from . import _status
 from ._tree import bcast, tree_finite, tree_norm
-from .nets import output_scale, two_layer_parts
+from .nets import two_layer_parts
 from .observe import at_stop
 
 __all__ = ["GRID", "PIECEWISE_LINEAR", "check_kinks", "kink_solve"]
@@ -103,11 +103,6 @@ class _Pattern:
         self.k = min(n, d + (1 if self.net.bias else 0))
         self.n, self.m = n, m
 
-    def scale(self):
-        if self.mask is None:
-            return self.net.prefactor
-        return output_scale(self.net.scaling, jnp.sum(self.mask))
-
     def z(self, params):
         """Pre-activations, shape (n, m)."""
         return self.net.preactivations(params, self.X)
@@ -121,7 +116,7 @@ class _Pattern:
         h = self.z(params) * S
         if self.mask is not None:
             h = h * self.mask
-        return self.scale() * (h @ params.a)
+        return self.obj.net.prefactor * (h @ params.a)
 
     def loss(self, params, S):
         return jnp.mean(self.obj.loss_fn(self.output(params, S), self.obj.y))

@@ -221,11 +221,8 @@ class TwoLayer(eqx.Module):
 
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         """Network output on a batch of inputs."""
-        return self.readout(params, self.preactivations(params, X))
-
-    def readout(self, params: TwoLayerParams, z: Float[Array, "n m"]) -> Float[Array, " n"]:
-        """The output ``c_m sum_j a_j sigma(z_j)`` from the pre-activations ``z``."""
-        return self.prefactor * jnp.einsum("...nm,...m->...n", self.activation(z), params.a)
+        h = self.activation(self.preactivations(params, X))
+        return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
     def trainable(self, params: TwoLayerParams) -> Any:
         """A pytree of bools (same structure as ``params``): which leaves are trained."""
@@ -272,10 +269,14 @@ class MaskedTwoLayer(eqx.Module):
 
     member_axes = True
 
+    @property
+    def prefactor(self) -> Float[Array, "1"]:
+        """The output scale of the live width (a trailing unit axis, any member axes)."""
+        return output_scale(self.net.scaling, jnp.sum(self.mask, axis=-1, keepdims=True))
+
     def apply(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, " n"]:
         h = self.net.activation(self.net.preactivations(params, X)) * self.mask[..., None, :]
-        c = output_scale(self.net.scaling, jnp.sum(self.mask, axis=-1)[..., None])
-        return c * jnp.einsum("...nm,...m->...n", h, params.a)
+        return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
     def trainable(self, params: TwoLayerParams):
         return TwoLayerParams(

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .losses import get_loss
-from .nets import TwoLayerParams, output_scale, two_layer_parts
+from .nets import TwoLayerParams, two_layer_parts
 
 __all__ = ["Objective"]
 
@@ -150,8 +150,7 @@ def _two_layer_value_and_grad(objective: Objective, params, idx):
     if b is not None:
         z = z + b[..., None]
     a = params.a if mask is None else params.a * mask
-    c = net.prefactor if mask is None else output_scale(
-        net.scaling, jnp.sum(mask, axis=-1, keepdims=True))
+    c = objective.net.prefactor
     h, ds = jax.jvp(net.activation, (z,), (jnp.ones_like(z),))  # sigma(Z), sigma'(Z)
     f = c * jnp.einsum("...mn,...m->...n", h, a)
     losses, pull = jax.vjp(lambda f: jnp.mean(objective.loss_fn(f, y), axis=-1), f)
