@@ -53,6 +53,17 @@ __all__ = ["MaskedTwoLayer", "Run", "Sweep", "simulate_ensemble", "sweep"]
 _CACHE_BYTES = 2**23
 
 
+def _block(block, platform: str, member_bytes: int) -> int | None:
+    """Members per block: ``block`` checked, or by default on a CPU as many as keep a
+    block's activations (``member_bytes`` each) within ``_CACHE_BYTES``; ``None`` (a plain
+    vmap) on other devices."""
+    if block is None:
+        return max(1, _CACHE_BYTES // member_bytes) if platform == "cpu" else None
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be an integer >= 1, got {block!r}.")
+    return block
+
+
 def _members(params0) -> int:
     shapes = {np.shape(x)[0] if np.ndim(x) else None for x in jax.tree.leaves(params0)}
     if len(shapes) != 1 or None in shapes:
@@ -172,11 +183,8 @@ def simulate_ensemble(
     axes = tuple(0 if id(x) in member_ids else None for x in leaves)
     check_memory_members(observer, treedef, leaves, axes, len(ts), M, save_params=save_params)
     devices = tuple(jax.devices() if devices is None else devices)
-    if block is None and devices[0].platform == "cpu":  # keep a block's activations in cache
-        width = getattr(net, "width", 1)
-        block = max(1, _CACHE_BYTES // (n * width * jnp.dtype(dtype).itemsize))
-    elif isinstance(block, bool) or not isinstance(block, int) or block < 1:
-        raise ValueError(f"block must be an integer >= 1, got {block!r}.")
+    block = _block(block, devices[0].platform, n * getattr(net, "width", 1)
+                   * jnp.dtype(dtype).itemsize)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
             chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}.")

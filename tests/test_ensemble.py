@@ -126,6 +126,19 @@ def test_chunks_and_blocks_give_the_same_result(data):
         np.testing.assert_allclose(got["loss"], ref["loss"], rtol=1e-6)
 
 
+def test_default_block_holds_members_in_cache_on_a_cpu_only():
+    # on a CPU, blocks of as many members as fit 8 MiB of activations; elsewhere a plain
+    # vmap (None): blocks would only serialise the work of a GPU
+    from gflow.ensemble import _block
+
+    assert _block(None, "cpu", 2**17) == 64 and _block(None, "cpu", 2**25) == 1
+    assert _block(None, "gpu", 2**17) is None and _block(None, "tpu", 2**17) is None
+    assert _block(5, "gpu", 2**17) == 5
+    for bad in (0, True, 2.0):
+        with pytest.raises(ValueError, match="block must be an integer"):
+            _block(bad, "cpu", 2**17)
+
+
 def test_values_do_not_recompile(data):
     # new data values, seeds and lr reuse both the cached program and its XLA executable
     net = gflow.TwoLayer(8)
