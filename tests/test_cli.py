@@ -18,7 +18,9 @@ def test_run_quickstart_writes_results(tmp_path, capsys):
         assert (out / f).exists(), f
     assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temp files left
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["init_output_max_abs_paired"] == 0.0
+    # paired init: f = 0 exactly in exact arithmetic; in float32 the width-16 sum is 0 up to
+    # (m - 1) eps sum_j |t_j| ~ 1e-5 for O(1) terms, 0.0 where XLA adds the pairs symmetrically
+    assert 0.0 <= summary["init_output_max_abs_paired"] < 1e-4
     assert summary["status_gf_gaussian"] == "completed"
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["width"] == 16 and config["settings"]["seed"] == 0

@@ -55,8 +55,13 @@ def test_teacher_one_program_per_size(dtype):
     assert _teacher_arrays._cache_size() == size
     tnet, tp = ds.meta["teacher"]
     clean = gflow.data.teacher(jax.random.key(2), 30, 3, 2)
+    # X comes from the same compiled program and key whatever the noise: exact by construction
     np.testing.assert_array_equal(clean.X, ds.X)
-    np.testing.assert_array_equal(clean.y, tnet.apply(tp, clean.X))
+    # the labels are the teacher's outputs, but computed inside the fused generator: XLA may
+    # order the width-2 sum and fuse the activations differently from TwoLayer.apply (it does
+    # on some CPUs), so they agree to rounding: a few ulps of |y| (here |y| = O(1))
+    eps = float(jnp.finfo(dtype).eps)
+    np.testing.assert_allclose(clean.y, tnet.apply(tp, clean.X), rtol=8 * eps, atol=8 * eps)
     # the noise is N(0, noise^2): its sample std over 60 draws is within ~4 standard errors
     resid = np.concatenate([ds.y - clean.y, ds.y_test - clean.y_test]) / 0.5
     assert abs(float(np.std(resid)) - 1.0) < 4 / np.sqrt(2 * 60)

@@ -292,8 +292,8 @@ def test_grad_evals_counts_every_evaluation(monkeypatch, solver, dt0):
 
 @pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
 def test_tree_finite_catches_each_non_finite_value(dtype, bad):
-    # divergence checks sum x * 0 over each leaf: NaN exactly when some entry is inf or
-    # NaN, and 0 (no overflow) for finite entries, the largest ones included
+    # divergence checks: False exactly when some entry of some leaf is inf or NaN, True for
+    # finite entries, the largest ones included (no overflow)
     from gflow._tree import tree_finite
 
     big = jnp.full((4, 3), jnp.finfo(dtype).max, dtype)

@@ -53,10 +53,13 @@ def test_run_tiny_summary_dataset_and_figures(tmp_path):
     for r, es in s["rel_error_spectral_by_rank"].items():
         ef = s["rel_error_function_by_rank"][r]
         assert 0.0 <= ef <= 1.0 and 0.0 <= es <= 1.0
-    # population errors (closed form): function-space never above spectral
+    # population errors (closed form): function-space never above spectral. The relative error
+    # is sqrt(E|relu(W0 x) - relu(W x)|^2 / E|relu(W0 x)|^2), its numerator a difference of
+    # O(1) closed-form terms: in float32 (this run) it resolves ~sqrt(eps) = 3.5e-4 and an
+    # exact fit reads as up to ~1e-3 (asserted below); 1.6e-4 seen at r = d = 4 on one CPU
     pop = res.dataset["rel_error_population"]
     diff = (pop.sel(scheme="function") - pop.sel(scheme="spectral")).values
-    assert np.all(diff[np.isfinite(diff)] <= 1e-6)
+    assert np.all(diff[np.isfinite(diff)] <= 1e-3)
     # full rank (r = d = 4) is exact for every scheme
     full = pop.sel(d=4, rank=4).values
     assert np.all(np.abs(full) < 1e-3)

@@ -49,10 +49,12 @@ def test_one_hidden_layer_equals_two_layer(dtype, bias):
         mlp = gflow.MLP((7,), "softplus", scaling=scaling, bias=bias)
         p_tl = gflow.init.gaussian(key, tl, 4, outer="gaussian")
         p_mlp = gflow.init.gaussian(key, mlp, 4, outer="gaussian")
-        # same key, same draws: the MLP init reduces to the two-layer init
-        assert tree_allclose((p_mlp.Ws[0], p_mlp.a), (p_tl.W, p_tl.a), rtol=0)
+        # same key, same draws: the MLP init reduces to the two-layer init (two compiled
+        # programs, which may fuse the scaling of the draws differently: a few ulps)
+        eps = float(jnp.finfo(dtype).eps)
+        assert tree_allclose((p_mlp.Ws[0], p_mlp.a), (p_tl.W, p_tl.a), rtol=4 * eps)
         if bias:
-            assert tree_allclose(p_mlp.bs[0], p_tl.b, rtol=0)
+            assert tree_allclose(p_mlp.bs[0], p_tl.b, rtol=4 * eps)
         np.testing.assert_allclose(np.asarray(mlp.apply(p_mlp, X)),
                                    np.asarray(tl.apply(p_tl, X)),
                                    rtol=RTOL[dtype], atol=RTOL[dtype])
@@ -63,7 +65,9 @@ def test_small_init_one_layer_equals_two_layer():
     tl, mlp = gflow.TwoLayer(9, "tanh", bias=True), gflow.MLP((9,), "tanh", bias=True)
     a = gflow.init.small(key, tl, 3, 2.5)
     b = gflow.init.small(key, mlp, 3, 2.5)
-    assert tree_allclose((b.Ws[0], b.bs[0], b.a), (a.W, a.b, a.a), rtol=0)
+    # same draws, two compiled programs: equal to a few ulps (float32 here), not bitwise --
+    # XLA's fast-math code generation rounds the scaling of the draws differently
+    assert tree_allclose((b.Ws[0], b.bs[0], b.a), (a.W, a.b, a.a), rtol=4 * 2.0**-23)
 
 
 def test_small_init_per_layer_std():
