@@ -147,15 +147,16 @@ class Distribution(eqx.Module):
         """``n`` i.i.d. draws from the distribution conditioned on ``x`` not being a row of
         ``exclude (m, d)`` (e.g. the training inputs): disjoint from it by construction.
 
-        Rejection sampling; on a finite support whose excluded part exceeds half its mass,
-        draws from the enumerated complement instead."""
+        Rejection sampling; on a finite support that ``exclude`` may cover for the most part
+        (at least half its points, or any support of at most 2^16 points) it enumerates the
+        complement and draws from it when the excluded mass exceeds one half."""
         n = _count(n, "n")
         ex = np.asarray(exclude)
         if ex.ndim != 2 or ex.shape[1] != self.d:
             raise ValueError(f"exclude must have shape (m, {self.d}), got {ex.shape}.")
         seen = set(self._keys(ex).tolist())
         N = self.support_size
-        if N is not None and N <= ENUMERATE_LIMIT:
+        if N is not None and N <= ENUMERATE_LIMIT and (N <= 2**16 or len(seen) >= N // 2):
             X, y, w = self.enumerate()
             keep = np.array([k not in seen for k in self._keys(X).tolist()])
             mass = float(np.sum(np.asarray(w)[keep]))
