@@ -62,6 +62,9 @@ def test_sharp_transition_is_grid_limited_and_conservative():
     one = stats.crossing(np.repeat([[0, 0, 0, 1, 1]], 8, axis=0), [1, 2, 4, 8, 16])
     assert one.grid_limited and (one.lo, one.hi) == pytest.approx((4.0, 8.0))
     assert one.estimate == pytest.approx(math.sqrt(32))  # midpoint in log of the cell
+    # level 1: the fit reaches 1 exactly at a grid value; the crossing lies in the cell below
+    full = stats.crossing(np.repeat([[0, 0, 1, 1, 1]], 8, axis=0), [1, 2, 4, 8, 16], level=1.0)
+    assert full.estimate == pytest.approx(4.0) and (full.lo, full.hi) == pytest.approx((2, 4))
 
 
 def test_power_law_of_medians_covers_alpha():
@@ -140,11 +143,16 @@ def test_censored_points_are_carried_not_dropped():
     s2[2:] = False
     law2 = stats.threshold_law(XS, s2, GRID, n_resamples=500)
     assert law2.n_points == 2 and "fewer_than_3_points" in law2.flags
+    # the fit predicts ~2 x^1.5 < 4096 where the bounds say >= 4096
+    assert "lower_bound_above_fit" in law2.flags and "lower_bound_above_fit" in law.flags
     assert law2.censored == ("none", "none", "above", "above", "above")
-    # all succeed at the smallest grid value -> upper bound
+    # all succeed at the smallest grid value -> upper bound; here the fit, from points 1-4,
+    # predicts 2 * 1^1.5 = 2 > 1 at x = 1: the upper bound contradicts it
     s3 = s.copy()
     s3[0] = True
-    assert stats.threshold_law(XS, s3, GRID, n_resamples=500).censored[0] == "below"
+    law3 = stats.threshold_law(XS, s3, GRID, n_resamples=500)
+    assert law3.censored[0] == "below" and law3.y[0] == GRID[0]
+    assert "upper_bound_below_fit" in law3.flags
 
 
 def test_budget_binding_is_flagged_and_not_fitted():

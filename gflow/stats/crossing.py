@@ -96,11 +96,13 @@ class Crossing(Result):
 
 
 def _grid_cell(lo: float, hi: float, logg: np.ndarray):
-    """The grid cell ``[g_i, g_j]`` around ``[lo, hi]`` (log) if no grid value lies strictly
-    inside ``(lo, hi)``, else None."""
+    """The grid cell ``(g_i, g_{i+1}]`` holding ``[lo, hi]`` (log) if no grid value lies
+    strictly inside ``(lo, hi)``, else None. A crossing exactly at a grid value ``g_{i+1}``
+    lies in the cell below it: success was under the level at ``g_i``."""
     if not (np.isfinite(lo) and np.isfinite(hi)) or np.any((logg > lo) & (logg < hi)):
         return None
-    return float(logg[logg <= lo].max()), float(logg[logg >= hi].min())
+    below = logg[logg < lo]
+    return float(below.max() if below.size else lo), float(logg[logg >= hi].min())
 
 
 def crossing_from_resamples(level, s, b, g, logb, confidence, B, rng) -> Crossing:

@@ -32,6 +32,7 @@ FLAGS = {
                                "cannot resolve the exponent",
     "interval_spans_candidates": "the interval contains every candidate exponent",
     "lower_bound_above_fit": "a censored point's lower bound lies above the fitted law",
+    "upper_bound_below_fit": "a censored point's upper bound lies below the fitted law",
     "bootstrap_censored": "more resamples than one tail of the interval ((1 - confidence) / 2) "
                           "put a fitted point off the grid; the interval, from the others, is "
                           "conditional on them",
@@ -44,7 +45,10 @@ class PowerLaw(Result):
     ``exponent`` in ``[lo, hi]`` at ``confidence``.
 
     ``x, y, censored`` list *every* point (``y`` of a censored point is its bound, NaN if it has
-    none); ``n_points`` counts the resolved points behind the fit, ``n_seeds`` the seeds per
+    none; ``censored`` is ``"none"``, ``"above"`` (lower bound), ``"below"`` (upper bound) or
+    ``"budget"`` (on the grid, but the time budget moves it; whether a bound is budget-bound
+    too is in ``points[i].budget_binding``)); ``n_points`` counts the resolved points behind
+    the fit, ``n_seeds`` the seeds per
     point; ``flags`` name what the data cannot resolve (:data:`FLAGS`), empty if nothing;
     ``points`` holds the per-point :class:`Crossing` of a :func:`threshold_law`.
     """
@@ -111,9 +115,12 @@ def _power_law(x, y, censored, budget_bound, logboot, *, confidence, candidates,
             flags.append("y_range_under_grid_step")
         if len(candidates) >= 2 and all(lo <= c <= hi for c in candidates):
             flags.append("interval_spans_candidates")
-        above = np.array([c == "above" for c in censored])
-        if np.any(above & np.isfinite(v)) and np.any(v[above] > icpt + slope * u[above]):
-            flags.append("lower_bound_above_fit")
+        fit = icpt + slope * u
+        for kind, name, wrong in (("above", "lower_bound_above_fit", np.greater),
+                                  ("below", "upper_bound_below_fit", np.less)):
+            sel = np.array([c == kind for c in censored]) & np.isfinite(v)
+            if np.any(wrong(v[sel], fit[sel])):
+                flags.append(name)
     return PowerLaw(
         exponent=float(slope), lo=float(lo), hi=float(hi),
         prefactor=math.exp(icpt) if np.isfinite(icpt) else math.nan, confidence=confidence,
