@@ -137,6 +137,7 @@ def test_censored_points_are_carried_not_dropped():
     assert len(law.x) == len(XS) and law.n_points == len(XS) - 1
     d = law.to_dict()
     assert d["censored"][-1] == "above" and len(d["points"]) == len(XS)
+    assert d["resolved"] is False and d["flags"] == list(law.flags) and d["n_points"] == 4
     json.dumps(d)  # JSON-safe: NaN -> None, inf -> "inf"
     # only two resolved points left: flagged, and a lower bound above the fitted line is flagged
     s2 = s.copy()

@@ -28,9 +28,9 @@ resamples of a crossing never leave one grid cell (success jumps across it), the
 that the crossing lies in that cell: its interval is the cell, and for the exponent's interval
 its resamples are drawn uniformly (in log) in the cell. Measured coverage of the exponent's
 90 % interval (200 synthetic sweeps, 5 points over 1.6 decades, 16 grid values per factor
-4096, transitions of width 0.5-3 grid steps): 0.89-0.96 with 16 or 32 seeds; with 8 seeds
-0.87-0.91 at level 0.5 and down to 0.85 at level 0.9; 0.98-1.0 (conservative) where success
-jumps within one grid step.
+4096, transitions 0.5-3 grid steps wide, levels 0.5 and 0.9): 0.89-0.96 with 16 or 32
+seeds; 0.85-0.94 with 8 seeds, the low end at level 0.9 (where 8 seeds also bias the exponent
+low by ~3 %); up to 1.0 (conservative) where success jumps within one grid step.
 
 Censoring is carried, never dropped: a point whose success never reaches ``level`` on the grid
 is a *lower bound* (``censored="above"``, the threshold exceeds the largest grid value); one

@@ -33,8 +33,12 @@ class Result:
     """Base of the result dataclasses: ``to_dict()`` for summary.json."""
 
     def to_dict(self) -> dict:
-        """JSON-safe dict (floats, lists, str; NaN as None, infinities as "inf"/"-inf")."""
-        return jsonable(dataclasses.asdict(self))
+        """JSON-safe dict (floats, lists, str; NaN as None, infinities as "inf"/"-inf"), with
+        ``resolved`` where the result has it."""
+        d = dataclasses.asdict(self)
+        if hasattr(type(self), "resolved"):
+            d["resolved"] = bool(self.resolved)
+        return jsonable(d)
 
 
 # ----------------------------------------------------------------------- argument checks
