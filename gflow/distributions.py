@@ -88,7 +88,7 @@ class Distribution(eqx.Module):
 
     @property
     def support_size(self) -> int | None:
-        """Number of support points if finite, else None."""
+        """Number of support points if finite and enumerable, else None."""
         return None
 
     def support_chunk(self, start, size: int):
@@ -108,8 +108,9 @@ class Distribution(eqx.Module):
     def _finite(self, what: str) -> int:
         N = self.support_size
         if N is None:
-            raise ValueError(f"{type(self).__name__}.{what}: the support is not finite; estimate "
-                             f"with a large held-out sample (heldout()) instead.")
+            raise ValueError(f"{type(self).__name__}.{what}: no enumerable support (it is "
+                             f"infinite, or too large to sum over); estimate with a large "
+                             f"held-out sample (heldout()) instead.")
         return N
 
     def expectation(self, fn: Callable, *, chunk: int = 2**14):
@@ -129,6 +130,7 @@ class Distribution(eqx.Module):
     def population_loss(self, net, params, loss: str | Callable = "squared"):
         """``E[loss(f(x), y)]`` exactly (by enumeration where the support is finite); ``net``
         is any gflow net (``net.apply(params, X)``)."""
+        self._finite("population_loss")
         return _expected_loss(self, net, params, get_loss(loss))
 
     def population_error(self, net, params):
@@ -136,6 +138,7 @@ class Distribution(eqx.Module):
         if not self.labels_binary:
             raise ValueError(f"{type(self).__name__} has real-valued labels; population_error "
                              f"needs labels in {{-1, +1}}.")
+        self._finite("population_error")
         return _expected_error(self, net, params)
 
     def _keys(self, X) -> np.ndarray:
