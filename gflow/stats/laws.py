@@ -6,7 +6,6 @@ import dataclasses
 import math
 
 import numpy as np
-import scipy.stats
 
 from ._base import (
     Result,
@@ -97,6 +96,8 @@ def _power_law(x, y, censored, budget_bound, logboot, *, confidence, candidates,
         slope, icpt = (float(t) for t in _slopes(u[use], v[use]))
         if logboot is None:  # no seed-level data: t interval of the OLS slope
             if n > 2:
+                import scipy.stats  # here, not at import (slow to import)
+
                 r = scipy.stats.linregress(u[use], v[use])
                 t = scipy.stats.t.ppf(0.5 + confidence / 2, n - 2)
                 lo, hi = slope - t * r.stderr, slope + t * r.stderr

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import scipy.stats
 
 from ._base import Result, check_binary, check_confidence, check_grid
 
@@ -31,6 +30,8 @@ def proportion_interval(k, n, *, confidence: float = 0.95, method: str = "wilson
         raise ValueError("k and n must be whole numbers (successes and trials).")
     if np.any(n < 1) or np.any(k < 0) or np.any(k > n):
         raise ValueError("need n >= 1 trials and 0 <= k <= n successes.")
+    import scipy.stats  # here, not at import: it takes longer to import than all of gflow
+
     lo, hi = np.empty(k.shape), np.empty(k.shape)
     for i in np.ndindex(k.shape):
         ci = scipy.stats.binomtest(int(k[i]), int(n[i])).proportion_ci(confidence, _METHODS[method])
