@@ -274,13 +274,6 @@ class GaussianTeacher(Distribution):
 _teacher_loss = eqx.filter_jit(population.loss)
 
 
-@eqx.filter_jit
-def _centres(key, d: int, groups: int):
-    G = _flat(jax.random.normal, key, (d, groups), _float())
-    C = jnp.linalg.qr(G)[0].T if groups <= d else (G / jnp.linalg.norm(G, axis=0)).T
-    return C, jnp.where(jnp.arange(groups) % 2 == 0, 1.0, -1.0).astype(C.dtype)
-
-
 # --------------------------------------------------------------------------- hypercube parity
 
 
@@ -384,6 +377,13 @@ class Margin(Distribution):
 
 
 # --------------------------------------------------------------------------- clusters
+
+
+@eqx.filter_jit
+def _centres(key, d: int, groups: int):
+    G = _flat(jax.random.normal, key, (d, groups), _float())
+    C = jnp.linalg.qr(G)[0].T if groups <= d else (G / jnp.linalg.norm(G, axis=0)).T
+    return C, jnp.where(jnp.arange(groups) % 2 == 0, 1.0, -1.0).astype(C.dtype)
 
 
 class Clusters(Distribution):
