@@ -8,13 +8,16 @@ compared point by point.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data as data
+from . import distributions as distributions
 from . import init as init
 from . import losses as losses
 from . import lowrank as lowrank
 from . import ntk as ntk
 from . import observe as observe
+from . import online as online
 from . import population as population
 from . import rotation as rotation
+from . import stats as stats
 from . import trajectory as trajectory
 from .data import Dataset as Dataset
 from .discrete import GD as GD
