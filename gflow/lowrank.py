@@ -8,7 +8,8 @@ re-parameterizes its hidden weight as ``W = U V^T`` with ``U`` (m, r), ``V`` (d,
     f(x) = c_m sum_j a_j sigma((U V^T x)_j + b_j),
 
 trained by every gflow dynamics like :class:`gflow.TwoLayer` (all of ``U, V, b, a`` are
-trained unless ``train_outer=False`` freezes ``a``).
+trained unless ``train_outer=False`` freezes ``a``); :func:`gflow.init.low_rank` initializes
+it with either method below.
 
 Given a full-rank init ``W0`` (m, d) there are two ways to pick a rank-r ``(U, V)``:
 

@@ -176,7 +176,7 @@ class TwoLayer(AbstractNet):
         return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
     def loss_and_grad(self, params: TwoLayerParams, X, y, loss_fn):
-        """The gradient written out (:func:`two_layer_loss_and_grad`)."""
+        """The gradient written out (:func:`_two_layer_loss_and_grad`)."""
         return _two_layer_loss_and_grad(self, None, params, X, y, loss_fn)
 
     def trainable(self, params: TwoLayerParams) -> Any:

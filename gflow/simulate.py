@@ -99,7 +99,8 @@ def simulate(
     Arguments:
         net: a network, e.g. :class:`gflow.TwoLayer`.
         params0: its initial parameters (``gflow.init.*``).
-        data: a :class:`gflow.Dataset`.
+        data: a :class:`gflow.Dataset`, or a :class:`gflow.population.Population` (the
+            exact population loss of a teacher; ``loss="squared"``).
         loss: ``"squared"``, ``"logistic"``, ``"exponential"`` or a per-sample ``(f, y) -> (n,)``.
         dynamics: ``gflow.GradientFlow(...)`` (default), ``gflow.GD(lr)``,
             ``gflow.SGD(lr, batch_size, key=)`` or ``gflow.Optax(optimizer, lr)``.

@@ -98,6 +98,9 @@ def test_population_objective_protocol(x64):
         gflow.simulate(net, p0, pop, dynamics=gflow.SGD(0.1, 2, key=jax.random.key(0)), t1=1.0)
     with pytest.raises(ValueError, match="no training inputs"):
         gflow.simulate(net, p0, pop, dynamics=gflow.GD(0.1), t1=1.0, observe=("accuracy",))
+    stacked = jax.tree.map(lambda x: jnp.stack([x, x]), p0)
+    with pytest.raises(ValueError, match="no training inputs"):
+        gflow.simulate_ensemble(net, stacked, pop, dynamics=gflow.GD(0.1), t1=1.0)
     # the output observable at probes works
     probes = jnp.eye(5)[:2]
     tr = gflow.simulate(net, p0, pop, dynamics=gflow.GD(0.1), t1=0.2, save=gflow.LinTimes(2),
