@@ -6,7 +6,9 @@ NeurIPS 2009, arc-cosine kernels of order 0 and 1):
 - ``E[1{u.x > 0} 1{v.x > 0}] = (pi - theta) / (2 pi)``;
 - ``E[relu(u.x) relu(v.x)] = (|u||v| sin theta + (pi - theta) u.v) / (2 pi)``;
 - ``E[|u.x| |v.x|] = 4 E[relu(u.x) relu(v.x)] - u.v`` (from ``|z| = 2 relu(z) - z`` and
-  ``E[relu(u.x) v.x] = u.v / 2``).
+  ``E[relu(u.x) v.x] = u.v / 2``);
+- ``E[(relu(u.x) - relu(v.x))^2] = |u - v|^2 / 2 - |u||v| (sin theta - theta cos theta) / pi``
+  (:func:`relu_distance`, the same closed form without its cancellation).
 
 Every closed form in gflow -- the infinite-width NTK (:mod:`gflow.ntk`), the exact
 population loss (:mod:`gflow.population`), the low-rank layer error (:mod:`gflow.lowrank`)
@@ -45,6 +47,7 @@ __all__ = [
     "kappa",
     "pairwise",
     "relu_cross",
+    "relu_distance",
 ]
 
 #: activations with a closed-form Gaussian kernel (:func:`gaussian`)
@@ -114,6 +117,22 @@ def relu_cross(u: Float[Array, "... d"], v: Float[Array, "... d"]) -> Float[Arra
     nu2, nv2 = jnp.sum(u * u, axis=-1), jnp.sum(v * v, axis=-1)
     uv = jnp.sum(u * v, axis=-1)
     return _relu_j(nu2, nv2, uv, theta, sin) / (2 * jnp.pi)
+
+
+def relu_distance(u: Float[Array, "... d"], v: Float[Array, "... d"]) -> Float[Array, "..."]:
+    """``E_{x ~ N(0, I)}[(relu(u.x) - relu(v.x))^2] = |u - v|^2 / 2 - |u||v| (sin theta -
+    theta cos theta) / pi`` (broadcasting rows): the same closed form as :func:`relu_cross`
+    (``|u|^2/2 + |v|^2/2 - 2`` :func:`relu_cross`), written without its cancellation, so a
+    small distance keeps its relative accuracy (the second term is ``O(theta^3)``)."""
+    u, v = jnp.asarray(u), jnp.asarray(v)
+    theta, sin = _angle_parts(u, v)
+    t2 = theta * theta
+    # sin t - t cos t = t^3/3 - t^5/30 + t^7/840 - t^9/45360 + ...: the series below 0.05
+    # (next term < 1e-16 relative), where the direct difference would cancel
+    series = theta * t2 * (1 / 3 - t2 * (1 / 30 - t2 * (1 / 840 - t2 / 45360)))
+    odd = jnp.where(theta < 0.05, series, sin - theta * jnp.cos(theta))
+    d2 = jnp.sum((u - v) ** 2, axis=-1)
+    return 0.5 * d2 - _norm(u) * _norm(v) * odd / jnp.pi
 
 
 def arccos(u: Float[Array, "... d"], v: Float[Array, "... d"], order: int = 1

@@ -206,9 +206,9 @@ def _norm(x, axis=-1):
 @jax.jit
 def population_error(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[Array, ""]:
     """``E_x |relu(W0 x) - relu(W x)|^2`` for ``x ~ N(0, I_d)`` in closed form
-    (sum over the m neurons of ``k(w0,w0) + k(w,w) - 2 k(w0,w)``, ``k(w,w) = |w|^2/2``)."""
-    per = 0.5 * jnp.sum(W0**2, -1) + 0.5 * jnp.sum(W**2, -1) - 2.0 * kernels.relu_cross(W0, W)
-    return jnp.sum(jnp.maximum(per, 0.0))
+    (sum over the m neurons of ``k(w0,w0) + k(w,w) - 2 k(w0,w)``, ``k(w,w) = |w|^2/2``,
+    evaluated without cancellation by :func:`gflow.kernels.relu_distance`)."""
+    return jnp.sum(jnp.maximum(kernels.relu_distance(W0, W), 0.0))
 
 
 @jax.jit

@@ -130,6 +130,25 @@ def test_gaussian_kernels_match_mpmath(x64):
     assert k0[0, 3] == 1.0 and k0[0, 4] == pytest.approx(0.0, abs=1e-15)
 
 
+def test_relu_distance_matches_mpmath(dtype):
+    # E(relu(u.x) - relu(v.x))^2 = |u|^2/2 + |v|^2/2 - 2 E[relu relu], here written without
+    # the cancellation: relative accuracy also for nearby u, v (row 5 is 1e-6 from row 0)
+    X = _rows(dtype)
+    _, relu, _ = _mp_matrices(X)
+    sq = np.sum(X**2, axis=1)
+    got = np.asarray(kernels.pairwise(kernels.relu_distance, jnp.asarray(X, dtype)), np.float64)
+    eps = float(jnp.finfo(dtype).eps)
+    assert got[0, 3] == 0.0 and got[1, 1] == 0.0  # equal rows: exactly 0
+    with mp.workdps(50):
+        u, v = _mp_vec(X[0]), _mp_vec(X[5])
+        nx, ny, dot, th = _mp_parts(u, v)
+        exact = float(nx**2 / 2 + ny**2 / 2 - (nx * ny * mp.sin(th) + (mp.pi - th) * dot) / mp.pi)
+    assert got[0, 5] == pytest.approx(exact, rel=1e-6 if dtype == "float64" else 0.05)
+    scale = np.add.outer(sq, sq) / 2  # the size of the two terms whose difference it is
+    full = scale - 2 * relu  # the closed form from the 50-digit kernel
+    assert np.all(np.abs(got - full) <= ULPS * eps * scale)
+
+
 def test_relu_cross_gradient_matches_mpmath_derivative(x64):
     # d/du E[relu(u.x) relu(v.x)] = ((pi - theta) v + (s / |u|^2) u) / (2 pi),
     # s = |u||v| sin theta -- finite at v = u, v = -u, v = 3u; checked against 50-digit
