@@ -7,9 +7,11 @@ compared point by point.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import condense as condense
 from . import data as data
 from . import distributions as distributions
 from . import init as init
+from . import kernels as kernels
 from . import losses as losses
 from . import lowrank as lowrank
 from . import ntk as ntk
@@ -31,15 +33,23 @@ from .flow import GradientFlow as GradientFlow
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
 from .nets import ACTIVATIONS as ACTIVATIONS
 from .nets import MLP as MLP
+from .nets import AbstractNet as AbstractNet
 from .nets import TwoLayer as TwoLayer
 from .nets import TwoLayerParams as TwoLayerParams
 from .nets import multiplicity as multiplicity
+from .objective import AbstractObjective as AbstractObjective
 from .objective import Objective as Objective
 from .simulate import SimulationError as SimulationError
 from .simulate import simulate as simulate
 from .times import LinTimes as LinTimes
 from .times import LogTimes as LogTimes
 from .trajectory import Trajectory as Trajectory
+
+# the research modules' observables, registered explicitly: every name works after `import gflow`
+for _table in (ntk.OBSERVABLES, population.OBSERVABLES, rotation.OBSERVABLES,
+               condense.OBSERVABLES):
+    observe.register_table(_table)
+del _table
 
 try:
     __version__ = version("gflow")

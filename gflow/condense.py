@@ -32,9 +32,10 @@ Pieces:
 - :func:`growth_stage_end`, :func:`loss_stage_end`: the end of the initial stage,
   detected from a saved series rather than set by hand (see their docstrings).
 - :func:`first_order_direction`, :func:`alignment`: the p = 1 prediction
-  ``+-sum_i e_i (x_i, 1)`` and how well the weight-carrying neurons line up with it;
-  :func:`sine_data`: the paper's data set.
-- Observables (registered in :mod:`gflow.observe`): ``max_input_norm``,
+  ``+-sum_i e_i (x_i, 1)`` and how well the weight-carrying neurons line up with it
+  (the paper's data set: :func:`gflow.data.sine_data`).
+- Observables (:data:`OBSERVABLES`, registered in :mod:`gflow.observe` by ``import gflow``):
+  ``max_input_norm``,
   ``orientations`` and ``effective_neurons``, each with one entry per hidden layer
   (``dims=("layer",)``); :func:`input_weights_observable` records a layer's ``[W | b]``.
 """
@@ -47,9 +48,10 @@ import numpy as np
 from jaxtyping import Array, Float, Int
 
 from . import observe
-from .nets import MLP, TwoLayer, check_int
+from .nets import MLP, TwoLayer
 
 __all__ = [
+    "OBSERVABLES",
     "NORM_FRAC",
     "COS_THRESHOLD",
     "cluster_directions",
@@ -64,7 +66,6 @@ __all__ = [
     "input_weights_observable",
     "loss_stage_end",
     "orientations_observable",
-    "sine_data",
 ]
 
 #: default: a neuron carries weight if its norm is at least this fraction of the largest
@@ -280,31 +281,10 @@ def input_weights_observable(layer: int = 1):
     return observe.Observable(fn, dims=(f"neuron_l{layer}", f"input_l{layer}"))
 
 
-observe.register("max_input_norm", _per_layer(lambda U: jnp.max(_norms(U))), dims=("layer",))
-observe.register("orientations", orientations_observable().fn, dims=("layer",))
-observe.register("effective_neurons", _per_layer(effective_neurons), dims=("layer",))
-
-
-def sine_data(key, n: int = 80, d: int = 5, *, low: float = -4.0, high: float = 2.0,
-              amplitude: float = 3.5, freq: float = 5.0, phase: float = 1.0, n_test: int = 0):
-    """The data of Zhou et al. (2022), Fig. 2: ``x ~ U[low, high]^d`` and
-    ``y = sum_k amplitude * sin(freq * x_k + phase)`` (no noise). Returns a
-    :class:`gflow.Dataset` (test inputs drawn the same way if ``n_test > 0``)."""
-    from .data import Dataset
-
-    for v, name in ((n, "n"), (d, "d")):
-        check_int(v, name)
-    if not high > low:
-        raise ValueError(f"need high > low, got low={low}, high={high}.")
-    kx, kt = jax.random.split(key)
-    dt = jnp.result_type(float)
-
-    def draw(k, size):
-        X = jax.random.uniform(k, (size, d), dtype=dt, minval=low, maxval=high)
-        return X, jnp.sum(amplitude * jnp.sin(freq * X + phase), axis=1)
-
-    X, y = draw(kx, n)
-    Xt, yt = draw(kt, n_test) if n_test > 0 else (None, None)
-    meta = {"kind": "sine", "low": low, "high": high, "amplitude": amplitude, "freq": freq,
-            "phase": phase}
-    return Dataset(X, y, Xt, yt, meta=meta)
+#: observables of this module, registered in :mod:`gflow.observe` by ``import gflow``
+OBSERVABLES = {
+    "max_input_norm": observe.Observable(_per_layer(lambda U: jnp.max(_norms(U))),
+                                         dims=("layer",)),
+    "orientations": orientations_observable(),
+    "effective_neurons": observe.Observable(_per_layer(effective_neurons), dims=("layer",)),
+}

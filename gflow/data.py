@@ -1,24 +1,47 @@
-"""Datasets: a :class:`Dataset` holds train/test arrays and metadata.
+"""Data: the data protocol :class:`AbstractData`, datasets and their generators.
 
-Data generators take a PRNG key first and return a ``Dataset`` in the default float
-dtype. Validation (shapes, finite values) happens at construction, so a bad array
-raises a ``ValueError`` naming the field instead of producing NaNs inside a solve.
+A :class:`Dataset` holds train/test arrays and metadata; :class:`gflow.population.Population`
+is the other kind of data source (a distribution, with the exact population loss).
+Generators: :func:`teacher` (a random two-layer teacher), :func:`gaussian_teacher`
+(Gaussian inputs, orthogonal teacher: Zhou, Ge, Jin 2021), :func:`margin_data` (a controlled
+NTK margin), :func:`sparse_parity` and :func:`groups` (Telgarsky 2023), :func:`sine_data`
+(Zhou et al. 2022); :func:`tile_samples` repeats a dataset to a common size.
+
+Data generators take a PRNG key first and return a ``Dataset`` (:func:`margin_data`: the
+arrays ``(X, y)``) in the default float dtype. Validation (shapes, finite values) happens at
+construction, so a bad array raises a ``ValueError`` naming the field instead of producing
+NaNs inside a solve.
 """
 
 from __future__ import annotations
 
+import abc
 import functools
+import math
 from typing import Any
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, Float
 
-from .init import _normal as normal
+from . import kernels
+from ._random import normal
 from .nets import TwoLayer, TwoLayerParams, check_int
+from .objective import AbstractObjective, Objective
 
-__all__ = ["Dataset", "teacher"]
+__all__ = [
+    "AbstractData",
+    "Dataset",
+    "gaussian_teacher",
+    "groups",
+    "margin_data",
+    "sine_data",
+    "sparse_parity",
+    "teacher",
+    "tile_samples",
+]
 
 
 def _is_concrete(x) -> bool:
@@ -66,7 +89,37 @@ def _all_finite(*arrays):
     return [jnp.all(jnp.isfinite(a)) for a in arrays]
 
 
-class Dataset(eqx.Module):
+class AbstractData(eqx.Module):
+    """The data protocol: what :func:`gflow.simulate` needs of a data source.
+
+    :meth:`objective` turns a net and a loss into the objective the dynamics minimize;
+    ``d`` is the input dimension; ``X_test``, ``y_test`` are optional test samples.
+    Implemented by :class:`Dataset` (a finite sample) and
+    :class:`gflow.population.Population` (a distribution: the exact population loss).
+    """
+
+    X_test: eqx.AbstractVar[Float[Array, "n_test d"] | None]
+    y_test: eqx.AbstractVar[Float[Array, " n_test"] | None]
+
+    @abc.abstractmethod
+    def objective(self, net, loss) -> AbstractObjective:
+        """The objective of ``net`` under ``loss`` (a name or a per-sample callable)."""
+
+    @property
+    @abc.abstractmethod
+    def d(self) -> int:
+        """Input dimension."""
+
+    @abc.abstractmethod
+    def is_binary(self) -> bool:
+        """Whether all targets are in {-1, +1} (classification losses need it)."""
+
+    @property
+    def has_test(self) -> bool:
+        return self.X_test is not None
+
+
+class Dataset(AbstractData):
     """A dataset: ``X`` (n, d), ``y`` (n,), optional ``X_test`` (n_test, d), ``y_test``.
 
     ``y`` is real (regression) or in {-1, +1} (classification). ``meta`` holds
@@ -99,6 +152,10 @@ class Dataset(eqx.Module):
                     f"X_test has d={self.X_test.shape[-1]} but X has d={self.X.shape[-1]}."
                 )
 
+    def objective(self, net, loss) -> Objective:
+        """The data objective: mean of ``loss(f(x_i), y_i)`` over the training samples."""
+        return Objective(net, loss, self.X, self.y)
+
     @property
     def n(self) -> int:
         return int(self.X.shape[-2])
@@ -106,10 +163,6 @@ class Dataset(eqx.Module):
     @property
     def d(self) -> int:
         return int(self.X.shape[-1])
-
-    @property
-    def has_test(self) -> bool:
-        return self.X_test is not None
 
     def is_binary(self) -> bool:
         """Whether all labels are in {-1, +1} (checked on concrete arrays)."""
@@ -188,3 +241,188 @@ def _teacher_arrays(key, noise, tnet: TwoLayer, n: int, d: int, n_test: int, inp
         y = jnp.where(f > thr, 1.0, -1.0).astype(f.dtype)
         yt = None if ft is None else jnp.where(ft > thr, 1.0, -1.0).astype(f.dtype)
     return W, a, X, y, Xt, yt
+
+
+def margin_data(key, n: int, d: int, angle: float) -> tuple[Float[Array, "n d"],
+                                                             Float[Array, " n"]]:
+    """Unit-norm data whose NTK margin is controlled by ``angle`` (radians).
+
+    ``n/2`` anchors uniform on the sphere ``S^{d-1}``; each anchor ``u`` is paired with the
+    point at angle ``angle`` from it in a uniformly random tangent direction; the two members of
+    a pair get opposite labels (which one is +1 is random). Since the two feature vectors of a
+    pair are close, ``gamma <= |phi(x) - phi(x')| / 2 = sqrt(1 - cos(angle) (1 - angle/pi)) / 2``
+    (about ``sqrt(angle / pi) / 2`` for small angles), so ``gamma -> 0`` with ``angle``; the
+    exact value is :func:`margin` of the returned data.
+
+    Returns:
+        ``(X, y)``: (n, d) unit inputs, (n,) labels in {-1, +1}; pairs are rows ``2i, 2i+1``.
+    """
+    for v, name in ((n, "n"), (d, "d")):
+        check_int(v, name)
+    if n % 2 or d < 2:
+        raise ValueError(f"margin_data needs an even n and d >= 2, got n={n}, d={d}.")
+    if not 0 < angle <= math.pi:
+        raise ValueError(f"angle must be in (0, pi], got {angle!r}.")
+    ku, kt, ky = jax.random.split(key, 3)
+    dt = jnp.result_type(float)
+    u = jax.random.normal(ku, (n // 2, d), dt)
+    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+    t = jax.random.normal(kt, (n // 2, d), dt)
+    t = t - jnp.sum(t * u, axis=1, keepdims=True) * u
+    t = t / jnp.linalg.norm(t, axis=1, keepdims=True)
+    v = math.cos(angle) * u + math.sin(angle) * t
+    X = jnp.stack([u, v], axis=1).reshape(n, d)
+    s = jax.random.rademacher(ky, (n // 2,), dtype=dt)
+    y = jnp.stack([s, -s], axis=1).reshape(n)
+    return X, y
+
+
+def sparse_parity(key, n: int, d: int, *, k: int = 2, n_test: int = 1000) -> Dataset:
+    """k-sparse parity (Telgarsky 2023's running example with ``k = 2``): ``x`` uniform on
+    ``{-1/sqrt d, +1/sqrt d}^d`` (so ``|x| = 1``), ``y = prod_{i<k} sign(x_i)``.
+
+    Returns:
+        A :class:`gflow.Dataset` with ``n`` training and ``n_test`` fresh test samples.
+    """
+    check_int(n, "n")
+    check_int(d, "d", 2)
+    check_int(n_test, "n_test")
+    check_int(k, "k")
+    if k > d:
+        raise ValueError(f"k must be <= d={d}, got {k}.")
+    dt = jnp.result_type(float)
+    k1, k2 = jax.random.split(key)
+
+    def draw(kk, size):
+        X = jax.random.rademacher(kk, (size, d), dtype=dt) / math.sqrt(d)
+        return X, jnp.prod(jnp.sign(X[:, :k]), axis=1)
+
+    X, y = draw(k1, n)
+    Xt, yt = draw(k2, n_test)
+    return Dataset(X, y, Xt, yt, meta={"kind": "sparse_parity", "k": k})
+
+
+def groups(key, n: int, d: int, k: int, *, radius: float = 0.05, n_test: int = 1000) -> Dataset:
+    """Neural-collapse data: ``k`` groups with orthonormal centers ``mu_g`` (needs
+    ``k <= d``), one label per group (half +1, half -1, shuffled), and points
+    ``x = (mu_g + radius xi)/|mu_g + radius xi|`` with ``xi`` uniform on the unit sphere, the
+    group uniform. Distinct groups are at angle ``>= pi/2 - 2 asin(radius)`` apart.
+
+    Returns:
+        A :class:`gflow.Dataset`; ``meta`` has ``centers`` (k, d), ``labels`` (k,) and the
+        training points' ``group`` (n,).
+    """
+    check_int(n, "n")
+    check_int(d, "d")
+    check_int(k, "k", 2)
+    check_int(n_test, "n_test")
+    if k > d:
+        raise ValueError(f"k must be <= d={d} (orthonormal centers), got {k}.")
+    if not 0 <= radius < 1:
+        raise ValueError(f"radius must be in [0, 1), got {radius!r}.")
+    dt = jnp.result_type(float)
+    kc, kl, k1, k2 = jax.random.split(key, 4)
+    Q, _ = jnp.linalg.qr(jax.random.normal(kc, (d, k), dt))
+    centers = Q.T  # (k, d) orthonormal
+    labels = jax.random.permutation(kl, jnp.where(jnp.arange(k) % 2 == 0, 1.0, -1.0).astype(dt))
+
+    def draw(kk, size):
+        kg, kx = jax.random.split(kk)
+        g = jax.random.randint(kg, (size,), 0, k)
+        xi = jax.random.normal(kx, (size, d), dt)
+        xi = xi / jnp.linalg.norm(xi, axis=1, keepdims=True)
+        X = centers[g] + radius * xi
+        return X / jnp.linalg.norm(X, axis=1, keepdims=True), labels[g], g
+
+    X, y, g = draw(k1, n)
+    Xt, yt, _ = draw(k2, n_test)
+    return Dataset(X, y, Xt, yt, meta={"kind": "groups", "centers": centers, "labels": labels,
+                                       "group": g})
+
+
+def tile_samples(data: Dataset, n: int) -> Dataset:
+    """Repeat the training set to ``n`` rows (``n`` a multiple of ``data.n``; test set kept).
+
+    Every sample then appears ``n / data.n`` times, so the mean loss, its gradient and hence
+    every full-batch trajectory (GF, GD) are unchanged, while runs with different sample
+    sizes share one array shape (one compiled ensemble). Not for SGD (batches differ).
+    """
+    check_int(n, "n")
+    if n % data.n:
+        raise ValueError(f"n must be a multiple of data.n={data.n}, got {n}.")
+    reps = n // data.n
+    return Dataset(jnp.tile(data.X, (reps, 1)), jnp.tile(data.y, reps), data.X_test,
+                   data.y_test, meta=data.meta | {"tiled_from": data.n})
+
+
+def gaussian_teacher(key, n: int, d: int, k: int, *, activation: str = "abs",
+                     directions: str = "orthogonal", outer: str = "positive",
+                     n_test: int = 0) -> Dataset:
+    """Gaussian inputs labelled by a two-layer teacher ``f*(x) = sum_i a*_i sigma(w*_i . x)``.
+
+    Arguments:
+        n, d, k: samples, input dimension, teacher neurons (``directions="orthogonal"`` needs
+            ``k <= d``).
+        activation: ``"abs"`` or ``"relu"``.
+        directions: ``"orthogonal"`` (a random orthonormal set: separation 90 degrees) or
+            ``"random"`` (independent uniform unit vectors).
+        outer: ``"positive"`` (``a*_i = 1``) or ``"signed"`` (alternating +1, -1).
+
+    Returns:
+        A :class:`Dataset` (``x ~ N(0, I_d)``) with ``meta["teacher"] = (net, params)``
+        (``scaling="standard"``) and ``meta["separation_deg"]``, the smallest angle between
+        teacher directions.
+    """
+    for v, name in ((n, "n"), (d, "d"), (k, "k")):
+        check_int(v, name)
+    if activation not in kernels.ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} has no closed-form population loss; valid "
+                         f"values are {list(kernels.ACTIVATIONS)}.")
+    if directions not in ("orthogonal", "random"):
+        raise ValueError(f"directions={directions!r}; valid values are ['orthogonal', 'random'].")
+    if outer not in ("positive", "signed"):
+        raise ValueError(f"outer={outer!r}; valid values are ['positive', 'signed'].")
+    if directions == "orthogonal" and k > d:
+        raise ValueError(f"directions='orthogonal' needs k <= d, got k={k}, d={d}.")
+    kw, kx, kt = jax.random.split(key, 3)
+    dt = jnp.result_type(float)
+    G = jax.random.normal(kw, (d, k), dt)
+    if directions == "orthogonal":
+        Ws = jnp.linalg.qr(G)[0].T
+    else:
+        Ws = (G / jnp.linalg.norm(G, axis=0)).T
+    a = jnp.ones((k,), dt) if outer == "positive" else jnp.where(jnp.arange(k) % 2 == 0, 1.0,
+                                                                    -1.0).astype(dt)
+    tnet = TwoLayer(k, activation, scaling="standard", bias=False)
+    tp = TwoLayerParams(W=Ws, b=None, a=a)
+    X = jax.random.normal(kx, (n, d), dt)
+    Xt = jax.random.normal(kt, (n_test, d), dt) if n_test > 0 else None
+    ang = np.asarray(kernels.pairwise(kernels.angle, Ws))
+    if activation == "abs":  # |w.x| = |-w.x|: directions up to sign
+        ang = np.minimum(ang, np.pi - ang)
+    sep = float(np.degrees(np.min(ang[~np.eye(k, dtype=bool)]))) if k > 1 else 180.0
+    meta = {"kind": "teacher_gaussian", "teacher": (tnet, tp), "separation_deg": sep}
+    return Dataset(X, tnet.apply(tp, X), Xt, None if Xt is None else tnet.apply(tp, Xt), meta)
+
+
+def sine_data(key, n: int = 80, d: int = 5, *, low: float = -4.0, high: float = 2.0,
+              amplitude: float = 3.5, freq: float = 5.0, phase: float = 1.0, n_test: int = 0):
+    """The data of Zhou et al. (2022), Fig. 2: ``x ~ U[low, high]^d`` and
+    ``y = sum_k amplitude * sin(freq * x_k + phase)`` (no noise). Returns a
+    :class:`gflow.Dataset` (test inputs drawn the same way if ``n_test > 0``)."""
+    for v, name in ((n, "n"), (d, "d")):
+        check_int(v, name)
+    if not high > low:
+        raise ValueError(f"need high > low, got low={low}, high={high}.")
+    kx, kt = jax.random.split(key)
+    dt = jnp.result_type(float)
+
+    def draw(k, size):
+        X = jax.random.uniform(k, (size, d), dtype=dt, minval=low, maxval=high)
+        return X, jnp.sum(amplitude * jnp.sin(freq * X + phase), axis=1)
+
+    X, y = draw(kx, n)
+    Xt, yt = draw(kt, n_test) if n_test > 0 else (None, None)
+    meta = {"kind": "sine", "low": low, "high": high, "amplitude": amplitude, "freq": freq,
+            "phase": phase}
+    return Dataset(X, y, Xt, yt, meta=meta)

@@ -1,9 +1,15 @@
 """Initialization schemes: ``scheme(key, net, d, ...) -> params``.
 
-Every scheme takes a typed PRNG key first, as ``jax.random`` does, and returns a
-:class:`~gflow.nets.TwoLayerParams` in the default float dtype (float32, or float64
-with ``jax_enable_x64``). Schemes are pure functions of the key, so an ensemble is
+Every scheme takes a typed PRNG key first, as ``jax.random`` does, and returns the net's
+parameters in the default float dtype (float32, or float64 with ``jax_enable_x64``).
+Schemes are pure functions of the key, so an ensemble is
 ``jax.vmap(lambda k: scheme(k, net, d))(jax.random.split(key, K))``.
+
+- :func:`gaussian`, :func:`paired`, :func:`small`: two-layer nets and MLPs;
+- :func:`low_rank`: a :class:`gflow.LowRankTwoLayer` (spectral or function-space);
+- :func:`norm_only`: a :class:`gflow.rotation.NormOnlyTwoLayer` and its parameters
+  (``(key, width, d) -> (net, params)``: the directions are part of the net);
+- :func:`near_teacher`: a student near a teacher (``(key, net, teacher_net, teacher_params)``).
 """
 
 from __future__ import annotations
@@ -13,10 +19,13 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from .nets import MLP, MLPParams, TwoLayer, TwoLayerParams
+from . import lowrank, rotation
+from ._random import normal as _normal
+from .nets import MLP, MLPParams, TwoLayer, TwoLayerParams, check_int
 
-__all__ = ["gaussian", "paired", "small"]
+__all__ = ["gaussian", "low_rank", "near_teacher", "norm_only", "paired", "small"]
 
 _OUTER = ("sign", "gaussian")
 
@@ -33,14 +42,6 @@ def _check(net: TwoLayer, d: int, outer: str, allowed=(TwoLayer,)) -> None:
         raise ValueError(f"d (input dimension) must be an integer >= 1, got {d!r}.")
     if outer not in _OUTER:
         raise ValueError(f"outer={outer!r} is unknown; valid values are {list(_OUTER)}.")
-
-
-def _normal(key, shape: tuple[int, ...], dtype=None):
-    """``jax.random.normal(key, shape, dtype)``, drawn as a flat vector and reshaped: the
-    same values (the threefry counter runs over the flattened index), but XLA:CPU compiles
-    the flat sampler several times faster than a 2-d one of even size."""
-    dtype = _float() if dtype is None else dtype
-    return jax.random.normal(key, (math.prod(shape),), dtype=dtype).reshape(shape)
 
 
 def _outer(key, shape, outer: str, scale: float):
@@ -179,3 +180,81 @@ def small(
         raise ValueError(f"std must be > 0, got {std!r}.")
     a_std = std if outer_std is None else outer_std
     return gaussian(key, net, d, std=std, outer=outer, outer_std=a_std, bias_std=std)
+
+
+def low_rank(
+    key, net, d: int, method: str = "function", *, method_kwargs=None, **kwargs
+):
+    """A full-rank :func:`gaussian` init (``kwargs``: ``std``, ``outer``, ...) of a
+    :class:`gflow.LowRankTwoLayer` made rank ``net.rank`` by ``method``
+    (:data:`gflow.lowrank.METHODS`: spectral, function-space or reference; options in
+    ``method_kwargs``; Vodrahalli et al., arXiv 2202.00834). Spectral and function-space are
+    pure functions of the key (``jax.vmap`` over keys works)."""
+    if not isinstance(net, lowrank.LowRankTwoLayer):
+        raise ValueError(f"net must be a gflow.LowRankTwoLayer, got {type(net).__name__}.")
+    k_full, k_ref = jax.random.split(key)
+    full = TwoLayer(net.width, net.activation, net.scaling, net.bias, net.train_outer)
+    p = gaussian(k_full, full, d, **kwargs)
+    extra = {"key": k_ref} if method == "reference" else {}
+    return lowrank.factorize(p, net.rank, method, **extra, **(method_kwargs or {}))
+
+
+def norm_only(key, width: int, d: int):
+    """Standard init ``w_j ~ N(0, I_d)``, ``a_j ~ Unif{+-1}`` conditioned on ``|w_j| > 1``
+    (rejection sampling per neuron), as a :class:`gflow.rotation.NormOnlyTwoLayer` with
+    ``train_outer=True`` and its :class:`~gflow.rotation.NormOnlyParams` (Telgarsky, ICLR 2023,
+    arXiv 2208.02789, norm-only regime). The condition makes ``r_j^2 - a_j^2 > 0``, which GF
+    conserves, so no norm ever reaches 0 (no neuron flips to ``-u_j``). It removes the mass
+    ``P(chi_d < 1)`` of the Gaussian (about 0.2% of neurons at d = 8).
+    """
+    check_int(width, "width")
+    check_int(d, "d")
+    dt = jnp.result_type(float)
+    kw, ka = jax.random.split(key)
+    W = np.zeros((0, d))
+    i = 0
+    while W.shape[0] < width:
+        draw = np.asarray(jax.random.normal(jax.random.fold_in(kw, i), (width, d), dt))
+        W = np.concatenate([W, draw[np.linalg.norm(draw, axis=1) > 1.0]])
+        i += 1
+    a = jax.random.rademacher(ka, (width,), dtype=dt)
+    net = rotation.NormOnlyTwoLayer(jnp.asarray(W[:width], dt), train_outer=True)
+    return net, rotation.NormOnlyParams(r=jnp.linalg.norm(jnp.asarray(W[:width], dt), axis=1), a=a)
+
+
+def near_teacher(key, net: TwoLayer, teacher_net: TwoLayer, teacher_params: TwoLayerParams,
+                 *, angle_deg: float = 10.0, weight_noise: float = 0.1) -> TwoLayerParams:
+    """A student near the teacher (the local regime of Zhou, Ge, Jin 2021).
+
+    Student neuron ``j`` belongs to teacher ``j mod k`` (so every teacher gets
+    ``floor(m/k)`` or ``ceil(m/k)`` duplicates). Its direction is the teacher's, rotated by
+    ``angle_deg`` degrees in a uniformly random orthogonal direction; the teacher's effective
+    weight ``c* a*_i |w*_i|`` is split among its duplicates in random proportions (uniform
+    on the simplex) and multiplied by ``1 + weight_noise * N(0, 1)``; each neuron is
+    balanced, ``|a_j| = |w_j|`` (``a_j^2 - |w_j|^2`` is conserved by gradient flow for
+    homogeneous activations), with the teacher's sign.
+    """
+    if not isinstance(net, TwoLayer) or net.bias:
+        raise ValueError("net must be a gflow.TwoLayer with bias=False.")
+    k, d = teacher_params.W.shape
+    m = net.width
+    if m < k:
+        raise ValueError(f"the student needs width >= k={k} teacher neurons, got {m}.")
+    if not 0 <= angle_deg < 90:
+        raise ValueError(f"angle_deg must be in [0, 90), got {angle_deg!r}.")
+    kt, ks, kn = jax.random.split(key, 3)
+    dt = jnp.result_type(float)
+    assign = jnp.arange(m) % k
+    Ws = teacher_params.W / jnp.linalg.norm(teacher_params.W, axis=1, keepdims=True)
+    u = Ws[assign]
+    t = jax.random.normal(kt, (m, d), dt)
+    t = t - jnp.sum(t * u, axis=1, keepdims=True) * u
+    t = t / jnp.linalg.norm(t, axis=1, keepdims=True)
+    ang = math.radians(angle_deg)
+    direc = math.cos(ang) * u + math.sin(ang) * t
+    e = jax.random.exponential(ks, (m,), dt)
+    share = e / jnp.zeros((k,), dt).at[assign].add(e)[assign]
+    eff = teacher_net.prefactor * teacher_params.a * jnp.linalg.norm(teacher_params.W, axis=1)
+    s = share * eff[assign] * (1.0 + weight_noise * jax.random.normal(kn, (m,), dt))
+    r = jnp.sqrt(jnp.abs(s) / net.prefactor)  # c_m a_j |w_j| = s with |a_j| = |w_j| = r
+    return TwoLayerParams(W=r[:, None] * direc, b=None, a=jnp.sign(s) * r)

@@ -8,7 +8,8 @@ re-parameterizes its hidden weight as ``W = U V^T`` with ``U`` (m, r), ``V`` (d,
     f(x) = c_m sum_j a_j sigma((U V^T x)_j + b_j),
 
 trained by every gflow dynamics like :class:`gflow.TwoLayer` (all of ``U, V, b, a`` are
-trained unless ``train_outer=False`` freezes ``a``).
+trained unless ``train_outer=False`` freezes ``a``); :func:`gflow.init.low_rank` initializes
+it with either method below.
 
 Given a full-rank init ``W0`` (m, d) there are two ways to pick a rank-r ``(U, V)``:
 
@@ -70,14 +71,10 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .nets import (
-    Activation,
-    TwoLayerParams,
-    check_int,
-    check_scaling,
-    get_activation,
-    output_scale,
-)
+from . import kernels
+from .activations import Activation, get_activation
+from .kernels import kappa
+from .nets import AbstractNet, TwoLayerParams, check_int, check_scaling, output_scale
 
 __all__ = [
     "METHODS",
@@ -86,13 +83,10 @@ __all__ = [
     "balanced_factors",
     "factorize",
     "function_space",
-    "gaussian",
-    "kappa",
     "layer_error",
     "population_error",
     "reference",
     "relative_error",
-    "relu_kernel",
     "rescale_rows",
     "spectral",
 ]
@@ -112,7 +106,7 @@ class LowRankParams(eqx.Module):
     a: Float[Array, " m"]
 
 
-class LowRankTwoLayer(eqx.Module):
+class LowRankTwoLayer(AbstractNet):
     """Two-layer net with a rank-r hidden weight: ``f(x) = c_m sum_j a_j sigma((U V^T x)_j + b_j)``.
 
     Arguments as :class:`gflow.TwoLayer`, plus ``rank`` (``r >= 1``). ``U``, ``V`` and ``b``
@@ -201,25 +195,7 @@ class LowRankTwoLayer(eqx.Module):
             )
 
 
-# --------------------------------------------------------------- the ReLU kernel
-@jax.custom_jvp
-def kappa(rho: Float[Array, "..."]) -> Float[Array, "..."]:
-    """``kappa(rho) = (sqrt(1 - rho^2) + (pi - arccos rho) rho) / (2 pi)`` for rho in [-1, 1]:
-    ``E[relu(u.x) relu(v.x)] = |u||v| kappa(cos(u, v))`` for ``x ~ N(0, I)``.
-    Differentiable everywhere on [-1, 1] (``kappa' = (pi - arccos rho) / (2 pi)``)."""
-    rho = jnp.clip(rho, -1.0, 1.0)
-    return (jnp.sqrt(jnp.maximum(1.0 - rho**2, 0.0)) + (jnp.pi - jnp.arccos(rho)) * rho) / (
-        2 * jnp.pi
-    )
-
-
-@kappa.defjvp
-def _kappa_jvp(primals, tangents):
-    (rho,), (drho,) = primals, tangents
-    slope = (jnp.pi - jnp.arccos(jnp.clip(rho, -1.0, 1.0))) / (2 * jnp.pi)
-    return kappa(rho), slope * drho
-
-
+# ------------------------------------------------- the layer error (gflow.kernels)
 def _norm(x, axis=-1):
     # sqrt with a zero-safe gradient (rows of exactly zero norm contribute 0)
     sq = jnp.sum(x * x, axis=axis)
@@ -227,21 +203,12 @@ def _norm(x, axis=-1):
     return jnp.where(sq > 0, jnp.sqrt(safe), 0.0)
 
 
-def relu_kernel(u: Float[Array, "... d"], v: Float[Array, "... d"]) -> Float[Array, "..."]:
-    """``E_x[relu(u.x) relu(v.x)]`` for ``x ~ N(0, I_d)``, batched over leading axes:
-    ``|u||v| (sin t + (pi - t) cos t) / (2 pi)``, t the angle between u and v."""
-    nu, nv = _norm(u), _norm(v)
-    denom = nu * nv
-    rho = jnp.sum(u * v, axis=-1) / jnp.where(denom > 0, denom, 1.0)
-    return denom * kappa(rho)
-
-
 @jax.jit
 def population_error(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[Array, ""]:
     """``E_x |relu(W0 x) - relu(W x)|^2`` for ``x ~ N(0, I_d)`` in closed form
-    (sum over the m neurons of ``k(w0,w0) + k(w,w) - 2 k(w0,w)``, ``k(w,w) = |w|^2/2``)."""
-    per = 0.5 * jnp.sum(W0**2, -1) + 0.5 * jnp.sum(W**2, -1) - 2.0 * relu_kernel(W0, W)
-    return jnp.sum(jnp.maximum(per, 0.0))
+    (sum over the m neurons of ``k(w0,w0) + k(w,w) - 2 k(w0,w)``, ``k(w,w) = |w|^2/2``,
+    evaluated without cancellation by :func:`gflow.kernels.relu_distance`)."""
+    return jnp.sum(jnp.maximum(kernels.relu_distance(W0, W), 0.0))
 
 
 @jax.jit
@@ -358,8 +325,8 @@ def _function_space_weight(W0, rank, iters, rho_min):
     def step(_, carry):
         Q, best_Q, best = carry
         rho = _norm(W0 @ Q) / jnp.where(n0 > 0, n0, 1.0)
-        slope = (jnp.pi - jnp.arccos(jnp.clip(rho, -1.0, 1.0))) / (2 * jnp.pi)
-        alpha = kappa(rho) * slope / jnp.maximum(rho, rho_min)
+        k, slope = jax.jvp(kappa, (rho,), (jnp.ones_like(rho),))  # kappa, kappa'
+        alpha = k * slope / jnp.maximum(rho, rho_min)
         Q = _top_right(jnp.sqrt(alpha)[:, None] * W0, rank)
         val = _subspace_objective(W0, Q)
         better = val < best
@@ -434,25 +401,6 @@ def _reference_weight(W0, rank, U0, V0, steps: int, lr: float):
     (Us, Vs), vals = jax.vmap(solve)((U0 * mask, V0 * mask))
     i = jnp.argmin(vals)
     return (Us[i] * mask) @ (Vs[i] * mask).T
-
-
-def gaussian(
-    key, net: LowRankTwoLayer, d: int, method: str = "function", *, method_kwargs=None,
-    **kwargs
-) -> LowRankParams:
-    """A full-rank :func:`gflow.init.gaussian` init (``kwargs``: ``std``, ``outer``, ...) made
-    rank ``net.rank`` by ``method`` (:data:`METHODS`; options in ``method_kwargs``).
-    Spectral and function-space are pure functions of the key (``jax.vmap`` over keys works)."""
-    from .init import gaussian as full_gaussian
-    from .nets import TwoLayer
-
-    if not isinstance(net, LowRankTwoLayer):
-        raise ValueError(f"net must be a gflow.LowRankTwoLayer, got {type(net).__name__}.")
-    k_full, k_ref = jax.random.split(key)
-    full = TwoLayer(net.width, net.activation, net.scaling, net.bias, net.train_outer)
-    p = full_gaussian(k_full, full, d, **kwargs)
-    extra = {"key": k_ref} if method == "reference" else {}
-    return factorize(p, net.rank, method, **extra, **(method_kwargs or {}))
 
 
 def factorize(

@@ -1,23 +1,26 @@
-"""Network structures and activations.
+"""Networks: the net protocol :class:`AbstractNet` and the nets of the core.
 
 A network is a frozen :class:`equinox.Module` that holds only *static* configuration
 (width, activation, scaling, ...). Its parameters live in a separate pytree
-(:class:`TwoLayerParams`), so that dynamics act on plain arrays and can be jitted,
-vmapped and sharded.
+(:class:`TwoLayerParams`, ...), so that dynamics act on plain arrays and can be jitted,
+vmapped and sharded. Every net implements :class:`AbstractNet`; the objective
+(:mod:`gflow.objective`) and the observables use nothing else.
 
 Two-layer network (``TwoLayer``)::
 
     f(x) = c_m * sum_j a_j * sigma(w_j . x + b_j)
 
 with ``c_m = 1/sqrt(m)`` (``scaling="ntk"``), ``1/m`` (``"mean_field"``) or ``1``
-(``"standard"``).
+(``"standard"``). Other nets: :class:`MLP` (here), :class:`gflow.LowRankTwoLayer`
+(:mod:`gflow.lowrank`), :class:`gflow.rotation.NormOnlyTwoLayer` (:mod:`gflow.rotation`).
 """
 
 from __future__ import annotations
 
+import abc
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -25,8 +28,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
+from .activations import ACTIVATIONS, Activation, get_activation, multiplicity
+
 __all__ = [
     "ACTIVATIONS",
+    "AbstractNet",
     "Activation",
     "MLP",
     "MLPParams",
@@ -39,100 +45,47 @@ __all__ = [
 ]
 
 
-def _xtanh(z):
-    return z * jnp.tanh(z)
+class AbstractNet(eqx.Module):
+    """The net protocol: what an objective, a dynamics and the observables may ask of a net.
 
-
-def _x2tanh(z):
-    return z * z * jnp.tanh(z)
-
-
-def _linear(z):
-    return z
-
-
-def _leaky_relu(z):
-    return jax.nn.leaky_relu(z, 0.01)
-
-
-def _gelu(z):
-    return jax.nn.gelu(z, approximate=False)
-
-
-# name -> (function, smooth at 0, positively 1-homogeneous). Non-smooth activations have
-# no multiplicity; homogeneous ones satisfy sigma(z) = sigma'(z) z.
-_REGISTRY: dict[str, tuple[Callable, bool, bool]] = {
-    "relu": (jax.nn.relu, False, True),
-    "abs": (jnp.abs, False, True),
-    "leaky_relu": (_leaky_relu, False, True),
-    "tanh": (jnp.tanh, True, False),
-    "sigmoid": (jax.nn.sigmoid, True, False),
-    "softplus": (jax.nn.softplus, True, False),
-    "gelu": (_gelu, True, False),
-    "xtanh": (_xtanh, True, False),
-    "x2tanh": (_x2tanh, True, False),
-    "linear": (_linear, True, True),
-}
-
-ACTIVATIONS: tuple[str, ...] = tuple(_REGISTRY)
-
-
-def multiplicity(fn: Callable, *, max_order: int = 8, tol: float = 1e-6) -> int | None:
-    """Multiplicity of a smooth activation at 0 (Zhou et al. 2022, arXiv 2105.11686).
-
-    The order ``p >= 1`` of the first non-zero derivative of ``fn`` at 0 among
-    ``sigma', sigma'', ...``, computed by repeated ``jax.grad`` in float64 where
-    available. Returns ``None`` if no derivative up to ``max_order`` exceeds ``tol``.
-    For non-smooth activations use :attr:`Activation.multiplicity`, which is ``None``.
+    Subclasses implement :meth:`apply`, :meth:`trainable`, :meth:`check_params` and
+    :attr:`prefactor`; they may override :meth:`loss_and_grad` (a written-out gradient,
+    used instead of autodiff) and set :attr:`member_axes`.
     """
-    g = fn
-    for p in range(1, max_order + 1):
-        g = jax.grad(g)
-        val = float(g(jnp.zeros((), dtype=jnp.result_type(float))))
-        if abs(val) > tol:
-            return p
-    return None
 
+    #: whether :meth:`apply` (and :meth:`loss_and_grad`) accept parameters and data with
+    #: leading member axes natively, which ensembles then use instead of ``jax.vmap``
+    member_axes: ClassVar[bool] = False
 
-class Activation(eqx.Module):
-    """An activation function with a name and (where defined) its multiplicity.
+    @abc.abstractmethod
+    def apply(self, params, X: Float[Array, "n d"]) -> Float[Array, " n"]:
+        """Network output on a batch of inputs: (n, d) -> (n,)."""
 
-    ``homogeneous``: ``sigma(z) = sigma'(z) z`` for every z (relu, leaky relu, abs,
-    linear), which lets a two-layer net's gradient skip a pass over its hidden layer."""
+    @abc.abstractmethod
+    def trainable(self, params) -> Any:
+        """Which parameters are trained: a pytree of the structure of ``params`` whose leaves
+        are bools, or 0/1 arrays broadcasting against the leaf (e.g. masked neurons)."""
 
-    fn: Callable = eqx.field(static=True)
-    name: str = eqx.field(static=True)
-    smooth: bool = eqx.field(static=True, default=True)
-    homogeneous: bool = eqx.field(static=True, default=False)
-
-    def __call__(self, z):
-        return self.fn(z)
+    @abc.abstractmethod
+    def check_params(self, params, d: int | None = None) -> None:
+        """Raise ``ValueError`` (naming the field) if ``params`` do not fit this net and,
+        if given, the input dimension ``d``."""
 
     @property
-    def multiplicity(self) -> int | None:
-        """Order of the first non-zero derivative at 0; ``None`` for non-smooth ones
-        (ReLU, abs, leaky ReLU are not differentiable at 0)."""
-        return multiplicity(self.fn) if self.smooth else None
+    @abc.abstractmethod
+    def prefactor(self):
+        """The output scale ``c`` in ``f = c sum_j a_j h_j`` (``c_m`` of the last layer)."""
 
+    def loss_and_grad(self, params, X: Float[Array, "n d"], y: Float[Array, " n"],
+                      loss_fn: Callable):
+        """``(loss, grad)`` of ``mean_i loss_fn(f(x_i), y_i)`` written out for this net, or
+        ``None`` (the default) to let the objective differentiate :meth:`apply`.
 
-def get_activation(activation: str | Callable | Activation) -> Activation:
-    """Resolve a name (see :data:`ACTIVATIONS`) or a callable into an :class:`Activation`."""
-    if isinstance(activation, Activation):
-        return activation
-    if isinstance(activation, str):
-        if activation not in _REGISTRY:
-            raise ValueError(
-                f"activation={activation!r} is unknown; valid names are {list(ACTIVATIONS)} "
-                "or pass a callable z -> sigma(z)."
-            )
-        fn, smooth, homogeneous = _REGISTRY[activation]
-        return Activation(fn, activation, smooth, homogeneous)
-    if callable(activation):
-        name = getattr(activation, "__name__", "custom")
-        return Activation(activation, name, True)
-    raise ValueError(
-        f"activation must be a name in {list(ACTIVATIONS)} or a callable, got {activation!r}."
-    )
+        ``grad`` is the full gradient (the objective zeroes non-trainable leaves). A net
+        with :attr:`member_axes` receives leading member axes on ``params`` (and maybe on
+        ``X``, ``y``) and returns per-member losses; it returns ``None`` for shapes it does
+        not take."""
+        return None
 
 
 class TwoLayerParams(eqx.Module):
@@ -149,10 +102,10 @@ class TwoLayerParams(eqx.Module):
 _SCALINGS = ("ntk", "mean_field", "standard")
 
 
-def check_int(v, name: str) -> int:
-    """``v`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer >= 1."""
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {v!r}.")
+def check_int(v, name: str, lo: int = 1) -> int:
+    """``v`` as an int, or a ``ValueError`` naming ``name`` unless it is an integer >= lo."""
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < lo:
+        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}.")
     return int(v)
 
 
@@ -169,7 +122,7 @@ def output_scale(scaling: str, m):
     return {"mean_field": 1.0 / m, "standard": 1.0}[scaling]
 
 
-class TwoLayer(eqx.Module):
+class TwoLayer(AbstractNet):
     """Two-layer network ``f(x) = c_m sum_j a_j sigma(w_j.x + b_j)``.
 
     Arguments:
@@ -205,8 +158,6 @@ class TwoLayer(eqx.Module):
         """The output scale c_m."""
         return output_scale(self.scaling, self.width)
 
-    #: ``apply`` accepts parameters (and data) with leading member axes natively, which
-    #: ensembles use instead of ``jax.vmap`` (see :mod:`gflow.objective`)
     member_axes = True
 
     def preactivations(self, params: TwoLayerParams, X: Float[Array, "n d"]) -> Float[Array, "n m"]:
@@ -223,6 +174,10 @@ class TwoLayer(eqx.Module):
         """Network output on a batch of inputs."""
         h = self.activation(self.preactivations(params, X))
         return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
+
+    def loss_and_grad(self, params: TwoLayerParams, X, y, loss_fn):
+        """The gradient written out (:func:`_two_layer_loss_and_grad`)."""
+        return _two_layer_loss_and_grad(self, None, params, X, y, loss_fn)
 
     def trainable(self, params: TwoLayerParams) -> Any:
         """A pytree of bools (same structure as ``params``): which leaves are trained."""
@@ -257,7 +212,7 @@ class TwoLayer(eqx.Module):
             )
 
 
-class MaskedTwoLayer(eqx.Module):
+class MaskedTwoLayer(AbstractNet):
     """``net`` with only the neurons where ``mask == 1`` live (width = ``mask.sum()``)."""
 
     net: TwoLayer
@@ -278,6 +233,10 @@ class MaskedTwoLayer(eqx.Module):
         h = self.net.activation(self.net.preactivations(params, X)) * self.mask[..., None, :]
         return self.prefactor * jnp.einsum("...nm,...m->...n", h, params.a)
 
+    def loss_and_grad(self, params: TwoLayerParams, X, y, loss_fn):
+        return _two_layer_loss_and_grad(self.net, self.mask, params, X, y, loss_fn,
+                                       self.prefactor)
+
     def trainable(self, params: TwoLayerParams):
         return TwoLayerParams(
             W=self.mask[..., None], b=None if params.b is None else self.mask,
@@ -286,6 +245,49 @@ class MaskedTwoLayer(eqx.Module):
 
     def check_params(self, params, d=None):
         self.net.check_params(params, d)
+
+
+def _two_layer_loss_and_grad(net: TwoLayer, mask, params: TwoLayerParams, X, y, loss_fn,
+                            prefactor=None):
+    """``(loss, grad)`` of the mean loss of a two-layer net (width-masked if ``mask`` is
+    given), any leading member axes on the parameters, with the gradient written out; ``None``
+    for data shapes it does not take (data shared, or with the parameters' member axes).
+
+    The hidden layer is laid out (..., m, n): ``Z = W X^T + b``. With ``r = dL/df``
+    (..., n) and ``D = sigma'(Z) r``, one GEMM ``M = D [X 1]`` (..., m, d [+ 1]) gives
+    ``dL/dW = c a M_X`` and ``dL/db = c a M_1``. For a homogeneous activation
+    (``sigma(z) = sigma'(z) z``: relu, leaky relu, abs) it also gives
+    ``dL/da = c (sum_k W M_X + b M_1)``, so the hidden layer is read once less than by
+    autodiff; otherwise ``dL/da = c sigma(Z) r``. Both large products are plain GEMMs
+    (autodiff's ``G^T X`` contracts the leading axis of both operands, which XLA:CPU runs
+    on a generic path about 3x slower), and with shared data all members' neurons share
+    one GEMM.
+    """
+    k = params.W.ndim - 2  # member axes
+    if X.ndim not in (2, 2 + k) or y.ndim != X.ndim - 1:
+        return None
+    W, b, d = params.W, params.b, X.shape[-1]
+    z = W @ jax.lax.optimization_barrier(jnp.swapaxes(X, -1, -2))
+    if b is not None:
+        z = z + b[..., None]
+    a = params.a if mask is None else params.a * mask
+    c = net.prefactor if prefactor is None else prefactor
+    h, ds = jax.jvp(net.activation, (z,), (jnp.ones_like(z),))  # sigma(Z), sigma'(Z)
+    f = c * jnp.einsum("...mn,...m->...n", h, a)
+    losses, pull = jax.vjp(lambda f: jnp.mean(loss_fn(f, y), axis=-1), f)
+    (r,) = pull(jnp.ones_like(losses))
+    if b is not None:
+        X = jnp.concatenate([X, jnp.ones_like(X[..., :1])], axis=-1)
+    M = (ds * r[..., None, :]) @ X
+    ca = (c * a)[..., None]
+    gW = ca * M[..., :d]
+    gb = None if b is None else ca[..., 0] * M[..., d]
+    if net.activation.homogeneous:
+        ga = jnp.sum(W * M[..., :d], axis=-1)
+        ga = c * (ga if b is None else ga + b * M[..., d])
+    else:
+        ga = c * jnp.einsum("...mn,...n->...m", h, r)
+    return losses, TwoLayerParams(W=gW, b=gb, a=ga if mask is None else ga * mask)
 
 
 def two_layer_parts(net) -> tuple[TwoLayer | None, Array | None]:
@@ -310,7 +312,7 @@ class MLPParams(eqx.Module):
     a: Float[Array, " mL"]
 
 
-class MLP(eqx.Module):
+class MLP(AbstractNet):
     """Fully connected net with per-layer widths and a scalar output.
 
     ``h_0 = x``, ``h_l = sigma(c_l W_l h_{l-1} + b_l)`` for ``l = 1..L`` and

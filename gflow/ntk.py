@@ -30,7 +30,9 @@ estimate replaces ``K`` by the empirical Gram of ``M`` random neurons
 (:func:`relu_ntk_mc`); since ``gamma^2`` is a minimum of functions linear in ``K``,
 ``|gamma_M^2 - gamma^2| <= max_ij |K_M - K|_ij``.
 
-Observables registered here (see :mod:`gflow.observe`): ``activation_flips`` (fraction of
+Data with a controlled margin: :func:`gflow.data.margin_data`. The closed forms are those of
+:mod:`gflow.kernels` (with its stable angle). Observables (:data:`OBSERVABLES`, registered in
+:mod:`gflow.observe` by ``import gflow``): ``activation_flips`` (fraction of
 patterns ``1{w_r.x_i > 0}`` on the training inputs that differ from init) and
 ``ntk_lambda_min`` (smallest eigenvalue of the empirical NTK Gram on the training inputs).
 """
@@ -38,6 +40,7 @@ patterns ``1{w_r.x_i > 0}`` on the training inputs that differ from init) and
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 
 import jax
@@ -45,9 +48,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .nets import check_int
+from . import kernels
+from .observe import Observable
 
 __all__ = [
+    "OBSERVABLES",
     "MarginResult",
     "activation_flips",
     "arccos_kernel",
@@ -56,7 +61,6 @@ __all__ = [
     "kernel_margin",
     "lambda_min",
     "margin",
-    "margin_data",
     "pad_width",
     "relu_ntk",
     "relu_ntk_mc",
@@ -114,35 +118,23 @@ def lambda_min(K: Float[Array, "n n"]) -> Float[Array, ""]:
     return jnp.linalg.eigvalsh(0.5 * (K + K.T))[0]
 
 
-def _cos_and_norms(X, X2):
-    X = jnp.asarray(X)
-    X2 = X if X2 is None else jnp.asarray(X2)
-    if X.ndim != 2 or X2.ndim != 2 or X.shape[1] != X2.shape[1]:
-        raise ValueError(f"X and X2 must have shapes (n, d) and (n2, d), got {X.shape} and "
-                         f"{X2.shape}.")
-    n1 = jnp.linalg.norm(X, axis=1)
-    n2 = jnp.linalg.norm(X2, axis=1)
-    dot = X @ X2.T
-    denom = n1[:, None] * n2[None, :]
-    cos = jnp.clip(jnp.where(denom > 0, dot / jnp.where(denom > 0, denom, 1.0), 0.0), -1.0, 1.0)
-    return dot, cos, denom
-
-
 def arccos_kernel(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, *,
                   order: int = 1) -> Float[Array, "n n2"]:
-    """Arc-cosine kernels of Cho and Saul (NeurIPS 2009), ``k_q = 2 E_w[relu(w.x)^q
-    relu(w.x')^q]`` for ``w ~ N(0, I)``:
+    """Arc-cosine kernels of Cho and Saul (NeurIPS 2009) over all pairs of rows,
+    ``k_q = 2 E_w[relu(w.x)^q relu(w.x')^q]`` for ``w ~ N(0, I)``
+    (:func:`gflow.kernels.arccos`, with its stable angle):
 
     - ``order=0``: ``1 - theta/pi`` (``relu^0`` read as the step ``1{. > 0}``);
     - ``order=1``: ``|x||x'| (sin theta + (pi - theta) cos theta) / pi``.
     """
     if order not in (0, 1):
         raise ValueError(f"order must be 0 or 1, got {order!r}.")
-    _, cos, denom = _cos_and_norms(X, X2)
-    theta = jnp.arccos(cos)
-    if order == 0:
-        return 1.0 - theta / jnp.pi
-    return denom * (jnp.sqrt(jnp.clip(1.0 - cos**2, 0.0)) + (jnp.pi - theta) * cos) / jnp.pi
+    return _pairwise_arccos(jnp.asarray(X), None if X2 is None else jnp.asarray(X2), order)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _pairwise_arccos(X, X2, order):
+    return kernels.pairwise(kernels.arccos, X, X2, order=order)
 
 
 def relu_ntk(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, *,
@@ -154,15 +146,22 @@ def relu_ntk(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, *,
     ``x.x' (pi - theta) / (2 pi)``; for unit inputs ``x_i.x_j (pi - arccos(x_i.x_j)) / (2 pi)``.
     ``layers="outer"``: ``|x||x'| (sin theta + (pi - theta) cos theta) / (2 pi)``;
     ``"both"``: their sum. This is the expectation of :func:`gram` at init for that net.
+    The angle is computed stably (:func:`gflow.kernels.angle`): a row and a positive
+    multiple of it have angle exactly 0.
     """
     if layers not in _LAYERS:
         raise ValueError(f"layers={layers!r} is unknown; valid values are {list(_LAYERS)}.")
-    dot, _, _ = _cos_and_norms(X, X2)
-    K = jnp.zeros_like(dot)
+    X = jnp.asarray(X)
+    return _relu_ntk(X, X if X2 is None else jnp.asarray(X2), layers)
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _relu_ntk(X, X2, layers):
+    K = 0.0
     if layers in ("inner", "both"):
-        K = K + 0.5 * dot * arccos_kernel(X, X2, order=0)
+        K = K + 0.5 * (X @ X2.T) * kernels.pairwise(kernels.arccos, X, X2, order=0)
     if layers in ("outer", "both"):
-        K = K + 0.5 * arccos_kernel(X, X2, order=1)
+        K = K + kernels.pairwise(kernels.relu_cross, X, X2)
     return K
 
 
@@ -266,40 +265,6 @@ def margin(X: Float[Array, "n d"], y: Float[Array, " n"], *, layers: str = "inne
     return kernel_margin(relu_ntk(X, layers=layers), y).gamma
 
 
-def margin_data(key, n: int, d: int, angle: float) -> tuple[Float[Array, "n d"],
-                                                             Float[Array, " n"]]:
-    """Unit-norm data whose NTK margin is controlled by ``angle`` (radians).
-
-    ``n/2`` anchors uniform on the sphere ``S^{d-1}``; each anchor ``u`` is paired with the
-    point at angle ``angle`` from it in a uniformly random tangent direction; the two members of
-    a pair get opposite labels (which one is +1 is random). Since the two feature vectors of a
-    pair are close, ``gamma <= |phi(x) - phi(x')| / 2 = sqrt(1 - cos(angle) (1 - angle/pi)) / 2``
-    (about ``sqrt(angle / pi) / 2`` for small angles), so ``gamma -> 0`` with ``angle``; the
-    exact value is :func:`margin` of the returned data.
-
-    Returns:
-        ``(X, y)``: (n, d) unit inputs, (n,) labels in {-1, +1}; pairs are rows ``2i, 2i+1``.
-    """
-    for v, name in ((n, "n"), (d, "d")):
-        check_int(v, name)
-    if n % 2 or d < 2:
-        raise ValueError(f"margin_data needs an even n and d >= 2, got n={n}, d={d}.")
-    if not 0 < angle <= math.pi:
-        raise ValueError(f"angle must be in (0, pi], got {angle!r}.")
-    ku, kt, ky = jax.random.split(key, 3)
-    dt = jnp.result_type(float)
-    u = jax.random.normal(ku, (n // 2, d), dt)
-    u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
-    t = jax.random.normal(kt, (n // 2, d), dt)
-    t = t - jnp.sum(t * u, axis=1, keepdims=True) * u
-    t = t / jnp.linalg.norm(t, axis=1, keepdims=True)
-    v = math.cos(angle) * u + math.sin(angle) * t
-    X = jnp.stack([u, v], axis=1).reshape(n, d)
-    s = jax.random.rademacher(ky, (n // 2,), dtype=dt)
-    y = jnp.stack([s, -s], axis=1).reshape(n)
-    return X, y
-
-
 def pad_width(net, params, width: int):
     """Embed a width-``m`` net with fixed outer weights into a wider one, exactly.
 
@@ -345,11 +310,8 @@ def _obs_lambda_min(p, c):
     return lambda_min(gram(c.objective.net, p, c.objective.X))
 
 
-def _register():
-    from . import observe
-
-    observe.register("activation_flips", _obs_flips)
-    observe.register("ntk_lambda_min", _obs_lambda_min)
-
-
-_register()
+#: observables of this module, registered in :mod:`gflow.observe` by ``import gflow``
+OBSERVABLES = {
+    "activation_flips": Observable(_obs_flips),
+    "ntk_lambda_min": Observable(_obs_lambda_min),
+}

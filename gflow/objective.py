@@ -1,11 +1,22 @@
-"""The training objective: net + loss + data -> full-batch loss and its gradient.
+"""Objectives: what a dynamics minimizes.
 
-Non-trainable leaves (``net.trainable(params)``) get an exactly zero gradient, so
-every dynamics (GF, GD, optax) leaves them untouched.
+:class:`AbstractObjective` is the protocol every dynamics relies on -- ``loss``,
+``value_and_grad`` (full batch, or the samples ``idx``), ``grad``, ``output``, ``net``,
+``mask_grad`` and the samples ``X``, ``y`` (``n`` of them) -- with two implementations:
+
+- :class:`Objective`, the data objective: mean of ``loss(f(x_i), y_i)`` over a dataset
+  (built by :meth:`gflow.Dataset.objective`);
+- :class:`gflow.population.PopulationObjective`, the exact population loss of a student
+  against a teacher over Gaussian inputs (built by :meth:`gflow.population.Population.objective`).
+
+Non-trainable leaves (``net.trainable(params)``) get an exactly zero gradient, so every
+dynamics (GF, GD, optax) leaves them untouched. A net's written-out gradient
+(:meth:`gflow.nets.AbstractNet.loss_and_grad`) is used where it has one, autodiff otherwise.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -14,36 +25,41 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float, Int
 
 from .losses import get_loss
-from .nets import TwoLayerParams, two_layer_parts
+from .nets import AbstractNet
 
-__all__ = ["Objective"]
+__all__ = ["AbstractObjective", "Objective"]
 
 
-class Objective(eqx.Module):
-    """Full-batch and minibatch loss of ``net`` on ``(X, y)``: mean of ``loss(f(x_i), y_i)``."""
+class AbstractObjective(eqx.Module):
+    """The objective protocol (see the module docstring).
 
-    net: eqx.Module
-    loss_fn: Callable = eqx.field(static=True)
-    X: Float[Array, "n d"]
-    y: Float[Array, " n"]
-    members: bool = eqx.field(static=True, default=False)
+    ``X`` (n, d) and ``y`` (n,) are the training samples the objective is a mean over;
+    an objective without a finite sample has ``n == 0`` (and says so when ``X`` is read).
+    """
 
-    def __init__(self, net, loss, X, y, members: bool = False):
-        self.net = net
-        self.loss_fn = get_loss(loss)
-        self.X = X
-        self.y = y
-        self.members = members
+    net: eqx.AbstractVar[AbstractNet]
 
-    def output(self, params, X=None):
-        return self.net.apply(params, self.X if X is None else X)
+    @abc.abstractmethod
+    def value_and_grad(self, params, idx: Int[Array, " b"] | None = None):
+        """``(loss, grad)``: on the full objective, or on the samples ``idx`` if given;
+        non-trainable leaves of ``grad`` are zero."""
 
+    @abc.abstractmethod
     def loss(self, params) -> Float[Array, ""]:
-        return self._losses(params)
+        """The objective's value at ``params``."""
 
-    def batch_loss(self, params, idx: Int[Array, " b"]) -> Float[Array, ""]:
-        """Mean loss over the samples ``idx``."""
-        return self._losses(params, idx)
+    @abc.abstractmethod
+    def output(self, params, X: Float[Array, "p d"] | None = None) -> Float[Array, " p"]:
+        """The net's output at ``X`` (default: the training inputs)."""
+
+    @property
+    @abc.abstractmethod
+    def n(self) -> int:
+        """Number of training samples (0 for an objective without a finite sample)."""
+
+    def grad(self, params):
+        """The gradient (non-trainable leaves zero)."""
+        return self.value_and_grad(params)[1]
 
     def mask_grad(self, params, grads):
         """Zero the gradient of non-trainable leaves (``trainable`` gives a bool per leaf, or
@@ -57,6 +73,51 @@ class Objective(eqx.Module):
 
         return jax.tree.map(apply, grads, mask)
 
+
+class Objective(AbstractObjective):
+    """Full-batch and minibatch loss of ``net`` on ``(X, y)``: mean of ``loss(f(x_i), y_i)``.
+
+    Arguments:
+        net: a :class:`gflow.nets.AbstractNet`.
+        loss: a loss name or a per-sample callable ``(f, y) -> (n,)`` (:mod:`gflow.losses`).
+        X, y: (n, d) inputs and (n,) targets, or with leading member axes.
+        members: the parameters carry a leading member axis (ensembles): see
+            :meth:`value_and_grad`.
+    """
+
+    net: AbstractNet
+    loss_fn: Callable = eqx.field(static=True)
+    X: Float[Array, "n d"]
+    y: Float[Array, " n"]
+    members: bool = eqx.field(static=True, default=False)
+
+    def __init__(self, net, loss, X, y, members: bool = False):
+        if not isinstance(net, AbstractNet):
+            raise ValueError(f"net must be a gflow.nets.AbstractNet (apply, trainable, "
+                             f"check_params, prefactor), got {type(net).__name__}.")
+        self.net = net
+        self.loss_fn = get_loss(loss)
+        self.X = X
+        self.y = y
+        self.members = members
+
+    @property
+    def n(self) -> int:
+        return int(self.y.shape[-1])
+
+    def output(self, params, X=None):
+        return self.net.apply(params, self.X if X is None else X)
+
+    def loss(self, params) -> Float[Array, ""]:
+        return self.losses(params)
+
+    def losses(self, params, idx: Int[Array, " b"] | None = None):
+        """Mean loss over all samples, or over the samples ``idx``; per member (any leading
+        member axes on params, data or ``idx``). Differentiated by autodiff where the net
+        has no written-out gradient."""
+        X, y = self._samples(idx)
+        return jnp.mean(self.loss_fn(self.net.apply(params, X), y), axis=-1)
+
     def value_and_grad(self, params, idx=None):
         """``(loss, grad)`` on the full batch, or on the samples ``idx`` if given.
 
@@ -65,19 +126,14 @@ class Objective(eqx.Module):
         once -- one GEMM over every member's neurons -- instead of vmap's batching of a
         single member's program, which is an order of magnitude slower on CPU.
         """
-        if self.members and getattr(self.net, "member_axes", False):
+        if self.members and self.net.member_axes:
             return _member_value_and_grad(self, params, idx)
         return _value_and_grad(self, params, idx)
 
-    def _losses(self, params, idx=None):
-        """Per-member losses; any leading member axes on params, data or idx."""
-        X, y = (self.X, self.y) if idx is None else (_take(self.X, idx, True),
-                                                     _take(self.y, idx, False))
-        return jnp.mean(self.loss_fn(self.net.apply(params, X), y), axis=-1)
-
-    def grad(self, params):
-        return self.value_and_grad(params)[1]
-
+    def _samples(self, idx):
+        if idx is None:
+            return self.X, self.y
+        return _take(self.X, idx, True), _take(self.y, idx, False)
 
 
 def _take(a, idx, feature_axis: bool):
@@ -91,11 +147,14 @@ def _take(a, idx, feature_axis: bool):
 
 
 def _value_and_grad(objective: Objective, params, idx):
-    if _two_layer_fits(objective, params, idx):
-        return _two_layer_value_and_grad(objective, params, idx)
+    X, y = objective._samples(idx)
+    fast = objective.net.loss_and_grad(params, X, y, objective.loss_fn)
+    if fast is not None:
+        losses, g = fast
+        return losses, objective.mask_grad(params, g)
 
     def total(p):
-        losses = objective._losses(p, idx)
+        losses = objective.losses(p, idx)
         return jnp.sum(losses), losses
 
     (_, losses), g = jax.value_and_grad(total, has_aux=True)(params)
@@ -116,55 +175,3 @@ def _member_rule(axis_size, in_batched, objective, params, idx):
         in_batched[1])
     losses, g = _value_and_grad(objective, params, idx)
     return (losses, g), (True, jax.tree.map(lambda _: True, g))
-
-
-def _two_layer_fits(objective: Objective, params, idx) -> bool:
-    """Whether :func:`_two_layer_value_and_grad` takes this net and these shapes: a
-    (width-masked) two-layer net, data shared or with the parameters' member axes."""
-    net, _ = two_layer_parts(objective.net)
-    if net is None:
-        return False
-    k = params.W.ndim - 2  # member axes
-    return objective.X.ndim in (2, 2 + k) and (idx is None or idx.ndim in (1, 1 + k))
-
-
-def _two_layer_value_and_grad(objective: Objective, params, idx):
-    """``(loss, grad)`` of a two-layer net (:class:`TwoLayer`, or width-masked), any
-    leading member axes on the parameters, with the gradient written out.
-
-    The hidden layer is laid out (..., m, n): ``Z = W X^T + b``. With ``r = dL/df``
-    (..., n) and ``D = sigma'(Z) r``, one GEMM ``M = D [X 1]`` (..., m, d [+ 1]) gives
-    ``dL/dW = c a M_X`` and ``dL/db = c a M_1``. For a homogeneous activation
-    (``sigma(z) = sigma'(z) z``: relu, leaky relu, abs) it also gives
-    ``dL/da = c (sum_k W M_X + b M_1)``, so the hidden layer is read once less than by
-    autodiff; otherwise ``dL/da = c sigma(Z) r``. Both large products are plain GEMMs
-    (autodiff's ``G^T X`` contracts the leading axis of both operands, which XLA:CPU runs
-    on a generic path about 3x slower), and with shared data all members' neurons share
-    one GEMM.
-    """
-    net, mask = two_layer_parts(objective.net)
-    X, y = (objective.X, objective.y) if idx is None else (_take(objective.X, idx, True),
-                                                           _take(objective.y, idx, False))
-    W, b, d = params.W, params.b, objective.X.shape[-1]
-    z = W @ jax.lax.optimization_barrier(jnp.swapaxes(X, -1, -2))
-    if b is not None:
-        z = z + b[..., None]
-    a = params.a if mask is None else params.a * mask
-    c = objective.net.prefactor
-    h, ds = jax.jvp(net.activation, (z,), (jnp.ones_like(z),))  # sigma(Z), sigma'(Z)
-    f = c * jnp.einsum("...mn,...m->...n", h, a)
-    losses, pull = jax.vjp(lambda f: jnp.mean(objective.loss_fn(f, y), axis=-1), f)
-    (r,) = pull(jnp.ones_like(losses))
-    if b is not None:
-        X = jnp.concatenate([X, jnp.ones_like(X[..., :1])], axis=-1)
-    M = (ds * r[..., None, :]) @ X
-    ca = (c * a)[..., None]
-    gW = ca * M[..., :d]
-    gb = None if b is None else ca[..., 0] * M[..., d]
-    if net.activation.homogeneous:
-        ga = jnp.sum(W * M[..., :d], axis=-1)
-        ga = c * (ga if b is None else ga + b * M[..., d])
-    else:
-        ga = c * jnp.einsum("...mn,...n->...m", h, r)
-    g = TwoLayerParams(W=gW, b=gb, a=ga if mask is None else ga * mask)
-    return losses, objective.mask_grad(params, g)

@@ -16,7 +16,10 @@ An observable is ``fn(params, ctx) -> array`` where ``ctx`` is an :class:`ObsCon
 ``output``                ``f`` at the probe inputs, shape (p,) (needs ``probes=``)
 ========================  ==============================================================
 
-Users add their own with :func:`register` or by passing a callable in ``observe=``.
+The research modules define more (``OBSERVABLES`` in :mod:`gflow.ntk`,
+:mod:`gflow.population`, :mod:`gflow.rotation`, :mod:`gflow.condense`); ``import gflow``
+registers them all with :func:`register_table`. Users add their own with :func:`register`
+or by passing a callable in ``observe=``.
 """
 
 from __future__ import annotations
@@ -29,15 +32,17 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from ._tree import tree_norm
-from .objective import Objective
+from .objective import AbstractObjective
 
-__all__ = ["OBSERVABLES", "ObsContext", "Observable", "Observer", "register", "resolve"]
+__all__ = [
+    "OBSERVABLES", "ObsContext", "Observable", "Observer", "register", "register_table", "resolve",
+]
 
 
 class ObsContext(eqx.Module):
     """What an observable may look at besides the current parameters."""
 
-    objective: Objective
+    objective: AbstractObjective
     params0: eqx.Module
     X_test: Float[Array, "nt d"] | None = None
     y_test: Float[Array, " nt"] | None = None
@@ -95,6 +100,17 @@ def register(name: str, fn: Callable, *, dims: tuple[str, ...] = (), needs=()) -
     if not isinstance(name, str) or not name:
         raise ValueError(f"observable name must be a non-empty string, got {name!r}.")
     OBSERVABLES[name] = Observable(fn, tuple(dims), tuple(needs))
+
+
+def register_table(table: dict[str, Observable]) -> None:
+    """Add a module's observables (``{name: Observable}``); a name already registered to a
+    different observable is an error (two modules would otherwise shadow each other)."""
+    for name, o in table.items():
+        if not isinstance(o, Observable):
+            raise ValueError(f"observable {name!r} must be an Observable, got {o!r}.")
+        if OBSERVABLES.get(name, o) is not o:
+            raise ValueError(f"observable name {name!r} is already registered.")
+        OBSERVABLES[name] = o
 
 
 def resolve(observe, *, has_test: bool, has_probes: bool) -> dict[str, Observable]:

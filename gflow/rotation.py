@@ -1,6 +1,5 @@
 """Low-rotation tools: neuron rotation angles, movement in units of sqrt(m), normalized
-margins, the norm-only parameterization and its maximal margin, and the data of the
-low-rotation regimes.
+margins, the norm-only parameterization and its maximal margin.
 
 Setting: Matus Telgarsky, "Feature selection and low test error in shallow low-rotation ReLU
 networks", ICLR 2023 (arXiv 2208.02789). Two-layer ReLU nets
@@ -9,27 +8,27 @@ networks", ICLR 2023 (arXiv 2208.02789). Two-layer ReLU nets
 near initialization (weights move ``O(sqrt m)``), neural collapse (well-separated groups),
 and norm-only training ``w_j = r_j u_j`` with ``u_j = w_j(0)/|w_j(0)|`` frozen.
 
-- :func:`rotation_angles`: ``angle(w_j(t), w_j(0))`` per neuron, computed with Kahan's
-  ``2 atan2(|u - v|, |u + v|)`` for unit ``u, v`` (accurate near 0, unlike ``arccos``).
+- :func:`rotation_angles`: ``angle(w_j(t), w_j(0))`` per neuron (:func:`gflow.kernels.angle`:
+  Kahan's ``2 atan2(|u - v|, |u + v|)`` for unit ``u, v``, accurate near 0, unlike ``arccos``).
 - :func:`normalized_margin`: ``min_i y_i f(x_i) / |theta|^L`` over the trained parameters,
   ``L`` the homogeneity degree (1: inner layer only, 2: both layers).
 - :class:`NormOnlyTwoLayer`: the norm-only net with parameters ``(r, a)``; trained by
-  :func:`gflow.simulate` like :class:`gflow.TwoLayer`.
+  :func:`gflow.simulate` like :class:`gflow.TwoLayer` (init: :func:`gflow.init.norm_only`).
 - :func:`max_margin_fixed_features`: ``max_{|c|_1 <= 1} min_i y_i (Phi c)_i`` by a linear
   program (scipy HiGHS), with a dual certificate. For the norm-only net with both layers
   trained, ``|r|^2 + |a|^2 >= 2 sum_j |r_j a_j|`` (AM-GM, equality when ``|r_j| = |a_j|``),
   so the globally maximal 2-homogeneous normalized margin over the fixed directions is
   ``LP / (2 sqrt m)`` with ``Phi_ij = relu(u_j . x_i)`` (:func:`norm_only_max_margin`).
-- Data: :func:`sparse_parity` (``x`` uniform on ``{+-1/sqrt d}^d``, ``y = x_1 x_2 d``, the
-  paper's running example, NTK margin ``Theta(1/d)``) and :func:`groups` (k tight,
-  well-separated clusters, one label per cluster: the neural-collapse regime).
+- Data of the regimes: :func:`gflow.data.sparse_parity` (the paper's running example, NTK
+  margin ``Theta(1/d)``) and :func:`gflow.data.groups` (the neural-collapse regime).
 
-Observables registered (see :mod:`gflow.observe`): ``rotation_deg`` (per neuron, degrees),
-``max_rotation_deg``, ``rotation_weighted_deg`` (mean weighted by ``|a_j|``),
-``movement_over_sqrt_m`` (``|W_t - W_0|_F / sqrt m``), ``margin_homogeneous``
-(:func:`normalized_margin`), ``margin_per_movement`` (``min_i y_i f(x_i) / |W_t - W_0|``,
-the quantity the NTK margin bounds in the linearized regime: a linear predictor moved by
-``R`` in the NTK feature space has margin at most ``gamma_ntk R``).
+Observables (:data:`OBSERVABLES`, registered in :mod:`gflow.observe` by ``import gflow``):
+``rotation_deg`` (per neuron, degrees), ``max_rotation_deg``, ``rotation_weighted_deg``
+(mean weighted by ``|a_j|``), ``movement_over_sqrt_m`` (``|W_t - W_0|_F / sqrt m``),
+``margin_homogeneous`` (:func:`normalized_margin`), ``margin_per_movement``
+(``min_i y_i f(x_i) / |W_t - W_0|``, the quantity the NTK margin bounds in the linearized
+regime: a linear predictor moved by ``R`` in the NTK feature space has margin at most
+``gamma_ntk R``).
 """
 
 from __future__ import annotations
@@ -42,22 +41,21 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float
 
-from .data import Dataset
+from . import kernels
+from .nets import AbstractNet
+from .observe import Observable
 
 __all__ = [
+    "OBSERVABLES",
     "NormOnlyParams",
     "NormOnlyTwoLayer",
-    "groups",
     "homogeneity",
     "inner_weights",
     "max_margin_fixed_features",
     "movement_over_sqrt_m",
     "norm_only_max_margin",
-    "norm_safe_init",
     "normalized_margin",
     "rotation_angles",
-    "sparse_parity",
-    "tile_samples",
 ]
 
 
@@ -71,7 +69,7 @@ class NormOnlyParams(eqx.Module):
     a: Float[Array, " m"]
 
 
-class NormOnlyTwoLayer(eqx.Module):
+class NormOnlyTwoLayer(AbstractNet):
     """Norm-only two-layer ReLU net ``f(x) = (1/sqrt m) sum_j a_j relu(r_j u_j . x)``.
 
     The unit directions ``U`` (m, d) are fixed (not parameters); only the norms ``r`` and,
@@ -80,7 +78,7 @@ class NormOnlyTwoLayer(eqx.Module):
     (2-homogeneity per neuron), so a neuron with ``r_j(0) > |a_j(0)|`` keeps ``r_j > 0``
     forever; one with ``r_j(0) < |a_j(0)|`` may reach ``r_j < 0``, i.e. ``w_j`` turns to
     ``-u_j`` (a rotation by 180 degrees, reported as such by :func:`rotation_angles`).
-    :func:`norm_safe_init` draws a standard init conditioned on ``|w_j(0)| > 1``.
+    :func:`gflow.init.norm_only` draws a standard init conditioned on ``|w_j(0)| > 1``.
 
     Arguments:
         U: (m, d) directions; rows are normalized.
@@ -141,28 +139,6 @@ class NormOnlyTwoLayer(eqx.Module):
                              f"d={d}.")
 
 
-def norm_safe_init(key, width: int, d: int):
-    """Standard init ``w_j ~ N(0, I_d)``, ``a_j ~ Unif{+-1}`` conditioned on ``|w_j| > 1``
-    (rejection sampling per neuron), as a :class:`NormOnlyTwoLayer` with ``train_outer=True``
-    and its :class:`NormOnlyParams`. The condition makes ``r_j^2 - a_j^2 > 0``, which GF
-    conserves, so no norm ever reaches 0 (no neuron flips to ``-u_j``). It removes the mass
-    ``P(chi_d < 1)`` of the Gaussian (about 0.2% of neurons at d = 8).
-    """
-    _check_int(width, "width")
-    _check_int(d, "d")
-    dt = jnp.result_type(float)
-    kw, ka = jax.random.split(key)
-    W = np.zeros((0, d))
-    i = 0
-    while W.shape[0] < width:
-        draw = np.asarray(jax.random.normal(jax.random.fold_in(kw, i), (width, d), dt))
-        W = np.concatenate([W, draw[np.linalg.norm(draw, axis=1) > 1.0]])
-        i += 1
-    a = jax.random.rademacher(ka, (width,), dtype=dt)
-    net = NormOnlyTwoLayer(jnp.asarray(W[:width], dt), train_outer=True)
-    return net, NormOnlyParams(r=jnp.linalg.norm(jnp.asarray(W[:width], dt), axis=1), a=a)
-
-
 # -- observables as functions -------------------------------------------------------------
 
 
@@ -182,18 +158,13 @@ def _live_width(net):
 def rotation_angles(W0: Float[Array, "m d"], W: Float[Array, "m d"]) -> Float[Array, " m"]:
     """Angle (radians, in [0, pi]) between ``w_j`` and ``w_j(0)`` per neuron.
 
-    Kahan's formula ``2 atan2(|u - v|, |u + v|)`` on the unit vectors: relative accuracy
-    near 0 (``arccos`` of a cosine near 1 loses half the digits). A zero row gives 0.
+    Kahan's formula ``2 atan2(|u - v|, |u + v|)`` on the unit vectors
+    (:func:`gflow.kernels.angle`): relative accuracy near 0 (``arccos`` of a cosine near 1
+    loses half the digits). A zero row gives 0.
     """
-    def unit(V):
-        nrm = jnp.linalg.norm(V, axis=-1, keepdims=True)
-        return V / jnp.where(nrm > 0, nrm, 1.0)
-
     W0, W = jnp.asarray(W0), jnp.asarray(W)
-    u, v = unit(W0), unit(W)
-    ang = 2.0 * jnp.arctan2(jnp.linalg.norm(u - v, axis=-1), jnp.linalg.norm(u + v, axis=-1))
     live = jnp.any(W0 != 0, axis=-1) & jnp.any(W != 0, axis=-1)
-    return jnp.where(live, ang, 0.0)
+    return jnp.where(live, kernels.angle(W0, W), 0.0)
 
 
 def movement_over_sqrt_m(W0: Float[Array, "m d"], W: Float[Array, "m d"],
@@ -294,92 +265,6 @@ def norm_only_max_margin(net: NormOnlyTwoLayer, X: Float[Array, "n d"], y: Float
     return gamma / (2.0 * math.sqrt(net.width))
 
 
-# -- data ---------------------------------------------------------------------------------
-
-
-def _check_int(v, name, lo=1):
-    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-        raise ValueError(f"{name} must be an integer >= {lo}, got {v!r}.")
-
-
-def sparse_parity(key, n: int, d: int, *, k: int = 2, n_test: int = 1000) -> Dataset:
-    """k-sparse parity (Telgarsky 2023's running example with ``k = 2``): ``x`` uniform on
-    ``{-1/sqrt d, +1/sqrt d}^d`` (so ``|x| = 1``), ``y = prod_{i<k} sign(x_i)``.
-
-    Returns:
-        A :class:`gflow.Dataset` with ``n`` training and ``n_test`` fresh test samples.
-    """
-    _check_int(n, "n")
-    _check_int(d, "d", 2)
-    _check_int(n_test, "n_test")
-    _check_int(k, "k")
-    if k > d:
-        raise ValueError(f"k must be <= d={d}, got {k}.")
-    dt = jnp.result_type(float)
-    k1, k2 = jax.random.split(key)
-
-    def draw(kk, size):
-        X = jax.random.rademacher(kk, (size, d), dtype=dt) / math.sqrt(d)
-        return X, jnp.prod(jnp.sign(X[:, :k]), axis=1)
-
-    X, y = draw(k1, n)
-    Xt, yt = draw(k2, n_test)
-    return Dataset(X, y, Xt, yt, meta={"kind": "sparse_parity", "k": k})
-
-
-def groups(key, n: int, d: int, k: int, *, radius: float = 0.05, n_test: int = 1000) -> Dataset:
-    """Neural-collapse data: ``k`` groups with orthonormal centers ``mu_g`` (needs
-    ``k <= d``), one label per group (half +1, half -1, shuffled), and points
-    ``x = (mu_g + radius xi)/|mu_g + radius xi|`` with ``xi`` uniform on the unit sphere, the
-    group uniform. Distinct groups are at angle ``>= pi/2 - 2 asin(radius)`` apart.
-
-    Returns:
-        A :class:`gflow.Dataset`; ``meta`` has ``centers`` (k, d), ``labels`` (k,) and the
-        training points' ``group`` (n,).
-    """
-    _check_int(n, "n")
-    _check_int(d, "d")
-    _check_int(k, "k", 2)
-    _check_int(n_test, "n_test")
-    if k > d:
-        raise ValueError(f"k must be <= d={d} (orthonormal centers), got {k}.")
-    if not 0 <= radius < 1:
-        raise ValueError(f"radius must be in [0, 1), got {radius!r}.")
-    dt = jnp.result_type(float)
-    kc, kl, k1, k2 = jax.random.split(key, 4)
-    Q, _ = jnp.linalg.qr(jax.random.normal(kc, (d, k), dt))
-    centers = Q.T  # (k, d) orthonormal
-    labels = jax.random.permutation(kl, jnp.where(jnp.arange(k) % 2 == 0, 1.0, -1.0).astype(dt))
-
-    def draw(kk, size):
-        kg, kx = jax.random.split(kk)
-        g = jax.random.randint(kg, (size,), 0, k)
-        xi = jax.random.normal(kx, (size, d), dt)
-        xi = xi / jnp.linalg.norm(xi, axis=1, keepdims=True)
-        X = centers[g] + radius * xi
-        return X / jnp.linalg.norm(X, axis=1, keepdims=True), labels[g], g
-
-    X, y, g = draw(k1, n)
-    Xt, yt, _ = draw(k2, n_test)
-    return Dataset(X, y, Xt, yt, meta={"kind": "groups", "centers": centers, "labels": labels,
-                                       "group": g})
-
-
-def tile_samples(data: Dataset, n: int) -> Dataset:
-    """Repeat the training set to ``n`` rows (``n`` a multiple of ``data.n``; test set kept).
-
-    Every sample then appears ``n / data.n`` times, so the mean loss, its gradient and hence
-    every full-batch trajectory (GF, GD) are unchanged, while runs with different sample
-    sizes share one array shape (one compiled ensemble). Not for SGD (batches differ).
-    """
-    _check_int(n, "n")
-    if n % data.n:
-        raise ValueError(f"n must be a multiple of data.n={data.n}, got {n}.")
-    reps = n // data.n
-    return Dataset(jnp.tile(data.X, (reps, 1)), jnp.tile(data.y, reps), data.X_test,
-                   data.y_test, meta=data.meta | {"tiled_from": data.n})
-
-
 # -- registered observables ---------------------------------------------------------------
 
 
@@ -422,15 +307,12 @@ def _obs_margin_per_movement(p, c):
     return jnp.min(o.y * o.output(p)) / moved
 
 
-def _register():
-    from . import observe
-
-    observe.register("rotation_deg", _obs_rotation_deg, dims=("neuron",))
-    observe.register("max_rotation_deg", _obs_max_rotation_deg)
-    observe.register("rotation_weighted_deg", _obs_rotation_weighted_deg)
-    observe.register("movement_over_sqrt_m", _obs_movement)
-    observe.register("margin_homogeneous", _obs_margin_homogeneous)
-    observe.register("margin_per_movement", _obs_margin_per_movement)
-
-
-_register()
+#: observables of this module, registered in :mod:`gflow.observe` by ``import gflow``
+OBSERVABLES = {
+    "rotation_deg": Observable(_obs_rotation_deg, dims=("neuron",)),
+    "max_rotation_deg": Observable(_obs_max_rotation_deg),
+    "rotation_weighted_deg": Observable(_obs_rotation_weighted_deg),
+    "movement_over_sqrt_m": Observable(_obs_movement),
+    "margin_homogeneous": Observable(_obs_margin_homogeneous),
+    "margin_per_movement": Observable(_obs_margin_per_movement),
+}

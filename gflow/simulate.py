@@ -12,11 +12,10 @@ import numpy as np
 from . import _status
 from . import checkpoint as _checkpoint
 from .checkpoint import check_memory
-from .data import Dataset
+from .data import AbstractData, Dataset
 from .discrete import _Discrete
 from .flow import GradientFlow
 from .losses import CLASSIFICATION, get_loss
-from .objective import Objective
 from .observe import ObsContext, Observer, resolve
 from .times import LogTimes, check_t1, resolve_times
 from .trajectory import Trajectory
@@ -51,8 +50,9 @@ def default_save(dynamics, t1: float) -> LogTimes:
 def prepare(net, params0, data: Dataset, *, loss, dynamics, observe, probes, stop_loss,
             stop_grad, member_axes: int = 0):
     """Validate the inputs of a run and build its objective, observer and context."""
-    if not isinstance(data, Dataset):
-        raise ValueError(f"data must be a gflow.Dataset, got {type(data).__name__}.")
+    if not isinstance(data, AbstractData):
+        raise ValueError(f"data must be a gflow.Dataset (or a gflow.population.Population), "
+                         f"got {type(data).__name__}.")
     if not isinstance(dynamics, GradientFlow | _Discrete):
         raise ValueError(
             "dynamics must be gflow.GradientFlow(...), gflow.GD(lr), gflow.SGD(lr, batch_size, "
@@ -70,7 +70,7 @@ def prepare(net, params0, data: Dataset, *, loss, dynamics, observe, probes, sto
         if probes.ndim != 2 or probes.shape[-1] != data.d:
             raise ValueError(f"probes must have shape (p, d={data.d}), got {probes.shape}.")
     obs = resolve(observe, has_test=data.has_test, has_probes=probes is not None)
-    objective = Objective(net, loss_fn, data.X, data.y)
+    objective = data.objective(net, loss_fn)
     ctx = ObsContext(objective, params0, data.X_test, data.y_test, probes)
     stop_loss = _check_positive(stop_loss, "stop_loss")
     stop_grad = _check_positive(stop_grad, "stop_grad")
@@ -99,7 +99,8 @@ def simulate(
     Arguments:
         net: a network, e.g. :class:`gflow.TwoLayer`.
         params0: its initial parameters (``gflow.init.*``).
-        data: a :class:`gflow.Dataset`.
+        data: a :class:`gflow.Dataset`, or a :class:`gflow.population.Population` (the
+            exact population loss of a teacher; ``loss="squared"``).
         loss: ``"squared"``, ``"logistic"``, ``"exponential"`` or a per-sample ``(f, y) -> (n,)``.
         dynamics: ``gflow.GradientFlow(...)`` (default), ``gflow.GD(lr)``,
             ``gflow.SGD(lr, batch_size, key=)`` or ``gflow.Optax(optimizer, lr)``.

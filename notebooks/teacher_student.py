@@ -30,8 +30,9 @@
 #
 # **What gflow does.** $L$ has a closed form for Gaussian inputs
 # ($E|u\cdot x||v\cdot x| = \tfrac{2}{\pi}|u||v|(\sin\theta + (\tfrac{\pi}{2}-\theta)\cos\theta)$),
-# so `gflow.population.PopulationNet` makes the *exact* population loss the objective of
-# `gflow.simulate`: gradient flow (Tsit5, adaptive) with no sampling noise and no kinks. The
+# so `gflow.population.Population(teacher_net, teacher_params)`, passed to `gflow.simulate` in
+# place of a dataset, makes the *exact* population loss the objective: gradient flow (Tsit5,
+# adaptive) with no sampling noise and no kinks. The
 # student starts near the teacher: each teacher neuron gets $m/k$ duplicates rotated by
 # 10°, its outer weight split at random among them. We run in float64 to $L \le 10^{-8}$ for
 # $m = k, 2k, 4k, 8k$, plus one run from a random (non-local) init and one on a fixed sample

@@ -168,13 +168,3 @@ def test_input_weights_and_observables_in_a_run():
                                    rtol=1e-6)
     with pytest.raises(ValueError, match="layer"):
         C.input_weights_observable(0)
-
-
-def test_sine_data():
-    data = C.sine_data(jax.random.key(0), 80, 5, n_test=10)
-    X, y = np.asarray(data.X), np.asarray(data.y)
-    assert X.shape == (80, 5) and data.X_test.shape == (10, 5)
-    assert X.min() >= -4 and X.max() <= 2
-    np.testing.assert_allclose(y, np.sum(3.5 * np.sin(5 * X + 1), axis=1), rtol=1e-5, atol=1e-5)
-    with pytest.raises(ValueError, match="high > low"):
-        C.sine_data(jax.random.key(0), low=1.0, high=0.0)

@@ -34,9 +34,8 @@ def test_width_sweep_small():
     import jax
 
     import gflow
-    from gflow import ntk
 
-    X, y = ntk.margin_data(jax.random.key(0), 8, 3, 1.0)
+    X, y = gflow.data.margin_data(jax.random.key(0), 8, 3, 1.0)
     cfg = ci.Config(seeds=1, widths=(2, 16))
     out = ci._width_sweep(cfg, gflow.Dataset(X, y), loss="logistic", lr=30.0, t1=3e4,
                           target=0.05, key=jax.random.key(1))

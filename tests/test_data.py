@@ -1,9 +1,13 @@
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
 import gflow
+from gflow.losses import get_loss
+from gflow.objective import Objective
 
 
 def test_dataset_validation():
@@ -66,3 +70,62 @@ def test_teacher_one_program_per_size(dtype):
     resid = np.concatenate([ds.y - clean.y, ds.y_test - clean.y_test]) / 0.5
     assert abs(float(np.std(resid)) - 1.0) < 4 / np.sqrt(2 * 60)
     assert ds.X.dtype == jnp.dtype(dtype)
+
+
+def test_sparse_parity():
+    data = gflow.data.sparse_parity(jax.random.key(0), 64, 5, n_test=32)
+    X = np.asarray(data.X)
+    np.testing.assert_allclose(np.abs(X), 1 / math.sqrt(5), rtol=1e-6)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-6)
+    np.testing.assert_array_equal(np.asarray(data.y), np.sign(X[:, 0] * X[:, 1]))
+    assert data.X_test.shape == (32, 5)
+    with pytest.raises(ValueError, match="k must be"):
+        gflow.data.sparse_parity(jax.random.key(0), 4, 3, k=4)
+    with pytest.raises(ValueError, match="n must be"):
+        gflow.data.sparse_parity(jax.random.key(0), 0, 3)
+
+
+def test_groups():
+    radius = 0.1
+    data = gflow.data.groups(jax.random.key(1), 64, 6, 4, radius=radius, n_test=8)
+    C = np.asarray(data.meta["centers"])
+    np.testing.assert_allclose(C @ C.T, np.eye(4), atol=1e-5)
+    labels = np.asarray(data.meta["labels"])
+    assert sorted(labels.tolist()) == [-1.0, -1.0, 1.0, 1.0]
+    g = np.asarray(data.meta["group"])
+    X = np.asarray(data.X)
+    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
+    # every point within angle asin(radius) of its own center, labels per group
+    cos = np.sum(X * C[g], axis=1)
+    assert np.all(cos >= math.cos(math.asin(radius)) - 1e-5)
+    np.testing.assert_array_equal(np.asarray(data.y), labels[g])
+    with pytest.raises(ValueError, match="k must be"):
+        gflow.data.groups(jax.random.key(1), 10, 3, 4)
+    with pytest.raises(ValueError, match="radius"):
+        gflow.data.groups(jax.random.key(1), 10, 6, 4, radius=1.5)
+
+
+def test_tile_samples_leaves_loss_and_gradient_unchanged(x64):
+    data = gflow.data.sparse_parity(jax.random.key(2), 6, 4, n_test=8)
+    big = gflow.data.tile_samples(data, 24)
+    assert big.X.shape == (24, 4)
+    net = gflow.TwoLayer(5, "relu", "ntk", bias=False, train_outer=False)
+    p = gflow.init.gaussian(jax.random.key(3), net, 4)
+    loss = get_loss("logistic")
+    o1, o2 = Objective(net, loss, data.X, data.y), Objective(net, loss, big.X, big.y)
+    (l1, g1), (l2, g2) = o1.value_and_grad(p), o2.value_and_grad(p)
+    tol = 1e-13  # float64: the tiled mean differs from the plain one only by summation order
+    assert float(l2) == pytest.approx(float(l1), rel=tol)
+    np.testing.assert_allclose(g2.W, g1.W, rtol=10 * tol, atol=10 * tol)
+    with pytest.raises(ValueError, match="multiple"):
+        gflow.data.tile_samples(data, 10)
+
+
+def test_sine_data():
+    data = gflow.data.sine_data(jax.random.key(0), 80, 5, n_test=10)
+    X, y = np.asarray(data.X), np.asarray(data.y)
+    assert X.shape == (80, 5) and data.X_test.shape == (10, 5)
+    assert X.min() >= -4 and X.max() <= 2
+    np.testing.assert_allclose(y, np.sum(3.5 * np.sin(5 * X + 1), axis=1), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="high > low"):
+        gflow.data.sine_data(jax.random.key(0), low=1.0, high=0.0)

@@ -5,6 +5,7 @@ import pytest
 from helpers import tree_allclose
 
 import gflow
+from gflow import population as P
 
 
 @pytest.mark.parametrize("outer", ["sign", "gaussian"])
@@ -84,3 +85,43 @@ def test_vmap_over_keys_gives_stacked_params():
     keys = jax.random.split(jax.random.key(0), 5)
     p = jax.vmap(lambda k: gflow.init.gaussian(k, net, 3))(keys)
     assert p.W.shape == (5, 8, 3) and p.a.shape == (5, 8)
+
+
+def test_norm_only_init():
+    net, q = gflow.init.norm_only(jax.random.key(0), 64, 3)
+    assert net.U.shape == (64, 3) and q.r.shape == (64,)
+    assert bool(jnp.all(q.r > 1.0)) and bool(jnp.all(jnp.abs(q.a) == 1.0))
+    np.testing.assert_allclose(jnp.linalg.norm(net.U, axis=1), 1.0, rtol=1e-6)
+    with pytest.raises(ValueError, match="width"):
+        gflow.init.norm_only(jax.random.key(0), 0, 3)
+
+
+@pytest.mark.parametrize("act", ["abs"])  # the same code for relu, up to the sign symmetry
+def test_near_teacher_init(x64, act):
+    data = gflow.data.gaussian_teacher(jax.random.key(6), 8, 6, 3, activation=act)
+    tnet, tp = data.meta["teacher"]
+    np.testing.assert_allclose(np.asarray(tp.W @ tp.W.T), np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(np.asarray(data.y), np.asarray(tnet.apply(tp, data.X)))
+    assert data.meta["separation_deg"] == pytest.approx(90.0)
+    for m in (7,):  # 3 teachers: duplicates of sizes 3, 2, 2
+        net = gflow.TwoLayer(m, act, "ntk", bias=False)
+        exact = gflow.init.near_teacher(jax.random.key(7), net, tnet, tp, angle_deg=0.0,
+                                        weight_noise=0.0)
+        assert abs(float(P.loss(net, exact, tnet, tp))) < 1e-12
+        np.testing.assert_allclose(np.asarray(P.cluster_weights(net, exact, tp)), 1.0, rtol=1e-12)
+        np.testing.assert_allclose(np.asarray(exact.a**2), np.sum(np.asarray(exact.W) ** 2, 1))
+        near = gflow.init.near_teacher(jax.random.key(7), net, tnet, tp, angle_deg=10.0)
+        _, ang = P.nearest_teacher(near.W, tp.W, symmetric=act == "abs")
+        np.testing.assert_allclose(np.degrees(np.asarray(ang)), 10.0, rtol=1e-9)
+
+
+@pytest.mark.slow  # ~5 s: compiles the vmapped SVDs
+def test_gaussian_init_is_vmappable():
+    net = gflow.LowRankTwoLayer(12, 2)
+    keys = jax.random.split(jax.random.key(0), 3)
+    stacked = jax.vmap(lambda k: gflow.init.low_rank(k, net, 5))(keys)
+    one = gflow.init.low_rank(keys[1], net, 5)
+    net.check_params(one, d=5)
+    np.testing.assert_allclose(stacked.U[1] @ stacked.V[1].T, one.U @ one.V.T, atol=1e-5)
+    with pytest.raises(ValueError, match="LowRankTwoLayer"):
+        gflow.init.low_rank(keys[0], gflow.TwoLayer(12), 5)

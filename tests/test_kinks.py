@@ -169,15 +169,15 @@ def test_kinks_bad_input():
     with pytest.raises(ValueError, match="two-layer"):
         gflow.simulate(mlp, gflow.init.gaussian(jax.random.key(0), mlp, ds.d), ds,
                        dynamics=gflow.GradientFlow(kinks=True), t1=1.0)
-    # a net wrapping a two-layer net (the exact population loss) is not a dataset's net
+    # the exact population loss has no dataset for the kinks to sit on
     from gflow import population as P
 
     relu = gflow.TwoLayer(4, "relu", "standard")
     tp = gflow.TwoLayerParams(W=jnp.eye(3)[:2], b=None, a=jnp.ones(2))
     with pytest.raises(ValueError, match="two-layer"):
-        gflow.simulate(P.PopulationNet(relu, gflow.TwoLayer(2, "relu", "standard"), tp),
-                       gflow.init.gaussian(jax.random.key(0), relu, 3), P.population_dataset(3),
-                       loss=P.identity_loss, dynamics=gflow.GradientFlow(kinks=True), t1=1.0)
+        gflow.simulate(relu, gflow.init.gaussian(jax.random.key(0), relu, 3),
+                       P.Population(gflow.TwoLayer(2, "relu", "standard"), tp),
+                       dynamics=gflow.GradientFlow(kinks=True), t1=1.0)
 
 
 def test_kinks_float32_runs_and_counts(dtype):

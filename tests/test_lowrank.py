@@ -87,17 +87,17 @@ def test_simulate_trains_lowrank_net_and_respects_train_outer():
 
 # --------------------------------------------------------------------- the ReLU kernel
 def test_kappa_special_values_and_derivative(x64):
-    np.testing.assert_allclose(lowrank.kappa(jnp.array([1.0, 0.0, -1.0])),
+    np.testing.assert_allclose(gflow.kernels.kappa(jnp.array([1.0, 0.0, -1.0])),
                                [0.5, 1 / (2 * math.pi), 0.0], atol=1e-15)
     # Hermite expansion 1/(2 pi) + rho/4 + rho^2/(4 pi) + rho^4/(48 pi) + O(rho^6)
     rho = 0.05
     series = 1 / (2 * math.pi) + rho / 4 + rho**2 / (4 * math.pi) + rho**4 / (48 * math.pi)
-    assert abs(float(lowrank.kappa(rho)) - series) < rho**6  # next coefficient is < 1
+    assert abs(float(gflow.kernels.kappa(rho)) - series) < rho**6  # next coefficient is < 1
     # custom derivative vs central finite differences (h = 1e-6: error O(h^2) ~ 1e-12)
     for r in (-0.7, 0.0, 0.3, 0.99):
-        fd = (lowrank.kappa(r + 1e-6) - lowrank.kappa(r - 1e-6)) / 2e-6
-        np.testing.assert_allclose(jax.grad(lowrank.kappa)(r), fd, rtol=1e-7)
-    assert np.isfinite(jax.grad(lowrank.kappa)(1.0))  # 1.0 where arccos' would be infinite
+        fd = (gflow.kernels.kappa(r + 1e-6) - gflow.kernels.kappa(r - 1e-6)) / 2e-6
+        np.testing.assert_allclose(jax.grad(gflow.kernels.kappa)(r), fd, rtol=1e-7)
+    assert np.isfinite(jax.grad(gflow.kernels.kappa)(1.0))  # 1.0 where arccos' would be infinite
 
 
 def test_relu_kernel_matches_monte_carlo(x64):
@@ -109,7 +109,7 @@ def test_relu_kernel_matches_monte_carlo(x64):
     X = jax.random.normal(ks[2], (n, d))
     prod = jax.nn.relu(X @ U.T) * jax.nn.relu(X @ V.T)  # (n, 5)
     mc, se = prod.mean(0), prod.std(0) / math.sqrt(n)
-    exact = lowrank.relu_kernel(U, V)
+    exact = gflow.kernels.relu_cross(U, V)
     assert np.all(np.abs(exact - mc) < 5 * se + 1e-12)
     np.testing.assert_allclose(exact[3], 0.0, atol=1e-12)  # opposite directions
     np.testing.assert_allclose(exact[4], jnp.sum(U[4] ** 2), rtol=1e-12)  # k(u, 2u) = |u|^2
@@ -229,15 +229,3 @@ def test_factorize_keeps_outer_and_bias():
         assert q.a is p.a and q.b is p.b
     with pytest.raises(ValueError, match="key"):
         lowrank.factorize(p, 2, "reference")
-
-
-@pytest.mark.slow  # ~5 s: compiles the vmapped SVDs
-def test_gaussian_init_is_vmappable():
-    net = gflow.LowRankTwoLayer(12, 2)
-    keys = jax.random.split(jax.random.key(0), 3)
-    stacked = jax.vmap(lambda k: lowrank.gaussian(k, net, 5))(keys)
-    one = lowrank.gaussian(keys[1], net, 5)
-    net.check_params(one, d=5)
-    np.testing.assert_allclose(stacked.U[1] @ stacked.V[1].T, one.U @ one.V.T, atol=1e-5)
-    with pytest.raises(ValueError, match="LowRankTwoLayer"):
-        lowrank.gaussian(keys[0], gflow.TwoLayer(12), 5)

@@ -83,7 +83,7 @@ def test_two_layer_gradient_matches_autodiff(dtype, act, bias, train_outer, loss
     tol = {"float32": 1e-5, "float64": 1e-12}[dtype]
     for idx in (None, jnp.arange(0, 50, 3)):
         got = eqx.filter_jit(lambda o, q, i: o.value_and_grad(q, i))(obj, p, idx)
-        val, g = jax.value_and_grad(lambda q, i=idx: obj._losses(q, i))(p)
+        val, g = jax.value_and_grad(lambda q, i=idx: obj.losses(q, i))(p)
         want = (val, obj.mask_grad(p, g))
         _assert_trees_close(got, want, dtype, tol)
     if not train_outer:
@@ -129,6 +129,6 @@ def test_member_gradient_matches_autodiff(dtype, act, bias, masked):
             obj = Objective(member_net(masks[e]), "squared", X if X.ndim == 2 else X[e],
                             data.y)
             q = jax.tree.map(lambda v, e=e: v[e], P)
-            val, g = jax.value_and_grad(obj._losses)(q, None if i is None else i[e])
+            val, g = jax.value_and_grad(obj.losses)(q, None if i is None else i[e])
             _assert_trees_close(jax.tree.map(lambda v, e=e: v[e], got),
                                 (val, obj.mask_grad(q, g)), dtype, tol)

@@ -112,7 +112,7 @@ def test_margin_hand_cases(x64):
 def test_margin_vs_monte_carlo_features(x64):
     # gamma^2 = min_p p^T (yy^T * K) p is a minimum of functions linear in K with p on the
     # simplex, so |gamma_M^2 - gamma^2| <= max_ij |K_M - K_ij| exactly (plus solver tolerance).
-    X, y = ntk.margin_data(jax.random.key(4), 12, 4, 0.3)
+    X, y = gflow.data.margin_data(jax.random.key(4), 12, 4, 0.3)
     K = np.asarray(ntk.relu_ntk(X))
     r = ntk.kernel_margin(K, y)
     assert r.gap < 1e-4 * r.gamma
@@ -129,12 +129,13 @@ def test_margin_vs_monte_carlo_features(x64):
 
 
 def test_margin_data_controls_margin(x64):
-    X, y = ntk.margin_data(jax.random.key(7), 16, 5, 0.5)
+    X, y = gflow.data.margin_data(jax.random.key(7), 16, 5, 0.5)
     np.testing.assert_allclose(np.linalg.norm(np.asarray(X), axis=1), 1.0, rtol=1e-12)
     cos = np.sum(np.asarray(X[0::2] * X[1::2]), axis=1)
     np.testing.assert_allclose(cos, math.cos(0.5), rtol=1e-12)
     assert np.all(np.asarray(y[0::2]) == -np.asarray(y[1::2]))
-    gammas = [ntk.margin(*ntk.margin_data(jax.random.key(7), 16, 5, a)) for a in (1.0, 0.1, 0.01)]
+    gammas = [ntk.margin(*gflow.data.margin_data(jax.random.key(7), 16, 5, a))
+              for a in (1.0, 0.1, 0.01)]
     assert gammas[0] > gammas[1] > gammas[2] > 0
     # the pair bound gamma <= sqrt(1 - cos(a)(1 - a/pi)) / 2
     for a, g in zip((1.0, 0.1, 0.01), gammas, strict=True):
@@ -192,6 +193,6 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="square"):
         ntk.lambda_min(jnp.ones((2, 3)))
     with pytest.raises(ValueError, match="angle"):
-        ntk.margin_data(jax.random.key(0), 4, 3, 0.0)
+        gflow.data.margin_data(jax.random.key(0), 4, 3, 0.0)
     with pytest.raises(ValueError, match="even n"):
-        ntk.margin_data(jax.random.key(0), 5, 3, 0.1)
+        gflow.data.margin_data(jax.random.key(0), 5, 3, 0.1)

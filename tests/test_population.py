@@ -10,6 +10,7 @@ import pytest
 from helpers import RTOL
 
 import gflow
+from gflow import kernels
 from gflow import population as P
 
 ACTS = {"relu": jax.nn.relu, "abs": jnp.abs}
@@ -20,9 +21,9 @@ def test_kernel_hand_values(dtype, act):
     u = jnp.array([[2.0, 0.0, 0.0]])
     v = jnp.array([[0.0, 3.0, 0.0]])
     tol = RTOL[dtype]
-    same = float(P.gaussian_kernel(u, u, act)[0, 0])  # E relu(z)^2 = |u|^2/2, E z^2 = |u|^2
-    orth = float(P.gaussian_kernel(u, v, act)[0, 0])  # independent: (E sigma(g))^2 |u||v|
-    opp = float(P.gaussian_kernel(u, -u, act)[0, 0])
+    same = float(kernels.gaussian(u, u, act)[0])  # E relu(z)^2 = |u|^2/2, E z^2 = |u|^2
+    orth = float(kernels.gaussian(u, v, act)[0])  # independent: (E sigma(g))^2 |u||v|
+    opp = float(kernels.gaussian(u, -u, act)[0])
     if act == "relu":
         assert same == pytest.approx(2.0, rel=tol)
         assert orth == pytest.approx(6.0 / (2 * math.pi), rel=tol)  # (1/sqrt(2 pi))^2 * 6
@@ -43,13 +44,13 @@ def test_kernel_vs_monte_carlo(x64, act):
     X = jax.random.normal(jax.random.key(2), (N, 4))
     f = ACTS[act]
     mc = np.asarray(f(X @ U.T).T @ f(X @ V.T)) / N
-    K = np.asarray(P.gaussian_kernel(U, V, act))
+    K = np.asarray(kernels.pairwise(kernels.gaussian, U, V, activation=act))
     bound = 5 * math.sqrt(3) * np.outer(np.linalg.norm(U, axis=1), np.linalg.norm(V, axis=1))
     assert np.all(np.abs(K - mc) < bound / math.sqrt(N))
 
 
 def _pair(act, m=4, k=2, d=5, scaling="standard"):
-    data = P.teacher_data(jax.random.key(3), 10, d, k, activation=act)
+    data = gflow.data.gaussian_teacher(jax.random.key(3), 10, d, k, activation=act)
     tnet, tp = data.meta["teacher"]
     net = gflow.TwoLayer(m, act, scaling, bias=False)
     p = gflow.init.gaussian(jax.random.key(4), net, d, outer="gaussian")
@@ -130,36 +131,16 @@ def test_lojasiewicz_ratio_hand_case():
     assert tr["lojasiewicz_ratio"][0] == pytest.approx(4.0, rel=1e-6)
 
 
-@pytest.mark.parametrize("act", ["abs"])  # the same code for relu, up to the sign symmetry
-def test_local_init(x64, act):
-    data = P.teacher_data(jax.random.key(6), 8, 6, 3, activation=act)
-    tnet, tp = data.meta["teacher"]
-    np.testing.assert_allclose(np.asarray(tp.W @ tp.W.T), np.eye(3), atol=1e-12)
-    np.testing.assert_allclose(np.asarray(data.y), np.asarray(tnet.apply(tp, data.X)))
-    assert data.meta["separation_deg"] == pytest.approx(90.0)
-    for m in (7,):  # 3 teachers: duplicates of sizes 3, 2, 2
-        net = gflow.TwoLayer(m, act, "ntk", bias=False)
-        exact = P.local_init(jax.random.key(7), net, tnet, tp, angle_deg=0.0, weight_noise=0.0)
-        assert abs(float(P.loss(net, exact, tnet, tp))) < 1e-12
-        np.testing.assert_allclose(np.asarray(P.cluster_weights(net, exact, tp)), 1.0, rtol=1e-12)
-        np.testing.assert_allclose(np.asarray(exact.a**2), np.sum(np.asarray(exact.W) ** 2, 1))
-        near = P.local_init(jax.random.key(7), net, tnet, tp, angle_deg=10.0)
-        _, ang = P.nearest_teacher(near.W, tp.W, symmetric=act == "abs")
-        np.testing.assert_allclose(np.degrees(np.asarray(ang)), 10.0, rtol=1e-9)
-
-
-def test_population_net_objective(x64):
+def test_population_objective(x64):
     # training on the exact population objective (GD with a small step, cheap to compile; GF
     # uses the same objective): the recorded loss is the closed form, it decreases, and the
     # objective's gradient is jax.grad of P.loss
-    data = P.teacher_data(jax.random.key(8), 8, 5, 2, activation="abs")
+    data = gflow.data.gaussian_teacher(jax.random.key(8), 8, 5, 2, activation="abs")
     tnet, tp = data.meta["teacher"]
     net = gflow.TwoLayer(4, "abs", "standard", bias=False)
-    pnet = P.PopulationNet(net, tnet, tp)
-    p0 = P.local_init(jax.random.key(9), net, tnet, tp, angle_deg=15.0)
+    p0 = gflow.init.near_teacher(jax.random.key(9), net, tnet, tp, angle_deg=15.0)
     obs = {"loss": "loss", "lojasiewicz_ratio": "lojasiewicz_ratio", **P.observables(tnet, tp)}
-    tr = gflow.simulate(pnet, p0, P.population_dataset(5), loss=P.identity_loss,
-                        dynamics=gflow.GD(0.05), t1=20.0,
+    tr = gflow.simulate(net, p0, P.Population.of(data), dynamics=gflow.GD(0.05), t1=20.0,
                         save=gflow.LinTimes(5), observe=obs)
     assert tr["loss"][0] == pytest.approx(float(P.loss(net, p0, tnet, tp)), rel=1e-12)
     np.testing.assert_allclose(tr["population_loss"], tr["loss"], rtol=1e-12)
@@ -177,10 +158,10 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="activation"):
         P.loss(net, p, tnet, p)
     with pytest.raises(ValueError, match="activation"):
-        P.gaussian_kernel(jnp.ones((1, 2)), jnp.ones((1, 2)), "tanh")
+        kernels.gaussian(jnp.ones((1, 2)), jnp.ones((1, 2)), "tanh")
     with pytest.raises(ValueError, match="k <= d"):
-        P.teacher_data(jax.random.key(0), 4, 2, 3)
+        gflow.data.gaussian_teacher(jax.random.key(0), 4, 2, 3)
     with pytest.raises(ValueError, match="directions"):
-        P.teacher_data(jax.random.key(0), 4, 3, 2, directions="grid")
+        gflow.data.gaussian_teacher(jax.random.key(0), 4, 3, 2, directions="grid")
     with pytest.raises(ValueError, match="width >= k"):
-        P.local_init(jax.random.key(0), gflow.TwoLayer(1, "relu", bias=False), tnet, p)
+        gflow.init.near_teacher(jax.random.key(0), gflow.TwoLayer(1, "relu", bias=False), tnet, p)

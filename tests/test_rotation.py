@@ -9,8 +9,6 @@ import pytest
 
 import gflow
 from gflow import rotation
-from gflow.losses import get_loss
-from gflow.objective import Objective
 
 
 def _rot2(theta):
@@ -75,7 +73,7 @@ def test_norm_only_bad_input():
 def test_norm_only_flow_never_rotates_and_conserves_balance(x64):
     # GF on (r, a): w_j = r_j u_j cannot rotate; r_j^2 - a_j^2 is conserved (2-homogeneity)
     _, _, net, q = _norm_only(m=16, d=4)
-    data = rotation.sparse_parity(jax.random.key(2), 16, 4, n_test=50)
+    data = gflow.data.sparse_parity(jax.random.key(2), 16, 4, n_test=50)
     tr = gflow.simulate(net, q, data, loss="logistic",
                         dynamics=gflow.GradientFlow(rtol=1e-9, atol=1e-11), t1=10.0,
                         save=gflow.LogTimes(5), observe=("max_rotation_deg", "loss"))
@@ -120,7 +118,7 @@ def test_lp_matches_brute_force_two_features():
 
 def test_norm_only_max_margin_is_attained_and_an_upper_bound(x64):
     _, _, net, q = _norm_only(m=12, d=4, key=3)
-    data = rotation.sparse_parity(jax.random.key(4), 12, 4, n_test=10)
+    data = gflow.data.sparse_parity(jax.random.key(4), 12, 4, n_test=10)
     gstar = rotation.norm_only_max_margin(net, data.X, data.y)
     Phi = np.maximum(np.asarray(data.X) @ np.asarray(net.U).T, 0.0)
     lp, c, _ = rotation.max_margin_fixed_features(Phi, data.y)
@@ -160,7 +158,7 @@ def test_normalized_margin_is_scale_invariant(dtype):
 
 def test_observables_match_functions():
     net = gflow.TwoLayer(8, "relu", "ntk", bias=False, train_outer=False)
-    data = rotation.sparse_parity(jax.random.key(7), 16, 4, n_test=20)
+    data = gflow.data.sparse_parity(jax.random.key(7), 16, 4, n_test=20)
     p0 = gflow.init.gaussian(jax.random.key(8), net, 4)
     tr = gflow.simulate(net, p0, data, loss="logistic", dynamics=gflow.GD(lr=1.0), t1=20.0,
                         save=[0.0, 20.0], observe=("rotation_deg", "max_rotation_deg",
@@ -180,61 +178,3 @@ def test_observables_match_functions():
         float(jnp.min(data.y * f) / jnp.linalg.norm(pf.W)), rel=1e-4)
     assert tr["margin_per_movement"][-1] == pytest.approx(
         float(jnp.min(data.y * f) / jnp.linalg.norm(pf.W - p0.W)), rel=1e-4)
-
-
-def test_sparse_parity():
-    data = rotation.sparse_parity(jax.random.key(0), 64, 5, n_test=32)
-    X = np.asarray(data.X)
-    np.testing.assert_allclose(np.abs(X), 1 / math.sqrt(5), rtol=1e-6)
-    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-6)
-    np.testing.assert_array_equal(np.asarray(data.y), np.sign(X[:, 0] * X[:, 1]))
-    assert data.X_test.shape == (32, 5)
-    with pytest.raises(ValueError, match="k must be"):
-        rotation.sparse_parity(jax.random.key(0), 4, 3, k=4)
-    with pytest.raises(ValueError, match="n must be"):
-        rotation.sparse_parity(jax.random.key(0), 0, 3)
-
-
-def test_groups():
-    radius = 0.1
-    data = rotation.groups(jax.random.key(1), 64, 6, 4, radius=radius, n_test=8)
-    C = np.asarray(data.meta["centers"])
-    np.testing.assert_allclose(C @ C.T, np.eye(4), atol=1e-5)
-    labels = np.asarray(data.meta["labels"])
-    assert sorted(labels.tolist()) == [-1.0, -1.0, 1.0, 1.0]
-    g = np.asarray(data.meta["group"])
-    X = np.asarray(data.X)
-    np.testing.assert_allclose(np.linalg.norm(X, axis=1), 1.0, rtol=1e-5)
-    # every point within angle asin(radius) of its own center, labels per group
-    cos = np.sum(X * C[g], axis=1)
-    assert np.all(cos >= math.cos(math.asin(radius)) - 1e-5)
-    np.testing.assert_array_equal(np.asarray(data.y), labels[g])
-    with pytest.raises(ValueError, match="k must be"):
-        rotation.groups(jax.random.key(1), 10, 3, 4)
-    with pytest.raises(ValueError, match="radius"):
-        rotation.groups(jax.random.key(1), 10, 6, 4, radius=1.5)
-
-
-def test_tile_samples_leaves_loss_and_gradient_unchanged(x64):
-    data = rotation.sparse_parity(jax.random.key(2), 6, 4, n_test=8)
-    big = rotation.tile_samples(data, 24)
-    assert big.X.shape == (24, 4)
-    net = gflow.TwoLayer(5, "relu", "ntk", bias=False, train_outer=False)
-    p = gflow.init.gaussian(jax.random.key(3), net, 4)
-    loss = get_loss("logistic")
-    o1, o2 = Objective(net, loss, data.X, data.y), Objective(net, loss, big.X, big.y)
-    (l1, g1), (l2, g2) = o1.value_and_grad(p), o2.value_and_grad(p)
-    tol = 1e-13  # float64: the tiled mean differs from the plain one only by summation order
-    assert float(l2) == pytest.approx(float(l1), rel=tol)
-    np.testing.assert_allclose(g2.W, g1.W, rtol=10 * tol, atol=10 * tol)
-    with pytest.raises(ValueError, match="multiple"):
-        rotation.tile_samples(data, 10)
-
-
-def test_norm_safe_init():
-    net, q = rotation.norm_safe_init(jax.random.key(0), 64, 3)
-    assert net.U.shape == (64, 3) and q.r.shape == (64,)
-    assert bool(jnp.all(q.r > 1.0)) and bool(jnp.all(jnp.abs(q.a) == 1.0))
-    np.testing.assert_allclose(jnp.linalg.norm(net.U, axis=1), 1.0, rtol=1e-6)
-    with pytest.raises(ValueError, match="width"):
-        rotation.norm_safe_init(jax.random.key(0), 0, 3)

@@ -86,7 +86,7 @@ def multiplicity(activation: str) -> int | None:
 
 def build(cfg: Config):
     """``(net, data, [params0 per seed])`` for a config."""
-    data = condense.sine_data(jax.random.key(cfg.seed), cfg.n, cfg.d, freq=cfg.freq)
+    data = gflow.data.sine_data(jax.random.key(cfg.seed), cfg.n, cfg.d, freq=cfg.freq)
     net = gflow.MLP(cfg.hidden, cfg.activation, scaling="standard", bias=True)
     inits = []
     for s in range(cfg.seeds):

@@ -10,7 +10,7 @@ Two sweeps, each over a width grid, paired vs independent init and several init 
 trained by full-batch **GD** (the time axis is ``t = steps x lr``):
 
 - *margin sweep* (logistic loss, under-parameterized regime): data
-  :func:`gflow.ntk.margin_data` with pair angle in ``angles``; ``gamma`` = NTK margin
+  :func:`gflow.data.margin_data` with pair angle in ``angles``; ``gamma`` = NTK margin
   (:func:`gflow.ntk.margin`). Target: mean logistic loss ``<= log(1 + e^-1) / n`` -- which
   forces ``y_i f(x_i) >= 1`` for every training point -- within
   ``T = c_gamma ln(2/eps)^2 / (gamma^2 eps)`` (the shape of the Ji-Telgarsky time bound).
@@ -134,7 +134,8 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     g_vars, gammas, t1s = {}, [], []
     eps_g = math.log1p(math.exp(-1.0)) / cfg.gamma_n
     for a_i, ang in enumerate(cfg.angles):
-        X, y = ntk.margin_data(jax.random.fold_in(k_gdata, a_i), cfg.gamma_n, cfg.gamma_d, ang)
+        X, y = gflow.data.margin_data(jax.random.fold_in(k_gdata, a_i), cfg.gamma_n,
+                                      cfg.gamma_d, ang)
         gamma = ntk.margin(np.asarray(X, np.float64), np.asarray(y, np.float64))
         t1 = cfg.c_gamma * math.log(2 / eps_g) ** 2 / (gamma**2 * eps_g)
         res = _width_sweep(cfg, gflow.Dataset(X, y), loss="logistic", lr=cfg.gamma_lr, t1=t1,

@@ -4,17 +4,17 @@
 logistic loss, gradient flow (GF; Tsit5 + PI) and SGD (step ``sgd_lr``, batch ``batch_size``)
 side by side. Three regimes (``regime=near_init|neural_collapse|norm_only|all``):
 
-- ``near_init``: 2-sparse parity on ``{+-1/sqrt d}^d`` (:func:`gflow.rotation.sparse_parity`),
+- ``near_init``: 2-sparse parity on ``{+-1/sqrt d}^d`` (:func:`gflow.data.sparse_parity`),
   only ``W`` trained (``a`` fixed), widths ``widths``. Observed: rotation angles, movement
   ``|W_t - W_0| / sqrt m``, the normalized margin ``min_i y_i f(x_i) / |W_t|`` (the margin
   objective of the 1-homogeneous net) and ``min_i y_i f(x_i) / |W_t - W_0|``, both against
   the NTK margin ``gamma_ntk`` of the training set (:func:`gflow.ntk.margin`), and test error.
 - ``neural_collapse``: ``k`` tight orthonormal groups, one label each
-  (:func:`gflow.rotation.groups`); GF from standard init (only ``W`` trained); test error vs
+  (:func:`gflow.data.groups`); GF from standard init (only ``W`` trained); test error vs
   ``n`` for each ``k`` (mean over ``nc_seeds`` seeds).
 - ``norm_only``: ``w_j = r_j u_j`` with ``u_j`` frozen, ``r`` and ``a`` trained
   (:class:`gflow.rotation.NormOnlyTwoLayer`), init conditioned on ``|w_j(0)| > 1`` so that
-  no norm crosses 0 (:func:`gflow.rotation.norm_safe_init`); GF's 2-homogeneous normalized margin
+  no norm crosses 0 (:func:`gflow.init.norm_only`); GF's 2-homogeneous normalized margin
   ``min_i y_i f(x_i)/(|r|^2 + |a|^2)`` against the globally maximal one over the fixed
   directions (a linear program, :func:`gflow.rotation.norm_only_max_margin`); test error vs n.
 """
@@ -95,7 +95,7 @@ def _near_init(cfg: Config, progress: bool):
     import xarray as xr
 
     k_data, k_init, k_sgd, _ = _keys(cfg)
-    data = rotation.sparse_parity(k_data, cfg.n, cfg.d, n_test=cfg.n_test)
+    data = gflow.data.sparse_parity(k_data, cfg.n, cfg.d, n_test=cfg.n_test)
     gamma = ntk.margin(data.X, data.y, layers="inner")
     save = gflow.LogTimes(cfg.n_save, t_min=cfg.sgd_lr)
     dyns = {"gf": _gf(cfg),
@@ -143,12 +143,12 @@ def _norm_only(cfg: Config, k_init, progress: bool):
     import xarray as xr
 
     k_data = _keys(cfg)[0]
-    net, q0 = rotation.norm_safe_init(k_init, cfg.norm_width, cfg.d)
+    net, q0 = gflow.init.norm_only(k_init, cfg.norm_width, cfg.d)
     ns = list(cfg.norm_ns)
-    datas = [rotation.sparse_parity(k_data, n, cfg.d, n_test=cfg.n_test) for n in ns]
+    datas = [gflow.data.sparse_parity(k_data, n, cfg.d, n_test=cfg.n_test) for n in ns]
     gstar = [rotation.norm_only_max_margin(net, dt.X, dt.y) for dt in datas]
     # all sample sizes in one compiled ensemble: tiling leaves the full-batch flow unchanged
-    tiled = [rotation.tile_samples(dt, max(ns)) for dt in datas]
+    tiled = [gflow.data.tile_samples(dt, max(ns)) for dt in datas]
     stack = [jnp.stack([getattr(dt, f) for dt in tiled]) for f in ("X", "y", "X_test", "y_test")]
     M = len(ns)
     q0s = jax.tree.map(lambda x: jnp.stack([x] * M), q0)
@@ -183,12 +183,12 @@ def _neural_collapse(cfg: Config, progress: bool):
 
     def make_run(seed, k, n):
         kd, ki = jax.random.split(jax.random.fold_in(jax.random.fold_in(k_nc, seed), k))
-        data = rotation.groups(jax.random.fold_in(kd, n), n, cfg.nc_d, k, radius=cfg.nc_radius,
+        data = gflow.data.groups(jax.random.fold_in(kd, n), n, cfg.nc_d, k, radius=cfg.nc_radius,
                                n_test=cfg.n_test)
         net = gflow.TwoLayer(cfg.nc_width, "relu", "ntk", bias=False, train_outer=False)
         # one compiled ensemble for all n: tiling leaves the full-batch flow unchanged
         return gflow.Run(net, gflow.init.gaussian(ki, net, cfg.nc_d),
-                         rotation.tile_samples(data, _lcm(ns)), loss="logistic",
+                         gflow.data.tile_samples(data, _lcm(ns)), loss="logistic",
                          dynamics=_gf(cfg), t1=cfg.nc_t1, save=save,
                          observe=("loss", "test_accuracy", "max_rotation_deg",
                                   "movement_over_sqrt_m"))

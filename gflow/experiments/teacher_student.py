@@ -7,8 +7,8 @@ with ``k`` orthonormal (or random) unit directions and positive (or signed) oute
 ``f(x) = sum_j a_j sigma(w_j.x)`` of width ``m = k, 2k, 4k, 8k`` with both layers trained.
 
 Dynamics: gradient flow (diffrax Tsit5, PI control) on the **exact population loss**
-``L = E[(f - f*)^2]/2`` in closed form (:class:`gflow.population.PopulationNet`), started
-near the teacher (:func:`gflow.population.local_init`: each teacher neuron gets duplicates
+``L = E[(f - f*)^2]/2`` in closed form (:class:`gflow.population.Population`), started
+near the teacher (:func:`gflow.init.near_teacher`: each teacher neuron gets duplicates
 rotated by ``angle_deg``, its weight split at random). Runs stop at ``L <= eps``:
 ``eps64`` (default 1e-8, as in the issue) in float64 -- ``gflow run teacher_student --x64``,
 the intended call -- and ``eps32`` (default 1e-5) in float32, where cancellation in the
@@ -97,11 +97,12 @@ def _stack(trajs: dict[str, gflow.Trajectory], widths: dict[str, int], k: int):
 def run(cfg: Config, *, progress: bool = False) -> Result:
     eps, rtol, dtype_name = _settings(cfg)
     k_data, k_init, k_rand = jax.random.split(jax.random.key(cfg.seed), 3)
-    data = P.teacher_data(k_data, cfg.n_sample if cfg.n_sample > 0 else 1, cfg.d, cfg.k,
-                          activation=cfg.activation, directions=cfg.directions, outer=cfg.outer)
+    data = gflow.data.gaussian_teacher(k_data, cfg.n_sample if cfg.n_sample > 0 else 1, cfg.d,
+                                       cfg.k, activation=cfg.activation,
+                                       directions=cfg.directions, outer=cfg.outer)
     tnet, tp = data.meta["teacher"]
     obs = {**{o: o for o in LOCAL_OBS}, **P.observables(tnet, tp)}
-    pdata = P.population_dataset(cfg.d)
+    pdata = P.Population(tnet, tp)
     dyn = gflow.GradientFlow(rtol=rtol, atol=rtol * 1e-4, max_steps=200_000)
     save = gflow.LogTimes(cfg.n_save, t_min=1e-3)
     trajs, widths = {}, {}
@@ -112,11 +113,10 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     for f in cfg.width_factors:
         m = cfg.k * f
         net = student(m)
-        p0 = P.local_init(k_init, net, tnet, tp, angle_deg=cfg.angle_deg,
-                          weight_noise=cfg.weight_noise)
+        p0 = gflow.init.near_teacher(k_init, net, tnet, tp, angle_deg=cfg.angle_deg,
+                                     weight_noise=cfg.weight_noise)
         name = f"m={m}"
-        trajs[name] = gflow.simulate(P.PopulationNet(net, tnet, tp), p0, pdata,
-                                     loss=P.identity_loss, dynamics=dyn, t1=cfg.t1, save=save,
+        trajs[name] = gflow.simulate(net, p0, pdata, dynamics=dyn, t1=cfg.t1, save=save,
                                      observe=obs, stop_loss=eps, throw=False, progress=progress)
         widths[name] = m
     # random (non-local) init: w ~ N(0, I/d), a ~ N(0, 1/m)
@@ -126,15 +126,15 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
                               outer_std=1.0 / np.sqrt(m_r))
     name_r = f"random m={m_r}"
     trajs[name_r] = gflow.simulate(
-        P.PopulationNet(net_r, tnet, tp), p_r, pdata, loss=P.identity_loss, dynamics=dyn,
+        net_r, p_r, pdata, dynamics=dyn,
         t1=cfg.random_t1, save=gflow.LogTimes(cfg.n_save, t_min=1e-3), observe=obs,
         stop_loss=eps, throw=False, progress=progress)
     widths[name_r] = m_r
     # the same local run for m = k on a fixed Gaussian sample (the sample loss is the objective)
     if cfg.n_sample > 0:
         net = student(cfg.k)
-        p0 = P.local_init(k_init, net, tnet, tp, angle_deg=cfg.angle_deg,
-                          weight_noise=cfg.weight_noise)
+        p0 = gflow.init.near_teacher(k_init, net, tnet, tp, angle_deg=cfg.angle_deg,
+                                     weight_noise=cfg.weight_noise)
         name_s = f"sample n={cfg.n_sample} m={cfg.k}"
         trajs[name_s] = gflow.simulate(net, p0, data, loss="squared", dynamics=dyn, t1=cfg.t1,
                                        save=save, observe=obs, stop_loss=eps, throw=False,

@@ -1,0 +1,17 @@
+"""Random draws shared by data generators and init schemes."""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+
+def normal(key, shape: tuple[int, ...], dtype=None):
+    """``jax.random.normal(key, shape, dtype)``, drawn as a flat vector and reshaped: the
+    same values (the threefry counter runs over the flattened index), but XLA:CPU compiles
+    the flat sampler several times faster than a 2-d one of even size. ``dtype`` defaults
+    to the default float dtype."""
+    dtype = jnp.result_type(float) if dtype is None else dtype
+    return jax.random.normal(key, (math.prod(shape),), dtype=dtype).reshape(shape)
