@@ -8,6 +8,7 @@ compared point by point.
 from importlib.metadata import PackageNotFoundError, version
 
 from . import data as data
+from . import dynamics as dynamics
 from . import init as init
 from . import losses as losses
 from . import lowrank as lowrank
@@ -26,6 +27,7 @@ from .ensemble import simulate_ensemble as simulate_ensemble
 from .ensemble import sweep as sweep
 from .flow import GradientFlow as GradientFlow
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
+from .momentum import Momentum as Momentum
 from .nets import ACTIVATIONS as ACTIVATIONS
 from .nets import MLP as MLP
 from .nets import TwoLayer as TwoLayer
