@@ -152,6 +152,11 @@ def _drive(path: Path, run: _Segments, flat, every_seconds, progress: bool):
     try:
         while True:
             state, out, until = run.advance(state, saves)
+            if int(state["saves"]) < min(until, run.S) and until < run.S \
+                    and int(state["status"]) == _status.COMPLETED:
+                raise RuntimeError(f"a segment ended with {int(state['saves'])} of the {until} "
+                                   "saves it had to record (a dynamics' advance broke its "
+                                   "contract).")
             saves = int(state["saves"])
             if bar is not None:
                 bar.update(saves - bar.n)

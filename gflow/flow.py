@@ -264,7 +264,9 @@ class GradientFlow(AbstractDynamics):
         if stop_grad is not None:
             conds.append(lambda t, y, args, **kw: tree_norm(args.grad(y)) < stop_grad)
             codes.append(_status.STOP_GRAD)
-        conds.append(lambda t, y, args, **kw: t >= target)  # the segment's end
+        # the segment's end: after the step past its last save (strictly: diffrax ends a
+        # solve whose boolean event holds at t0, and the first save is at t0 = 0)
+        conds.append(lambda t, y, args, **kw: t > target)
         codes.append(_status.COMPLETED)
 
         saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts_left, fn=save_fn),
@@ -342,9 +344,10 @@ class _Resumable(diffrax.AbstractStepSizeController):
 
     controller: Any
     t1: Any
+    floor: Any  # 100 ulps below t1, where diffeqsolve rounds the end of a step to t1
 
     def wrap(self, direction):
-        return type(self)(self.controller.wrap(direction), self.t1)
+        return type(self)(self.controller.wrap(direction), self.t1, self.floor)
 
     def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
         tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
@@ -356,11 +359,8 @@ class _Resumable(diffrax.AbstractStepSizeController):
             t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state[0])
         # diffeqsolve's clipping: within 100 ulps of t1, to t1 (halfway after a rejection)
         end = self.t1
-        floor = end
-        for _ in range(100):
-            floor = jnp.nextafter(floor, -jnp.inf)
         tprev_c = jnp.minimum(tprev, end)
-        clipped = jnp.where(tnext > floor,
+        clipped = jnp.where(tnext > self.floor,
                             jnp.where(keep, end, tprev_c + 0.5 * (end - tprev_c)), tnext)
         return keep, tprev, tnext, jump, (state, clipped), result
 
@@ -383,8 +383,11 @@ class _ResumableAdaptive(_Resumable, diffrax.AbstractAdaptiveStepSizeController)
 
 
 def _resumable(controller, t1) -> _Resumable:
+    floor = t1
+    for _ in range(100):
+        floor = jnp.nextafter(floor, -jnp.inf)
     adaptive = isinstance(controller, diffrax.AbstractAdaptiveStepSizeController)
-    return (_ResumableAdaptive if adaptive else _Resumable)(controller, t1)
+    return (_ResumableAdaptive if adaptive else _Resumable)(controller, t1, floor)
 
 
 def _adaptive(controller) -> bool:

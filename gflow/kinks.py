@@ -345,7 +345,7 @@ def kink_advance(dyn, problem, state, until) -> dict:
     target = jnp.where(until < S, k.ts[jnp.clip(until - 1, 0, S - 1)], jnp.inf)
 
     def cond(c):
-        return (c["t"] < t1) & (c["status"] == _status.COMPLETED) & (c["t"] < target)
+        return (c["t"] < t1) & (c["status"] == _status.COMPLETED) & (c["t"] <= target)
 
     def body(c):
         t, y, modes = c["t"], c["y"], c["modes"]

@@ -1,11 +1,13 @@
 """Gradient flow in segments (checkpointed runs) carries diffrax's solver state, controller
 state and the end of the next step, so it takes exactly the steps of one plain solve.
 
-Equality is bitwise: each segment continues the same sequence of steps from the same
-state (restarted exactly, ``t0 + dt0 == tnext``), and the loop body doing the arithmetic is
-the same in the plain and the segmented program; a segment ends after a whole step, never
-cutting one at a save point, so no step differs. Before, each segment restarted the
-adaptive solve and agreed only to the tolerance.
+Equality is bitwise, by construction of the steps though not of one compiled program:
+each segment continues the same sequence of steps from the same state (restarted exactly:
+``t0 + dt0 == tnext``; a segment ends after a whole step, never cutting one at a save
+point), and the while-loop body doing the arithmetic is the same computation in the plain
+run's program (``solve_run``) and the segments' (``solve_start``, ``solve_segment``), which
+XLA compiles alike. Before, each segment restarted the adaptive solve and agreed with a
+plain run only to the tolerance.
 """
 
 import jax

@@ -24,7 +24,8 @@ def _problem(key=0, m=8):
 
 def _hand_loop(net, p0, data, lr, beta, steps):
     """v <- beta v + grad L(theta); theta <- theta - lr v, from v = 0."""
-    grad = jax.jit(Objective(net, "squared", data.X, data.y).grad)
+    objective = Objective(net, "squared", data.X, data.y)
+    grad = jax.jit(lambda p: objective.grad(p))
     theta, v = p0, jax.tree.map(jnp.zeros_like, p0)
     for _ in range(steps):
         v = jax.tree.map(lambda vi, gi: beta * vi + gi, v, grad(theta))
