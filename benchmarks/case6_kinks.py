@@ -102,8 +102,8 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
                 gflow.GradientFlow(rtol=r, atol=r * 1e-2, max_steps=10**7)
                 for r in s["plain_rtols"]],
             "Tsit5, PI 0.2/0.4": [
-                gflow.GradientFlow(rtol=r, atol=r * 1e-2, max_steps=10**7, controller=diffrax.
-                                   PIDController(rtol=r, atol=r * 1e-2, pcoeff=0.2, icoeff=0.4))
+                gflow.GradientFlow(max_steps=10**7, controller=diffrax.PIDController(
+                    rtol=r, atol=r * 1e-2, pcoeff=0.2, icoeff=0.4))
                 for r in s["plain_rtols"]],
             "Tsit5, I controller": [
                 gflow.GradientFlow(rtol=r, atol=r * 1e-2, controller="i", max_steps=10**7)

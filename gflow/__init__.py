@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 from . import condense as condense
 from . import data as data
 from . import distributions as distributions
+from . import dynamics as dynamics
 from . import init as init
 from . import kernels as kernels
 from . import losses as losses
@@ -31,6 +32,7 @@ from .ensemble import simulate_ensemble as simulate_ensemble
 from .ensemble import sweep as sweep
 from .flow import GradientFlow as GradientFlow
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
+from .momentum import Momentum as Momentum
 from .nets import ACTIVATIONS as ACTIVATIONS
 from .nets import MLP as MLP
 from .nets import AbstractNet as AbstractNet

@@ -23,8 +23,3 @@ def tree_finite(tree):
 def bcast(mask, x):
     """``mask`` with trailing unit axes so it broadcasts against ``x``."""
     return mask.reshape(mask.shape + (1,) * (np.ndim(x) - mask.ndim))
-
-
-def optional_array(x):
-    """``None`` stays ``None``; anything else becomes an array."""
-    return None if x is None else jnp.asarray(x)

@@ -3,13 +3,15 @@
 The iterate after ``k`` steps sits at time ``t_k = sum_{i<k} lr_i`` (``k * lr`` for a
 constant learning rate), so discrete and continuous trajectories share one axis.
 Requested save times are rounded to the nearest step; the actual times are reported.
-Steps run inside ``lax.while_loop`` segments between save points (one ``lax.scan``
-over segments); after a stop the remaining steps are skipped, not computed.
+Steps run in a ``lax.while_loop`` per save point, inside a ``lax.while_loop`` over save
+points (:meth:`DiscreteDynamics.advance`); after a stop the remaining steps are skipped,
+not computed. A new discrete dynamics subclasses :class:`DiscreteDynamics` and overrides
+its hooks (see :mod:`gflow.momentum`).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import equinox as eqx
 import jax
@@ -18,16 +20,17 @@ import numpy as np
 import optax
 
 from . import _status
-from ._tree import bcast, optional_array, tree_finite, tree_norm
+from ._tree import bcast, tree_finite, tree_norm
+from .dynamics import AbstractDynamics, Plan, blank_saves, record
 from .observe import at_stop
-from .times import resolve_times
+from .times import LogTimes, resolve_times
 
-__all__ = ["GD", "SGD", "Optax"]
+__all__ = ["GD", "SGD", "DiscreteDynamics", "Minibatches", "Optax", "check_lr"]
 
 _MAX_SCHEDULE_STEPS = 10**8
 
 
-def _check_lr(lr, owner: str):
+def check_lr(lr, owner: str):
     """lr: a number > 0, a schedule ``step -> lr``, or (ensembles) an (M,) array of them."""
     if callable(lr):
         return
@@ -41,15 +44,65 @@ def _check_lr(lr, owner: str):
         raise ValueError(f"{owner}: lr must be a finite number > 0, got {lr!r}.")
 
 
-class _Discrete(eqx.Module):
-    """Shared machinery: the time grid, the step loop and stopping."""
+class Minibatches(eqx.Module):
+    """Minibatches without replacement: a fresh permutation each epoch (last partial
+    batch dropped), drawn from ``key`` folded with the epoch index."""
+
+    key: Any
+    batch_size: int = eqx.field(static=True)
+
+    def init(self, n):
+        return jax.random.permutation(jax.random.fold_in(self.key, 0), n)
+
+    def indices(self, perm, k, n):
+        nb = n // self.batch_size
+        b = k % nb
+        perm = jax.lax.cond(
+            (b == 0) & (k > 0),
+            lambda: jax.random.permutation(jax.random.fold_in(self.key, k // nb), n),
+            lambda: perm,
+        )
+        return jax.lax.dynamic_slice(perm, (b * self.batch_size,), (self.batch_size,)), perm
+
+
+class DiscreteDynamics(AbstractDynamics):
+    """Base of the discrete dynamics: iterates ``theta_{k+1} = update(theta_k, g_k)`` on the
+    time axis ``t_k = sum_{i<k} lr_i``, saved at the steps nearest the requested times.
+
+    Subclasses have a field ``lr`` (a number > 0, a schedule ``step -> lr``, or in an
+    ensemble an (M,) array) and may override the hooks :meth:`init_opt_state`,
+    :meth:`update` (default: a gradient step) and :meth:`minibatches` (default: full
+    batch). The state carries the parameters, the optimizer state, the step count, the
+    minibatch permutation and the extra full-batch evaluations of stopping checks, so a run
+    cut into segments takes exactly the steps of one run.
+    """
+
+    member_fields: ClassVar[tuple[str, ...]] = ("lr",)
 
     @property
     def kind(self) -> str:
         return "discrete"
 
+    # -- hooks -------------------------------------------------------------------------
+    def init_opt_state(self, params):
+        """The optimizer state at the start (``None``: none)."""
+        return None
+
+    def update(self, objective, params, opt_state, k, g):
+        """``(params, opt_state)`` after step ``k`` with gradient ``g``."""
+        lr = self.lr_at(k)
+        return jax.tree.map(lambda p, gi: p - lr * gi, params, g), opt_state
+
+    def minibatches(self) -> Minibatches | None:
+        """The minibatch sampler (``None``: full-batch gradients)."""
+        return None
+
+    def lr_at(self, k):
+        """The learning rate of step ``k``."""
+        return self.lr(k) if callable(self.lr) else self.lr
+
     # -- the time grid -----------------------------------------------------------------
-    def _step_times(self, t1: float, lr=None) -> np.ndarray:
+    def step_times(self, t1: float, lr=None) -> np.ndarray:
         """Times ``t_0 = 0, t_1, ..., t_K`` of the iterates, with ``t_K`` closest to ``t1``."""
         lr = self.lr if lr is None else lr
         if not callable(lr):
@@ -79,8 +132,13 @@ class _Discrete(eqx.Module):
         """The times at which ``save`` (as for ``simulate``) lands for this dynamics: each
         requested time rounded to a distinct step. Saving GF at these times too gives a
         point-by-point comparison."""
-        grid = self._step_times(t1)
+        grid = self.step_times(t1)
         return grid[_save_steps(grid, resolve_times(save, t1))]
+
+    def default_save(self, t1: float) -> LogTimes:
+        """``LogTimes(100)``, or one save per iterate when the run has fewer steps."""
+        lr = self.lr if callable(self.lr) else float(np.max(self.lr))
+        return LogTimes(min(100, len(self.step_times(t1, lr))))
 
     def _member_lrs(self, members: int | None):
         """Per-member learning rates (an ensemble may give ``lr`` as an (M,) array)."""
@@ -94,43 +152,28 @@ class _Discrete(eqx.Module):
             raise ValueError("every per-member lr must be a finite number > 0.")
         return lrs
 
-    def _lr_at(self, k):
-        return self.lr(k) if callable(self.lr) else self.lr
-
-    # -- per-dynamics hooks --------------------------------------------------------------
-    def _init_state(self, params):
-        return None
-
-    def _update(self, objective, params, state, k, g):
-        lr = self._lr_at(k)
-        return jax.tree.map(lambda p, gi: p - lr * gi, params, g), state
-
-    def _batch(self):
-        return None  # full batch
-
-    # -- host-side planning and finishing (shared by simulate and simulate_ensemble) ----
-    def _plan(self, ts, t1, n: int, dtype, members: int | None = None):
-        """``(dyn, save_steps, grids)``: this dynamics with a traced lr (changing its value
-        does not recompile), the step index of every save ((S,) or (M, S) for per-member
-        lrs) and the iterate times of each member."""
-        batch = self._batch()
+    # -- the protocol ------------------------------------------------------------------
+    def plan(self, ts, t1, *, n, dtype, members=None) -> Plan:
+        """The step index of every save ((S,), or (M, S) for per-member lrs); this dynamics
+        with a traced lr (changing its value does not recompile)."""
+        batch = self.minibatches()
         if batch is not None and batch.batch_size > n:
             raise ValueError(f"SGD: batch_size={batch.batch_size} exceeds the number of "
                              f"samples n={n}.")
         lrs = self._member_lrs(members)
         if lrs is None:
-            grid = self._step_times(t1)
-            steps = _save_steps(grid, ts)
-            grids = [grid]
+            grids = [self.step_times(t1)]
+            steps = _save_steps(grids[0], ts)
         else:
-            grids = [self._step_times(t1, float(lr)) for lr in lrs]
+            grids = [self.step_times(t1, float(lr)) for lr in lrs]
             steps = np.stack([_save_steps(g, ts) for g in grids])
         dyn = self if callable(self.lr) else eqx.tree_at(
             lambda d: d.lr, self, jnp.asarray(self.lr, dtype))
-        return dyn, steps, grids
+        return Plan(dyn, steps, (steps, grids))
 
-    def _finish(self, out, steps, grids):
+    def report(self, out, info):
         """Map step counts back to times; mark saves after a stop as missing (NaN)."""
+        steps, grids = info
         k_stop = np.asarray(out.pop("k_stop"))
         if k_stop.ndim == 0:  # a single run
             out["ts"], out["t_stop"] = grids[0][steps], grids[0][k_stop]
@@ -145,26 +188,83 @@ class _Discrete(eqx.Module):
         out["obs"] = {k: np.where(bcast(valid, x), x, np.nan) for k, x in out["obs"].items()}
         extra = np.asarray(out["stats"].pop("extra_evals"))
         out["stats"] = {"num_steps": k_stop, "grad_evals": k_stop + extra}
+        if k_stop.ndim == 0:
+            out["stats"] = {k: int(v) for k, v in out["stats"].items()}
         return out
 
-    def _integrate(self, objective, params0, ts, t1, obs_fn, ctx, *, stop_loss, stop_grad,
-                   save_params, progress):
-        dyn, steps, grids = self._plan(ts, t1, objective.y.shape[0], objective.y.dtype)
-        bar = _progress_bar(len(steps)) if progress else None
-        try:
-            out = _discrete_solve(
-                dyn, objective, params0, jnp.asarray(steps), None, obs_fn, ctx,
-                optional_array(stop_loss), optional_array(stop_grad), save_params=save_params,
-                progress=bar is not None,
-            )
-            out = jax.device_get(out)
-        finally:
-            if bar is not None:
-                bar.close()
-                _BARS.pop()
-        out = self._finish(out, steps, grids)
-        out["stats"] = {k: int(v) for k, v in out["stats"].items()}
-        return out
+    def init(self, problem, params0):
+        steps = problem.grid
+        batch = self.minibatches()
+        obs, snaps = blank_saves(problem, params0)
+        zero = jnp.zeros((), steps.dtype)
+        return {"params": params0, "opt_state": self.init_opt_state(params0), "k": zero,
+                "status": jnp.asarray(_status.COMPLETED, jnp.int32),
+                "batch_state": None if batch is None else batch.init(problem.objective.y.shape[0]),
+                "extra": zero, "saves": jnp.zeros((), jnp.int32), "obs": obs, "snaps": snaps}
+
+    def advance(self, problem, state, until):
+        objective, steps = problem.objective, problem.grid
+        stop_loss, stop_grad = problem.stop_loss, problem.stop_grad
+        batch = self.minibatches()
+        full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
+        n = objective.y.shape[0]
+
+        def step(c):
+            params, k, extra = c["params"], c["k"], c["extra"]
+            bstate = c["batch_state"]
+            if batch is None:
+                loss, g = objective.value_and_grad(params)
+                gnorm = tree_norm(g) if stop_grad is not None else None
+            else:
+                idx, bstate = batch.indices(bstate, k, n)
+                loss, g = objective.value_and_grad(params, idx)
+                if full_check:
+                    if stop_grad is not None:
+                        floss, fg = objective.value_and_grad(params)
+                        gnorm = tree_norm(fg)
+                    else:
+                        floss, gnorm = objective.loss(params), None
+                    extra = extra + 1
+            check_loss = floss if full_check else loss
+            new_params, new_state = self.update(objective, params, c["opt_state"], k, g)
+            code = jnp.where(jnp.isfinite(loss) & tree_finite(new_params), _status.COMPLETED,
+                             _status.DIVERGED)
+            if stop_loss is not None:
+                code = jnp.where(check_loss < stop_loss, _status.STOP_LOSS, code)
+            if stop_grad is not None:
+                code = jnp.where(gnorm < stop_grad, _status.STOP_GRAD, code)
+            go = code == _status.COMPLETED
+            keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(go, x, y), a, b)  # noqa: E731
+            return c | {"params": keep(new_params, params),
+                        "opt_state": keep(new_state, c["opt_state"]),
+                        "k": jnp.where(go, k + 1, k), "status": code.astype(jnp.int32),
+                        "batch_state": bstate, "extra": extra}
+
+        def save(c):
+            i = c["saves"]
+            k_end = steps[i]
+            c = jax.lax.while_loop(
+                lambda c: (c["k"] < k_end) & (c["status"] == _status.COMPLETED), step, c)
+            reached = c["status"] == _status.COMPLETED  # else it stopped before k_end
+            c = c | {"obs": record(c["obs"], i, problem.observe(c["params"]), reached),
+                     "saves": jnp.where(reached, i + 1, i)}
+            if problem.save_params:
+                c = c | {"snaps": record(c["snaps"], i, c["params"], reached)}
+            if problem.progress:
+                jax.debug.callback(_tick, i, steps.shape[0])
+            return c
+
+        return jax.lax.while_loop(
+            lambda c: (c["saves"] < until) & (c["status"] == _status.COMPLETED), save, state)
+
+    def finish(self, problem, state):
+        completed = state["status"] == _status.COMPLETED
+        if problem.progress:
+            jax.debug.callback(_close_bar)
+        return {"obs": state["obs"], "params": state["snaps"],
+                "params_final": state["params"], "k_stop": state["k"],
+                "obs_final": at_stop(problem.observer, state["params"], problem.ctx, completed),
+                "status": state["status"], "stats": {"extra_evals": state["extra"]}}
 
 
 def _save_steps(t_grid: np.ndarray, ts: np.ndarray) -> np.ndarray:
@@ -188,98 +288,23 @@ def _save_steps(t_grid: np.ndarray, ts: np.ndarray) -> np.ndarray:
     return steps
 
 
-_BARS: list = []
+_BAR: list = []  # the progress bar of the run in progress (at most one)
 
 
-def _progress_bar(total):
-    import tqdm
+def _tick(i, total):
+    if not _BAR:
+        import tqdm
 
-    bar = tqdm.tqdm(total=total, delay=2.0, desc="saves", unit="save")
-    _BARS.append(bar)
-    return bar
-
-
-def _tick(s):
-    if _BARS:
-        _BARS[-1].update(int(s) + 1 - _BARS[-1].n)
+        _BAR.append(tqdm.tqdm(total=int(total), delay=2.0, desc="saves", unit="save"))
+    _BAR[0].update(int(i) + 1 - _BAR[0].n)
 
 
-def discrete_solve(dyn: _Discrete, objective, params0, save_steps, t1, obs_fn, ctx, stop_loss,
-                   stop_grad, *, save_params, progress, carry0=None, return_carry=False):
-    """Steps of one discrete run (pure: jit/vmap/shard it); ``t1`` is implied by the
-    save steps and unused, kept for a signature shared with ``gf_solve``.
-
-    ``carry0``: ``None`` (start at step 0 from ``params0``) or the ``carry`` a previous
-    call returned (``return_carry=True``): a dict with the parameters, optimizer state,
-    step count, minibatch permutation and extra evaluations, so a run continues in
-    segments (``save_steps`` are absolute step indices) and takes exactly the steps one
-    call would take.
-    """
-    batch = dyn._batch()
-    full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
-    n = objective.y.shape[0]
-
-    def step(c):
-        params, state, k, code, bstate, extra = c
-        if batch is None:
-            loss, g = objective.value_and_grad(params)
-            gnorm = tree_norm(g) if stop_grad is not None else None
-        else:
-            idx, bstate = batch.indices(bstate, k, n)
-            loss, g = objective.value_and_grad(params, idx)
-            if full_check:
-                if stop_grad is not None:
-                    floss, fg = objective.value_and_grad(params)
-                    gnorm = tree_norm(fg)
-                else:
-                    floss, gnorm = objective.loss(params), None
-                extra = extra + 1
-        check_loss = floss if full_check else loss
-        new_params, new_state = dyn._update(objective, params, state, k, g)
-        new_code = jnp.where(jnp.isfinite(loss) & tree_finite(new_params), _status.COMPLETED,
-                             _status.DIVERGED)
-        if stop_loss is not None:
-            new_code = jnp.where(check_loss < stop_loss, _status.STOP_LOSS, new_code)
-        if stop_grad is not None:
-            new_code = jnp.where(gnorm < stop_grad, _status.STOP_GRAD, new_code)
-        go = new_code == _status.COMPLETED
-        params = jax.tree.map(lambda a, b: jnp.where(go, a, b), new_params, params)
-        state = jax.tree.map(lambda a, b: jnp.where(go, a, b), new_state, state)
-        return params, state, jnp.where(go, k + 1, k), new_code, bstate, extra
-
-    def segment(c, s_and_k):
-        s, k_end = s_and_k
-        c = jax.lax.while_loop(lambda c: (c[2] < k_end) & (c[3] == _status.COMPLETED), step, c)
-        obs = obs_fn(c[0], ctx)
-        if progress:
-            jax.debug.callback(_tick, s)
-        return c, ((obs, c[0]) if save_params else obs)
-
-    if carry0 is None:
-        bstate0 = None if batch is None else batch.init(n)
-        c0 = (params0, dyn._init_state(params0), jnp.asarray(0, save_steps.dtype),
-              jnp.asarray(_status.COMPLETED), bstate0, jnp.asarray(0, save_steps.dtype))
-    else:
-        c0 = (carry0["params"], carry0["opt_state"], jnp.asarray(carry0["k"], save_steps.dtype),
-              jnp.asarray(_status.COMPLETED), carry0["batch_state"],
-              jnp.asarray(carry0["extra"], save_steps.dtype))
-    c, ys = jax.lax.scan(segment, c0, (jnp.arange(save_steps.shape[0]), save_steps))
-    obs, params = ys if save_params else (ys, None)
-    params_final, opt_state, k, code, bstate, extra = c
-    obs_final = at_stop(obs_fn, params_final, ctx, code == _status.COMPLETED)
-    out = {"obs": obs, "params": params, "params_final": params_final, "k_stop": k,
-           "obs_final": obs_final, "status": code,
-           "stats": {"extra_evals": extra}}
-    if return_carry:
-        out["carry"] = {"params": params_final, "opt_state": opt_state, "k": k,
-                        "batch_state": bstate, "extra": extra}
-    return out
+def _close_bar():
+    if _BAR:
+        _BAR.pop().close()
 
 
-_discrete_solve = eqx.filter_jit(discrete_solve)
-
-
-class GD(_Discrete):
+class GD(DiscreteDynamics):
     """Full-batch gradient descent ``theta <- theta - lr grad L(theta)``.
 
     ``lr`` is a number > 0 or a schedule ``step -> lr`` (e.g. an optax schedule).
@@ -288,34 +313,13 @@ class GD(_Discrete):
     lr: Any
 
     def __check_init__(self):
-        _check_lr(self.lr, "GD")
+        check_lr(self.lr, "GD")
 
     def describe(self) -> str:
         return f"GD(lr={self.lr})"
 
 
-class _Minibatches(eqx.Module):
-    """Minibatches without replacement: a fresh permutation each epoch (last partial
-    batch dropped), drawn from ``key`` folded with the epoch index."""
-
-    key: Any
-    batch_size: int = eqx.field(static=True)
-
-    def init(self, n):
-        return jax.random.permutation(jax.random.fold_in(self.key, 0), n)
-
-    def indices(self, perm, k, n):
-        nb = n // self.batch_size
-        b = k % nb
-        perm = jax.lax.cond(
-            (b == 0) & (k > 0),
-            lambda: jax.random.permutation(jax.random.fold_in(self.key, k // nb), n),
-            lambda: perm,
-        )
-        return jax.lax.dynamic_slice(perm, (b * self.batch_size,), (self.batch_size,)), perm
-
-
-class SGD(_Discrete):
+class SGD(DiscreteDynamics):
     """Minibatch SGD: batches drawn without replacement per epoch from ``key``.
 
     With ``batch_size == n`` it is GD (up to summation order).
@@ -323,26 +327,29 @@ class SGD(_Discrete):
 
     lr: Any
     batch_size: int = eqx.field(static=True)
-    key: Any = None
+    key: Any
+
+    member_fields: ClassVar[tuple[str, ...]] = ("lr", "key")
 
     def __check_init__(self):
-        _check_lr(self.lr, "SGD")
+        check_lr(self.lr, "SGD")
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
             raise ValueError(f"SGD: batch_size must be an integer >= 1, got {self.batch_size!r}.")
-        if self.key is None:
-            raise ValueError(
-                "SGD needs an explicit PRNG key: SGD(lr, batch_size, key=jax.random.key(0))."
-            )
+        if not (isinstance(self.key, jax.Array) and (
+                jax.dtypes.issubdtype(self.key.dtype, jax.dtypes.prng_key)
+                or (self.key.dtype == jnp.uint32 and self.key.shape[-1:] == (2,)))):
+            raise ValueError("SGD: key must be a PRNG key, e.g. SGD(lr, batch_size, "
+                             f"key=jax.random.key(0)), got {self.key!r}.")
 
     def describe(self) -> str:
         return f"SGD(lr={self.lr}, batch_size={self.batch_size})"
 
-    def _batch(self):
-        return _Minibatches(self.key, self.batch_size)
+    def minibatches(self) -> Minibatches:
+        return Minibatches(self.key, self.batch_size)
 
 
-class Optax(_Discrete):
+class Optax(DiscreteDynamics):
     """Any optax optimizer; ``lr`` is the time one step advances (``t_k = k * lr``),
     normally the optimizer's learning rate."""
 
@@ -354,15 +361,15 @@ class Optax(_Discrete):
             raise ValueError(
                 f"Optax: optimizer must be an optax.GradientTransformation, got {self.optimizer!r}."
             )
-        _check_lr(self.lr, "Optax")
+        check_lr(self.lr, "Optax")
 
     def describe(self) -> str:
         return f"Optax(lr={self.lr})"
 
-    def _init_state(self, params):
+    def init_opt_state(self, params):
         return self.optimizer.init(params)
 
-    def _update(self, objective, params, state, k, g):
+    def update(self, objective, params, state, k, g):
         updates, state = self.optimizer.update(g, state, params)
         # e.g. weight decay must not move fixed leaves
         updates = objective.mask_grad(params, updates)

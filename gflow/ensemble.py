@@ -33,23 +33,21 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _status
-from . import checkpoint as _checkpoint
-from .checkpoint import check_memory_members
+from . import _status, context
 from .data import Dataset
-from .discrete import _Discrete, discrete_solve
-from .flow import GradientFlow, gf_solve
+from .dynamics import Problem
+from .memory import check_memory
 from .nets import MaskedTwoLayer, TwoLayer, TwoLayerParams
 from .objective import Objective
-from .simulate import SimulationError, default_save, prepare
+from .solve import SimulationError, check_dynamics, prepare, save_grid
+from .store import ChunkStore, ensemble_fingerprint
 from .times import LogTimes, check_t1, resolve_times
-from .trajectory import Trajectory
+from .trajectory import Trajectory, stack
 
 __all__ = ["MaskedTwoLayer", "Run", "Sweep", "simulate_ensemble", "sweep"]
 
 
 #: a block's (n, width) activations on the CPU: about a quarter of a last-level cache
-#: (measured on a 32 MiB L3: 8 MiB blocks beat 2 MiB and 16 MiB ones by 10-40 %)
 _CACHE_BYTES = 2**23
 
 
@@ -130,7 +128,7 @@ def simulate_ensemble(
         A :class:`Trajectory` with ``batch_dims=("member",)``: observables (M, S, ...),
         ``status`` and ``t_stop`` of shape (M,); saves after a member stopped are NaN.
     """
-    dynamics = GradientFlow() if dynamics is None else dynamics
+    dynamics = check_dynamics(dynamics)
     t1 = check_t1(t1)
     M = _members(params0)
     stacked_data = data.X.ndim == 3 if isinstance(data, Dataset) else False
@@ -161,58 +159,44 @@ def simulate_ensemble(
         ctx = eqx.tree_at(lambda c: c.objective, ctx, objective)
         member_leaves.append(mask)
 
-    ts = resolve_times(default_save(dynamics, t1) if save is None else save, t1)
+    ts = save_grid(dynamics, save, t1)
     n, dtype = objective.y.shape[-1], objective.y.dtype
-    if isinstance(dynamics, _Discrete):
-        dyn, times, grids = dynamics._plan(ts, t1, n, dtype, members=M)
-        solve = discrete_solve
-        if times.ndim == 2:
-            times = jnp.asarray(times)
-            member_leaves.append(times)
-        else:
-            times = jnp.asarray(times)
-    else:
-        dyn, times, grids, solve = dynamics, jnp.asarray(ts, dtype), None, gf_solve
-    member_leaves += [x for x in jax.tree.leaves(dyn)
+    plan = dynamics.plan(ts, t1, n=n, dtype=dtype, members=M)
+    grid = jnp.asarray(plan.grid)
+    if grid.ndim == 2:  # per-member save steps (per-member lr)
+        member_leaves.append(grid)
+    member_leaves += [x for x in jax.tree.leaves(plan.dynamics)
                       if eqx.is_array(x) and x.ndim >= 1 and x.shape[0] == M]
     member_ids = {id(x) for x in member_leaves}
-
-    scalars = (jnp.asarray(t1, dtype), None if stop_loss is None else jnp.asarray(stop_loss, dtype),
-               None if stop_grad is None else jnp.asarray(stop_grad, dtype))
-    leaves, treedef = jax.tree.flatten((scalars, dyn, objective, params0, times, ctx))
+    scalar = lambda v: None if v is None else jnp.asarray(v, dtype)  # noqa: E731
+    problem = Problem(objective, observer, ctx, grid, jnp.asarray(t1, dtype), scalar(stop_loss),
+                      scalar(stop_grad), save_params=save_params)
+    leaves, treedef = jax.tree.flatten((plan.dynamics, problem, params0))
     axes = tuple(0 if id(x) in member_ids else None for x in leaves)
-    check_memory_members(observer, treedef, leaves, axes, len(ts), M, save_params=save_params)
+    one = [jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if a == 0 else x
+           for x, a in zip(leaves, axes, strict=True)]
+    _, problem1, params1 = jax.tree.unflatten(treedef, one)  # one member, for the estimate
+    check_memory(observer, params1, problem1.ctx, len(ts), members=M, save_params=save_params)
     devices = tuple(jax.devices() if devices is None else devices)
     block = _block(block, devices[0].platform, n * getattr(net, "width", 1)
                    * jnp.dtype(dtype).itemsize)
     if chunk_size is not None and (isinstance(chunk_size, bool) or not isinstance(
             chunk_size, int | np.integer) or chunk_size < 1):
         raise ValueError(f"chunk_size must be an integer >= 1 or None, got {chunk_size!r}.")
-    run = _compiled(solve, treedef, axes, observer, save_params, devices, block)
+    run = _compiled(treedef, axes, devices, block)
     store = None
     keep = checkpoint is None
-    if checkpoint is None and _checkpoint.active() is not None:
-        checkpoint = _checkpoint.active().next_path()
+    if checkpoint is None and context.active() is not None:
+        checkpoint = context.active().next_path()
     if checkpoint is not None:
-        store = _checkpoint.ChunkStore(checkpoint, _checkpoint.ensemble_fingerprint(
+        store = ChunkStore(checkpoint, ensemble_fingerprint(
             dynamics, member0, repr(treedef), axes, *leaves, tuple(observer.observables),
-            save_params, chunk_size, len(devices), block, solve.__name__), keep=keep)
+            save_params, chunk_size, len(devices), block, type(dynamics).__name__), keep=keep)
     out = _run_members(run, leaves, axes, M, len(devices), chunk_size=chunk_size,
                        progress=progress, store=store)
     if store is not None:
         store.finish()
-    out = jax.device_get(out)
-    if isinstance(dynamics, _Discrete):
-        out = dynamics._finish(out, np.asarray(times), grids)
-    else:
-        out = dynamics._finish(out, ts)
-        # t_stop comes back in the solve's dtype: compare with a tolerance of a few ulps,
-        # and keep every save of a member that completed
-        eps = 8 * np.finfo(np.asarray(out["t_stop"]).dtype).eps
-        valid = (np.asarray(out["status"]) == _status.COMPLETED)[:, None] | (
-            ts[None, :] <= np.asarray(out["t_stop"], np.float64)[:, None] * (1 + eps))
-        out["obs"] = {k: np.where(valid.reshape(valid.shape + (1,) * (v.ndim - 2)), v, np.nan)
-                      for k, v in out["obs"].items()}
+    out = dynamics.report(jax.device_get(out), plan.info)
     if widths is not None:  # per-neuron observables: NaN where a member has no neuron
         for k, o in observer.observables.items():
             if "neuron" in o.dims:
@@ -243,14 +227,15 @@ def simulate_ensemble(
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled(solve, treedef, axes, observer, save_params, devices, block):
-    """The jitted, vmapped (and, on several devices, shard_mapped) solve; cached, so a
-    second ensemble with the same structure reuses the compiled program."""
+def _compiled(treedef, axes, devices, block):
+    """The jitted, vmapped (and, on several devices, shard_mapped) run of every save
+    (``finish(advance(init(...), S))``); cached, so a second ensemble with the same
+    structure reuses the compiled program."""
 
     def one(*flat):
-        (t1, stop_loss, stop_grad), d, o, p, tm, c = jax.tree.unflatten(treedef, flat)
-        return solve(d, o, p, tm, t1, observer, c, stop_loss, stop_grad,
-                     save_params=save_params, progress=False)
+        dyn, problem, params0 = jax.tree.unflatten(treedef, flat)
+        state = dyn.advance(problem, dyn.init(problem, params0), problem.grid.shape[-1])
+        return dyn.finish(problem, state)
 
     def vfn(*flat):
         # lax.map over blocks of `block` members, each block vmapped: a block's working set
@@ -350,37 +335,36 @@ class Sweep:
 
 
 def _dyn_key(dyn):
-    """What must agree for two runs' dynamics to share one compiled ensemble."""
-    if dyn is None:
-        dyn = GradientFlow()
-    if isinstance(dyn, _Discrete):
-        lr = dyn.lr
-        fields = {f.name: getattr(dyn, f.name) for f in dataclasses.fields(dyn)
-                  if f.name not in ("lr", "key")}
-        fields = {k: (id(v) if k == "optimizer" else v) for k, v in fields.items()}
-        return (type(dyn).__name__, tuple(sorted(fields.items())), id(lr) if callable(lr) else 0)
-    return (type(dyn).__name__, repr(dyn))
+    """What must agree for two runs' dynamics to share one compiled ensemble: the type,
+    every field that may not differ per member, and which schedule a callable lr is."""
+    dyn = check_dynamics(dyn)
+    fixed = tuple((f.name, repr(getattr(dyn, f.name))) for f in dataclasses.fields(dyn)
+                  if f.name not in dyn.member_fields)
+    member = tuple(repr(v) if callable(v) else "" for v in
+                   (getattr(dyn, f) for f in dyn.member_fields))
+    return type(dyn).__name__, fixed, member
+
+
+def _stack_dynamics(dyns):
+    """One dynamics for a group of runs: its member fields stacked where they differ
+    (numbers to an (M,) array, arrays such as PRNG keys always)."""
+    out = check_dynamics(dyns[0])
+    for name in out.member_fields:
+        vals = [getattr(check_dynamics(d), name) for d in dyns]
+        if callable(vals[0]):
+            continue
+        if isinstance(vals[0], jax.Array):
+            out = eqx.tree_at(lambda d, name=name: getattr(d, name), out, jnp.stack(vals))
+        elif len({float(v) for v in vals}) > 1:
+            out = eqx.tree_at(lambda d, name=name: getattr(d, name), out,
+                              np.asarray(vals, dtype=np.float64))
+    return out
 
 
 def _net_key(net):
     if isinstance(net, TwoLayer):
         return ("TwoLayer", net.activation, net.scaling, net.bias, net.train_outer)
     return ("net", net)
-
-
-def _stack_dynamics(dyns):
-    d0 = dyns[0] if dyns[0] is not None else GradientFlow()
-    if not isinstance(d0, _Discrete):
-        return d0
-    out = d0
-    if not callable(d0.lr):
-        lrs = [float(d.lr) for d in dyns]
-        if len(set(lrs)) > 1:
-            out = eqx.tree_at(lambda d: d.lr, out, np.asarray(lrs))
-    keys = [getattr(d, "key", None) for d in dyns]
-    if keys[0] is not None:
-        out = eqx.tree_at(lambda d: d.key, out, jnp.stack(keys))
-    return out
 
 
 def _stack_data(datas: list[Dataset]) -> Dataset:
@@ -448,45 +432,4 @@ def sweep(make_run: Callable[..., Run], *, seeds: Sequence[int] | None = None,
             progress=progress, chunk_size=chunk_size, devices=devices)
         for j, i in enumerate(idx):
             results[i] = (traj, j)
-    return Sweep(coords=axes, trajectory=_assemble(results, axes))
-
-
-def _assemble(results, axes) -> Trajectory:
-    """Stack per-point member results into arrays over the grid (NaN-padding neuron axes)."""
-    shape = tuple(len(v) for v in axes.values())
-
-    def gather(get):
-        vals = [np.asarray(get(t, j)) for t, j in results]
-        full = tuple(max(v.shape[k] for v in vals) for k in range(vals[0].ndim))
-        padded = []
-        for v in vals:
-            if v.shape != full:
-                fill = np.nan if np.issubdtype(v.dtype, np.floating) else 0
-                w = np.full(full, fill, dtype=v.dtype)
-                w[tuple(slice(0, s) for s in v.shape)] = v
-                v = w
-            padded.append(v)
-        return np.stack(padded).reshape(shape + full)
-
-    t0 = results[0][0]
-    times = gather(lambda t, j: t.times if t.times.ndim == 1 else t.times[j])
-    if all(np.array_equal(times.reshape(-1, times.shape[-1])[0], r)
-           for r in times.reshape(-1, times.shape[-1])):
-        times = times.reshape(-1, times.shape[-1])[0]
-    def params(attr):
-        if not isinstance(getattr(t0, attr), TwoLayerParams):
-            return None
-        field = lambda name: gather(lambda t, j: getattr(getattr(t, attr), name)[j])  # noqa: E731
-        return TwoLayerParams(W=field("W"), a=field("a"),
-                              b=None if getattr(t0, attr).b is None else field("b"))
-
-    return Trajectory(
-        times=times,
-        observables={k: gather(lambda t, j, k=k: t.observables[k][j]) for k in t0.observables},
-        params0=params("params0"), params_final=params("params_final"),
-        stats={k: gather(lambda t, j, k=k: t.stats[k][j]) for k in t0.stats
-               if t0.stats[k] is not None},
-        status=gather(lambda t, j: t.status[j]), t_stop=gather(lambda t, j: t.t_stop[j]),
-        dynamics=t0.dynamics, obs_dims=t0.obs_dims, batch_dims=tuple(axes),
-        coords={k: np.asarray(v) for k, v in axes.items()},
-    )
+    return Sweep(coords=axes, trajectory=stack(results, axes))

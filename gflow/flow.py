@@ -2,12 +2,14 @@
 
 Observables are computed inside the solve at the save times (``SaveAt(fn=...)``), so
 memory is O(#saves x #observables) unless parameter snapshots are asked for.
-Stopping conditions are diffrax events; divergence (non-finite loss) is an event too.
+Stopping conditions are diffrax events; divergence (non-finite loss) is an event too, and
+so is the end of a checkpoint segment: :meth:`GradientFlow.advance` stops after the step
+that passes the segment's last save and returns diffrax's solver and controller state,
+from which the next call continues the same sequence of steps.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import diffrax
@@ -17,8 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import _status
-from ._tree import bcast, optional_array, tree_finite, tree_norm
-from .kinks import check_kinks, kink_solve
+from ._tree import bcast, tree_finite, tree_norm
+from .dynamics import AbstractDynamics, Plan, blank_saves
+from .kinks import kink_advance, kink_finish, kink_init
 from .observe import at_stop
 
 __all__ = ["SOLVERS", "GradientFlow"]
@@ -61,32 +64,59 @@ def _delayed_tqdm_meter():
     return _DelayedTqdm()
 
 
-class GradientFlow(eqx.Module):
+class GradientFlow(AbstractDynamics):
     """Gradient flow integrated by diffrax.
 
     Arguments:
-        rtol, atol: tolerances of the adaptive step-size controller.
+        rtol, atol: tolerances of the adaptive step-size controller (default 1e-6, 1e-8).
         solver: a name from :data:`SOLVERS` (default ``"tsit5"``) or a diffrax solver.
         controller: ``"pid"`` (PI control, ``pcoeff=0.4, icoeff=0.3``: robust where the
             ReLU vector field has kinks), ``"i"`` (classic integral controller),
-            ``"constant"`` (fixed step ``dt0``), or a diffrax step-size controller.
+            ``"constant"`` (fixed step ``dt0``), or a diffrax step-size controller, which
+            carries its own tolerances and coefficients: ``rtol``, ``atol``, ``pcoeff`` and
+            ``icoeff`` are then refused.
         dt0: initial (or, for ``"constant"``, fixed) step; ``None`` picks it automatically.
-        max_steps: the solve fails with a clear error beyond this many steps.
+        max_steps: the solve fails with a clear error beyond this many steps (counted per
+            checkpoint segment in a segmented run).
         kinks: integrate a two-layer net with a piecewise-linear activation (relu,
             leaky_relu, abs) as a switched system that locates every sign change of a
             pre-activation and keeps the solver's full order across it
             (:mod:`gflow.kinks`); stats then also count ``num_switches`` and ``num_slides``.
+
+    Its state between :meth:`advance` calls is diffrax's own (time, parameters, solver
+    state, controller state, ``made_jump``) plus the end of the next step, so a run cut
+    into segments takes exactly the steps of one run.
     """
 
-    rtol: float = 1e-6
-    atol: float = 1e-8
-    solver: Any = eqx.field(static=True, default="tsit5")
-    controller: Any = eqx.field(static=True, default="pid")
-    dt0: float | None = None
-    max_steps: int = eqx.field(static=True, default=100_000)
-    pcoeff: float = eqx.field(static=True, default=0.4)
-    icoeff: float = eqx.field(static=True, default=0.3)
-    kinks: bool = eqx.field(static=True, default=False)
+    rtol: float | None
+    atol: float | None
+    solver: Any = eqx.field(static=True)
+    controller: Any = eqx.field(static=True)
+    dt0: float | None
+    max_steps: int = eqx.field(static=True)
+    pcoeff: float | None = eqx.field(static=True)
+    icoeff: float | None = eqx.field(static=True)
+    kinks: bool = eqx.field(static=True)
+
+    def __init__(self, rtol=None, atol=None, solver="tsit5", controller="pid", dt0=None,
+                 max_steps=100_000, pcoeff=None, icoeff=None, kinks=False):
+        given = {k: v for k, v in dict(rtol=rtol, atol=atol, pcoeff=pcoeff,
+                                       icoeff=icoeff).items() if v is not None}
+        if not isinstance(controller, str):
+            if given:
+                raise ValueError(
+                    f"GradientFlow: {sorted(given)} would be ignored with a controller object: "
+                    "set them on the controller (e.g. diffrax.PIDController(rtol=..., "
+                    "atol=..., pcoeff=..., icoeff=...)).")
+            rtol, atol = getattr(controller, "rtol", None), getattr(controller, "atol", None)
+        else:
+            rtol = 1e-6 if rtol is None else rtol
+            atol = 1e-8 if atol is None else atol
+            pcoeff = 0.4 if pcoeff is None else pcoeff
+            icoeff = 0.3 if icoeff is None else icoeff
+        self.rtol, self.atol, self.solver, self.controller = rtol, atol, solver, controller
+        self.dt0, self.max_steps, self.pcoeff, self.icoeff = dt0, max_steps, pcoeff, icoeff
+        self.kinks = kinks
 
     def __check_init__(self):
         if isinstance(self.solver, str) and self.solver not in SOLVERS:
@@ -101,10 +131,14 @@ class GradientFlow(eqx.Module):
                 f"controller={self.controller!r} is unknown; valid names are {list(_CONTROLLERS)} "
                 "or pass a diffrax step-size controller."
             )
-        for name in ("rtol", "atol"):
-            v = getattr(self, name)
-            if not (isinstance(v, int | float) and v > 0):
-                raise ValueError(f"{name} must be a number > 0, got {v!r}.")
+        if not isinstance(self.controller, str | diffrax.AbstractStepSizeController):
+            raise ValueError("controller must be a name or a diffrax step-size controller, "
+                             f"got {self.controller!r}.")
+        if isinstance(self.controller, str):
+            for name in ("rtol", "atol"):
+                v = getattr(self, name)
+                if not (isinstance(v, int | float) and v > 0):
+                    raise ValueError(f"{name} must be a number > 0, got {v!r}.")
         if self.controller == "constant" and self.dt0 is None:
             raise ValueError("controller='constant' needs a fixed step: pass dt0=.")
         if self.dt0 is not None and not self.dt0 > 0:
@@ -113,7 +147,7 @@ class GradientFlow(eqx.Module):
             raise ValueError(f"max_steps must be an integer >= 1, got {self.max_steps!r}.")
         if not isinstance(self.kinks, bool):
             raise ValueError(f"kinks must be True or False, got {self.kinks!r}.")
-        if self.kinks and not isinstance(self._solver(), diffrax.AbstractERK):
+        if self.kinks and not isinstance(self.make_solver(), diffrax.AbstractERK):
             raise ValueError("kinks=True needs an explicit Runge-Kutta solver (e.g. 'tsit5', "
                              f"'dopri5', 'dopri8'), got solver={self.solver!r}.")
 
@@ -128,10 +162,12 @@ class GradientFlow(eqx.Module):
         return (f"GradientFlow(solver={name}, controller={ctrl}, rtol={self.rtol}, "
                 f"atol={self.atol}{kinks})")
 
-    def _solver(self):
+    def make_solver(self) -> diffrax.AbstractSolver:
+        """The diffrax solver."""
         return SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
 
-    def _controller(self):
+    def make_controller(self) -> diffrax.AbstractStepSizeController:
+        """The diffrax step-size controller."""
         c = self.controller
         if not isinstance(c, str):
             return c
@@ -144,21 +180,14 @@ class GradientFlow(eqx.Module):
         """Gradient evaluations used by ``num_steps`` solver steps (Runge-Kutta tableau),
         plus those of the automatic initial step (:func:`_initial_step`) when it runs: two,
         the first of which is also the first step's first stage."""
-        tab = getattr(self._solver(), "tableau", None)
+        tab = getattr(self.make_solver(), "tableau", None)
         if tab is None:
             return None
         stages = len(tab.c) + 1
         fsal = bool(getattr(tab, "fsal", False))
-        if self.dt0 is None and _adaptive(self._controller()):  # f0 shared with the 1st step
+        if self.dt0 is None and _adaptive(self.make_controller()):  # f0 shared with step 1
             return 2 + num_steps * (stages - 1) if fsal else 2 + num_steps * stages
         return 1 + num_steps * (stages - 1) if fsal else num_steps * stages
-
-    def _finish(self, out, ts):
-        out["ts"] = ts  # the requested float64 times, not their float32 copy
-        out["stats"] = {k: np.asarray(v) for k, v in out["stats"].items()}
-        if "grad_evals" not in out["stats"]:  # the kink-aware solve counts its own
-            out["stats"]["grad_evals"] = self.grad_evals(out["stats"]["num_steps"])
-        return out
 
     def traced(self) -> GradientFlow:
         """This dynamics with its tolerances and ``dt0`` as arrays, so that a jitted solve
@@ -167,87 +196,198 @@ class GradientFlow(eqx.Module):
         return eqx.tree_at(lambda d: [getattr(d, f) for f in fields], self,
                            [jnp.asarray(getattr(self, f)) for f in fields])
 
-    def _integrate(self, objective, params0, ts, t1, obs_fn: Callable, ctx, *, stop_loss,
-                   stop_grad, save_params, progress):
-        out = _gf_solve(self.traced(), objective, params0, jnp.asarray(ts), jnp.asarray(t1),
-                        obs_fn, ctx,
-                        optional_array(stop_loss), optional_array(stop_grad),
-                        save_params=save_params, progress=progress)
-        out = self._finish(jax.device_get(out), ts)
-        out["stats"] = {k: int(v) for k, v in out["stats"].items()}
+    # -- the protocol ------------------------------------------------------------------
+    def plan(self, ts, t1, *, n, dtype, members=None) -> Plan:
+        """The save times themselves (in the solve's dtype); tolerances traced."""
+        return Plan(self.traced(), np.asarray(ts).astype(dtype), np.asarray(ts, np.float64))
+
+    def report(self, out, info):
+        out["ts"] = info  # the requested float64 times, not their float32 copy
+        stats = {k: np.asarray(v) for k, v in out["stats"].items()}
+        if "grad_evals" not in stats:  # the kink-aware solve counts its own
+            stats["grad_evals"] = self.grad_evals(stats["num_steps"])
+        if np.ndim(stats["num_steps"]) == 0:
+            stats = {k: int(v) for k, v in stats.items()}
+        out["stats"] = stats
         return out
 
+    def init(self, problem, params0):
+        if self.kinks:
+            return kink_init(self, problem, params0)
+        term, solver = diffrax.ODETerm(_vector_field), self.make_solver()
+        inner = self.make_controller()
+        controller = _resumable(inner, problem.t1)
+        objective, t1 = problem.objective, problem.t1
+        t0 = jnp.zeros_like(t1)
+        dt0, sstate = self.dt0, None
+        if dt0 is None and _adaptive(inner):
+            dt0, f0 = _initial_step(inner, term, solver, t0, params0, objective)
+            sstate = _fsal_state(solver, term, t0, dt0, params0, objective, f0)
+        tnext, cstate = controller.init(term, t0, t1, params0, dt0, objective, solver.func,
+                                        solver.error_order(term))
+        if sstate is None:
+            sstate = solver.init(term, t0, jnp.minimum(tnext, t1), params0, objective)
+        obs, snaps = blank_saves(problem, params0)
+        zero = jnp.zeros((), jnp.int32)
+        return {"t": t0, "y": params0, "solver_state": sstate, "controller_state": cstate,
+                "made_jump": jnp.asarray(False), "saves": zero,
+                "status": jnp.asarray(_status.COMPLETED, jnp.int32), "num_steps": zero,
+                "num_accepted_steps": zero, "num_rejected_steps": zero,
+                "obs": obs, "snaps": snaps}
 
-def gf_solve(dyn: GradientFlow, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
-             *, save_params, progress):
-    """One gradient-flow solve (pure: jit/vmap/shard it). Returns a dict of arrays."""
-    if dyn.kinks:
-        check_kinks(objective.net)
-        return kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad,
-                          save_params=save_params, progress=progress)
-    cond = (stop_loss is not None, stop_grad is not None)
-    def vf(t, y, args):
-        return jax.tree.map(jnp.negative, args.grad(y))
+    def advance(self, problem, state, until):
+        if self.kinks:
+            return kink_advance(self, problem, state, until)
+        objective, ts, t1 = problem.objective, problem.grid, problem.t1
+        stop_loss, stop_grad = problem.stop_loss, problem.stop_grad
+        S = ts.shape[0]
+        lo, t0 = state["saves"], state["t"]
+        # run until the step that passes save `until - 1` (to t1 for the last segment)
+        target = jnp.where(until < S, ts[jnp.clip(until - 1, 0, S - 1)], jnp.inf)
+        # saves already recorded are moved to t0 (diffrax wants them in [t0, t1]) and skipped
+        rows = jnp.arange(S)
+        ts_left = jnp.where(rows < lo, t0, ts)
+        t_skip = jnp.where(lo > 0, t0, -jnp.inf)
+        shapes = jax.eval_shape(problem.observe, state["y"])
 
-    def save_fn(t, y, args):
-        obs = obs_fn(y, ctx)
-        return (obs, y) if save_params else obs
+        def save_fn(t, y, args):
+            obs = jax.lax.cond(t > t_skip, lambda y: problem.observe(y),
+                               lambda y: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype),
+                                                      shapes), y)
+            return (obs, y) if problem.save_params else obs
 
-    def diverged(t, y, args, **kw):
-        return ~jnp.isfinite(args.loss(y))
+        conds = [lambda t, y, args, **kw: ~jnp.isfinite(args.loss(y))]  # divergence
+        codes = [_status.DIVERGED]
+        if stop_loss is not None:
+            conds.append(lambda t, y, args, **kw: args.loss(y) < stop_loss)
+            codes.append(_status.STOP_LOSS)
+        if stop_grad is not None:
+            conds.append(lambda t, y, args, **kw: tree_norm(args.grad(y)) < stop_grad)
+            codes.append(_status.STOP_GRAD)
+        # the segment's end: after the step past its last save (strictly: diffrax ends a
+        # solve whose boolean event holds at t0, and the first save is at t0 = 0)
+        conds.append(lambda t, y, args, **kw: t > target)
+        codes.append(_status.COMPLETED)
 
-    conds = [diverged]
-    if cond[0]:
-        conds.append(lambda t, y, args, **kw: args.loss(y) < stop_loss)
-    if cond[1]:
-        def small_grad(t, y, args, **kw):
-            g = args.grad(y)
-            return tree_norm(g) < stop_grad
-        conds.append(small_grad)
+        saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts_left, fn=save_fn),
+                                      diffrax.SubSaveAt(t1=True)],
+                                solver_state=True, controller_state=True, made_jump=True)
+        cstate = state["controller_state"]
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(_vector_field), self.make_solver(), t0=t0, t1=t1,
+            dt0=_gap(t0, cstate[1]), y0=state["y"], args=objective, saveat=saveat,
+            stepsize_controller=_resumable(self.make_controller(), t1),
+            solver_state=state["solver_state"], controller_state=cstate,
+            made_jump=state["made_jump"], max_steps=self.max_steps, throw=False,
+            event=diffrax.Event(conds),
+            progress_meter=_delayed_tqdm_meter() if problem.progress
+            else diffrax.NoProgressMeter(),
+        )
+        (ts_saved, t_final), (ys_saved, y_final) = sol.ts, sol.ys
+        y = jax.tree.map(lambda x: x[-1], y_final)
+        ok = sol.result == diffrax.RESULTS.successful
+        event = sol.result == diffrax.RESULTS.event_occurred
+        mask = sol.event_mask if sol.event_mask is not None else [False] * len(conds)
+        status = jnp.where(ok, _status.COMPLETED, _status.SOLVER_FAILED)
+        for m, code in reversed(list(zip(mask, codes, strict=True))):
+            status = jnp.where(event & m, code, status)
+        status = jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS,
+                           status)
+        # a failed solve whose state or loss is non-finite has diverged (the loss is evaluated
+        # only then: lax.cond runs one branch, except under vmap)
+        failed = ~ok & ~event
+        finite = jax.lax.cond(failed, lambda y: jnp.isfinite(objective.loss(y)) & tree_finite(y),
+                              lambda y: jnp.asarray(True), y)
+        status = jnp.where(failed & ~finite, _status.DIVERGED, status)
+        obs, snaps = ys_saved if problem.save_params else (ys_saved, None)
+        new = (rows >= lo) & jnp.isfinite(ts_saved)  # recorded by this call
+        merge = lambda buf, x: jax.tree.map(  # noqa: E731
+            lambda b, v: jnp.where(bcast(new, v), v, b), buf, x)
+        out = state | {
+            "t": t_final[-1], "y": y, "solver_state": sol.solver_state,
+            "controller_state": sol.controller_state, "made_jump": sol.made_jump,
+            "saves": lo + jnp.sum(new, dtype=jnp.int32), "status": status.astype(jnp.int32),
+            "obs": merge(state["obs"], obs)}
+        if problem.save_params:
+            out["snaps"] = merge(state["snaps"], snaps)
+        for k in ("num_steps", "num_accepted_steps", "num_rejected_steps"):
+            out[k] = state[k] + jnp.asarray(sol.stats[k], jnp.int32)
+        return out
 
-    saveat = diffrax.SaveAt(subs=[diffrax.SubSaveAt(ts=ts, fn=save_fn),
-                                  diffrax.SubSaveAt(t1=True)])
-    term, solver, controller, t0 = diffrax.ODETerm(vf), dyn._solver(), dyn._controller(), \
-        jnp.zeros_like(t1)
-    dt0, solver_state = dyn.dt0, None
-    if dt0 is None and _adaptive(controller):
-        dt0, f0 = _initial_step(controller, term, solver, t0, params0, objective)
-        solver_state = _fsal_state(solver, term, t0, dt0, params0, objective, f0)
-    sol = diffrax.diffeqsolve(
-        term, solver, t0=t0, t1=t1, dt0=dt0, solver_state=solver_state,
-        y0=params0, args=objective, saveat=saveat, stepsize_controller=controller,
-        max_steps=dyn.max_steps, throw=False, event=diffrax.Event(conds),
-        progress_meter=_delayed_tqdm_meter() if progress else diffrax.NoProgressMeter(),
-    )
-    (ts_saved, t_final), (ys_saved, y_final_all) = sol.ts, sol.ys
-    y_final = jax.tree.map(lambda x: x[-1], y_final_all)
-    t_stop = t_final[-1]
-    ok = sol.result == diffrax.RESULTS.successful
-    event = sol.result == diffrax.RESULTS.event_occurred
-    mask = sol.event_mask if sol.event_mask is not None else [False] * len(conds)
-    status = jnp.where(ok, _status.COMPLETED, _status.SOLVER_FAILED)
-    codes = [_status.DIVERGED] + [_status.STOP_LOSS] * cond[0] + [_status.STOP_GRAD] * cond[1]
-    for m, code in reversed(list(zip(mask, codes, strict=True))):
-        status = jnp.where(event & m, code, status)
-    status = jnp.where(sol.result == diffrax.RESULTS.max_steps_reached, _status.MAX_STEPS, status)
-    # a failed solve whose state or loss is non-finite has diverged (the loss is evaluated
-    # only then: lax.cond runs one branch, except under vmap)
-    failed = ~ok & ~event
-    finite = jax.lax.cond(failed, lambda y: jnp.isfinite(objective.loss(y)) & tree_finite(y),
-                          lambda y: jnp.asarray(True), y_final)
-    status = jnp.where(failed & ~finite, _status.DIVERGED, status)
-    obs, params = (ys_saved if save_params else (ys_saved, None))
-    # saves after an early stop are filled with inf by diffrax: mark them as missing
-    valid = ts_saved <= t_stop
-    obs = jax.tree.map(lambda x: jnp.where(bcast(valid, x), x, jnp.nan), obs)
-    obs_final = at_stop(obs_fn, y_final, ctx, ok)
-    return {
-        "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
-        "obs_final": obs_final, "status": status,
-        "stats": {"num_steps": sol.stats["num_steps"],
-                  "num_accepted_steps": sol.stats["num_accepted_steps"],
-                  "num_rejected_steps": sol.stats["num_rejected_steps"]},
-    }
+    def finish(self, problem, state):
+        if self.kinks:
+            return kink_finish(self, problem, state)
+        completed = state["status"] == _status.COMPLETED
+        return {"obs": state["obs"], "params": state["snaps"], "t_stop": state["t"],
+                "params_final": state["y"], "status": state["status"],
+                "obs_final": at_stop(problem.observer, state["y"], problem.ctx, completed),
+                "stats": {k: state[k] for k in ("num_steps", "num_accepted_steps",
+                                                 "num_rejected_steps")}}
+
+
+def _vector_field(t, y, objective):
+    return jax.tree.map(jnp.negative, objective.grad(y))
+
+
+def _gap(t0, t1):
+    """A step ``d`` with ``t0 + d == t1`` exactly (``t1 - t0`` rounds; one of it and its
+    two neighbours adds back to ``t1``): diffrax restarts a solve at ``t0 + dt0``."""
+    d = t1 - t0
+    up, down = jnp.nextafter(d, jnp.inf), jnp.nextafter(d, -jnp.inf)
+    return jnp.where(t0 + d == t1, d, jnp.where(t0 + up == t1, up, down))
+
+
+class _Resumable(diffrax.AbstractStepSizeController):
+    """A step-size controller whose state also holds the end of the next step, as
+    ``diffeqsolve`` clips it; a solve continued from a saved state (``dt0`` = that end
+    minus ``t0``) then takes exactly the steps of one uninterrupted solve."""
+
+    controller: Any
+    t1: Any
+    floor: Any  # 100 ulps below t1, where diffeqsolve rounds the end of a step to t1
+
+    def wrap(self, direction):
+        return type(self)(self.controller.wrap(direction), self.t1, self.floor)
+
+    def init(self, terms, t0, t1, y0, dt0, args, func, error_order):
+        tnext, state = self.controller.init(terms, t0, t1, y0, dt0, args, func, error_order)
+        return tnext, (state, jnp.minimum(tnext, t1))
+
+    def adapt_step_size(self, t0, t1, y0, y1_candidate, args, y_error, error_order,
+                        controller_state):
+        keep, tprev, tnext, jump, state, result = self.controller.adapt_step_size(
+            t0, t1, y0, y1_candidate, args, y_error, error_order, controller_state[0])
+        # diffeqsolve's clipping: within 100 ulps of t1, to t1 (halfway after a rejection)
+        end = self.t1
+        tprev_c = jnp.minimum(tprev, end)
+        clipped = jnp.where(tnext > self.floor,
+                            jnp.where(keep, end, tprev_c + 0.5 * (end - tprev_c)), tnext)
+        return keep, tprev, tnext, jump, (state, clipped), result
+
+
+class _ResumableAdaptive(_Resumable, diffrax.AbstractAdaptiveStepSizeController):
+    """:class:`_Resumable` of an adaptive controller: diffrax reads its tolerances (for
+    the root finder of implicit solvers)."""
+
+    @property
+    def rtol(self):
+        return self.controller.rtol
+
+    @property
+    def atol(self):
+        return self.controller.atol
+
+    @property
+    def norm(self):
+        return self.controller.norm
+
+
+def _resumable(controller, t1) -> _Resumable:
+    floor = t1
+    for _ in range(100):
+        floor = jnp.nextafter(floor, -jnp.inf)
+    adaptive = isinstance(controller, diffrax.AbstractAdaptiveStepSizeController)
+    return (_ResumableAdaptive if adaptive else _Resumable)(controller, t1, floor)
 
 
 def _adaptive(controller) -> bool:
@@ -293,4 +433,3 @@ def _fsal_state(solver, term, t0, dt0, y0, args, f0):
     return None
 
 
-_gf_solve = eqx.filter_jit(gf_solve)

@@ -6,7 +6,7 @@ a pre-activation ``z_ij = w_j . x_i + b_j`` changes sign, and a standard adaptiv
 to first order at every such switch. Between switches the flow is that of the
 *frozen-pattern* net ``f_S(x_i) = c sum_j a_j S_ij z_ij`` with fixed slopes ``S_ij``: a
 polynomial vector field, on which a Runge-Kutta method keeps its full order. So the flow
-is integrated as a switched system (:func:`kink_solve`, used by
+is integrated as a switched system (:func:`kink_init`, :func:`kink_advance`, used by
 ``gflow.GradientFlow(kinks=True)``):
 
 1. **Step** the frozen-pattern flow with the solver's own error control (diffrax solver
@@ -43,10 +43,12 @@ import jax.numpy as jnp
 
 from . import _status
 from ._tree import bcast, tree_finite, tree_norm
+from .dynamics import blank_saves, record
 from .nets import two_layer_parts
 from .observe import at_stop
 
-__all__ = ["GRID", "PIECEWISE_LINEAR", "check_kinks", "kink_solve"]
+__all__ = ["GRID", "PIECEWISE_LINEAR", "check_kinks", "kink_advance", "kink_finish",
+           "kink_init"]
 
 #: activations (linear on each side of 0) that the kink-aware mode integrates
 PIECEWISE_LINEAR: tuple[str, ...] = ("relu", "leaky_relu", "abs")
@@ -252,48 +254,33 @@ def _first_root(Q, active, noise=0.0):
     return jax.lax.cond(jnp.any(dip), dips, lambda: root)
 
 
-def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_grad, *,
-               save_params, progress):
-    """One kink-aware gradient-flow solve (pure: jit/vmap it); output as ``gf_solve``.
+class _Setup:
+    """What a kink-aware solve of ``problem`` needs besides its state (built at trace
+    time, identically by :func:`kink_init`, :func:`kink_advance` and :func:`kink_finish`)."""
 
-    Extra statistics: ``num_switches`` (located sign changes of pre-activations),
-    ``num_slides`` (pairs that entered a sliding mode) and ``grad_evals``.
-    """
-    del progress
-    pat = _Pattern(objective)
-    solver = dyn._solver()
-    ctrl = dyn._controller()
-    term = diffrax.ODETerm(pat.vector_field)
-    deg = _DEGREE.get(type(solver), 7)
-    stages = len(solver.tableau.c) + 1
-    fsal = bool(solver.tableau.fsal) if hasattr(solver.tableau, "fsal") else False
-    evals_per_step = stages - 1 if fsal else stages
-    err_order = solver.error_order(term)
-    dtype = jnp.result_type(float)
-    t1 = jnp.asarray(t1, dtype)
-    t0 = jnp.zeros((), dtype)
-    ts = jnp.asarray(ts, dtype)
-    # the samples that give each z_ij(t) as a polynomial of degree deg on the step
-    s_pts = jnp.linspace(0.0, 1.0, deg + 1, dtype=dtype)
-    vinv = jnp.linalg.inv(s_pts[:, None] ** jnp.arange(deg + 1, dtype=dtype))
+    def __init__(self, dyn, problem):
+        self.problem = problem
+        self.pat = _Pattern(problem.objective)
+        self.solver = dyn.make_solver()
+        self.ctrl = dyn.make_controller()
+        self.term = diffrax.ODETerm(self.pat.vector_field)
+        self.deg = _DEGREE.get(type(self.solver), 7)
+        stages = len(self.solver.tableau.c) + 1
+        self.fsal = bool(getattr(self.solver.tableau, "fsal", False))
+        self.evals_per_step = stages - 1 if self.fsal else stages
+        self.err_order = self.solver.error_order(self.term)
+        self.dtype = dtype = jnp.result_type(float)
+        self.t1 = jnp.asarray(problem.t1, dtype)
+        self.ts = jnp.asarray(problem.grid, dtype)
+        # the samples that give each z_ij(t) as a polynomial of degree deg on the step
+        self.s_pts = jnp.linspace(0.0, 1.0, self.deg + 1, dtype=dtype)
+        self.vinv = jnp.linalg.inv(self.s_pts[:, None] ** jnp.arange(self.deg + 1, dtype=dtype))
 
-    z0 = pat.z(params0)
-    modes0 = pat.modes(jnp.where(z0 > 0, _ON, _OFF))
-    dt0 = None if dyn.dt0 is None else jnp.asarray(dyn.dt0, dtype)
-    t_next, cstate = ctrl.init(term, t0, t1, params0, dt0, modes0, solver.func, err_order)
-    sstate = solver.init(term, t0, t_next, params0, modes0)
-    obs0 = obs_fn(params0, ctx)
-    K = ts.shape[0]
-    obs_buf = jax.tree.map(lambda x: jnp.full((K,) + jnp.shape(x), jnp.nan, jnp.result_type(x)),
-                           obs0)
-    par_buf = (jax.tree.map(lambda x: jnp.full((K,) + x.shape, jnp.nan, x.dtype), params0)
-               if save_params else None)
+    def do_saves(self, carry, t_a, t_b, y_b, interp):
+        """Record the save points in ``(t_a, t_b]`` (``t_a = -inf``: from the start);
+        ``carry = (saves, obs, snaps)``."""
+        ts, K, problem = self.ts, self.ts.shape[0], self.problem
 
-    def store(buf, i, tree, on):
-        return jax.tree.map(lambda b, x: b.at[i].set(jnp.where(on, x, b[i])), buf, tree)
-
-    def do_saves(carry, t_a, t_b, y_b, interp):
-        """Record the save points in ``(t_a, t_b]`` (``t_a = -inf``: from the start)."""
         def cond(c):
             i = c[0]
             return (i < K) & (ts[jnp.minimum(i, K - 1)] <= t_b)
@@ -303,14 +290,16 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
             ti = ts[i]
             y = jax.tree.map(lambda a, b: jnp.where(ti >= t_b, b, a),
                              interp(jnp.clip(ti, t_a, t_b)), y_b)
-            ob = store(ob, i, obs_fn(y, ctx), True)
-            if save_params:
-                pb = store(pb, i, y, True)
+            ob = record(ob, i, problem.observe(y))
+            if problem.save_params:
+                pb = record(pb, i, y)
             return i + 1, ob, pb
 
         return jax.lax.while_loop(cond, body, carry)
 
-    def is_stop(y):
+    def is_stop(self, y):
+        objective, stop_loss, stop_grad = (self.problem.objective, self.problem.stop_loss,
+                                           self.problem.stop_grad)
         loss = objective.loss(y)
         st = jnp.where(jnp.isfinite(loss) & tree_finite(y), _status.COMPLETED, _status.DIVERGED)
         if stop_loss is not None:
@@ -318,21 +307,45 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
         if stop_grad is not None:
             small = tree_norm(objective.grad(y)) < stop_grad
             st = jnp.where((st == _status.COMPLETED) & small, _status.STOP_GRAD, st)
-        return st
+        return st.astype(jnp.int32)
 
-    # saves at t <= 0, and a stop at the start
-    saves0 = do_saves((jnp.zeros((), jnp.int32), obs_buf, par_buf), -jnp.inf, t0, params0,
-                      lambda t: params0)
-    status0 = is_stop(params0)
+
+def kink_init(dyn, problem, params0) -> dict:
+    """The state of a kink-aware solve at ``t = 0`` (the saves at ``t <= 0`` recorded)."""
+    check_kinks(problem.objective.net)
+    k = _Setup(dyn, problem)
+    pat, dtype = k.pat, k.dtype
+    t0 = jnp.zeros((), dtype)
+    z0 = pat.z(params0)
+    modes0 = pat.modes(jnp.where(z0 > 0, _ON, _OFF))
+    dt0 = None if dyn.dt0 is None else jnp.asarray(dyn.dt0, dtype)
+    t_next, cstate = k.ctrl.init(k.term, t0, k.t1, params0, dt0, modes0, k.solver.func,
+                                 k.err_order)
+    sstate = k.solver.init(k.term, t0, t_next, params0, modes0)
+    obs, snaps = blank_saves(problem, params0)
+    i, obs, snaps = k.do_saves((jnp.zeros((), jnp.int32), obs, snaps), -jnp.inf, t0, params0,
+                               lambda t: params0)
     count0 = jnp.zeros((), jnp.int32)
-    carry0 = dict(t=t0, y=params0, modes=modes0, h=t_next - t0, sstate=sstate, cstate=cstate,
-                  jump=jnp.asarray(False), saves=saves0, status=status0, steps=count0,
-                  rejected=count0, switches=count0, slides=count0,
-                  # FSAL's first stage, and the two of the automatic initial step
-                  evals=count0 + (1 if fsal else 0) + (2 if dt0 is None else 0))
+    return dict(t=t0, y=params0, modes=modes0, h=t_next - t0, sstate=sstate, cstate=cstate,
+                jump=jnp.asarray(False), saves=i, obs=obs, snaps=snaps,
+                status=k.is_stop(params0), steps=count0, rejected=count0, switches=count0,
+                slides=count0,
+                # FSAL's first stage, and the two of the automatic initial step
+                evals=count0 + (1 if k.fsal else 0) + (2 if dt0 is None else 0))
+
+
+def kink_advance(dyn, problem, state, until) -> dict:
+    """Integrate until the step that reaches save ``until - 1`` (``t1`` when ``until`` is
+    the number of saves), or a stop."""
+    k = _Setup(dyn, problem)
+    solver, term, ctrl, err_order, t1 = k.solver, k.term, k.ctrl, k.err_order, k.t1
+    s_pts, vinv, pat, dtype, fsal, evals_per_step = (k.s_pts, k.vinv, k.pat, k.dtype, k.fsal,
+                                                     k.evals_per_step)
+    S = k.ts.shape[0]
+    target = jnp.where(until < S, k.ts[jnp.clip(until - 1, 0, S - 1)], jnp.inf)
 
     def cond(c):
-        return (c["t"] < t1) & (c["status"] == _status.COMPLETED)
+        return (c["t"] < t1) & (c["status"] == _status.COMPLETED) & (c["t"] <= target)
 
     def body(c):
         t, y, modes = c["t"], c["y"], c["modes"]
@@ -395,10 +408,10 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
             lambda: (new_mode, jnp.zeros((), jnp.int32)))
         t_new = jnp.where(keep, t_ev, t)
         y_new = jax.tree.map(lambda a, b: jnp.where(keep, a, b), y_ev, y)
-        saves = jax.lax.cond(keep, lambda: do_saves(c["saves"], t, t_new, y_new,
-                                                     interp.evaluate),
-                             lambda: c["saves"])
-        status = jnp.where(keep, is_stop(y_new), _status.COMPLETED)
+        saves = (c["saves"], c["obs"], c["snaps"])
+        saves = jax.lax.cond(keep, lambda: k.do_saves(saves, t, t_new, y_new, interp.evaluate),
+                             lambda: saves)
+        status = jnp.where(keep, k.is_stop(y_new), _status.COMPLETED)
         # more pairs held on one neuron's kink than independent constraints fit: a neuron
         # whose (w_j, b_j) is pinned to 0 by degenerate data; not integrated, so fail loudly
         crowded = jnp.any(jnp.sum(new_mode == _SLIDE, axis=0) > pat.k)
@@ -413,23 +426,30 @@ def kink_solve(dyn, objective, params0, ts, t1, obs_fn, ctx, stop_loss, stop_gra
             t=t_new, y=y_new, h=h_next,
             modes=jax.lax.cond(keep & event, lambda: pat.modes(new_mode), lambda: modes),
             sstate=jax.tree.map(lambda a, b: jnp.where(keep, a, b), sstate1, c["sstate"]),
-            cstate=cstate1, jump=jnp.where(keep, event, c["jump"]), saves=saves,
-            status=status, steps=c["steps"] + 1,
+            cstate=cstate1, jump=jnp.where(keep, event, c["jump"]), saves=saves[0],
+            obs=saves[1], snaps=saves[2], status=status.astype(jnp.int32), steps=c["steps"] + 1,
             rejected=c["rejected"] + (~keep), switches=c["switches"] + event,
             slides=c["slides"] + n_slide.astype(jnp.int32),
             # + the first stage renewed after a switch, + the check of a switch's new side
             evals=c["evals"] + evals_per_step + event * (1 if fsal else 0) + switched)
 
-    out = jax.lax.while_loop(cond, body, carry0)
-    _, obs, params = out["saves"]
-    y_final, t_stop = out["y"], out["t"]
-    obs = jax.tree.map(lambda x: jnp.where(bcast(ts <= t_stop, x), x, jnp.nan), obs)
-    obs_final = at_stop(obs_fn, y_final, ctx, out["status"] == _status.COMPLETED)
-    return {
-        "obs": obs, "params": params, "t_stop": t_stop, "params_final": y_final,
-        "obs_final": obs_final, "status": out["status"],
-        "stats": {"num_steps": out["steps"], "num_accepted_steps": out["steps"] - out["rejected"],
-                  "num_rejected_steps": out["rejected"], "num_switches": out["switches"],
-                  "num_slides": out["slides"], "grad_evals": out["evals"]},
-    }
+    return jax.lax.while_loop(cond, body, state)
 
+
+def kink_finish(dyn, problem, state) -> dict:
+    """The output of a kink-aware solve (as :meth:`gflow.GradientFlow.finish`), with the
+    extra statistics ``num_switches`` (located sign changes of pre-activations),
+    ``num_slides`` (pairs that entered a sliding mode) and ``grad_evals``."""
+    ts = jnp.asarray(problem.grid, jnp.result_type(float))
+    y_final, t_stop = state["y"], state["t"]
+    obs = jax.tree.map(lambda x: jnp.where(bcast(ts <= t_stop, x), x, jnp.nan), state["obs"])
+    completed = state["status"] == _status.COMPLETED
+    return {
+        "obs": obs, "params": state["snaps"], "t_stop": t_stop, "params_final": y_final,
+        "obs_final": at_stop(problem.observer, y_final, problem.ctx, completed),
+        "status": state["status"],
+        "stats": {"num_steps": state["steps"],
+                  "num_accepted_steps": state["steps"] - state["rejected"],
+                  "num_rejected_steps": state["rejected"], "num_switches": state["switches"],
+                  "num_slides": state["slides"], "grad_evals": state["evals"]},
+    }

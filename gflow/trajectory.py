@@ -1,8 +1,10 @@
 """``Trajectory``: what a simulation returns -- times, observables, parameters, status.
 
-A trajectory holds host (numpy) arrays. A single run has ``times`` of shape (S,) and
-observables of shape (S, ...); an ensemble has leading batch axes (``batch_dims``,
-e.g. ``("member",)``) on every observable, status and stop time.
+A trajectory holds host (numpy) arrays, with one shape for single runs and ensembles
+alike: a single run has ``times`` of shape (S,), observables of shape (S, ...) and 0-d
+``status`` and ``t_stop`` arrays; an ensemble (or a sweep) has leading batch axes
+(``batch_dims``, e.g. ``("member",)``) on every observable, status and stop time.
+:func:`stack` puts trajectories on a labelled grid (what :func:`gflow.sweep` returns).
 """
 
 from __future__ import annotations
@@ -10,9 +12,13 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
+import jax
 import numpy as np
 
-__all__ = ["Trajectory"]
+__all__ = ["Trajectory", "combine", "stack"]
+
+#: relative slack when comparing save times (float64) with a stop time (the solve's dtype)
+_STOP_SLACK = 1e-6
 
 _PARAM_DIMS = {"W": ("neuron", "input"), "b": ("neuron",), "a": ("neuron",)}
 
@@ -43,9 +49,12 @@ class Trajectory:
         params0, params_final: initial and final parameters.
         params: parameter snapshots at the save times (only with ``save_params=True``).
         stats: solver statistics (``num_steps``, ``num_rejected_steps``, ``grad_evals``...).
-        status: ``"completed"``, ``"stop_loss"``, ``"stop_grad"``, ``"diverged"``,
-            ``"max_steps"`` or ``"solver_failed"`` (an array of them for ensembles).
-        t_stop: the time the run ended (``t1``, or when it stopped).
+        status: why each run ended: ``"completed"``, ``"stop_loss"``, ``"stop_grad"``,
+            ``"diverged"``, ``"max_steps"`` or ``"solver_failed"``. Always a numpy string
+            array of the batch shape -- 0-d for a single run, so ``traj.status ==
+            "completed"`` and ``str(traj.status)`` work for one run as for many.
+        t_stop: the time each run ended (``t1``, or when it stopped): a float64 array of
+            the batch shape (0-d for a single run).
         dynamics: a description of the dynamics that produced it.
         obs_dims: name -> names of each observable's trailing axes.
         batch_dims: names of the leading batch axes (``()`` for a single run).
@@ -63,6 +72,10 @@ class Trajectory:
     obs_dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     batch_dims: tuple[str, ...] = ()
     coords: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        self.status = np.asarray(self.status, dtype=str)
+        self.t_stop = np.asarray(self.t_stop, dtype=np.float64)
 
     def __getitem__(self, name: str) -> np.ndarray:
         try:
@@ -86,8 +99,39 @@ class Trajectory:
 
     def __repr__(self) -> str:
         shape = np.shape(next(iter(self.observables.values()))) if self.observables else ()
-        return (f"Trajectory({self.dynamics}, status={self.status!r}, t_stop={self.t_stop}, "
+        status = str(self.status) if self.status.ndim == 0 else self.status.tolist()
+        return (f"Trajectory({self.dynamics}, status={status!r}, t_stop={self.t_stop}, "
                 f"observables={sorted(self.observables)}, shape={shape})")
+
+    def reached(self) -> np.ndarray:
+        """(*batch, S) booleans: which saves each run reached (saves after a stop are
+        missing -- NaN -- in an ensemble; a single run ends at its stop point)."""
+        times = np.asarray(self.times, dtype=np.float64)
+        shape = self.status.shape + times.shape[-1:]
+        times = np.broadcast_to(times, shape)
+        done = (self.status == "completed")[..., None]
+        return done | (times <= self.t_stop[..., None] * (1 + _STOP_SLACK))
+
+    def final(self, name: str | None = None):
+        """Observable ``name`` (all of them, as a dict, when ``None``) at each run's last
+        reached save: shape (*batch, *obs_shape)."""
+        if name is None:
+            return {k: self.final(k) for k in self.observables}
+        v = np.asarray(self[name])
+        nb = self.status.ndim
+        reached = self.reached()
+        last = np.where(reached, np.arange(reached.shape[-1]), -1).max(axis=-1)
+        idx = np.maximum(last, 0).reshape(last.shape + (1,) * (v.ndim - nb))
+        out = np.take_along_axis(v, idx, axis=nb).squeeze(axis=nb)
+        if np.issubdtype(out.dtype, np.floating):
+            out = np.where(np.reshape(last >= 0, last.shape + (1,) * (out.ndim - nb)), out,
+                           np.nan)
+        return out
+
+    def without_params(self) -> Trajectory:
+        """This trajectory without parameters (initial, final, snapshots): what stacks
+        across nets of different shapes."""
+        return dataclasses.replace(self, params0=None, params_final=None, params=None)
 
     # -- xarray -----------------------------------------------------------------------
     def to_xarray(self):
@@ -187,3 +231,56 @@ def combine(trajs: dict[tuple, Trajectory], dims: tuple[str, ...]):
     stacked = xr.concat([as_vars(trajs[k]) for k in keys], dim="run", join="outer")
     stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "run"))
     return stacked.unstack("run").transpose(*dims, ...)
+
+
+def _pad_stack(vals: list, shape: tuple[int, ...]) -> np.ndarray:
+    """Stack arrays of one rank into ``shape + (max sizes)``, padding with NaN (0 for
+    integer and boolean arrays)."""
+    vals = [np.asarray(v) for v in vals]
+    full = tuple(max(v.shape[k] for v in vals) for k in range(vals[0].ndim))
+    padded = []
+    for v in vals:
+        if v.shape != full:
+            fill = np.nan if np.issubdtype(v.dtype, np.floating) else 0
+            w = np.full(full, fill, dtype=v.dtype)
+            w[tuple(slice(0, s) for s in v.shape)] = v
+            v = w
+        padded.append(v)
+    return np.stack(padded).reshape(shape + full)
+
+
+def stack(results: list[tuple[Trajectory, int]], axes: dict[str, list]) -> Trajectory:
+    """One trajectory over a labelled grid: ``results`` holds, in row-major order of the
+    grid ``axes`` (name -> values), ``(trajectory, member)`` pairs -- member ``j`` of an
+    ensemble trajectory. Observables, parameters, status, stop times and stats get the
+    grid's axes in front; arrays of unequal size (neurons of nets of different widths) are
+    NaN-padded. Times shared by every point are kept once, (S,)."""
+    shape = tuple(len(v) for v in axes.values())
+
+    def gather(get):
+        return _pad_stack([get(t, j) for t, j in results], shape)
+
+    t0 = results[0][0]
+    times = gather(lambda t, j: t.times if np.ndim(t.times) == 1 else t.times[j])
+    rows = times.reshape(-1, times.shape[-1])
+    if all(np.array_equal(rows[0], r) for r in rows):
+        times = rows[0]
+
+    def params(attr):
+        trees = [getattr(t, attr) for t, _ in results]
+        if trees[0] is None or any(tr is None for tr in trees):
+            return None
+        members = [jax.tree.map(lambda x, j=j: np.asarray(x)[j], tr)
+                   for tr, (_, j) in zip(trees, results, strict=True)]
+        return jax.tree.map(lambda *xs: _pad_stack(list(xs), shape), *members)
+
+    return Trajectory(
+        times=times,
+        observables={k: gather(lambda t, j, k=k: t.observables[k][j]) for k in t0.observables},
+        params0=params("params0"), params_final=params("params_final"),
+        stats={k: gather(lambda t, j, k=k: t.stats[k][j]) for k in t0.stats
+               if t0.stats[k] is not None},
+        status=gather(lambda t, j: t.status[j]), t_stop=gather(lambda t, j: t.t_stop[j]),
+        dynamics=t0.dynamics, obs_dims=t0.obs_dims, batch_dims=tuple(axes),
+        coords={k: np.asarray(v) for k, v in axes.items()},
+    )

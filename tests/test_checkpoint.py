@@ -48,11 +48,13 @@ def dynamics(name):
 KW = dict(t1=20.0, save=gflow.LinTimes(12), observe=("loss", "weight_movement"))
 
 def announce_saves():
-    _save = checkpoint._save_state
+    from gflow import store
+    _save = store.save_state
     def announced_save(path, state):
         _save(path, state)
         event(f"saved {path.name} {int(state.get('segment', -1))}")
-    checkpoint._save_state = announced_save
+    checkpoint._save_state = announced_save  # a run's segments
+    store.save_state = announced_save  # an ensemble's chunks
 """
 _RUN_DRIVER = _PROBLEM + """
 announce_saves()
@@ -155,7 +157,8 @@ def test_every_seconds_decides_writes_not_results(tmp_path, monkeypatch):
     # keep=True leaves the finished run on disk; a second call returns it without a solve
     kept = run("d.npz", every=3, keep=True)
     assert (tmp_path / "d.npz").exists()
-    monkeypatch.setattr(gflow.discrete, "_discrete_solve", None)  # any solve would fail
+    monkeypatch.setattr(gflow.solve, "solve_start", None)  # any solve would fail
+    monkeypatch.setattr(gflow.solve, "solve_segment", None)
     _assert_same(run("d.npz", every=3, keep=True), kept)
     with pytest.raises(ValueError, match="different run"):
         run("d.npz", every=4, keep=True)  # other segments, other results
@@ -233,9 +236,9 @@ def test_killed_ensemble_resumes_bitwise(tmp_path, monkeypatch, sig, name):
 TINY = ["--set", "n=40", "--set", "width=8", "--set", "t1=5", "--set", "n_save=6",
         "--set", "d=4", "--checkpoint-every", "2"]
 # quickstart makes 6 simulate calls, in order: (gaussian, paired) x (gf, gd, sgd); with
-# 6 saves and 2 per segment each call is 3 segments, i.e. 3 solves
+# 6 saves and 2 per segment each call is 3 segments, i.e. 3 solves (solve_segment calls)
 _CLI_DRIVER = _PROBLEM + """
-import gflow.discrete, gflow.flow
+import gflow.solve
 from gflow import cli
 
 SOLVES = []
@@ -247,8 +250,7 @@ def announce(f):
         return out
     return wrapped
 
-gflow.flow._gf_solve = announce(gflow.flow._gf_solve)
-gflow.discrete._discrete_solve = announce(gflow.discrete._discrete_solve)
+gflow.solve.solve_segment = announce(gflow.solve.solve_segment)
 announce_saves()
 sys.exit(cli.main(sys.argv[1:]))
 """
@@ -264,9 +266,9 @@ def cli_reference(tmp_path_factory):
 
 def _count_solves(monkeypatch):
     calls = []
-    for mod, name in ((gflow.flow, "_gf_solve"), (gflow.discrete, "_discrete_solve")):
-        f = getattr(mod, name)
-        monkeypatch.setattr(mod, name, lambda *a, f=f, **kw: (calls.append(1), f(*a, **kw))[1])
+    f = gflow.solve.solve_segment
+    monkeypatch.setattr(gflow.solve, "solve_segment",
+                        lambda *a, **kw: (calls.append(1), f(*a, **kw))[1])
     return calls
 
 

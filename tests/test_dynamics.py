@@ -301,3 +301,26 @@ def test_tree_finite_catches_each_non_finite_value(dtype, bad):
     assert bool(fn({"w": big, "a": -big[0]}))
     for i in range(3):
         assert not bool(fn({"w": big, "a": (-big[0]).at[i].set(bad)}))
+
+
+def test_controller_object_carries_its_own_tolerances():
+    # GradientFlow's rtol/atol/pcoeff/icoeff configure its named controllers; with a
+    # controller object they would be ignored, so they are refused, naming them
+    import diffrax
+
+    pid = diffrax.PIDController(rtol=1e-5, atol=1e-7)
+    for kw in ({"rtol": 1e-3}, {"atol": 1e-9}, {"pcoeff": 0.2}, {"icoeff": 0.5}):
+        with pytest.raises(ValueError, match=next(iter(kw))):
+            gflow.GradientFlow(controller=pid, **kw)
+    # the object's own tolerances apply: diffrax's default PID coefficients (0, 1) are
+    # the classic integral controller, "i"
+    net, p0, ds = _problem(activation="tanh")
+    kw = dict(t1=2.0, save=gflow.LinTimes(3))
+    obj = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(controller=pid), **kw)
+    named = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(1e-5, 1e-7, controller="i"),
+                           **kw)
+    assert obj.stats["num_steps"] == named.stats["num_steps"]
+    assert tree_max_abs_diff(obj.params_final, named.params_final) <= 1e-6
+    loose = gflow.simulate(net, p0, ds, dynamics=gflow.GradientFlow(
+        controller=diffrax.PIDController(rtol=1e-2, atol=1e-4)), **kw)
+    assert loose.stats["num_steps"] < obj.stats["num_steps"]

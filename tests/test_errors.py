@@ -57,7 +57,7 @@ def test_params_for_another_d(setup):
     (lambda: gflow.GD(lr=-0.1), "lr"),
     (lambda: gflow.GD(lr=float("inf")), "lr"),
     (lambda: gflow.SGD(lr=0.1, batch_size=0, key=jax.random.key(0)), "batch_size"),
-    (lambda: gflow.SGD(lr=0.1, batch_size=4), "key"),
+    (lambda: gflow.SGD(lr=0.1, batch_size=4, key=None), "key"),
     (lambda: gflow.Optax("adam", lr=0.1), "optax"),
     (lambda: gflow.GradientFlow(solver="rk99"), "tsit5"),
     (lambda: gflow.GradientFlow(controller="magic"), "pid"),
@@ -68,3 +68,9 @@ def test_params_for_another_d(setup):
 def test_dynamics_config_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_sgd_key_is_required():
+    # no default key: SGD without one is refused by its signature, naming the argument
+    with pytest.raises(TypeError, match="key"):
+        gflow.SGD(0.1, 4)

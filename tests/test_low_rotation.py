@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 
+import gflow
 from gflow import io
 from gflow.experiments import low_rotation as lr
 
@@ -60,5 +61,11 @@ def test_single_regime_and_bad_regime():
 
 
 def test_last_finite():
+    # the experiment reads each member's last reached save with Trajectory.final: members
+    # that stopped after two saves, before any, and one that completed
     v = np.array([[1.0, 2.0, np.nan], [np.nan, np.nan, np.nan], [1.0, 2.0, 3.0]])
-    np.testing.assert_array_equal(lr._last(v), [2.0, np.nan, 3.0])
+    tr = gflow.Trajectory(times=np.array([0.0, 1.0, 2.0]), observables={"m": v}, params0=None,
+                          params_final=None, stats={}, status=["stop_loss", "diverged",
+                                                               "completed"],
+                          t_stop=[1.0, -1.0, 2.0], batch_dims=("member",))
+    np.testing.assert_array_equal(tr.final("m"), [2.0, np.nan, 3.0])

@@ -79,3 +79,28 @@ def test_mlp_trajectory_to_xarray():
                         dynamics=gflow.GD(0.1))
     xd = tr.to_xarray()
     assert xd["params_final_Ws_0"].shape == (8, 3) and xd["params_final_Ws_1"].shape == (6, 8)
+
+
+def test_trajectory_shape_is_one_for_runs_and_ensembles():
+    # status and t_stop are arrays of the batch shape: 0-d for one run, (M,) for M members;
+    # final() is each run's last reached save
+    net, p0, ds = _setup()
+    one = gflow.simulate(net, p0, ds, t1=2.0, dynamics=gflow.GD(0.1), save=gflow.LinTimes(5),
+                         observe=("loss", "balancedness"))
+    assert one.status.shape == () and one.status == "completed" and str(one.status) == \
+        "completed" and one.t_stop.shape == () and float(one.t_stop) == 2.0
+    np.testing.assert_array_equal(one.final("loss"), one["loss"][-1])
+    np.testing.assert_array_equal(one.final()["balancedness"], one["balancedness"][-1])
+    P = jax.tree.map(lambda x: jnp.stack([x, 300 * x]), p0)  # member 1 diverges at lr 0.5
+    ens = gflow.simulate_ensemble(net, P, ds, dynamics=gflow.GD(0.5), t1=20.0,
+                                  save=gflow.LinTimes(6), observe=("loss", "balancedness"))
+    assert ens.status.shape == ens.t_stop.shape == (2,)
+    assert list(ens.status) == ["completed", "diverged"]
+    reached = ens.reached()
+    assert reached[0].all() and not reached[1].all() and reached[1, 0]
+    last = np.flatnonzero(reached[1])[-1]
+    fin = ens.final("loss")
+    assert fin.shape == (2,) and fin[0] == ens["loss"][0, -1] and fin[1] == ens["loss"][1, last]
+    assert np.isfinite(fin).all() and ens.final("balancedness").shape == (2, 8)
+    bare = ens.without_params()
+    assert bare.params0 is None and bare.params_final is None and bare["loss"] is ens["loss"]

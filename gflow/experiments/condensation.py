@@ -113,11 +113,6 @@ def observables(cfg: Config) -> dict:
     return obs
 
 
-def _strip(tr: gflow.Trajectory) -> gflow.Trajectory:
-    # the dataset keeps observables only (MLP parameters are a tuple of layers)
-    return dataclasses.replace(tr, params0=None, params_final=None, params=None)
-
-
 def run(cfg: Config, *, progress: bool = False) -> Result:
     _check(cfg)
     net, data, inits = build(cfg)
@@ -147,8 +142,9 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     for key, tr in trajs.items():
         # max_steps: keep what was reached (the summary reports the status)
         if tr.status not in ("completed", "stop_loss", "max_steps"):
-            raise gflow.SimulationError(f"run {key} ended with status {tr.status!r}")
-    ds = gflow.trajectory.combine({k: _strip(t) for k, t in trajs.items()}, ("dynamics", "seed"))
+            raise gflow.SimulationError(f"run {key} ended with status {str(tr.status)!r}")
+    ds = gflow.trajectory.combine({k: t.without_params() for k, t in trajs.items()},
+                                  ("dynamics", "seed"))
     # the p = 1 prediction: +-sum_i e_i (x_i, 1) with the residual at init
     v = np.stack([np.asarray(condense.first_order_direction(
         data.X, data.y - net.apply(p0, data.X))) for p0 in inits])

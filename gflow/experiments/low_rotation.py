@@ -159,9 +159,9 @@ def _norm_only(cfg: Config, k_init, progress: bool):
     ds = traj.to_xarray().rename({"member": "n"}).assign_coords(n=ns)
     ds = _prefix(ds[[v for v in ds.data_vars if "params" not in v]], "no")
     ds["no_max_margin"] = xr.DataArray(gstar, dims=("no_n",), coords={"no_n": ns})
-    margin = _last(ds["no_margin_homogeneous"].values)
+    margin = traj.final("margin_homogeneous")  # each member's last reached save
     ratio = {n: float(margin[i] / gstar[i]) for i, n in enumerate(ns)}
-    err = 1.0 - _last(ds["no_test_accuracy"].values)
+    err = 1.0 - traj.final("test_accuracy")
     n0 = cfg.n if cfg.n in ns else max(ns)
     s = {
         "norm_only_max_rotation_deg": float(np.nanmax(ds["no_max_rotation_deg"].values)),
@@ -207,14 +207,6 @@ def _neural_collapse(cfg: Config, progress: bool):
     for k in cfg.nc_ks:
         s[f"nc_test_error_k{k}_by_n"] = {str(n): float(err.sel(k=k, nc_n=n)) for n in ns}
     return s, ds
-
-
-def _last(v: np.ndarray) -> np.ndarray:
-    """Last finite value along the trailing (time) axis (saves after a stop are NaN)."""
-    v = np.asarray(v, dtype=np.float64)
-    idx = np.where(np.isfinite(v), np.arange(v.shape[-1]), -1).max(axis=-1)
-    out = np.take_along_axis(v, np.maximum(idx, 0)[..., None], axis=-1)[..., 0]
-    return np.where(idx >= 0, out, np.nan)
 
 
 def _lcm(ns) -> int:

@@ -167,9 +167,9 @@ def _stack(trajs):
     names = list(dict.fromkeys(key[0] for key in trajs))
     per_data = []
     for name in names:
-        ds = gflow.trajectory.combine(
-            {key[1:]: tr for key, tr in trajs.items() if key[0] == name}, ("init", "seed"))
-        per_data.append(ds.drop_vars([v for v in ds.data_vars if v.startswith("params")]))
+        per_data.append(gflow.trajectory.combine(
+            {key[1:]: tr.without_params() for key, tr in trajs.items() if key[0] == name},
+            ("init", "seed")))
     return xr.concat(per_data, dim="data", join="outer").assign_coords(data=names)
 
 
