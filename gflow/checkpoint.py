@@ -39,7 +39,6 @@ import hashlib
 import math
 import os
 import re
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +47,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from . import statefile
 
 __all__ = ["ChunkStore", "Checkpointing", "active", "available_memory", "check_memory",
            "check_memory_members", "checkpointing", "ensemble_fingerprint", "estimate_bytes",
@@ -241,29 +242,13 @@ def _dynamics_parts(dynamics, params) -> list:
 
 
 def _save_state(path: Path, state: dict[str, np.ndarray]) -> None:
-    """Write the checkpoint atomically (a temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the checkpoint atomically, tagged with a hash of its arrays."""
+    statefile.write(path, state)
 
 
 def _load_state(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
-    if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        state = {k: z[k] for k in z.files}
-    if str(state["fingerprint"]) != fingerprint:
-        raise ValueError(f"checkpoint {str(path)!r} belongs to a different run (other "
-                         "settings, data or initial parameters); remove it or use another path.")
-    return state
+    """The checkpoint's state; ``None`` if missing or damaged (then recomputed)."""
+    return statefile.read(path, fingerprint)
 
 
 def _check_every(every, every_seconds) -> tuple[int, float | None]:

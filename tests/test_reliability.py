@@ -28,7 +28,9 @@ def _summary(out):
 
 
 def _no_temp_files(out):
-    return not [p for p in out.rglob(".*")]
+    # the lock file stays only after SIGKILL (unlocked then: the kernel drops a dead
+    # process's flock)
+    return not [p for p in out.rglob(".*") if p.name != ".gflow.lock"]
 
 
 def _same_data(a, b):
@@ -117,20 +119,31 @@ def test_config_and_set_are_exclusive(tmp_path, capsys):
     assert "cannot be combined" in capsys.readouterr().err
 
 
-def test_failure_inside_run_records_status(tmp_path, monkeypatch):
+def _gflow_folder(out, **files):
+    """A results folder as gflow run leaves it (its config.json), with ``files``."""
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(
+        {"experiment": "quickstart", "settings": {}, "provenance": {"command": ["gflow"]}}))
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return out
+
+
+def test_failure_inside_run_records_status(tmp_path, monkeypatch, capsys):
     from gflow.experiments import quickstart
 
-    out = tmp_path / "f"
     # a stale result of an earlier run in the same folder must not survive a failed re-run
-    out.mkdir()
-    (out / "trajectory.nc").write_bytes(b"stale")
+    out = _gflow_folder(tmp_path / "f", **{"trajectory.nc": "stale"})
 
     def boom(cfg, *, progress=False):
         raise RuntimeError("boom in run")
 
     monkeypatch.setattr(quickstart, "run", boom)
+    assert _run("quickstart", "--out", str(out), *TINY) == 2  # results there: refused
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "trajectory.nc").read_text() == "stale"
     with pytest.raises(RuntimeError, match="boom"):
-        _run("quickstart", "--out", str(out), *TINY)
+        _run("quickstart", "--out", str(out), *TINY, "--overwrite")
     s = _summary(out)
     assert s["status"] == "failed: RuntimeError: boom in run"
     assert not (out / "trajectory.nc").exists() and _no_temp_files(out)

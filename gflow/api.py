@@ -1,0 +1,37 @@
+"""The public API of gflow, imported on first use of any name in ``gflow``.
+
+``gflow/__init__.py`` loads this module lazily (PEP 562), so that ``import gflow.cli``
+and ``gflow --help`` do not pay for importing jax; everything here is re-exported as
+``gflow.<name>``.
+"""
+
+from . import data as data
+from . import init as init
+from . import losses as losses
+from . import lowrank as lowrank
+from . import ntk as ntk
+from . import observe as observe
+from . import population as population
+from . import rotation as rotation
+from . import trajectory as trajectory
+from .data import Dataset as Dataset
+from .discrete import GD as GD
+from .discrete import SGD as SGD
+from .discrete import Optax as Optax
+from .ensemble import Run as Run
+from .ensemble import Sweep as Sweep
+from .ensemble import simulate_ensemble as simulate_ensemble
+from .ensemble import sweep as sweep
+from .flow import GradientFlow as GradientFlow
+from .lowrank import LowRankTwoLayer as LowRankTwoLayer
+from .nets import ACTIVATIONS as ACTIVATIONS
+from .nets import MLP as MLP
+from .nets import TwoLayer as TwoLayer
+from .nets import TwoLayerParams as TwoLayerParams
+from .nets import multiplicity as multiplicity
+from .objective import Objective as Objective
+from .simulate import SimulationError as SimulationError
+from .simulate import simulate as simulate
+from .times import LinTimes as LinTimes
+from .times import LogTimes as LogTimes
+from .trajectory import Trajectory as Trajectory
