@@ -48,7 +48,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import statefile
+from . import footprint, statefile
 
 __all__ = ["ChunkStore", "Checkpointing", "active", "available_memory", "check_memory",
            "check_memory_members", "checkpointing", "ensemble_fingerprint", "estimate_bytes",
@@ -159,19 +159,23 @@ def estimate_bytes(observer, params, ctx, n_saves: int, *, members: int = 1,
 
 
 def check_memory(observer, params, ctx, n_saves: int, *, members: int = 1,
-                 save_params: bool = False) -> int:
-    """Raise ``ValueError`` if the results of a run would not fit in memory; returns the
-    estimate in bytes."""
+                 save_params: bool = False, dynamics=None) -> int:
+    """Raise ``ValueError`` if the results of a run, with what training needs besides
+    (:mod:`gflow.footprint`), would not fit in memory; returns the results' estimate in
+    bytes."""
     total, per_save = estimate_bytes(observer, params, ctx, n_saves, members=members,
                                      save_params=save_params)
     limit = available_memory()
-    if limit is not None and _COPIES * total > limit:
+    work = 0 if limit is None else footprint.check_working(
+        ctx.objective, params, dynamics, members, limit)
+    if limit is not None and _COPIES * total + work > limit:
         gib = 2.0**30
         what = "observables" + (" and parameter snapshots" if save_params else "")
         raise ValueError(
             f"this run would keep {_COPIES * total / gib:.3g} GiB of saved {what} "
             f"({members} member(s) x {n_saves} saves x {per_save} bytes, held twice while "
-            f"copied to the host) but only {limit / gib:.3g} GiB is available. Save at fewer "
+            f"copied to the host) but only {limit / gib:.3g} GiB is available besides the "
+            f"{work / gib:.3g} GiB training needs. Save at fewer "
             "times (save=gflow.LogTimes(k) with a smaller k), observe fewer or smaller "
             "observables" + (", drop save_params=True" if save_params else "")
             + ", or run the members in several calls (chunk_size= bounds only the memory of "
@@ -181,7 +185,7 @@ def check_memory(observer, params, ctx, n_saves: int, *, members: int = 1,
 
 
 def check_memory_members(observer, treedef, leaves, axes, n_saves: int, members: int, *,
-                         save_params: bool = False) -> int:
+                         save_params: bool = False, dynamics=None) -> int:
     """:func:`check_memory` for an ensemble given as the flat ``(scalars, dynamics,
     objective, params0, times, ctx)`` leaves of ``simulate_ensemble`` and their member axes
     (0: per member, sliced to member 0 for the estimate)."""
@@ -189,7 +193,7 @@ def check_memory_members(observer, treedef, leaves, axes, n_saves: int, members:
            for x, a in zip(leaves, axes, strict=True)]
     _, _, _, params, _, ctx = jax.tree.unflatten(treedef, one)
     return check_memory(observer, params, ctx, n_saves, members=members,
-                        save_params=save_params)
+                        save_params=save_params, dynamics=dynamics)
 
 
 # -- checkpointed runs ---------------------------------------------------------------------
@@ -536,7 +540,7 @@ def simulate_resumable(path, net, params0, data, *, every: int | None = None,
     objective, p0, observer, ctx, stop_loss, stop_grad = prepare(
         net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
         stop_loss=stop_loss, stop_grad=stop_grad)
-    check_memory(observer, p0, ctx, len(ts), save_params=save_params)
+    check_memory(observer, p0, ctx, len(ts), save_params=save_params, dynamics=dynamics)
     kind = _GFSegments if isinstance(dynamics, GradientFlow) else _DiscreteSegments
     run = kind(dynamics, objective, p0, observer, ctx, ts, t1, stop_loss, stop_grad, every,
                save_params)

@@ -161,6 +161,14 @@ def _check_provenance(recorded: dict, current: dict, force: bool) -> None:
         print(f"gflow: warning: --force: resuming with {w}", file=sys.stderr)
 
 
+def _status(path: Path):
+    """The ``status`` in a summary.json; ``None`` if there is none or it is unreadable."""
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+
+
 def _make_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -195,8 +203,7 @@ def _cmd_run(args) -> int:
             raise ValueError("--resume DIR continues in DIR: drop --out.")
         if not resultsdir.is_gflow_folder(out):
             raise ValueError(f"--resume {str(out)!r}: not a gflow results folder.")
-        done = out / "summary.json"
-        if done.exists() and json.loads(done.read_text()).get("status") == "completed":
+        if _status(out / "summary.json") == "completed":
             print(f"{out} is complete; nothing to resume.")
             return 0
     else:

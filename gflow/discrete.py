@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _status
+from . import _status, inputs
 from ._tree import bcast, optional_array, tree_finite, tree_norm
 from .observe import at_stop
 from .times import resolve_times
@@ -355,6 +355,7 @@ class Optax(_Discrete):
                 f"Optax: optimizer must be an optax.GradientTransformation, got {self.optimizer!r}."
             )
         _check_lr(self.lr, "Optax")
+        inputs.check_optax_lr(self.optimizer, self.lr)
 
     def describe(self) -> str:
         return f"Optax(lr={self.lr})"

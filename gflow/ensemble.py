@@ -181,7 +181,8 @@ def simulate_ensemble(
                None if stop_grad is None else jnp.asarray(stop_grad, dtype))
     leaves, treedef = jax.tree.flatten((scalars, dyn, objective, params0, times, ctx))
     axes = tuple(0 if id(x) in member_ids else None for x in leaves)
-    check_memory_members(observer, treedef, leaves, axes, len(ts), M, save_params=save_params)
+    check_memory_members(observer, treedef, leaves, axes, len(ts), M, save_params=save_params,
+                         dynamics=dynamics)
     devices = tuple(jax.devices() if devices is None else devices)
     block = _block(block, devices[0].platform, n * getattr(net, "width", 1)
                    * jnp.dtype(dtype).itemsize)

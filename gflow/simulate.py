@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _status
+from . import _status, inputs
 from . import checkpoint as _checkpoint
 from .checkpoint import check_memory
 from .data import Dataset
@@ -61,10 +61,14 @@ def prepare(net, params0, data: Dataset, *, loss, dynamics, observe, probes, sto
     loss_fn = get_loss(loss)
     if isinstance(loss, str) and loss in CLASSIFICATION and not data.is_binary():
         raise ValueError(f"loss={loss!r} needs labels in {{-1, +1}}; y has other values.")
+    inputs.check_param_leaves(params0)
     if member_axes == 0:
+        inputs.check_single_dataset(data)
         net.check_params(params0, d=data.d)
     dtype = jnp.result_type(float)
     params0 = jax.tree.map(lambda x: jnp.asarray(x, dtype), params0)
+    inputs.check_finite_params(params0, member_axes)
+    inputs.check_loss(loss, loss_fn, data.n, dtype)
     if probes is not None:
         probes = jnp.asarray(probes, dtype)
         if probes.ndim != 2 or probes.shape[-1] != data.d:
@@ -134,7 +138,8 @@ def simulate(
     objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
         net, params0, data, loss=loss, dynamics=dynamics, observe=observe, probes=probes,
         stop_loss=stop_loss, stop_grad=stop_grad)
-    check_memory(observer, params0, ctx, len(ts), save_params=save_params)  # refuse early
+    check_memory(observer, params0, ctx, len(ts), save_params=save_params,  # refuse early
+                 dynamics=dynamics)
     out = dynamics._integrate(objective, params0, ts, t1, observer, ctx, stop_loss=stop_loss,
                               stop_grad=stop_grad, save_params=save_params, progress=progress)
     traj = _to_trajectory(out, params0, dynamics, observer)

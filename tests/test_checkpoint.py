@@ -162,7 +162,7 @@ def test_every_seconds_decides_writes_not_results(tmp_path, monkeypatch):
 
 
 def test_fingerprint_sees_optax_hyperparameters(tmp_path):
-    # adam(0.05) and adam(0.01) have the same repr; their first update differs
+    # adam(0.05) and adam(0.05, b1=0.5) have the same repr; their first update differs
     ns = _ns()
     net, p0, data = ns["problem"]()
     kw = dict(every=3, keep=True, **ns["KW"])
@@ -170,7 +170,7 @@ def test_fingerprint_sees_optax_hyperparameters(tmp_path):
                                   dynamics=gflow.Optax(optax.adam(0.05), 0.05), **kw)
     with pytest.raises(ValueError, match="different run"):
         checkpoint.simulate_resumable(tmp_path / "a.npz", net, p0, data,
-                                      dynamics=gflow.Optax(optax.adam(0.01), 0.05), **kw)
+                                      dynamics=gflow.Optax(optax.adam(0.05, b1=0.5), 0.05), **kw)
     checkpoint.simulate_resumable(tmp_path / "b.npz", net, p0, data,
                                   dynamics=gflow.SGD(0.05, 8, key=jax.random.key(3)), **kw)
     with pytest.raises(ValueError, match="different run"):  # another SGD key
