@@ -15,6 +15,7 @@ with the available memory.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import equinox as eqx
@@ -37,13 +38,21 @@ def _abstract(tree):
                         if eqx.is_array(x) else x, tree)
 
 
-def largest_intermediate_bytes(objective, params) -> int:
-    """Bytes of the largest array one ``objective.value_and_grad(params)`` creates."""
-    from .objective import Objective
+def _signature(tree):
+    """``tree`` with each array as ``(shape, dtype)``: hashable, for the cache."""
+    leaves, treedef = jax.tree.flatten(_abstract(tree))
+    return treedef, tuple((tuple(x.shape), np.dtype(x.dtype))
+                          if isinstance(x, jax.ShapeDtypeStruct) else x for x in leaves)
 
-    single = Objective(objective.net, objective.loss_fn, objective.X, objective.y)
-    jaxpr = eqx.filter_make_jaxpr(lambda o, p: o.value_and_grad(p))(
-        _abstract(single), _abstract(params))[0]
+
+def _rebuild(sig):
+    treedef, leaves = sig
+    return jax.tree.unflatten(treedef, [jax.ShapeDtypeStruct(*x) if isinstance(x, tuple)
+                                        else x for x in leaves])
+
+
+def _largest(objective, params) -> int:
+    jaxpr = eqx.filter_make_jaxpr(lambda o, p: o.value_and_grad(p))(objective, params)[0]
     sizes = [0]
 
     def scan(jx):
@@ -54,6 +63,23 @@ def largest_intermediate_bytes(objective, params) -> int:
 
     scan(jaxpr.jaxpr)
     return max(sizes)
+
+
+@functools.lru_cache(maxsize=64)
+def _largest_cached(objective_sig, params_sig) -> int:
+    return _largest(_rebuild(objective_sig), _rebuild(params_sig))
+
+
+def largest_intermediate_bytes(objective, params) -> int:
+    """Bytes of the largest array one ``objective.value_and_grad(params)`` creates
+    (traced once per net, loss and shapes)."""
+    from .objective import Objective
+
+    single = Objective(objective.net, objective.loss_fn, objective.X, objective.y)
+    try:
+        return _largest_cached(_signature(single), _signature(params))
+    except TypeError:  # something unhashable in the net or the loss
+        return _largest(_abstract(single), _abstract(params))
 
 
 def working_bytes(objective, params, dynamics=None) -> int:
@@ -69,8 +95,8 @@ def working_bytes(objective, params, dynamics=None) -> int:
         state = _GF_COPIES * p
     try:
         act = largest_intermediate_bytes(objective, params)
-    except Exception:  # noqa: BLE001 - a net whose gradient cannot be traced abstractly
-        act = 0
+    except Exception:  # noqa: BLE001 - a net whose gradient cannot be traced abstractly:
+        act = 0  # its activations are not counted (the run itself will say what fails)
     return 2 * p + state + _ACTIVATION_COPIES * act
 
 

@@ -192,3 +192,18 @@ def test_memory_guard_refuses_a_huge_net_before_compiling(monkeypatch):
     with checkpoint.memory_limit(2**32), pytest.raises(ValueError, match="training this net"):
         gflow.simulate(net, p0, data, dynamics=gflow.GD(0.1), t1=1.0)
     assert time.perf_counter() - t0 < 20  # seconds: it traces, nothing is computed
+
+
+def test_damaged_sweep_point_is_named_and_recomputed(tmp_path):
+    import xarray as xr
+
+    from gflow import io
+
+    ds = xr.Dataset({"loss": (("time",), np.arange(5.0))})
+    io.write_part(tmp_path, 0, ds, {"final": 4.0})
+    summary, back = io.read_part(tmp_path, 0)
+    assert summary == {"final": 4.0} and back.identical(ds)
+    nc = tmp_path / "parts" / "00000.nc"
+    nc.write_bytes(nc.read_bytes()[:100])
+    with pytest.warns(UserWarning, match=r"00000\.nc.*unreadable.*computing that point again"):
+        assert io.read_part(tmp_path, 0) is None
