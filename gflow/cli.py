@@ -66,24 +66,32 @@ _TERMINATED: list[int] = []
 _RECORDING: list[bool] = []
 
 
-def _on_sigterm(signum, frame):
+def _stop_exception(signum) -> BaseException:
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return Terminated("terminated by SIGTERM")
+
+
+def _on_signal(signum, frame):
+    """SIGTERM and SIGINT (Ctrl-C) during a run: raise in the main thread."""
     if _RECORDING:  # already recording the failure: finish writing summary.json
         return
     if not _TERMINATED:
-        # An exception raised while a finalizer or gc callback runs (jax has one) is
-        # swallowed by Python: re-send the signal until it reaches the run's handler.
+        # An exception raised while a finalizer or gc callback runs (jax has one, also
+        # during XLA compiles) is swallowed by Python: re-send the signal until it reaches
+        # the run's code.
         def rekick():
             while not _RECORDING and not _STOP.wait(0.5):
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signum)
 
         threading.Thread(target=rekick, daemon=True).start()
     _TERMINATED.append(signum)
-    raise Terminated("terminated by SIGTERM")
+    raise _stop_exception(signum)
 
 
 def _check_terminated():
     if _TERMINATED:
-        raise Terminated("terminated by SIGTERM")
+        raise _stop_exception(_TERMINATED[0])
 
 
 def _plan(args):
@@ -235,13 +243,14 @@ def _execute(mod, experiment, axes, configs, config, out, args, ck) -> int:
     """Run the experiment into ``out`` (locked, prepared) and write its results."""
     from . import io, resultsdir
 
-    io.write_json(out / "config.json", config)
     _TERMINATED.clear()
     _RECORDING.clear()
     _STOP.clear()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    previous = ({sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+                if _main_thread() else {})
     t0 = time.perf_counter()
     try:
+        io.write_json(out / "config.json", config)
         if not axes:
             with _checkpoints(out / "checkpoints", ck):
                 result = mod.run(configs[0], progress=not args.quiet)
@@ -265,8 +274,8 @@ def _execute(mod, experiment, axes, configs, config, out, args, ck) -> int:
         raise
     finally:
         _STOP.set()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not args.quiet:
         for k, v in summary.items():
             print(f"{k}: {v}")
