@@ -5,55 +5,52 @@ on the same time axis (t = step x lr), so continuous and discrete dynamics can b
 compared point by point.
 """
 
+import importlib
+import importlib.util
+import sys
+import types
 from importlib.metadata import PackageNotFoundError, version
-
-from . import condense as condense
-from . import data as data
-from . import distributions as distributions
-from . import dynamics as dynamics
-from . import init as init
-from . import kernels as kernels
-from . import losses as losses
-from . import lowrank as lowrank
-from . import ntk as ntk
-from . import observe as observe
-from . import online as online
-from . import population as population
-from . import rotation as rotation
-from . import stats as stats
-from . import trajectory as trajectory
-from .data import Dataset as Dataset
-from .discrete import GD as GD
-from .discrete import SGD as SGD
-from .discrete import Optax as Optax
-from .ensemble import Run as Run
-from .ensemble import Sweep as Sweep
-from .ensemble import simulate_ensemble as simulate_ensemble
-from .ensemble import sweep as sweep
-from .flow import GradientFlow as GradientFlow
-from .lowrank import LowRankTwoLayer as LowRankTwoLayer
-from .momentum import Momentum as Momentum
-from .nets import ACTIVATIONS as ACTIVATIONS
-from .nets import MLP as MLP
-from .nets import AbstractNet as AbstractNet
-from .nets import TwoLayer as TwoLayer
-from .nets import TwoLayerParams as TwoLayerParams
-from .nets import multiplicity as multiplicity
-from .objective import AbstractObjective as AbstractObjective
-from .objective import Objective as Objective
-from .simulate import SimulationError as SimulationError
-from .simulate import simulate as simulate
-from .times import LinTimes as LinTimes
-from .times import LogTimes as LogTimes
-from .trajectory import Trajectory as Trajectory
-
-# the research modules' observables, registered explicitly: every name works after `import gflow`
-for _table in (ntk.OBSERVABLES, population.OBSERVABLES, rotation.OBSERVABLES,
-               condense.OBSERVABLES):
-    observe.register_table(_table)
-del _table
 
 try:
     __version__ = version("gflow")
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0"
+
+
+def _public() -> dict:
+    # (import_module, not `from . import api`, which would ask this module's __getattr__)
+    api = importlib.import_module(f"{__name__}.api")  # partial while it is being imported
+    return {k: v for k, v in vars(api).items() if not k.startswith("_")}
+
+
+def __getattr__(name: str):
+    # the public API (gflow/api.py) and the numerical stack it imports load on first use,
+    # all at once (research modules register their observables when imported); private
+    # names are submodules that `from . import _x` is about to import
+    if name.startswith("_"):
+        raise AttributeError(f"module 'gflow' has no attribute {name!r}")
+    if name not in _SHADOWED and importlib.util.find_spec(f"{__name__}.{name}") is not None:
+        return importlib.import_module(f"{__name__}.{name}")  # a submodule: just that one
+    globals().update(_public())
+    if name in globals():  # a public name, or a submodule the import just loaded
+        return globals()[name]
+    raise AttributeError(f"module 'gflow' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted({*globals(), *_public()})
+
+
+class _Package(types.ModuleType):
+    """``gflow`` itself: a submodule named like a public function (``gflow/simulate.py``)
+    binds the function, not the module, as ``gflow.<name>`` when it is first imported
+    (``import gflow.simulate``), as the eager package did."""
+
+    def __setattr__(self, name, value):
+        if isinstance(value, types.ModuleType) and name in _SHADOWED:
+            value = getattr(value, name)
+        super().__setattr__(name, value)
+
+
+_SHADOWED = ("simulate",)
+sys.modules[__name__].__class__ = _Package

@@ -226,7 +226,8 @@ def simulate_resumable(path, net, params0, data, *, every: int | None = None,
                      observe=observe, probes=probes, stop_loss=stop_loss, stop_grad=stop_grad,
                      save_params=save_params, progress=False)
     problem = st.problem
-    check_memory(problem.observer, st.params0, problem.ctx, len(st.ts), save_params=save_params)
+    check_memory(problem.observer, st.params0, problem.ctx, len(st.ts), save_params=save_params,
+                 dynamics=st.dynamics)
     run = _Segments(st, every)
     fp = fingerprint(type(net).__name__, repr(net), *arrays(net), repr(loss), float(t1), st.ts,
                      tuple(problem.observer.observables), problem.stop_loss, problem.stop_grad,

@@ -3,8 +3,14 @@
 ``gflow run EXPERIMENT [--set k=v ...] [--seeds N]`` writes a results folder whose
 ``config.json`` records the settings and their provenance (versions, device, dtype, seed,
 command line, date); ``gflow run --config DIR/config.json`` (or a TOML file) re-runs it.
-A run that fails or receives SIGTERM leaves ``summary.json`` with ``status`` saying so and
-no half-written file; ``gflow run --resume DIR`` continues it.
+A run that fails or receives SIGTERM/Ctrl-C leaves ``summary.json`` with ``status`` saying
+so and no half-written file; ``gflow run --resume DIR`` continues it.
+
+The results folder (:mod:`gflow.resultsdir`): settings are checked before anything is
+written; a non-empty folder that is not a gflow results folder is refused, and a gflow
+folder with results or checkpoints needs ``--overwrite`` (replace them) or ``--resume``
+(continue them). gflow removes only files it writes, and holds a lock on the folder while
+it runs, so a second run on the same folder is refused.
 
 Checkpoints inside a run: the experiment runs inside
 ``gflow.checkpoint.checkpointing(DIR/checkpoints)``, so each of its ``simulate`` calls is
@@ -14,9 +20,11 @@ SIGTERM/Ctrl-C), and each ``simulate_ensemble`` call keeps its finished chunks. 
 writes each finished point to ``DIR/parts`` (one ``checkpoints/point_NNNNN`` folder per
 point while it runs). ``--resume DIR`` reads finished points and calls back and continues
 the interrupted call from its last checkpoint; the result is bitwise the one an
-uninterrupted run gives. K is recorded in ``config.json`` (it changes gradient-flow
-results within the solver tolerance, so a resume uses the recorded one);
-``--checkpoint-every 0`` runs without in-run checkpoints.
+uninterrupted run gives, which is why a resume with other package versions or another
+device is refused unless ``--force``. K is recorded in ``config.json`` (it changes
+gradient-flow results within the solver tolerance, so a resume uses the recorded one);
+``--checkpoint-every 0`` runs without in-run checkpoints. Damaged checkpoints or sweep
+points are reported and computed again.
 """
 
 from __future__ import annotations
@@ -26,7 +34,6 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import signal
 import sys
 import threading
@@ -59,24 +66,32 @@ _TERMINATED: list[int] = []
 _RECORDING: list[bool] = []
 
 
-def _on_sigterm(signum, frame):
+def _stop_exception(signum) -> BaseException:
+    if signum == signal.SIGINT:
+        return KeyboardInterrupt()
+    return Terminated("terminated by SIGTERM")
+
+
+def _on_signal(signum, frame):
+    """SIGTERM and SIGINT (Ctrl-C) during a run: raise in the main thread."""
     if _RECORDING:  # already recording the failure: finish writing summary.json
         return
     if not _TERMINATED:
-        # An exception raised while a finalizer or gc callback runs (jax has one) is
-        # swallowed by Python: re-send the signal until it reaches the run's handler.
+        # An exception raised while a finalizer or gc callback runs (jax has one, also
+        # during XLA compiles) is swallowed by Python: re-send the signal until it reaches
+        # the run's code.
         def rekick():
             while not _RECORDING and not _STOP.wait(0.5):
-                os.kill(os.getpid(), signal.SIGTERM)
+                os.kill(os.getpid(), signum)
 
         threading.Thread(target=rekick, daemon=True).start()
     _TERMINATED.append(signum)
-    raise Terminated("terminated by SIGTERM")
+    raise _stop_exception(signum)
 
 
 def _check_terminated():
     if _TERMINATED:
-        raise Terminated("terminated by SIGTERM")
+        raise _stop_exception(_TERMINATED[0])
 
 
 def _plan(args):
@@ -138,19 +153,51 @@ def _checkpoints(directory: Path, ck: dict):
                                     every_seconds=ck["every_seconds"])
 
 
-def _remove_checkpoints(directory: Path) -> None:
-    if directory.is_dir():
-        shutil.rmtree(directory)
+def _check_provenance(recorded: dict, current: dict, force: bool) -> None:
+    """Refuse a resume whose results could differ bitwise from the interrupted run's."""
+    from . import provenance
+
+    exact, warn = provenance.compare(recorded, current)
+    for w in warn:
+        print(f"gflow: warning: resuming with another {w}", file=sys.stderr)
+    if exact and not force:
+        raise ValueError("--resume: this run was started with " + "; ".join(exact)
+                         + " (recorded -> now); its results could differ in the last bits "
+                         "from an uninterrupted run. Resume where it started, or add --force "
+                         "to continue anyway.")
+    for w in exact:
+        print(f"gflow: warning: --force: resuming with {w}", file=sys.stderr)
+
+
+def _status(path: Path):
+    """The ``status`` in a summary.json; ``None`` if there is none or it is unreadable."""
+    try:
+        return json.loads(path.read_text()).get("status")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"--out {str(out)!r}: cannot create the folder ({e.strerror or e}).") \
+            from None
 
 
 def _cmd_run(args) -> int:
     experiment, x64, recorded = _plan(args)
     ck = _checkpoint_settings(args, recorded)
+    if args.overwrite and args.resume:
+        raise ValueError("--overwrite and --resume exclude each other: --resume continues "
+                         "the results in the folder, --overwrite replaces them.")
+    if args.force and not args.resume:
+        raise ValueError("--force applies only to --resume.")
     if x64:
         import jax
 
         jax.config.update("jax_enable_x64", True)
-    from . import experiments, io, provenance
+    from . import experiments, provenance, resultsdir
 
     mod = experiments.get(experiment)
     if recorded is None:
@@ -159,33 +206,51 @@ def _cmd_run(args) -> int:
         axes, configs = experiments.grid_from_dict(mod.Config, recorded.get("settings") or {},
                                                    recorded.get("sweep"))
     if args.resume:
-        out = Path(args.resume)
-        done = out / "summary.json"
-        if done.exists() and json.loads(done.read_text()).get("status") == "completed":
+        out = args.results_dir = Path(args.resume)
+        if args.out is not None:
+            raise ValueError("--resume DIR continues in DIR: drop --out.")
+        if not resultsdir.is_gflow_folder(out):
+            raise ValueError(f"--resume {str(out)!r}: not a gflow results folder.")
+        if _status(out / "summary.json") == "completed":
             print(f"{out} is complete; nothing to resume.")
             return 0
     else:
         out = Path(args.out or Path("results") / experiment)
+    args.results_dir = out  # for the message on Ctrl-C
+    resultsdir.check(out, overwrite=args.overwrite, resume=bool(args.resume))  # writes nothing
     config = {"experiment": experiment, "x64": x64, "seed": configs[0].seed,
               "settings": dataclasses.asdict(configs[0]), "sweep": axes, "checkpoint": ck,
               "provenance": provenance.collect(args.argv)}
     if recorded is not None and "provenance" in recorded:
+        if args.resume:
+            _check_provenance(recorded["provenance"], config["provenance"], args.force)
         key = "resumed_from" if args.resume else "rerun_of"
         config["provenance"][key] = recorded["provenance"]
-    out.mkdir(parents=True, exist_ok=True)
-    # the folder is incomplete from here until the new summary.json is written
-    (out / "summary.json").unlink(missing_ok=True)
-    if not args.resume:
-        (out / "trajectory.nc").unlink(missing_ok=True)
-        io.remove_parts(out)
-        _remove_checkpoints(out / "checkpoints")
-    io.write_json(out / "config.json", config)
+    _make_folder(out)
+    with resultsdir.locked(out):
+        # again under the lock: another run may have written here since the check
+        resultsdir.check(out, overwrite=args.overwrite, resume=bool(args.resume))
+        resultsdir.remove_temp_files(out)  # of writes killed mid-way (gflow's names only)
+        if args.resume:
+            # the folder is incomplete from here until the new summary.json is written
+            (out / "summary.json").unlink(missing_ok=True)
+        else:
+            resultsdir.remove_results(out)
+        return _execute(mod, experiment, axes, configs, config, out, args, ck)
+
+
+def _execute(mod, experiment, axes, configs, config, out, args, ck) -> int:
+    """Run the experiment into ``out`` (locked, prepared) and write its results."""
+    from . import io, resultsdir
+
     _TERMINATED.clear()
     _RECORDING.clear()
     _STOP.clear()
-    previous = signal.signal(signal.SIGTERM, _on_sigterm) if _main_thread() else None
+    previous = ({sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+                if _main_thread() else {})
     t0 = time.perf_counter()
     try:
+        io.write_json(out / "config.json", config)
         if not axes:
             with _checkpoints(out / "checkpoints", ck):
                 result = mod.run(configs[0], progress=not args.quiet)
@@ -199,7 +264,7 @@ def _cmd_run(args) -> int:
                    "wall_time_s": time.perf_counter() - t0}
         io.write_results(out, config=config, summary=summary, dataset=dataset, figures=figs)
         io.remove_parts(out)
-        _remove_checkpoints(out / "checkpoints")
+        resultsdir.remove_checkpoints(out / "checkpoints")
     except BaseException as e:
         _RECORDING.append(True)
         _STOP.set()
@@ -209,8 +274,8 @@ def _cmd_run(args) -> int:
         raise
     finally:
         _STOP.set()
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if not args.quiet:
         for k, v in summary.items():
             print(f"{k}: {v}")
@@ -227,7 +292,8 @@ def _record_failure(out: Path, experiment: str, e: BaseException, wall: float) -
     left half-written (every write is atomic) and finished sweep points stay in parts/."""
     from . import io
 
-    kind = "interrupted" if isinstance(e, KeyboardInterrupt | Terminated) else "failed"
+    interrupted = isinstance(e, KeyboardInterrupt | Terminated)
+    kind = "interrupted" if interrupted else "failed"
     msg = str(e) or type(e).__name__
     parts = sorted((out / "parts").glob("[0-9]*.json")) if (out / "parts").is_dir() else []
     ckpts = (sorted(p for p in (out / "checkpoints").rglob("*.npz") if p.name[0] != ".")
@@ -235,7 +301,8 @@ def _record_failure(out: Path, experiment: str, e: BaseException, wall: float) -
     summary = {"experiment": experiment, "status": f"{kind}: {type(e).__name__}: {msg}",
                "wall_time_s": wall, "sweep_points_done": len(parts),
                "checkpoint_files": len(ckpts),
-               "resume": f"gflow run --resume {out}" if parts or ckpts else None}
+               # an interrupted run resumes from config.json even before its first checkpoint
+               "resume": f"gflow run --resume {out}" if interrupted or parts or ckpts else None}
     # a results file written just before the failure (e.g. a figure failed) goes too:
     # the folder holds either the whole result set or none of it
     (out / "trajectory.nc").unlink(missing_ok=True)
@@ -252,7 +319,7 @@ def _run_sweep(mod, axes, configs, out, *, quiet, resume=False, ck=None):
     is written)."""
     import tqdm
 
-    from . import experiments, io
+    from . import experiments, io, resultsdir
 
     summaries, datasets, figs = [], [], {}
     for i, cfg in enumerate(tqdm.tqdm(configs, desc="sweep", unit="run", disable=quiet)):
@@ -263,7 +330,7 @@ def _run_sweep(mod, axes, configs, out, *, quiet, resume=False, ck=None):
             with _checkpoints(point, ck or {"every": 0}):
                 result = mod.run(cfg, progress=False)
             io.write_part(out, i, result.dataset, result.summary)
-            _remove_checkpoints(point)
+            resultsdir.remove_checkpoints(point)
             summary, dataset = result.summary, result.dataset
         else:
             summary, dataset = done
@@ -289,31 +356,66 @@ def _nest(vals, shape):
 
 
 def _cmd_plot(args) -> int:
-    from . import experiments, io
+    from . import experiments, io, resultsdir
 
-    config, _, ds = io.read_results(args.dir)
+    out = Path(args.dir)
+    config, summary, ds = io.read_results(out)
+    if not isinstance(config.get("experiment"), str) or not isinstance(
+            config.get("settings"), dict):
+        raise ValueError(f"{str(out / 'config.json')!r} is not a gflow run config (no "
+                         "'experiment' and 'settings').")
+    if ds is None:
+        raise ValueError(f"{str(out)!r} has no trajectory.nc to draw from (status: "
+                         f"{summary.get('status')!r}).")
     mod = experiments.get(config["experiment"])
     cfg = experiments.config_from_dict(mod.Config, config["settings"])
     axes = config.get("sweep") or {}
+    figs = {}
     if not axes:
-        for name, fig in mod.figures(ds, cfg).items():
-            io.write_figure(Path(args.dir) / f"{name}.png", fig)
-        return 0
-    import itertools
+        figs = mod.figures(ds, cfg)
+    else:
+        import itertools
 
-    for vals in itertools.product(*axes.values()):
-        point = dict(zip(axes, vals, strict=True))
-        label = "_".join(f"{k}{v}" for k, v in point.items())
-        sub = ds.sel(point)
-        for name, fig in mod.figures(sub, dataclasses.replace(cfg, **point)).items():
-            io.write_figure(Path(args.dir) / f"{name}_{label}.png", fig)
+        for vals in itertools.product(*axes.values()):
+            point = dict(zip(axes, vals, strict=True))
+            label = "_".join(f"{k}{v}" for k, v in point.items())
+            sub = ds.sel(point)
+            figs |= {f"{name}_{label}": fig for name, fig in
+                     mod.figures(sub, dataclasses.replace(cfg, **point)).items()}
+    with resultsdir.locked(out):
+        written = []
+        for name, fig in figs.items():
+            io.write_figure(out / f"{name}.png", fig)
+            written.append(f"{name}.png")
+        recorded = [f for f in summary.get("figures") or [] if f not in written]
+        # the figures a later --overwrite removes
+        io.write_json(out / "summary.json", {**summary, "figures": recorded + written})
+    for name in written:
+        print(out / name)
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="gflow", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="run an experiment and write a results folder")
+_DESCRIPTION = """\
+gflow simulates how neural networks learn: gradient flow integrated as an ODE, and GD,
+SGD and optax optimizers on the same time axis (t = step x lr), for single networks and
+ensembles. The subcommands run the research experiments and write results folders
+(config.json, summary.json, trajectory.nc, figures)."""
+
+_RUN_DESCRIPTION = """\
+Run an experiment and write its results folder (--out, default results/EXPERIMENT).
+A new or empty folder is used as it is; a non-empty folder that is not a gflow results
+folder is refused; a gflow results folder that holds results or checkpoints needs
+--overwrite (replace them) or --resume (continue an interrupted run). gflow removes only
+files it wrote, and a folder in use by another gflow run is refused."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gflow", description=_DESCRIPTION,
+        epilog="Run 'gflow COMMAND -h' for the options of a command.")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    r = sub.add_parser("run", help="run an experiment and write a results folder",
+                       description=_RUN_DESCRIPTION)
     r.add_argument("experiment", nargs="?", help="experiment name (see gflow list)")
     r.add_argument("--config", metavar="FILE",
                    help="re-run a recorded config (DIR/config.json, or a .toml/.json file)")
@@ -325,6 +427,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--seeds", type=int, metavar="N",
                    help="sweep over N seeds (seed, seed+1, ...)")
     r.add_argument("--out", help="results folder (default results/EXPERIMENT)")
+    r.add_argument("--overwrite", action="store_true",
+                   help="replace the results and checkpoints of an earlier run in --out")
+    r.add_argument("--force", action="store_true",
+                   help="with --resume: continue although package versions or the device "
+                        "differ from the recorded ones (results may differ in the last bits)")
     r.add_argument("--x64", action="store_true", help="compute in float64")
     r.add_argument("--quiet", action="store_true", help="no progress bar or summary")
     r.add_argument("--checkpoint-every", type=int, metavar="K",
@@ -335,18 +442,38 @@ def main(argv: list[str] | None = None) -> int:
                         f"(default {_CHECKPOINT_DEFAULTS['every_seconds']:g}; 0: after "
                         "every segment)")
     r.set_defaults(fn=_cmd_run)
-    lst = sub.add_parser("list", help="list experiments and their settings")
+    lst = sub.add_parser("list", help="list experiments and their settings",
+                         description="List the experiments and their settings with defaults.")
     lst.set_defaults(fn=_cmd_list)
-    pl = sub.add_parser("plot", help="redraw the figures of a results folder")
-    pl.add_argument("dir")
+    pl = sub.add_parser("plot", help="redraw the figures of a results folder",
+                        description="Redraw the figures of a finished results folder from its "
+                                    "trajectory.nc and config.json, and print the files written.")
+    pl.add_argument("dir", help="a results folder written by gflow run")
     pl.set_defaults(fn=_cmd_plot)
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     args.argv = ["gflow", *(sys.argv[1:] if argv is None else argv)]
     try:
         return args.fn(args)
     except ValueError as e:  # bad settings: a clear message, not a traceback
         print(f"gflow: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        hint = ""
+        out = getattr(args, "results_dir", None)
+        if out is not None and (out / "config.json").exists():
+            hint = f" (recorded in {out / 'summary.json'}); continue with: gflow run --resume {out}"
+        print(f"gflow: interrupted{hint}", file=sys.stderr)
+        if argv is None:
+            # the process's own command line: end now rather than in the interpreter's
+            # teardown, which can crash while an interrupted XLA compile is still running
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(130)
+        return 130
 
 
 if __name__ == "__main__":

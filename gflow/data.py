@@ -65,6 +65,11 @@ def _check_pair(X, y, nx: str, ny: str, member_axes: int) -> None:
     if X.ndim != 2 + member_axes:
         raise ValueError(f"{nx} must have shape (n, d), got {tuple(X.shape)}.")
     if y.ndim != 1 + member_axes:
+        if member_axes:  # an X with extra axes is read as a stack of datasets
+            raise ValueError(
+                f"{nx} has shape {tuple(X.shape)}, read as a stack of datasets (members, n, d), "
+                f"which needs {ny} of shape {tuple(X.shape[:-1])}, got {tuple(y.shape)}; for "
+                f"one dataset give {nx} of shape (n, d).")
         raise ValueError(f"{ny} must have shape (n,), got {tuple(y.shape)}.")
     if X.shape[:-1] != y.shape:
         raise ValueError(

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _status
+from . import _status, inputs
 from ._tree import bcast, tree_finite, tree_norm
 from .dynamics import AbstractDynamics, Plan, blank_saves, record
 from .observe import at_stop
@@ -362,6 +362,7 @@ class Optax(DiscreteDynamics):
                 f"Optax: optimizer must be an optax.GradientTransformation, got {self.optimizer!r}."
             )
         check_lr(self.lr, "Optax")
+        inputs.check_optax_lr(self.optimizer, self.lr)
 
     def describe(self) -> str:
         return f"Optax(lr={self.lr})"

@@ -176,7 +176,8 @@ def simulate_ensemble(
     one = [jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if a == 0 else x
            for x, a in zip(leaves, axes, strict=True)]
     _, problem1, params1 = jax.tree.unflatten(treedef, one)  # one member, for the estimate
-    check_memory(observer, params1, problem1.ctx, len(ts), members=M, save_params=save_params)
+    check_memory(observer, params1, problem1.ctx, len(ts), members=M, save_params=save_params,
+                 dynamics=dynamics)
     devices = tuple(jax.devices() if devices is None else devices)
     block = _block(block, devices[0].platform, n * getattr(net, "width", 1)
                    * jnp.dtype(dtype).itemsize)

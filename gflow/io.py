@@ -1,7 +1,8 @@
 """Results on disk: ``config.json``, ``summary.json``, ``trajectory.nc`` and figures.
 
 Every file is written atomically (a temporary file in the same folder, then
-``os.replace``), so a results folder never holds a half-written file.
+``os.replace``), so a results folder never holds a half-written file; files get the
+permissions the umask gives new files (as ``open`` would), not the temporary file's 0600.
 """
 
 from __future__ import annotations
@@ -12,22 +13,46 @@ import json
 import math
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["read_part", "read_results", "remove_parts", "write_dataset", "write_figure",
-           "write_json", "write_part", "write_results"]
+__all__ = ["atomic_path", "default_mode", "read_part", "read_results", "remove_parts",
+           "write_dataset", "write_figure", "write_json", "write_part", "write_results"]
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def default_mode() -> int:
+    """The permission bits a new file gets: ``0o666`` less the umask."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
-def _atomic(path: Path, suffix: str):
+def atomic_path(path, suffix: str):
+    """A temporary path next to ``path`` (``.NAME.XXXXXXXX<suffix>``) to write into;
+    on leaving the block it becomes ``path`` (``os.replace``), with the umask's
+    permissions; on an error it is removed."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     try:
         yield tmp
+        os.chmod(tmp, default_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -52,7 +77,7 @@ def _jsonable(x: Any) -> Any:
 def write_json(path, obj) -> None:
     """Write ``obj`` as JSON (numpy values converted; NaN -> null)."""
     path = Path(path)
-    with _atomic(path, ".json") as tmp, open(tmp, "w") as f:
+    with atomic_path(path, ".json") as tmp, open(tmp, "w") as f:
         json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
         f.write("\n")
 
@@ -60,7 +85,7 @@ def write_json(path, obj) -> None:
 def write_dataset(path, ds) -> None:
     """Write an ``xarray.Dataset`` to netCDF (h5netcdf engine)."""
     path = Path(path)
-    with _atomic(path, ".nc") as tmp:
+    with atomic_path(path, ".nc") as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
 
 
@@ -69,7 +94,7 @@ def write_figure(path, fig) -> None:
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    with _atomic(path, ".png") as tmp:
+    with atomic_path(path, ".png") as tmp:
         fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
 
@@ -83,7 +108,10 @@ def write_results(out_dir, *, config: dict, summary: dict, dataset=None, figures
         write_dataset(out / "trajectory.nc", dataset)
     for name, fig in (figures or {}).items():
         write_figure(out / f"{name}.png", fig)
-    write_json(out / "summary.json", summary)  # last: its presence marks a complete folder
+    # last: its presence marks a complete folder; it lists the figures (what a later
+    # --overwrite removes)
+    summary = {**summary, "figures": [f"{name}.png" for name in figures or {}]}
+    write_json(out / "summary.json", summary)
     return out
 
 
@@ -99,33 +127,59 @@ def write_part(out_dir, index: int, ds, summary: dict | None = None) -> Path:
 
 
 def read_part(out_dir, index: int):
-    """``(summary, dataset)`` of a finished sweep point, or ``None`` if it is not on disk."""
+    """``(summary, dataset)`` of a finished sweep point, or ``None`` if it is not on disk
+    or unreadable (a warning names the file; the point is then computed again)."""
     import xarray as xr
 
     path = Path(out_dir) / "parts" / f"{index:05d}.nc"
     meta = path.with_suffix(".json")
     if not (path.exists() and meta.exists()):
         return None
-    return json.loads(meta.read_text()), xr.load_dataset(path, engine="h5netcdf")
+    try:
+        return json.loads(meta.read_text()), xr.load_dataset(path, engine="h5netcdf")
+    except Exception as e:  # noqa: BLE001 - any reader error means: recompute this point
+        warnings.warn(f"sweep point {str(path)!r} is unreadable ({type(e).__name__}: {e}); "
+                      "computing that point again.", stacklevel=2)
+        return None
 
 
 def remove_parts(out_dir) -> None:
-    """Remove ``DIR/parts`` once the combined ``trajectory.nc`` is written."""
-    parts = Path(out_dir) / "parts"
-    if parts.is_dir():
-        for p in [*parts.glob("*.nc"), *parts.glob("*.json")]:
-            p.unlink()
-        if not any(parts.iterdir()):
-            parts.rmdir()
+    """Remove gflow's files in ``DIR/parts`` once the combined ``trajectory.nc`` is written
+    (and the folder, if nothing else is in it)."""
+    from . import resultsdir
+
+    resultsdir.remove_parts(out_dir)
 
 
 def read_results(out_dir) -> tuple[dict, dict, Any]:
-    """``(config, summary, dataset)`` of a results folder."""
+    """``(config, summary, dataset)`` of a results folder; ``ValueError`` naming the file
+    if one is missing or unreadable."""
     import xarray as xr
 
     out = Path(out_dir)
-    config = json.loads((out / "config.json").read_text())
-    summary = json.loads((out / "summary.json").read_text())
+    if not out.is_dir():
+        raise ValueError(f"{str(out)!r} is not a folder (give a results folder of gflow run).")
+    got = []
+    for name in ("config.json", "summary.json"):
+        path = out / name
+        if not path.is_file():
+            raise ValueError(f"{str(path)!r} does not exist: {str(out)!r} is not a finished "
+                             "gflow results folder.")
+        try:
+            obj = json.loads(path.read_text())
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise ValueError(f"{str(path)!r} is not valid JSON: {e}") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{str(path)!r} must hold a JSON object.")
+        got.append(obj)
+    config, summary = got
     nc = out / "trajectory.nc"
-    ds = xr.load_dataset(nc, engine="h5netcdf") if nc.exists() else None
+    ds = None
+    if nc.exists():
+        try:
+            ds = xr.load_dataset(nc, engine="h5netcdf")
+        except Exception as e:  # noqa: BLE001 - any reader error: a damaged file
+            raise ValueError(f"{str(nc)!r} is unreadable (truncated or damaged: "
+                             f"{type(e).__name__}: {e}); re-run with gflow run --config "
+                             f"{out} --out NEW_FOLDER.") from None
     return config, summary, ds

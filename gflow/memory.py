@@ -23,6 +23,8 @@ from collections.abc import Iterator
 import jax
 import numpy as np
 
+from . import footprint
+
 __all__ = ["available_memory", "check_memory", "estimate_bytes",
            "memory_limit"]
 
@@ -131,19 +133,23 @@ def estimate_bytes(observer, params, ctx, n_saves: int, *, members: int = 1,
 
 
 def check_memory(observer, params, ctx, n_saves: int, *, members: int = 1,
-                 save_params: bool = False) -> int:
-    """Raise ``ValueError`` if the results of a run would not fit in memory; returns the
-    estimate in bytes."""
+                 save_params: bool = False, dynamics=None) -> int:
+    """Raise ``ValueError`` if the results of a run, with what training needs besides
+    (:mod:`gflow.footprint`), would not fit in memory; returns the results' estimate in
+    bytes."""
     total, per_save = estimate_bytes(observer, params, ctx, n_saves, members=members,
                                      save_params=save_params)
     limit = available_memory()
-    if limit is not None and _COPIES * total > limit:
+    work = 0 if limit is None else footprint.check_working(
+        ctx.objective, params, dynamics, members, limit)
+    if limit is not None and _COPIES * total + work > limit:
         gib = 2.0**30
         what = "observables" + (" and parameter snapshots" if save_params else "")
         raise ValueError(
             f"this run would keep {_COPIES * total / gib:.3g} GiB of saved {what} "
             f"({members} member(s) x {n_saves} saves x {per_save} bytes, held twice while "
-            f"copied to the host) but only {limit / gib:.3g} GiB is available. Save at fewer "
+            f"copied to the host) but only {limit / gib:.3g} GiB is available besides the "
+            f"{work / gib:.3g} GiB training needs. Save at fewer "
             "times (save=gflow.LogTimes(k) with a smaller k), observe fewer or smaller "
             "observables" + (", drop save_params=True" if save_params else "")
             + ", or run the members in several calls (chunk_size= bounds only the memory of "

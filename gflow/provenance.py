@@ -7,6 +7,11 @@ DIR/config.json`` re-runs a recorded folder with the same settings (sweeps inclu
 
 Configs are read only with data parsers (``json``; TOML via ``tomllib``): no ``eval``,
 no pickle of user-supplied files.
+
+``gflow run --resume DIR`` compares the recorded provenance with the running one
+(:func:`compare`): another version of gflow's numerical stack, another backend, device kind
+or device count can change results in the last bits, so the resume is refused unless
+``--force``; another Python, platform or gflow commit only warns.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PACKAGES", "collect", "read_config"]
+__all__ = ["CONFIG_KEYS", "PACKAGES", "collect", "compare", "read_config"]
 
 PACKAGES = ("gflow", "jax", "jaxlib", "diffrax", "optax", "equinox", "numpy")
 
@@ -73,6 +78,34 @@ def collect(argv: list[str] | None = None) -> dict[str, Any]:
     }
 
 
+#: the top-level keys of a run config (what ``gflow run`` writes to ``config.json``)
+CONFIG_KEYS = ("experiment", "x64", "seed", "settings", "sweep", "checkpoint", "provenance")
+
+# recorded provenance that a bitwise-identical resume needs unchanged / only warns about
+_EXACT = ("backend", "device_kind", "device_count", "dtype")
+_WARN = ("python", "platform")
+
+
+def compare(recorded: dict[str, Any], current: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """``(differences that can change results bitwise, harmless differences)`` between a
+    recorded and the current provenance, each as ``"what: recorded -> current"``."""
+    exact, warn = [], []
+    rv, cv = recorded.get("versions") or {}, current.get("versions") or {}
+    for pkg in PACKAGES:
+        if rv.get(pkg) != cv.get(pkg):
+            exact.append(f"{pkg} {rv.get(pkg)} -> {cv.get(pkg)}")
+    for key in _EXACT:
+        if recorded.get(key) != current.get(key):
+            exact.append(f"{key}: {recorded.get(key)} -> {current.get(key)}")
+    for key in _WARN:
+        if recorded.get(key) != current.get(key):
+            warn.append(f"{key}: {recorded.get(key)} -> {current.get(key)}")
+    rg, cg = recorded.get("gflow_git") or {}, current.get("gflow_git") or {}
+    if rg.get("commit") != cg.get("commit"):
+        warn.append(f"gflow commit: {rg.get('commit')} -> {cg.get('commit')}")
+    return exact, warn
+
+
 def read_config(path) -> dict[str, Any]:
     """Read a run config (``config.json`` of a results folder, or a ``.toml`` file).
 
@@ -86,16 +119,23 @@ def read_config(path) -> dict[str, Any]:
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist.")
     text = path.read_bytes()
+    kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
     try:
-        if path.suffix.lower() == ".toml":
+        if kind == "TOML":
             cfg = tomllib.loads(text.decode("utf-8"))
         else:
             cfg = json.loads(text)
     except (UnicodeDecodeError, json.JSONDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"config file {str(path)!r} is not valid "
-                         f"{'TOML' if path.suffix.lower() == '.toml' else 'JSON'}: {e}") from None
+        raise ValueError(f"config file {str(path)!r} is not valid {kind}: {e}") from None
+    except RecursionError:
+        raise ValueError(f"config file {str(path)!r} is nested too deeply to be a gflow "
+                         "config.") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("experiment"), str):
         raise ValueError(f"config file {str(path)!r} must be a table with an 'experiment' name.")
+    unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+    if unknown:
+        raise ValueError(f"config file {str(path)!r}: unknown key(s) {unknown}; valid keys: "
+                         f"{list(CONFIG_KEYS)}.")
     for key, typ in (("settings", dict), ("sweep", dict)):
         if cfg.get(key) is not None and not isinstance(cfg[key], typ):
             raise ValueError(f"config file {str(path)!r}: {key!r} must be a table.")

@@ -74,7 +74,7 @@ def simulate(
                save_params=save_params, progress=progress)
     problem = st.problem
     check_memory(problem.observer, st.params0, problem.ctx, len(st.ts),  # refuse early
-                 save_params=save_params)
+                 save_params=save_params, dynamics=st.dynamics)
     out = solve_run(st.planned, problem, st.params0)
     out = st.dynamics.report(jax.device_get(out), st.info)
     traj = to_trajectory(out, st.params0, st.dynamics, problem.observer)

@@ -19,6 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import statefile
+
 __all__ = ["ChunkStore", "arrays", "dynamics_parts", "ensemble_fingerprint", "fingerprint",
            "from_host", "is_key", "load_state", "save_state", "to_host"]
 
@@ -72,31 +74,15 @@ def dynamics_parts(dynamics, params) -> list:
 
 
 def save_state(path: Path, state: dict[str, np.ndarray]) -> None:
-    """Write the checkpoint atomically (a temporary file, then ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **state)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write the checkpoint atomically, tagged with a hash of its arrays
+    (:mod:`gflow.statefile`)."""
+    statefile.write(path, state)
 
 
 def load_state(path: Path, fingerprint: str) -> dict[str, np.ndarray] | None:
-    """The arrays of the checkpoint at ``path`` (``None`` if there is none); a checkpoint
-    with another fingerprint is refused."""
-    if not path.exists():
-        return None
-    with np.load(path, allow_pickle=False) as z:
-        state = {k: z[k] for k in z.files}
-    if str(state["fingerprint"]) != fingerprint:
-        raise ValueError(f"checkpoint {str(path)!r} belongs to a different run (other "
-                         "settings, data or initial parameters); remove it or use another path.")
-    return state
+    """The arrays of the checkpoint at ``path``; ``None`` if there is none or it is damaged
+    (then recomputed); a checkpoint with another fingerprint is refused."""
+    return statefile.read(path, fingerprint)
 
 
 class ChunkStore:

@@ -12,6 +12,7 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
+from fake_experiment import DRIVER, FAKE
 
 from gflow import cli, provenance
 
@@ -28,7 +29,9 @@ def _summary(out):
 
 
 def _no_temp_files(out):
-    return not [p for p in out.rglob(".*")]
+    # the lock file stays only after SIGKILL (unlocked then: the kernel drops a dead
+    # process's flock)
+    return not [p for p in out.rglob(".*") if p.name != ".gflow.lock"]
 
 
 def _same_data(a, b):
@@ -117,20 +120,31 @@ def test_config_and_set_are_exclusive(tmp_path, capsys):
     assert "cannot be combined" in capsys.readouterr().err
 
 
-def test_failure_inside_run_records_status(tmp_path, monkeypatch):
+def _gflow_folder(out, **files):
+    """A results folder as gflow run leaves it (its config.json), with ``files``."""
+    out.mkdir(parents=True)
+    (out / "config.json").write_text(json.dumps(
+        {"experiment": "quickstart", "settings": {}, "provenance": {"command": ["gflow"]}}))
+    for name, text in files.items():
+        (out / name).write_text(text)
+    return out
+
+
+def test_failure_inside_run_records_status(tmp_path, monkeypatch, capsys):
     from gflow.experiments import quickstart
 
-    out = tmp_path / "f"
     # a stale result of an earlier run in the same folder must not survive a failed re-run
-    out.mkdir()
-    (out / "trajectory.nc").write_bytes(b"stale")
+    out = _gflow_folder(tmp_path / "f", **{"trajectory.nc": "stale"})
 
     def boom(cfg, *, progress=False):
         raise RuntimeError("boom in run")
 
     monkeypatch.setattr(quickstart, "run", boom)
+    assert _run("quickstart", "--out", str(out), *TINY) == 2  # results there: refused
+    assert "--overwrite" in capsys.readouterr().err
+    assert (out / "trajectory.nc").read_text() == "stale"
     with pytest.raises(RuntimeError, match="boom"):
-        _run("quickstart", "--out", str(out), *TINY)
+        _run("quickstart", "--out", str(out), *TINY, "--overwrite")
     s = _summary(out)
     assert s["status"] == "failed: RuntimeError: boom in run"
     assert not (out / "trajectory.nc").exists() and _no_temp_files(out)
@@ -147,30 +161,8 @@ def test_bad_setting_raising_inside_run(tmp_path, capsys):
 
 
 # A sweep driven through the real CLI in a subprocess, with the experiment replaced by a
-# cheap deterministic stand-in (no compile: the test is about the results folder, not the
-# numerics). Points after the first sleep when SLOW is set, so the test can signal the run
-# after point 0 is on disk and before the sweep ends, without depending on timing.
-_FAKE = """
-import time
-import numpy as np
-import xarray as xr
-from gflow.experiments import Result, quickstart
-SLOW = False
-def fake_run(cfg, *, progress=False):
-    if SLOW and cfg.seed > 0:
-        time.sleep(20)
-    x = np.random.default_rng(cfg.seed).standard_normal(cfg.n_save) * cfg.width
-    return Result({"final": float(x[-1]), "status_gf": "completed"},
-                  xr.Dataset({"loss": (("time",), x)}))
-quickstart.run = fake_run
-quickstart.figures = lambda ds, cfg: {}
-"""
-_DRIVER = _FAKE + """
-import sys
-from gflow import cli
-SLOW = True
-sys.exit(cli.main(sys.argv[1:]))
-"""
+# cheap deterministic stand-in (fake_experiment.py)
+_FAKE, _DRIVER = FAKE, DRIVER
 
 
 def _start(args, tmp_path):
@@ -263,21 +255,26 @@ def test_memory_estimate_by_hand(dtype):
 
 
 def test_memory_guard_refuses_and_can_be_overridden(monkeypatch):
-    from gflow import checkpoint
+    from gflow import checkpoint, footprint
+    from gflow.objective import Objective
 
     gflow, jax, data, net = _mem_setup()
     p0 = gflow.init.gaussian(jax.random.key(1), net, 3)
+    # what training one member needs besides its results (test_memory_guard_counts_the_net)
+    w = footprint.working_bytes(Objective(net, "squared", data.X, data.y), p0, gflow.GD(0.1))
     kw = dict(dynamics=gflow.GD(0.1), t1=2.0, save=gflow.LinTimes(20), save_params=True)
-    with checkpoint.memory_limit(1000), pytest.raises(ValueError, match="fewer") as e:
+    with checkpoint.memory_limit(1000 + w), pytest.raises(ValueError, match="fewer") as e:
         gflow.simulate(net, p0, data, **kw)
     assert "save_params" in str(e.value) and "GFLOW_MEMORY_LIMIT" in str(e.value)
     with checkpoint.memory_limit(None):
         assert gflow.simulate(net, p0, data, **kw).status == "completed"
     # ensembles: the estimate scales with the members; float32 loss only: 4 bytes per save,
-    # held twice: 4 members x 20 saves -> 640 bytes > 600, 2 members -> 320 bytes fit
+    # held twice: 4 members x 20 saves -> 640 bytes > 600, 2 members -> 320 bytes fit,
+    # besides what training needs per member (w)
     P = jax.vmap(lambda k: gflow.init.gaussian(k, net, 3))(jax.random.split(jax.random.key(2), 4))
     ens = dict(dynamics=gflow.GD(0.1), t1=2.0, save=gflow.LinTimes(20))
-    monkeypatch.setenv("GFLOW_MEMORY_LIMIT", "600")
+    w = footprint.working_bytes(Objective(net, "squared", data.X, data.y), p0, gflow.GD(0.1))
+    monkeypatch.setenv("GFLOW_MEMORY_LIMIT", str(600 + 4 * w))
     with pytest.raises(ValueError, match=r"4 member\(s\) x 20 saves"):
         gflow.simulate_ensemble(net, P, data, **ens)
     half = jax.tree.map(lambda x: x[:2], P)

@@ -9,6 +9,11 @@ An experiment module defines
   alone, so ``gflow plot DIR`` can redraw them from disk.
 
 Modules in this package are discovered by name; ``gflow list`` shows them.
+
+Settings given on the command line or in a config file are checked before anything is
+computed or written (:func:`check_config`): the type of each setting, finite floats (unless
+the default itself is infinite), integers within int64, and -- for every experiment with
+both -- ``batch_size <= n``, which would otherwise fail only at the first SGD run.
 """
 
 from __future__ import annotations
@@ -16,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import itertools
+import math
 import pkgutil
 import typing
 from types import ModuleType
 from typing import Any
 
-__all__ = ["Result", "coerce", "combine_points", "config_from_dict", "get", "grid",
-           "grid_from_dict", "names", "parse_sets"]
+__all__ = ["Result", "check_config", "coerce", "combine_points", "config_from_dict", "get",
+           "grid", "grid_from_dict", "names", "parse_sets"]
 
 
 @dataclasses.dataclass
@@ -94,6 +100,35 @@ def _coerce_scalar(value, typ, key):
     return value
 
 
+_INT64 = 2**63
+
+
+def _check_value(key: str, value, default) -> None:
+    if isinstance(value, tuple):
+        for v in value:
+            _check_value(key, v, None)
+        return
+    if isinstance(value, bool):
+        return
+    if isinstance(value, float) and not math.isfinite(value) \
+            and not (isinstance(default, float) and math.isinf(default) and math.isinf(value)):
+        raise ValueError(f"setting {key}={value!r}: must be a finite number.")
+    if isinstance(value, int) and not -_INT64 <= value < _INT64:
+        raise ValueError(f"setting {key}={value!r}: out of range (an integer below 2**63).")
+
+
+def check_config(cfg) -> None:
+    """Raise ``ValueError`` naming the setting for values that would fail only later:
+    non-finite floats (unless the default is infinite), integers beyond int64, and
+    ``batch_size > n`` (SGD needs at most n samples per batch)."""
+    for f in dataclasses.fields(cfg):
+        _check_value(f.name, getattr(cfg, f.name), f.default)
+    batch, n = getattr(cfg, "batch_size", None), getattr(cfg, "n", None)
+    if isinstance(batch, int) and isinstance(n, int) and batch > n:
+        raise ValueError(f"setting batch_size={batch} is larger than n={n} (the number of "
+                         "training samples); lower batch_size or raise n.")
+
+
 def config_from_dict(cls, values: dict[str, Any]):
     """Build ``cls`` from a dict (e.g. read from ``config.json``), rejecting unknown keys
     with the list of valid ones and values of the wrong type."""
@@ -109,8 +144,28 @@ def grid_from_dict(cls, settings: dict[str, Any], sweep: dict[str, list] | None)
     ``settings`` and ``sweep`` tables."""
     base = config_from_dict(cls, settings)
     axes = {k: [coerce(cls, k, v) for v in vals] for k, vals in (sweep or {}).items()}
-    points = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
-    return axes, [dataclasses.replace(base, **pt) for pt in points]
+    for k, vals in axes.items():
+        _check_axis(vals, f"sweep {k}")
+    return axes, _points(base, axes)
+
+
+def _check_axis(vals: list, where: str) -> None:
+    if not vals:
+        raise ValueError(f"{where}: no values given.")
+    seen = []
+    for v in vals:
+        if v in seen:
+            raise ValueError(f"{where}: the value {v!r} is given twice; each point of a "
+                             "sweep must be distinct.")
+        seen.append(v)
+
+
+def _points(base, axes: dict[str, list]) -> list:
+    points = [dataclasses.replace(base, **dict(zip(axes, vals, strict=True)))
+              for vals in itertools.product(*axes.values())]
+    for cfg in [base, *points]:
+        check_config(cfg)
+    return points
 
 
 def parse_sets(cls, sets: list[str]):
@@ -141,16 +196,21 @@ def grid(cls, sets: list[str], seeds: int | None = None) -> tuple[dict[str, list
         key, _, raw = s.partition("=")
         key = key.strip()
         if key in hints and typing.get_origin(hints[key]) is not tuple and "," in raw:
+            if key in axes:
+                raise ValueError(f"--set {key}: given twice as a sweep.")
             axes[key] = [_convert(r.strip(), hints[key], key) for r in raw.split(",") if r.strip()]
+            _check_axis(axes[key], f"--set {key}={raw}")
         else:
             base.append(s)
     cfg = parse_sets(cls, base)
     if seeds is not None:
         if seeds < 1:
             raise ValueError(f"--seeds must be >= 1, got {seeds}.")
+        if "seed" in axes:
+            raise ValueError("--seeds N and a sweep over seed (--set seed=a,b,...) exclude "
+                             "each other: give one of them.")
         axes = {"seed": [cfg.seed + i for i in range(seeds)], **axes}
-    points = [dict(zip(axes, vals, strict=True)) for vals in itertools.product(*axes.values())]
-    return axes, [dataclasses.replace(cfg, **pt) for pt in points]
+    return axes, _points(cfg, axes)
 
 
 def combine_points(datasets: list, axes: dict[str, list]):
