@@ -7,6 +7,7 @@ compared point by point.
 
 from importlib.metadata import PackageNotFoundError, version
 
+from . import curvature as curvature
 from . import data as data
 from . import distributions as distributions
 from . import init as init

@@ -199,8 +199,18 @@ def test_hessian_density_of_quadratic(x64):
     assert r2.grid.shape == (50,) and r2.grid[0] < 1 < 3 < r2.grid[-1]
 
 
-@pytest.mark.parametrize("dyn", ["gd", pytest.param("gf", marks=pytest.mark.slow)])
+_slow = pytest.mark.slow
+
+
+@pytest.mark.parametrize(("dyn", "dtype"), [
+    ("gd", "float32"), pytest.param("gd", "float64", marks=_slow),
+    pytest.param("gf", "float32", marks=_slow), pytest.param("gf", "float64", marks=_slow)])
 def test_observables_in_simulate_match_post_hoc(dyn, dtype):
+    with jax.enable_x64(dtype == "float64"):
+        _simulate_vs_post_hoc(dyn, dtype)
+
+
+def _simulate_vs_post_hoc(dyn, dtype):
     ds = gflow.data.teacher(jax.random.key(0), 24, 3, 2)
     net = gflow.TwoLayer(6, "tanh", bias=True)
     p0 = gflow.init.gaussian(jax.random.key(1), net, 3)
