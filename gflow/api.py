@@ -6,6 +6,7 @@ and ``gflow --help`` do not pay for importing jax; everything here is re-exporte
 """
 
 from . import condense as condense
+from . import curvature as curvature
 from . import data as data
 from . import distributions as distributions
 from . import dynamics as dynamics
@@ -47,6 +48,6 @@ from .trajectory import Trajectory as Trajectory
 
 # the research modules' observables, registered explicitly: every name works after `import gflow`
 for _table in (ntk.OBSERVABLES, population.OBSERVABLES, rotation.OBSERVABLES,
-               condense.OBSERVABLES):
+               condense.OBSERVABLES, curvature.OBSERVABLES):
     observe.register_table(_table)
 del _table

@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import _status
-from .data import AbstractData
+from . import _status, inputs
+from .data import AbstractData, Dataset
 from .dynamics import AbstractDynamics, Problem
 from .flow import GradientFlow
 from .losses import CLASSIFICATION, get_loss
@@ -72,10 +72,16 @@ def prepare(net, params0, data: AbstractData, *, loss, dynamics, observe, probes
     loss_fn = get_loss(loss)
     if isinstance(loss, str) and loss in CLASSIFICATION and not data.is_binary():
         raise ValueError(f"loss={loss!r} needs labels in {{-1, +1}}; y has other values.")
+    inputs.check_param_leaves(params0)
     if member_axes == 0:
+        if isinstance(data, Dataset):
+            inputs.check_single_dataset(data)
         net.check_params(params0, d=data.d)
     dtype = jnp.result_type(float)
     params0 = jax.tree.map(lambda x: jnp.asarray(x, dtype), params0)
+    inputs.check_finite_params(params0, member_axes)
+    if isinstance(data, Dataset):
+        inputs.check_loss(loss, loss_fn, data.n, dtype)
     if probes is not None:
         probes = jnp.asarray(probes, dtype)
         if probes.ndim != 2 or probes.shape[-1] != data.d:

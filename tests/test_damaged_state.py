@@ -187,7 +187,7 @@ def test_memory_guard_refuses_a_huge_net_before_compiling(monkeypatch):
     def never(*a, **k):
         raise AssertionError("compiled or ran")
 
-    monkeypatch.setattr(GD, "_integrate", never)
+    monkeypatch.setattr(GD, "advance", never)  # the protocol step: traced only in a solve
     t0 = time.perf_counter()
     with checkpoint.memory_limit(2**32), pytest.raises(ValueError, match="training this net"):
         gflow.simulate(net, p0, data, dynamics=gflow.GD(0.1), t1=1.0)
