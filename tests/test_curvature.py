@@ -19,8 +19,12 @@ class LinParams(eqx.Module):
     theta: jax.Array
 
 
-class Linear(eqx.Module):
+class Linear(gflow.AbstractNet):
     """``f(x) = x . theta``: with squared loss and y = 0, L = theta^T (X^T X / n) theta / 2."""
+
+    @property
+    def prefactor(self):
+        return 1.0
 
     def apply(self, p, X):
         return X @ p.theta
