@@ -82,15 +82,13 @@ def _two_layer(arrays, key, net, d, std, bias_std, outer_std, outer) -> TwoLayer
 def _gaussian_arrays(key, std, bias_std, outer_std, m: int, d: int, bias: bool, outer: str):
     """``W (m, d)``, ``b (m,)`` or ``None``, ``a (m,)`` of :func:`gaussian` for a two-layer
     net: one compiled program per size (the standard deviations are traced)."""
-    # the barriers keep XLA from fusing the scale into the sampler, whose rounding would
-    # then differ (by an ulp, in about a quarter of the entries) from std * jax.random.normal:
-    # with them the parameters are exactly the documented draws (tests/test_init.py)
+    # XLA may fuse the scale into the sampler: the draws of std * jax.random.normal to
+    # rounding (an ulp; tests/test_init.py), as any two compiled programs agree
     kw, kb, ka = jax.random.split(key, 3)
-    draw = lambda k, shape: jax.lax.optimization_barrier(_normal(k, shape))  # noqa: E731
-    W = std * draw(kw, (m, d))
-    b = bias_std * draw(kb, (m,)) if bias else None
-    a = (outer_std * jax.lax.optimization_barrier(jax.random.rademacher(ka, (m,), dtype=_float()))
-         if outer == "sign" else outer_std * draw(ka, (m,)))
+    W = std * _normal(kw, (m, d))
+    b = bias_std * _normal(kb, (m,)) if bias else None
+    a = (outer_std * jax.random.rademacher(ka, (m,), dtype=_float()) if outer == "sign"
+         else outer_std * _normal(ka, (m,)))
     return W, b, a
 
 
