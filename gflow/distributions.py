@@ -36,7 +36,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import population
-from .data import Dataset
+from .data import Dataset, gaussian_teacher
 from .losses import get_loss
 from .nets import TwoLayer, TwoLayerParams
 
@@ -241,10 +241,10 @@ class GaussianTeacher(Distribution):
     @classmethod
     def random(cls, key, d: int, k: int, *, activation: str = "relu",
                directions: str = "orthogonal", outer: str = "signed", noise: float = 0.0):
-        """The teacher of :func:`gflow.population.teacher_data` for the same key and options
+        """The teacher of :func:`gflow.data.gaussian_teacher` for the same key and options
         (``k`` neurons, unit directions, outer weights +-1)."""
-        ds = population.teacher_data(key, 1, d, k, activation=activation, directions=directions,
-                                     outer=outer)
+        ds = gaussian_teacher(key, 1, d, k, activation=activation, directions=directions,
+                              outer=outer)
         return cls(*ds.meta["teacher"], noise=noise)
 
     @property

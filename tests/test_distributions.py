@@ -99,10 +99,10 @@ def _gaussian_teacher_check(activation, dtype):
         0.0, abs=1e-5 if dtype == "float32" else 1e-12)
 
 
-def test_gaussian_teacher_is_the_teacher_of_population_teacher_data():
+def test_gaussian_teacher_is_the_teacher_of_data_gaussian_teacher():
     key = jax.random.key(7)
     dist = D.GaussianTeacher.random(key, 6, 2, activation="abs", outer="positive")
-    tnet, tp = gflow.population.teacher_data(key, 1, 6, 2, activation="abs").meta["teacher"]
+    tnet, tp = gflow.data.gaussian_teacher(key, 1, 6, 2, activation="abs").meta["teacher"]
     assert dist.teacher == tnet
     np.testing.assert_array_equal(dist.teacher_params.W, tp.W)  # same program, same key
     X, y = dist.sample(jax.random.key(1), 50)
