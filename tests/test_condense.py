@@ -151,6 +151,7 @@ def test_input_weights_and_observables_in_a_run():
     p0 = gflow.init.small(jax.random.key(0), net, 1, std=0.1)
     Us = C.input_weights(net, p0)
     assert [u.shape for u in Us] == [(6, 2), (4, 7)]
+    # the bias column is a copy of b: exact
     np.testing.assert_array_equal(np.asarray(Us[1][:, -1]), np.asarray(p0.bs[1]))
     tl = gflow.TwoLayer(3, "tanh", bias=False)
     ptl = gflow.init.gaussian(jax.random.key(0), tl, 2)

@@ -78,6 +78,7 @@ def test_sgd_with_full_batch_is_gd(dtype):
     # same math, samples summed in another order: equal up to rounding
     assert tree_allclose(gd.params_final, sgd.params_final,
                          rtol=1e-4 if dtype == "float32" else 1e-11, atol=1e-6)
+    # host-side float64 step grids of the same lr: exact
     np.testing.assert_array_equal(gd.times, sgd.times)
 
 
@@ -120,10 +121,11 @@ def test_optax_sgd_equals_gd():
 def test_fixed_outer_layer_never_moves(dyn):
     net, p0, ds = _problem(train_outer=False)
     tr = gflow.simulate(net, p0, ds, dynamics=dyn, t1=1.0)
+    # fixed layer: its gradient is exactly 0, so every step (GD, SGD, RK stages) adds 0
     np.testing.assert_array_equal(tr.params_final.a, p0.a)
     assert not np.array_equal(tr.params_final.W, p0.W)
     g = gflow.Objective(net, "squared", ds.X, ds.y).grad(p0)
-    assert float(jnp.max(jnp.abs(g.a))) == 0.0
+    assert float(jnp.max(jnp.abs(g.a))) == 0.0  # masked gradient: exactly zero
 
 
 @pytest.mark.parametrize("dyn", [gflow.GradientFlow(rtol=1e-6, atol=1e-8), gflow.GD(0.1),
@@ -165,7 +167,7 @@ def test_gf_nonfinite_loss_is_divergence():
     with pytest.raises(gflow.SimulationError, match="diverged at t=0"):
         gflow.simulate(net, big, ds, loss="exponential", t1=10.0)
     tr = gflow.simulate(net, big, ds, loss="exponential", t1=10.0, throw=False)
-    assert tr.status == "diverged" and tr.t_stop == 0.0
+    assert tr.status == "diverged" and tr.t_stop == 0.0  # a non-finite start stops at t = 0 exactly
 
 
 def test_gf_finite_time_blowup_is_reported():
@@ -212,6 +214,7 @@ def test_determinism():
     dyn = gflow.SGD(0.1, 8, key=jax.random.key(0))
     a = gflow.simulate(net, p0, ds, dynamics=dyn, t1=2.0, observe=("loss", "margin"))
     b = gflow.simulate(net, p0, ds, dynamics=dyn, t1=2.0, observe=("loss", "margin"))
+    # the same compiled program twice on the same inputs: exact
     np.testing.assert_array_equal(a["loss"], b["loss"])
     assert tree_allclose(a.params_final, b.params_final, rtol=0)
 

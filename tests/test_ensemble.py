@@ -47,7 +47,7 @@ def test_ensemble_equals_separate_runs(data, dyn):
         # float32; GF: the same adaptive steps up to rounding of traced vs constant tolerances
         np.testing.assert_allclose(ens["loss"][i], one["loss"], rtol=1e-4)
         assert tree_max_abs_diff(_member(ens.params_final, i), one.params_final) < 1e-4
-        np.testing.assert_array_equal(ens.times, one.times)
+        np.testing.assert_array_equal(ens.times, one.times)  # host-side save grids: exact
 
 
 def test_per_member_lr_and_time_axis(data):
@@ -63,7 +63,7 @@ def test_per_member_lr_and_time_axis(data):
         one = gflow.simulate(net, _member(p0, i), data, dynamics=gflow.GD(lr=float(lr)), t1=2.0,
                              save=np.array([0.0, 0.53, 1.0, 2.0]))
         np.testing.assert_allclose(ens["loss"][i], one["loss"], rtol=1e-5)
-        np.testing.assert_array_equal(ens.times[i], one.times)
+        np.testing.assert_array_equal(ens.times[i], one.times)  # host-side save grids: exact
     xd = ens.to_xarray()
     assert xd["t"].dims == ("member", "time")
 
@@ -87,6 +87,7 @@ def test_width_padding_equals_narrow_runs(data, dyn, scaling):
         got = jax.tree.map(lambda x, w=w, i=i: x[i, :w], ens.params_final)
         assert tree_max_abs_diff(got, one.params_final) < 1e-4
         # masked neurons never move
+        # padded neurons are masked: never move, exactly
         np.testing.assert_array_equal(ens.params_final.W[i, w:], p0.W[i, w:])
         np.testing.assert_array_equal(ens.params_final.a[i, w:], p0.a[i, w:])
 

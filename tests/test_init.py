@@ -14,7 +14,7 @@ def test_paired_output_is_exactly_zero(dtype, outer, bias):
     # Munteanu et al. 2022: w_{2i}=w_{2i+1}, a_{2i}=-a_{2i+1} => f(x; theta_0) = 0 exactly
     net = gflow.TwoLayer(64, "relu", bias=bias)
     p = gflow.init.paired(jax.random.key(3), net, 5, outer=outer)
-    np.testing.assert_array_equal(p.W[0::2], p.W[1::2])
+    np.testing.assert_array_equal(p.W[0::2], p.W[1::2])  # paired rows are copies: exact
     np.testing.assert_array_equal(p.a[0::2], -p.a[1::2])
     X = jax.random.normal(jax.random.key(4), (100, 5))
     # the terms t_j = c_m a_j sigma(w_j.x) cancel in pairs, so the exact sum is 0; in floating
@@ -39,7 +39,7 @@ def test_gaussian_statistics_and_determinism():
     assert abs(float(jnp.std(p.W)) - 2.0) < 0.03
     assert set(np.unique(np.asarray(p.a))) == {-1.0, 1.0}
     q = gflow.init.gaussian(jax.random.key(0), net, 10, std=2.0)
-    assert tree_allclose(p, q, rtol=0)
+    assert tree_allclose(p, q, rtol=0)  # the same program and key twice: exact
 
 
 @pytest.mark.parametrize("bias", [False, True])

@@ -37,6 +37,7 @@ def test_digits_binary_split():
     np.testing.assert_array_equal(np.asarray(data.y) > 0, data.meta["digit"] >= 5)
     # the split depends on the key only
     again = E.digits(jax.random.key(0), test_fraction=0.25)
+    # the same shipped data and split: exact
     np.testing.assert_array_equal(np.asarray(data.X_test), np.asarray(again.X_test))
     with pytest.raises(ValueError, match="test_fraction"):
         E.digits(jax.random.key(0), test_fraction=1.0)

@@ -92,7 +92,7 @@ def test_fixed_outer_weights_get_zero_gradient(bias):
     X = jax.random.normal(jax.random.key(1), (6, 2))
     y = jnp.sin(X[:, 0])
     g = gflow.Objective(net, "squared", X, y).grad(p)
-    assert float(jnp.max(jnp.abs(g.a))) == 0.0
+    assert float(jnp.max(jnp.abs(g.a))) == 0.0  # masked gradient: exactly zero
     assert all(float(jnp.max(jnp.abs(W))) > 0 for W in g.Ws)
     mask = net.trainable(p)
     assert mask.a is False and mask.Ws == (True, True)

@@ -87,7 +87,7 @@ def test_two_layer_gradient_matches_autodiff(dtype, act, bias, train_outer, loss
         want = (val, obj.mask_grad(p, g))
         _assert_trees_close(got, want, dtype, tol)
     if not train_outer:
-        assert float(jnp.max(jnp.abs(got[1].a))) == 0.0
+        assert float(jnp.max(jnp.abs(got[1].a))) == 0.0  # masked gradient: exactly zero
 
 
 def _assert_trees_close(got, want, dtype, tol):

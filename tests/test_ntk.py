@@ -159,6 +159,7 @@ def test_pad_width_is_exact(x64):
     np.testing.assert_allclose(b["loss"], a["loss"], rtol=10 * RTOL[dtype])
     np.testing.assert_allclose(np.asarray(b.params_final.W[:m]), np.asarray(a.params_final.W),
                                rtol=10 * RTOL[dtype], atol=10 * RTOL[dtype])
+    # padded rows are masked: never move, exactly
     np.testing.assert_array_equal(np.asarray(b.params_final.W[m:]), np.asarray(wp.W[m:]))
     with pytest.raises(ValueError, match="width"):
         ntk.pad_width(net, p, 2)
@@ -173,14 +174,14 @@ def test_observables_hand_case():
     W1 = jnp.array([[-1.0, 0.5], [0.0, 1.0]])
     assert float(ntk.activation_flips(W0, W1, X)) == pytest.approx(2 / 6)
     W2 = jnp.array([[0.5, 0.5], [0.0, 1.0]])
-    assert float(ntk.activation_flips(W0, W2, X)) == 0.0
+    assert float(ntk.activation_flips(W0, W2, X)) == 0.0  # a count of sign changes: exact
     # registered observables inside a run
     net = gflow.TwoLayer(2, "relu", "ntk", bias=False, train_outer=False)
     p0 = gflow.TwoLayerParams(W=W0, b=None, a=jnp.array([1.0, -1.0]))
     data = gflow.Dataset(X, jnp.array([1.0, -1.0, 1.0]))
     tr = gflow.simulate(net, p0, data, loss="squared", dynamics=gflow.GD(0.1), t1=0.1,
                         save=gflow.LinTimes(2), observe=("activation_flips", "ntk_lambda_min"))
-    assert tr["activation_flips"][0] == 0.0
+    assert tr["activation_flips"][0] == 0.0  # no step taken at t = 0: exact
     lam0 = float(ntk.lambda_min(ntk.gram(net, p0, X)))
     assert tr["ntk_lambda_min"][0] == pytest.approx(lam0, rel=1e-5, abs=1e-7)
 
