@@ -203,7 +203,8 @@ def test_killed_discrete_run_resumes_bitwise(tmp_path, sig, name):
     _assert_same(got, gflow.simulate(*ns["problem"](), dynamics=dyn, **ns["KW"]))
 
 
-@pytest.mark.parametrize("sig, name", [(signal.SIGTERM, "gf"), (signal.SIGKILL, "sgd")])
+@pytest.mark.parametrize("sig, name", [pytest.param(signal.SIGTERM, "gf", marks=pytest.mark.slow),
+                                       (signal.SIGKILL, "sgd")])
 def test_killed_ensemble_resumes_bitwise(tmp_path, monkeypatch, sig, name):
     ns = _ns()
     net, p0, data = ns["problem"]()
@@ -278,7 +279,8 @@ def _summary(out):
     return s
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [pytest.param(signal.SIGTERM, marks=pytest.mark.slow),
+                                 signal.SIGKILL])
 def test_killed_gflow_run_resumes_inside_the_run(tmp_path, monkeypatch, cli_reference, sig):
     out = tmp_path / "out"
     if sig == signal.SIGTERM:

@@ -66,6 +66,7 @@ def test_bad_cli_input(args, match, capsys, tmp_path):
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.slow  # ~30 s: the installed console script, float64, in a subprocess
 def test_console_script_x64(tmp_path):
     out = tmp_path / "x"
     r = subprocess.run([sys.executable, "-m", "gflow.cli", "run", "quickstart", "--x64",

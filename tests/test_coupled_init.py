@@ -58,8 +58,9 @@ def test_small_run_summary_and_figures(tmp_path):
                 "width_exponent_gamma_independent", "width_exponent_n_paired",
                 "width_exponent_n_independent"):
         assert key in s
-    # paired init (each neuron twice with opposite a): f = 0 in exact arithmetic; in float32 the sum over pairs is 0 up to
-    # (m - 1) eps sum_j |t_j| (0.0 where XLA adds the pairs symmetrically)
+    # paired init (each neuron twice with opposite a): f = 0 in exact arithmetic; in float32
+    # the sum over pairs is 0 up to (m - 1) eps sum_j |t_j| (0.0 where XLA adds the pairs
+    # symmetrically)
     assert 0.0 <= s["init_output_max_abs_paired"] < 1e-4
     assert s["init_output_max_abs_independent"] > 0.1
     ds = res.dataset

@@ -41,6 +41,8 @@ def _same(a, b):
 KW = dict(t1=6.0, save=gflow.LinTimes(10), observe=("loss", "weight_movement"))
 
 
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)],
+                         indirect=True)
 def test_gf_segments_equal_one_solve(tmp_path, dtype):
     net, p0, data = _problem()
     dyn = gflow.GradientFlow(rtol=1e-5, atol=1e-7)

@@ -324,7 +324,9 @@ if __name__ == "__main__":
 """
 
 
-@pytest.mark.parametrize("sig, dyn", [(signal.SIGTERM, "gf"), (signal.SIGKILL, "gd")])
+# GF resumed bitwise is in the default suite through tests/test_gf_segments.py
+@pytest.mark.parametrize("sig, dyn", [pytest.param(signal.SIGTERM, "gf", marks=pytest.mark.slow),
+                                      (signal.SIGKILL, "gd")])
 def test_killed_run_resumes_bitwise(tmp_path, sig, dyn):
     import gflow
     from gflow import checkpoint
