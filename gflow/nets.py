@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import abc
 import math
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -361,6 +362,14 @@ class MLP(AbstractNet):
             raise ValueError(
                 f"widths must be a non-empty sequence of integers >= 1, got {widths!r}."
             )
+        if len(widths) >= 2 and widths[-1] == 1:  # PyTorch/Flax users list [d, ..., 1]
+            hidden = list(widths[1:-1]) if len(widths) >= 3 else list(widths[:-1])
+            guess = (f"if {widths[0]} is the input dimension, write MLP({hidden})"
+                     if len(widths) >= 3 else f"write MLP({hidden}) for one hidden layer")
+            warnings.warn(
+                f"MLP({list(widths)}) builds {len(widths)} hidden layers, the last of width 1: "
+                "widths are the hidden widths only (the input dimension comes from the data, "
+                f"the output is scalar); {guess}.", stacklevel=2)
         check_scaling(scaling)
         if scaling == "mean_field" and len(widths) > 1:
             raise ValueError(

@@ -130,3 +130,20 @@ def test_validation():
         gflow.init.gaussian(jax.random.key(0), net, 4, std=(1.0,))
     with pytest.raises(ValueError, match="net must be"):
         gflow.init.gaussian(jax.random.key(0), "net", 4)
+
+
+def test_widths_written_with_input_and_output_warn():
+    """``[d, ..., 1]`` (the PyTorch/Flax habit) builds a last hidden layer of width 1: warned,
+    with the intended call; hidden widths alone (and a lone width 1) pass silently."""
+    with pytest.warns(UserWarning, match=r"4 hidden layers.*write MLP\(\[32, 32\]\)"):
+        net = gflow.MLP([5, 32, 32, 1])
+    assert net.widths == (5, 32, 32, 1)  # built as asked, not second-guessed
+    with pytest.warns(UserWarning, match=r"write MLP\(\[32\]\)"):
+        gflow.MLP([32, 1])
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        gflow.MLP([32, 32])
+        gflow.MLP([1])
+        gflow.MLP([1, 4])
