@@ -106,7 +106,10 @@ class DiscreteDynamics(AbstractDynamics):
         """Times ``t_0 = 0, t_1, ..., t_K`` of the iterates, with ``t_K`` closest to ``t1``."""
         lr = self.lr if lr is None else lr
         if not callable(lr):
-            K = max(1, int(round(t1 / float(lr))))
+            K = int(round(t1 / float(lr)))
+            if K == 0:  # rounding to the nearest step would run none (or one, past t1)
+                raise ValueError(f"t1={t1:g} is less than half a step of lr={float(lr):g}: no "
+                                 "step ends near t1. Lower lr or raise t1.")
             if K > _MAX_SCHEDULE_STEPS:  # the grid alone would not fit in memory
                 raise ValueError(f"t1 / lr = {t1 / float(lr):.3g} steps; at most "
                                  f"{_MAX_SCHEDULE_STEPS:.0e} are allowed: raise lr or lower t1.")
@@ -126,7 +129,10 @@ class DiscreteDynamics(AbstractDynamics):
         K = int(np.searchsorted(t, t1))
         if K > 0 and abs(t[K - 1] - t1) <= abs(t[K] - t1):
             K -= 1
-        return t[: max(K, 1) + 1]
+        if K == 0:
+            raise ValueError(f"t1={t1:g} is less than half of the lr schedule's first step "
+                             f"({t[1]:g}): no step ends near t1. Lower lr or raise t1.")
+        return t[: K + 1]
 
     def save_times(self, t1: float, save) -> np.ndarray:
         """The times at which ``save`` (as for ``simulate``) lands for this dynamics: each

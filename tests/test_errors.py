@@ -34,6 +34,8 @@ def setup():
         ({"t1": 1.0, "dynamics": "gd"}, "dynamics"),
         ({"t1": 1.0, "dynamics": gflow.SGD(0.1, 50, key=jax.random.key(0))}, "batch_size"),
         ({"t1": 1.0, "save": np.arange(20) * 0.05, "dynamics": gflow.GD(0.5)}, "save times"),
+        ({"t1": 0.2, "dynamics": gflow.GD(0.5)}, "half a step of lr=0.5"),
+        ({"t1": 0.2, "dynamics": gflow.GD(lambda k: 0.5)}, "first step"),
     ],
 )
 def test_simulate_input_errors(setup, kwargs, match):
