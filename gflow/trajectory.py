@@ -98,10 +98,40 @@ class Trajectory:
                                                             "stop_grad"))))
 
     def __repr__(self) -> str:
-        shape = np.shape(next(iter(self.observables.values()))) if self.observables else ()
-        status = str(self.status) if self.status.ndim == 0 else self.status.tolist()
-        return (f"Trajectory({self.dynamics}, status={status!r}, t_stop={self.t_stop}, "
-                f"observables={sorted(self.observables)}, shape={shape})")
+        nsaves = np.shape(self.times)[-1] if np.ndim(self.times) else 0
+        obs = sorted(self.observables)
+        if self.status.ndim == 0:
+            return (f"Trajectory({self.dynamics}, status={str(self.status)!r}, "
+                    f"t_stop={float(self.t_stop):.6g}, saves={nsaves}, observables={obs})")
+        batch = ", ".join(f"{d}={n}" for d, n in zip(self.batch_dims, self.status.shape,
+                                                      strict=False))
+        names, counts = np.unique(self.status, return_counts=True)
+        status = {str(k): int(c) for k, c in zip(names, counts, strict=True)}
+        return (f"Trajectory({self.dynamics}, {batch}, status={status}, t_stop in "
+                f"[{np.nanmin(self.t_stop):.6g}, {np.nanmax(self.t_stop):.6g}], "
+                f"saves={nsaves}, observables={obs})")
+
+    def save(self, path, *, overwrite: bool = False) -> None:
+        """Write this trajectory (:meth:`to_xarray`: observables, initial and final
+        parameters, status, stop times, stats; not the snapshots of ``save_params``) to
+        the netCDF file ``path``. An existing file is refused unless ``overwrite=True``."""
+        from pathlib import Path
+
+        from .io import write_dataset
+
+        path = Path(path)
+        if path.exists() and not overwrite:
+            raise FileExistsError(f"{path} exists: pass overwrite=True to replace it, or "
+                                  "choose another path.")
+        write_dataset(path, self.to_xarray())
+
+    @classmethod
+    def load(cls, path) -> Trajectory:
+        """Read a trajectory written by :meth:`save`."""
+        import xarray as xr
+
+        with xr.open_dataset(path, engine="h5netcdf") as ds:
+            return cls.from_xarray(ds.load())
 
     def reached(self) -> np.ndarray:
         """(*batch, S) booleans: which saves each run reached (saves after a stop are

@@ -1,6 +1,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gflow
 
@@ -69,6 +70,33 @@ def test_trajectory_xarray_roundtrip(tmp_path):
     np.testing.assert_array_equal(back["balancedness"], tr["balancedness"])
     np.testing.assert_array_equal(back.params_final.W, tr.params_final.W)
     assert back.status == "completed" and back.stats["num_steps"] == tr.stats["num_steps"]
+
+
+def test_trajectory_save_load_and_repr(tmp_path):
+    """save/load round-trip a single run and an ensemble bitwise (netCDF stores the numbers
+    as they are); an existing file is refused; the repr is one short line."""
+    net, p0, ds = _setup()
+    tr = gflow.simulate(net, p0, ds, t1=1.0, dynamics=gflow.GD(0.1), observe=("loss",))
+    P = jax.vmap(lambda k: gflow.init.gaussian(k, net, 4))(jax.random.split(jax.random.key(3), 3))
+    en = gflow.simulate_ensemble(net, P, ds, t1=1.0, dynamics=gflow.GD(0.1))
+    for name, t in (("one.nc", tr), ("ens.nc", en)):
+        t.save(tmp_path / name)
+        back = gflow.Trajectory.load(tmp_path / name)
+        np.testing.assert_array_equal(back["loss"], t["loss"])
+        np.testing.assert_array_equal(back.times, t.times)
+        np.testing.assert_array_equal(back.status, t.status)
+        np.testing.assert_array_equal(back.t_stop, t.t_stop)
+        np.testing.assert_array_equal(back.params_final.W, t.params_final.W)
+    before = (tmp_path / "one.nc").read_bytes()
+    with pytest.raises(FileExistsError, match="overwrite=True"):
+        en.save(tmp_path / "one.nc")
+    assert (tmp_path / "one.nc").read_bytes() == before
+    en.save(tmp_path / "one.nc", overwrite=True)
+    assert gflow.Trajectory.load(tmp_path / "one.nc").status.shape == (3,)
+    assert repr(tr) == ("Trajectory(GD(lr=0.1), status='completed', t_stop=1, saves=11, "
+                        "observables=['loss'])")
+    assert "member=3, status={'completed': 3}, t_stop in [1, 1]" in repr(en)
+    assert "\n" not in repr(en) and len(repr(en)) < 200
 
 
 def test_mlp_trajectory_to_xarray():
