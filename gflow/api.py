@@ -31,6 +31,7 @@ from .ensemble import simulate_ensemble as simulate_ensemble
 from .ensemble import sweep as sweep
 from .flow import GradientFlow as GradientFlow
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
+from .modified import ModifiedFlow as ModifiedFlow
 from .momentum import Momentum as Momentum
 from .nets import ACTIVATIONS as ACTIVATIONS
 from .nets import MLP as MLP

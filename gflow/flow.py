@@ -162,6 +162,11 @@ class GradientFlow(AbstractDynamics):
         return (f"GradientFlow(solver={name}, controller={ctrl}, rtol={self.rtol}, "
                 f"atol={self.atol}{kinks})")
 
+    def vector_field(self, t, y, objective):
+        """The right-hand side ``-grad L(y)`` (a subclass may integrate another field on
+        the same solver machinery, as :class:`gflow.ModifiedFlow` does)."""
+        return jax.tree.map(jnp.negative, objective.grad(y))
+
     def make_solver(self) -> diffrax.AbstractSolver:
         """The diffrax solver."""
         return SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
@@ -214,7 +219,7 @@ class GradientFlow(AbstractDynamics):
     def init(self, problem, params0):
         if self.kinks:
             return kink_init(self, problem, params0)
-        term, solver = diffrax.ODETerm(_vector_field), self.make_solver()
+        term, solver = diffrax.ODETerm(self.vector_field), self.make_solver()
         inner = self.make_controller()
         controller = _resumable(inner, problem.t1)
         objective, t1 = problem.objective, problem.t1
@@ -274,7 +279,7 @@ class GradientFlow(AbstractDynamics):
                                 solver_state=True, controller_state=True, made_jump=True)
         cstate = state["controller_state"]
         sol = diffrax.diffeqsolve(
-            diffrax.ODETerm(_vector_field), self.make_solver(), t0=t0, t1=t1,
+            diffrax.ODETerm(self.vector_field), self.make_solver(), t0=t0, t1=t1,
             dt0=_gap(t0, cstate[1]), y0=state["y"], args=objective, saveat=saveat,
             stepsize_controller=_resumable(self.make_controller(), t1),
             solver_state=state["solver_state"], controller_state=cstate,
@@ -323,10 +328,6 @@ class GradientFlow(AbstractDynamics):
                 "obs_final": at_stop(problem.observer, state["y"], problem.ctx, completed),
                 "stats": {k: state[k] for k in ("num_steps", "num_accepted_steps",
                                                  "num_rejected_steps")}}
-
-
-def _vector_field(t, y, objective):
-    return jax.tree.map(jnp.negative, objective.grad(y))
 
 
 def _gap(t0, t1):
