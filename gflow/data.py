@@ -366,8 +366,9 @@ def gaussian_teacher(key, n: int, d: int, k: int, *, activation: str = "abs",
     """Gaussian inputs labelled by a two-layer teacher ``f*(x) = sum_i a*_i sigma(w*_i . x)``.
 
     Arguments:
-        n, d, k: samples, input dimension, teacher neurons (``directions="orthogonal"`` needs
-            ``k <= d``).
+        n: samples.
+        d: input dimension.
+        k: teacher neurons (``directions="orthogonal"`` needs ``k <= d``).
         activation: ``"abs"`` or ``"relu"``.
         directions: ``"orthogonal"`` (a random orthonormal set: separation 90 degrees) or
             ``"random"`` (independent uniform unit vectors).

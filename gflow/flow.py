@@ -68,7 +68,8 @@ class GradientFlow(AbstractDynamics):
     """Gradient flow integrated by diffrax.
 
     Arguments:
-        rtol, atol: tolerances of the adaptive step-size controller (default 1e-6, 1e-8).
+        rtol: relative tolerance of the adaptive step-size controller (default 1e-6).
+        atol: absolute tolerance of the adaptive step-size controller (default 1e-8).
         solver: a name from :data:`SOLVERS` (default ``"tsit5"``) or a diffrax solver.
         controller: ``"pid"`` (PI control, ``pcoeff=0.4, icoeff=0.3``: robust where the
             ReLU vector field has kinks), ``"i"`` (classic integral controller),

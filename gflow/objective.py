@@ -80,7 +80,8 @@ class Objective(AbstractObjective):
     Arguments:
         net: a :class:`gflow.nets.AbstractNet`.
         loss: a loss name or a per-sample callable ``(f, y) -> (n,)`` (:mod:`gflow.losses`).
-        X, y: (n, d) inputs and (n,) targets, or with leading member axes.
+        X: (n, d) inputs, or with leading member axes.
+        y: (n,) targets, or with leading member axes.
         members: the parameters carry a leading member axis (ensembles): see
             :meth:`value_and_grad`.
     """

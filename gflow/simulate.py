@@ -48,7 +48,8 @@ def simulate(
         save: ``gflow.LogTimes(n)``, ``gflow.LinTimes(n)`` or an array of times in [0, t1];
             default ``LogTimes(100)`` (at most one save per step for discrete dynamics).
         observe: observable names (see :mod:`gflow.observe`) or callables ``fn(params, ctx)``.
-        stop_loss, stop_grad: stop once the loss / gradient norm falls below these.
+        stop_loss: stop once the loss falls below this.
+        stop_grad: stop once the gradient norm falls below this.
         probes: (p, d) inputs for the ``"output"`` observable.
         save_params: also keep parameter snapshots at the save times (memory heavy).
         throw: raise :class:`SimulationError` on divergence or solver failure; if ``False``
