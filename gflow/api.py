@@ -30,6 +30,7 @@ from .ensemble import Sweep as Sweep
 from .ensemble import simulate_ensemble as simulate_ensemble
 from .ensemble import sweep as sweep
 from .flow import GradientFlow as GradientFlow
+from .linearized import Linearized as Linearized
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
 from .modified import ModifiedFlow as ModifiedFlow
 from .momentum import Momentum as Momentum
