@@ -34,7 +34,9 @@ Data with a controlled margin: :func:`gflow.data.margin_data`. The closed forms 
 :mod:`gflow.kernels` (with its stable angle). Observables (:data:`OBSERVABLES`, registered in
 :mod:`gflow.observe` by ``import gflow``): ``activation_flips`` (fraction of
 patterns ``1{w_r.x_i > 0}`` on the training inputs that differ from init) and
-``ntk_lambda_min`` (smallest eigenvalue of the empirical NTK Gram on the training inputs).
+``ntk_lambda_min`` (smallest eigenvalue of the empirical NTK Gram on the training inputs),
+``ntk_movement`` (``||K_t - K_0||_F / ||K_0||_F`` of that Gram) and ``ntk_alignment`` (its
+kernel-target alignment ``y^T K_t y / (||K_t||_F |y|^2)``).
 """
 
 from __future__ import annotations
@@ -58,6 +60,8 @@ __all__ = [
     "arccos_kernel",
     "features",
     "gram",
+    "kernel_alignment",
+    "kernel_movement",
     "kernel_margin",
     "lambda_min",
     "margin",
@@ -310,8 +314,32 @@ def _obs_lambda_min(p, c):
     return lambda_min(gram(c.objective.net, p, c.objective.X))
 
 
-#: observables of this module, registered in :mod:`gflow.observe` by ``import gflow``
+def kernel_movement(K0: Float[Array, "n n"], K: Float[Array, "n n"]) -> Float[Array, ""]:
+    """Relative change ``||K - K0||_F / ||K0||_F`` of a Gram matrix."""
+    return jnp.linalg.norm(K - K0) / jnp.linalg.norm(K0)
+
+
+def kernel_alignment(K: Float[Array, "n n"], y: Float[Array, " n"]) -> Float[Array, ""]:
+    """Kernel-target alignment ``<K, y y^T>_F / (||K||_F ||y y^T||_F) = y^T K y /
+    (||K||_F |y|^2)`` (Cristianini, Shawe-Taylor, Elisseeff, Kandola, NeurIPS 2001): 1 when
+    ``K`` is a positive multiple of ``y y^T``."""
+    return (y @ K @ y) / (jnp.linalg.norm(K) * (y @ y))
+
+
+def _obs_ntk_movement(p, c):
+    net, X = c.objective.net, c.objective.X
+    return kernel_movement(gram(net, c.params0, X), gram(net, p, X))
+
+
+def _obs_alignment(p, c):
+    return kernel_alignment(gram(c.objective.net, p, c.objective.X), c.objective.y)
+
+
+#: observables of this module, registered in :mod:`gflow.observe` by ``import gflow``; the
+#: kernel ones cost one empirical NTK Gram (``ntk_movement``: two) per save
 OBSERVABLES = {
     "activation_flips": Observable(_obs_flips),
     "ntk_lambda_min": Observable(_obs_lambda_min),
+    "ntk_movement": Observable(_obs_ntk_movement),
+    "ntk_alignment": Observable(_obs_alignment),
 }

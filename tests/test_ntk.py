@@ -186,6 +186,29 @@ def test_observables_hand_case():
     assert tr["ntk_lambda_min"][0] == pytest.approx(lam0, rel=1e-5, abs=1e-7)
 
 
+def test_kernel_movement_and_alignment(x64):
+    """Hand values (alignment of y y^T is 1, of I is 1/sqrt(n)), and inside a run: movement 0
+    at t = 0 and, at the end, the value recomputed from the final parameters."""
+    y = jnp.array([1.0, -1.0, 2.0])
+    assert float(ntk.kernel_alignment(jnp.outer(y, y) * 3.0, y)) == pytest.approx(1.0, rel=1e-15)
+    assert float(ntk.kernel_alignment(jnp.eye(3), y)) == pytest.approx(1 / np.sqrt(3), rel=1e-15)
+    K0 = jnp.eye(2)
+    assert float(ntk.kernel_movement(K0, 1.5 * K0)) == pytest.approx(0.5, rel=1e-15)
+    data = gflow.data.teacher(jax.random.key(0), 10, 3)
+    net = gflow.TwoLayer(8)
+    p0 = gflow.init.gaussian(jax.random.key(1), net, 3)
+    tr = gflow.simulate(net, p0, data, dynamics=gflow.GD(0.5), t1=5.0, save=gflow.LinTimes(3),
+                        observe=("ntk_movement", "ntk_alignment"))
+    # K_0 against itself (two subgraphs of one program, which XLA may fuse differently)
+    assert tr["ntk_movement"][0] < 1e-13
+    K1 = ntk.gram(net, tr.params_final, data.X)
+    want = ntk.kernel_movement(ntk.gram(net, p0, data.X), K1)
+    assert tr["ntk_movement"][-1] == pytest.approx(float(want), rel=1e-10)
+    assert tr["ntk_movement"][-1] > 0
+    assert tr["ntk_alignment"][-1] == pytest.approx(float(ntk.kernel_alignment(K1, data.y)),
+                                                    rel=1e-10)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="layers"):
         ntk.relu_ntk(jnp.ones((2, 2)), layers="all")
