@@ -42,6 +42,7 @@ from .nets import TwoLayerParams as TwoLayerParams
 from .nets import multiplicity as multiplicity
 from .objective import AbstractObjective as AbstractObjective
 from .objective import Objective as Objective
+from .sharding import shard_neurons as shard_neurons
 from .simulate import SimulationError as SimulationError
 from .simulate import simulate as simulate
 from .times import LinTimes as LinTimes
