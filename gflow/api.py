@@ -29,6 +29,7 @@ from .ensemble import Run as Run
 from .ensemble import Sweep as Sweep
 from .ensemble import simulate_ensemble as simulate_ensemble
 from .ensemble import sweep as sweep
+from .adam_flow import AdamFlow as AdamFlow
 from .flow import GradientFlow as GradientFlow
 from .linearized import Linearized as Linearized
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
