@@ -39,6 +39,11 @@ class _OnParams(eqx.Module):
 
     inner: Any
 
+    def __getattr__(self, name):  # everything else (data, net, n, ...) is the objective's
+        if name == "inner":
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def loss(self, y):
         return self.inner.loss(y[0])
 
