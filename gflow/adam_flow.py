@@ -97,7 +97,8 @@ class AdamFlow(GradientFlow):
 
     @classmethod
     def of(cls, lr, b1=0.9, b2=0.999, eps=1e-8, **kwargs) -> AdamFlow:
-        """The limit of ``optax.adam(lr, b1, b2, eps)``: ``a = (1 - b1)/lr``, ``b = (1 - b2)/lr``."""
+        """The limit of ``optax.adam(lr, b1, b2, eps)``: ``a = (1 - b1) / lr``,
+        ``b = (1 - b2) / lr``."""
         lr = _number(lr, "lr")
         for name, beta in (("b1", b1), ("b2", b2)):
             if isinstance(beta, bool) or not isinstance(beta, int | float) or not 0 <= beta < 1:

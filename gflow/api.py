@@ -21,6 +21,7 @@ from . import population as population
 from . import rotation as rotation
 from . import stats as stats
 from . import trajectory as trajectory
+from .adam_flow import AdamFlow as AdamFlow
 from .data import Dataset as Dataset
 from .discrete import GD as GD
 from .discrete import SGD as SGD
@@ -29,7 +30,6 @@ from .ensemble import Run as Run
 from .ensemble import Sweep as Sweep
 from .ensemble import simulate_ensemble as simulate_ensemble
 from .ensemble import sweep as sweep
-from .adam_flow import AdamFlow as AdamFlow
 from .flow import GradientFlow as GradientFlow
 from .linearized import Linearized as Linearized
 from .lowrank import LowRankTwoLayer as LowRankTwoLayer
