@@ -36,7 +36,8 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import population
-from .data import Dataset, gaussian_teacher
+from .data import AbstractData, Dataset, gaussian_teacher
+from .expected import DistributionObjective
 from .losses import get_loss
 from .nets import TwoLayer, TwoLayerParams
 
@@ -63,13 +64,39 @@ def _count(v, name: str, minimum: int = 1) -> int:
     return int(v)
 
 
-class Distribution(eqx.Module):
+class Distribution(AbstractData):
     """A distribution of labelled inputs ``(x, y)``, ``x`` in ``R^d``.
 
     Subclasses implement :attr:`d` and :meth:`sample` (decorated with ``eqx.filter_jit``, so
     that a draw is one compiled program per size); finite ones also :attr:`support_size` and
-    :meth:`support_chunk`; those with a closed form override :meth:`population_loss`.
+    :meth:`support_chunk`; those with a closed form override :meth:`population_loss` and
+    :attr:`has_population`.
+
+    A data source for :func:`gflow.simulate` (:class:`gflow.data.AbstractData`) where the
+    population loss is exact: the objective is :class:`DistributionObjective`, so GD / GF on
+    a distribution are population GD / GF and the ``loss`` observable is the population loss.
     """
+
+    X_test: None = eqx.field(default=None, init=False, static=True)  # no test sample
+    y_test: None = eqx.field(default=None, init=False, static=True)
+
+    def is_binary(self) -> bool:
+        return self.labels_binary
+
+    @property
+    def has_population(self) -> bool:
+        """Whether :meth:`population_loss` is exact (finite support or a closed form)."""
+        return self.support_size is not None
+
+    def objective(self, net, loss) -> DistributionObjective:
+        """The exact population objective ``E[loss(f(x), y)]`` of ``net``."""
+        if not self.has_population:
+            raise ValueError(
+                f"{type(self).__name__} has no exact population loss (its support is not "
+                "enumerable and it has no closed form): pass a large sample as data instead, "
+                "e.g. gflow.Dataset(*dist.sample(key, 100_000)), or dist.dataset(key, n, "
+                "n_test=N) for a test sample disjoint from the training sample.")
+        return DistributionObjective(net, loss, self)
 
     @property
     @abc.abstractmethod
@@ -254,6 +281,10 @@ class GaussianTeacher(Distribution):
     @property
     def labels_binary(self) -> bool:
         return False
+
+    @property
+    def has_population(self) -> bool:
+        return True
 
     @eqx.filter_jit
     def sample(self, key, n: int):
