@@ -200,6 +200,14 @@ def test_ensemble_members_equal_their_runs():
     sw = gflow.sweep(lambda lr, s: gflow.Run(net, p0, held, dynamics=gflow.OnlineSGD(
         lr, 3, dist, keys[s]), **kw), lr=list(lrs), s=[0, 1])
     np.testing.assert_allclose(sw["loss"][1, 1], one[1]["loss"], rtol=1e-5)
+    # distributions of the same shapes but other values are not merged into one ensemble
+    other = D.GaussianTeacher.random(jax.random.key(1), 3, 2)
+    sw = gflow.sweep(lambda dist: gflow.Run(net, p0, held, dynamics=gflow.OnlineSGD(
+        lrs[1], 3, dist, keys[1]), **kw), dist=[dist, other])
+    np.testing.assert_allclose(sw["loss"][0], one[1]["loss"], rtol=1e-5)
+    alone = gflow.simulate(net, p0, held, dynamics=gflow.OnlineSGD(lrs[1], 3, other, keys[1]),
+                           **kw)
+    np.testing.assert_allclose(sw["loss"][1], alone["loss"], rtol=1e-5)
 
 
 def test_stop_loss_checks_the_population_loss(x64):
