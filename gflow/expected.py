@@ -83,7 +83,8 @@ class DistributionObjective(AbstractObjective):
     def output(self, params, X=None):
         if X is None:
             raise ValueError("the population objective has no training inputs: give X "
-                             "(or observe 'output' at probes=).")
+                             "(or observe 'output' at probes=; the population error is the "
+                             "observable 'population_error').")
         return self.net.apply(params, X)
 
 

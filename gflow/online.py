@@ -169,6 +169,15 @@ class OnlineSGD(DiscreteDynamics):
                             if eqx.is_array(x) else x, self.distribution)
         return plan._replace(dynamics=eqx.tree_at(lambda d: d.distribution, plan.dynamics, dist))
 
+    def batches(self, steps: int):
+        """The batches steps ``0 .. steps - 1`` train on: ``(X (steps, b, d), y (steps, b))``
+        (the draws of :func:`step_key`; e.g. ``dist.heldout(key, n, exclude=X.reshape(-1, d))``
+        is a held-out sample disjoint from every point the run trains on -- drawn from the
+        distribution conditioned off those points)."""
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+            raise ValueError(f"steps must be an integer >= 1, got {steps!r}.")
+        return _batches(self.distribution, self.key, steps, self.batch_size)
+
     def init(self, problem, params0):
         try:
             problem.objective.net.check_params(params0, d=self.distribution.d)
@@ -176,4 +185,10 @@ class OnlineSGD(DiscreteDynamics):
             raise ValueError(f"OnlineSGD: the parameters do not fit the distribution "
                              f"(d={self.distribution.d}): {e}") from None
         return super().init(problem, params0)
+
+
+@eqx.filter_jit
+def _batches(distribution, key, steps: int, batch_size: int):
+    return jax.vmap(lambda k: distribution.sample(step_key(key, k), batch_size))(
+        jnp.arange(steps))
 

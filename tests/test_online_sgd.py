@@ -60,6 +60,12 @@ def test_online_sgd_is_the_hand_loop_of_online_sgd_step(dtype):
     np.testing.assert_allclose(tr["loss"], exact, rtol=50 * eps)
     np.testing.assert_allclose(tr["population_loss"], tr["loss"], rtol=0)  # same function
     errs = [float(dist.population_error(net, q)) for q in saved]
+    # OnlineSGD.batches lists the batches the steps train on
+    Xb, yb = gflow.OnlineSGD(LR, B, dist, key).batches(K)
+    assert Xb.shape == (K, B, 6) and yb.shape == (K, B)
+    X3, y3 = dist.sample(online.step_key(key, 3), B)
+    np.testing.assert_array_equal(Xb[3], X3)  # the same draws (vmap of the same sampler)
+    np.testing.assert_array_equal(yb[3], y3)
     np.testing.assert_allclose(tr["population_error"], errs, atol=0.5 * 2.0**-6)  # k / 2^6
     # the batches do move the net: the loss changed
     assert abs(tr["loss"][-1] - tr["loss"][0]) > 1e-3
@@ -74,7 +80,7 @@ def test_data_is_never_trained_on_and_enumeration_agrees_with_monte_carlo(x64):
     kw = dict(loss="logistic", dynamics=dyn, t1=K * LR, save=gflow.LinTimes(3))
     exact = gflow.simulate(net, p0, dist, observe=("loss", "population_error"), **kw)
     N = 50_000
-    Xh, yh = dist.sample(jax.random.key(99), N)
+    Xh, yh = dist.sample(jax.random.key(99), N)  # independent of the run (an unbiased estimate)
     mc = gflow.simulate(net, p0, gflow.Dataset(Xh, yh), observe=("loss", "accuracy"), **kw)
     # training draws only from the dynamics' distribution and key, never from data=:
     # the same program on the same batches, so the same iterates, bitwise
@@ -91,6 +97,11 @@ def test_data_is_never_trained_on_and_enumeration_agrees_with_monte_carlo(x64):
         se = values.std() / math.sqrt(N)
         assert abs(est - values.mean()) <= 1e-12  # the observable is that sample mean
         assert abs(est - ex) <= 4 * se, (est, ex, se)
+    # a held-out sample disjoint from every point the run trained on
+    Xb = np.asarray(dyn.batches(K)[0]).reshape(-1, 8)
+    Xd, _ = dist.heldout(jax.random.key(98), 500, Xb)
+    trained = {tuple(np.sign(r)) for r in Xb}
+    assert not trained & {tuple(np.sign(r)) for r in np.asarray(Xd)} and len(trained) > 40
 
 
 def test_mean_of_the_dynamics_step_is_the_population_gradient(x64):
@@ -238,6 +249,7 @@ def test_stop_loss_checks_the_population_loss(x64):
     (lambda d, k: gflow.OnlineSGD(0.1, 2, d, 0), "key"),
     (lambda d, k: gflow.OnlineSGD(0.1, 2, d, None), "key"),
     (lambda d, k: gflow.OnlineSGD(-0.1, 2, d, k), "lr"),
+    (lambda d, k: gflow.OnlineSGD(0.1, 2, d, k).batches(0), "steps"),
 ])
 def test_bad_arguments(make, match):
     with pytest.raises(ValueError, match=match):
