@@ -10,6 +10,7 @@ from . import curvature as curvature
 from . import data as data
 from . import distributions as distributions
 from . import dynamics as dynamics
+from . import expected as expected
 from . import init as init
 from . import kernels as kernels
 from . import losses as losses
@@ -43,6 +44,7 @@ from .nets import TwoLayerParams as TwoLayerParams
 from .nets import multiplicity as multiplicity
 from .objective import AbstractObjective as AbstractObjective
 from .objective import Objective as Objective
+from .online import OnlineSGD as OnlineSGD
 from .sharding import shard_neurons as shard_neurons
 from .simulate import SimulationError as SimulationError
 from .simulate import simulate as simulate
@@ -52,6 +54,6 @@ from .trajectory import Trajectory as Trajectory
 
 # the research modules' observables, registered explicitly: every name works after `import gflow`
 for _table in (ntk.OBSERVABLES, population.OBSERVABLES, rotation.OBSERVABLES,
-               condense.OBSERVABLES, curvature.OBSERVABLES):
+               condense.OBSERVABLES, curvature.OBSERVABLES, expected.OBSERVABLES):
     observe.register_table(_table)
 del _table

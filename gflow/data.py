@@ -5,7 +5,10 @@ is the other kind of data source (a distribution, with the exact population loss
 Generators: :func:`teacher` (a random two-layer teacher), :func:`gaussian_teacher`
 (Gaussian inputs, orthogonal teacher: Zhou, Ge, Jin 2021), :func:`margin_data` (a controlled
 NTK margin), :func:`sparse_parity` and :func:`groups` (Telgarsky 2023), :func:`sine_data`
-(Zhou et al. 2022); :func:`tile_samples` repeats a dataset to a common size.
+(Zhou et al. 2022); :func:`tile_samples` repeats a dataset to a common size. The samplers
+the distributions of :mod:`gflow.distributions` share with them (each family's sampling
+written once): :func:`parity_points` (:func:`parity_of_signs`), :func:`teacher_points`,
+:func:`unit_directions`, :func:`tangent_directions`.
 
 Data generators take a PRNG key first and return a ``Dataset`` (:func:`margin_data`: the
 arrays ``(X, y)``) in the default float dtype. Validation (shapes, finite values) happens at
@@ -27,7 +30,7 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import kernels
-from ._random import normal
+from ._random import normal, rademacher
 from .nets import TwoLayer, TwoLayerParams, check_int
 from .objective import AbstractObjective, Objective
 
@@ -37,10 +40,15 @@ __all__ = [
     "gaussian_teacher",
     "groups",
     "margin_data",
+    "parity_of_signs",
+    "parity_points",
     "sine_data",
     "sparse_parity",
+    "tangent_directions",
     "teacher",
+    "teacher_points",
     "tile_samples",
+    "unit_directions",
 ]
 
 
@@ -272,14 +280,20 @@ def margin_data(key, n: int, d: int, angle: float) -> tuple[Float[Array, "n d"],
     dt = jnp.result_type(float)
     u = jax.random.normal(ku, (n // 2, d), dt)
     u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
-    t = jax.random.normal(kt, (n // 2, d), dt)
-    t = t - jnp.sum(t * u, axis=1, keepdims=True) * u
-    t = t / jnp.linalg.norm(t, axis=1, keepdims=True)
-    v = math.cos(angle) * u + math.sin(angle) * t
+    v = math.cos(angle) * u + math.sin(angle) * tangent_directions(kt, u)
     X = jnp.stack([u, v], axis=1).reshape(n, d)
     s = jax.random.rademacher(ky, (n // 2,), dtype=dt)
     y = jnp.stack([s, -s], axis=1).reshape(n)
     return X, y
+
+
+def tangent_directions(key, u: Float[Array, "n d"]) -> Float[Array, "n d"]:
+    """For each unit row of ``u``, a unit vector uniform on the sphere orthogonal to it (a
+    Gaussian draw projected off ``u`` and normalized); shared by :func:`margin_data` and
+    :class:`gflow.distributions.Margin`."""
+    t = normal(key, u.shape, u.dtype)
+    t = t - jnp.sum(t * u, axis=-1, keepdims=True) * u
+    return t / jnp.linalg.norm(t, axis=-1, keepdims=True)
 
 
 def sparse_parity(key, n: int, d: int, *, k: int = 2, n_test: int = 1000) -> Dataset:
@@ -295,16 +309,41 @@ def sparse_parity(key, n: int, d: int, *, k: int = 2, n_test: int = 1000) -> Dat
     check_int(k, "k")
     if k > d:
         raise ValueError(f"k must be <= d={d}, got {k}.")
-    dt = jnp.result_type(float)
     k1, k2 = jax.random.split(key)
-
-    def draw(kk, size):
-        X = jax.random.rademacher(kk, (size, d), dtype=dt) / math.sqrt(d)
-        return X, jnp.prod(jnp.sign(X[:, :k]), axis=1)
-
-    X, y = draw(k1, n)
-    Xt, yt = draw(k2, n_test)
+    X, y = parity_points(k1, n, d, tuple(range(k)))
+    Xt, yt = parity_points(k2, n_test, d, tuple(range(k)))
     return Dataset(X, y, Xt, yt, meta={"kind": "sparse_parity", "k": k})
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2, 3))
+def parity_points(key, n: int, d: int, coords: tuple[int, ...]):
+    """``n`` draws of the sparse parity on the hypercube: ``x`` uniform on
+    ``{-1/sqrt d, +1/sqrt d}^d``, ``y = prod_{i in coords} sign(x_i)``; ``(X (n, d), y (n,))``
+    (the sampler of :func:`sparse_parity` and :class:`gflow.distributions.SparseParity`)."""
+    return parity_of_signs(rademacher(key, (n, d)), coords)
+
+
+def parity_of_signs(signs, coords: tuple[int, ...]):
+    """The hypercube points of the sign patterns ``signs (n, d)`` (entries +-1) and their
+    parity labels: ``(signs / sqrt d, prod_{i in coords} signs_i)``."""
+    return signs / math.sqrt(signs.shape[-1]), jnp.prod(signs[:, list(coords)], axis=1)
+
+
+def unit_directions(key, k: int, d: int, *, orthogonal: bool = True):
+    """``k`` random unit directions in ``R^d`` as rows ``(k, d)``: an orthonormal set (QR of a
+    Gaussian (d, k) matrix; needs ``k <= d``) or independent uniform unit vectors (its
+    normalized columns). The teacher directions of :func:`gaussian_teacher`, the centres of
+    :func:`groups` and of :class:`gflow.distributions.Clusters`."""
+    G = normal(key, (d, k))
+    return jnp.linalg.qr(G)[0].T if orthogonal else (G / jnp.linalg.norm(G, axis=0)).T
+
+
+def teacher_points(key, n: int, teacher_net: TwoLayer, teacher_params: TwoLayerParams):
+    """``n`` Gaussian inputs ``x ~ N(0, I_d)`` labelled by the teacher, ``y = f*(x)``:
+    ``(X (n, d), y (n,))`` (the sampler of :func:`gaussian_teacher` and
+    :class:`gflow.distributions.GaussianTeacher`)."""
+    X = normal(key, (n, teacher_params.W.shape[-1]))
+    return X, teacher_net.apply(teacher_params, X)
 
 
 def groups(key, n: int, d: int, k: int, *, radius: float = 0.05, n_test: int = 1000) -> Dataset:
@@ -327,8 +366,7 @@ def groups(key, n: int, d: int, k: int, *, radius: float = 0.05, n_test: int = 1
         raise ValueError(f"radius must be in [0, 1), got {radius!r}.")
     dt = jnp.result_type(float)
     kc, kl, k1, k2 = jax.random.split(key, 4)
-    Q, _ = jnp.linalg.qr(jax.random.normal(kc, (d, k), dt))
-    centers = Q.T  # (k, d) orthonormal
+    centers = unit_directions(kc, k, d)  # (k, d) orthonormal
     labels = jax.random.permutation(kl, jnp.where(jnp.arange(k) % 2 == 0, 1.0, -1.0).astype(dt))
 
     def draw(kk, size):
@@ -392,23 +430,19 @@ def gaussian_teacher(key, n: int, d: int, k: int, *, activation: str = "abs",
         raise ValueError(f"directions='orthogonal' needs k <= d, got k={k}, d={d}.")
     kw, kx, kt = jax.random.split(key, 3)
     dt = jnp.result_type(float)
-    G = jax.random.normal(kw, (d, k), dt)
-    if directions == "orthogonal":
-        Ws = jnp.linalg.qr(G)[0].T
-    else:
-        Ws = (G / jnp.linalg.norm(G, axis=0)).T
+    Ws = unit_directions(kw, k, d, orthogonal=directions == "orthogonal")
     a = jnp.ones((k,), dt) if outer == "positive" else jnp.where(jnp.arange(k) % 2 == 0, 1.0,
                                                                     -1.0).astype(dt)
     tnet = TwoLayer(k, activation, scaling="standard", bias=False)
     tp = TwoLayerParams(W=Ws, b=None, a=a)
-    X = jax.random.normal(kx, (n, d), dt)
-    Xt = jax.random.normal(kt, (n_test, d), dt) if n_test > 0 else None
+    X, y = teacher_points(kx, n, tnet, tp)
+    Xt, yt = teacher_points(kt, n_test, tnet, tp) if n_test > 0 else (None, None)
     ang = np.asarray(kernels.pairwise(kernels.angle, Ws))
     if activation == "abs":  # |w.x| = |-w.x|: directions up to sign
         ang = np.minimum(ang, np.pi - ang)
     sep = float(np.degrees(np.min(ang[~np.eye(k, dtype=bool)]))) if k > 1 else 180.0
     meta = {"kind": "teacher_gaussian", "teacher": (tnet, tp), "separation_deg": sep}
-    return Dataset(X, tnet.apply(tp, X), Xt, None if Xt is None else tnet.apply(tp, Xt), meta)
+    return Dataset(X, y, Xt, yt, meta)
 
 
 def sine_data(key, n: int = 80, d: int = 5, *, low: float = -4.0, high: float = 2.0,

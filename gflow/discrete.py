@@ -25,7 +25,7 @@ from .dynamics import AbstractDynamics, Plan, blank_saves, record
 from .observe import at_stop
 from .times import LogTimes, resolve_times
 
-__all__ = ["GD", "SGD", "DiscreteDynamics", "Minibatches", "Optax", "check_lr"]
+__all__ = ["GD", "SGD", "DiscreteDynamics", "Minibatches", "Optax", "check_key", "check_lr"]
 
 _MAX_SCHEDULE_STEPS = 10**8
 
@@ -42,6 +42,15 @@ def check_lr(lr, owner: str):
         raise ValueError(f"{owner}: lr must be a number or an (M,) array per member, got {lr!r}.")
     if not np.all(np.isfinite(arr) & (arr > 0)):
         raise ValueError(f"{owner}: lr must be a finite number > 0, got {lr!r}.")
+
+
+def check_key(key, owner: str, example: str):
+    """key: a PRNG key (typed, or raw uint32 of shape (..., 2)), or (ensembles) an (M,)
+    array of them."""
+    if not (isinstance(key, jax.Array) and (
+            jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key)
+            or (key.dtype == jnp.uint32 and key.shape[-1:] == (2,)))):
+        raise ValueError(f"{owner}: key must be a PRNG key, e.g. {example}, got {key!r}.")
 
 
 class Minibatches(eqx.Module):
@@ -63,6 +72,17 @@ class Minibatches(eqx.Module):
             lambda: perm,
         )
         return jax.lax.dynamic_slice(perm, (b * self.batch_size,), (self.batch_size,)), perm
+
+    def check(self, n):
+        """Host side: refuse a batch larger than the ``n`` samples."""
+        if self.batch_size > n:
+            raise ValueError(f"SGD: batch_size={self.batch_size} exceeds the number of "
+                             f"samples n={n}.")
+
+    def value_and_grad(self, objective, params, perm, k):
+        """Step ``k``'s ``(loss, gradient)`` on its minibatch, and the permutation."""
+        idx, perm = self.indices(perm, k, objective.y.shape[0])
+        return *objective.value_and_grad(params, idx), perm
 
 
 class DiscreteDynamics(AbstractDynamics):
@@ -94,7 +114,9 @@ class DiscreteDynamics(AbstractDynamics):
         return jax.tree.map(lambda p, gi: p - lr * gi, params, g), opt_state
 
     def minibatches(self) -> Minibatches | None:
-        """The minibatch sampler (``None``: full-batch gradients)."""
+        """The batch sampler (``None``: full-batch gradients): ``init(n) -> state``,
+        ``check(n)`` (host) and ``value_and_grad(objective, params, state, k) -> (loss,
+        grad, state)``, as :class:`Minibatches` (or :class:`gflow.online.FreshBatches`)."""
         return None
 
     def lr_at(self, k):
@@ -163,9 +185,8 @@ class DiscreteDynamics(AbstractDynamics):
         """The step index of every save ((S,), or (M, S) for per-member lrs); this dynamics
         with a traced lr (changing its value does not recompile)."""
         batch = self.minibatches()
-        if batch is not None and batch.batch_size > n:
-            raise ValueError(f"SGD: batch_size={batch.batch_size} exceeds the number of "
-                             f"samples n={n}.")
+        if batch is not None:
+            batch.check(n)
         lrs = self._member_lrs(members)
         if lrs is None:
             grids = [self.step_times(t1)]
@@ -213,7 +234,6 @@ class DiscreteDynamics(AbstractDynamics):
         stop_loss, stop_grad = problem.stop_loss, problem.stop_grad
         batch = self.minibatches()
         full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
-        n = objective.y.shape[0]
 
         def step(c):
             params, k, extra = c["params"], c["k"], c["extra"]
@@ -222,8 +242,7 @@ class DiscreteDynamics(AbstractDynamics):
                 loss, g = objective.value_and_grad(params)
                 gnorm = tree_norm(g) if stop_grad is not None else None
             else:
-                idx, bstate = batch.indices(bstate, k, n)
-                loss, g = objective.value_and_grad(params, idx)
+                loss, g, bstate = batch.value_and_grad(objective, params, bstate, k)
                 if full_check:
                     if stop_grad is not None:
                         floss, fg = objective.value_and_grad(params)
@@ -342,11 +361,7 @@ class SGD(DiscreteDynamics):
         if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, int) \
                 or self.batch_size < 1:
             raise ValueError(f"SGD: batch_size must be an integer >= 1, got {self.batch_size!r}.")
-        if not (isinstance(self.key, jax.Array) and (
-                jax.dtypes.issubdtype(self.key.dtype, jax.dtypes.prng_key)
-                or (self.key.dtype == jnp.uint32 and self.key.shape[-1:] == (2,)))):
-            raise ValueError("SGD: key must be a PRNG key, e.g. SGD(lr, batch_size, "
-                             f"key=jax.random.key(0)), got {self.key!r}.")
+        check_key(self.key, "SGD", "SGD(lr, batch_size, key=jax.random.key(0))")
 
     def describe(self) -> str:
         return f"SGD(lr={self.lr}, batch_size={self.batch_size})"

@@ -21,6 +21,11 @@ sums over it exactly in fixed-size chunks (2^20 hypercube points without holding
 :meth:`Distribution.heldout` draws a sample disjoint from a given training sample (from the
 distribution conditioned on the complement of the training points), so a held-out estimate
 never re-uses a trained-on point; :meth:`Distribution.dataset` uses it for the test split.
+
+A distribution is a data source of :func:`gflow.simulate` (``AbstractData``) whose objective is
+its exact population loss (:class:`gflow.expected.DistributionObjective`), and the distribution
+:class:`gflow.OnlineSGD` draws its batches from. The samplers are those of the generators in
+:mod:`gflow.data` (:func:`~gflow.data.parity_points`, :func:`~gflow.data.teacher_points`, ...).
 """
 
 from __future__ import annotations
@@ -36,7 +41,18 @@ import numpy as np
 from jaxtyping import Array, Float
 
 from . import population
-from .data import Dataset, gaussian_teacher
+from ._random import normal
+from .data import (
+    AbstractData,
+    Dataset,
+    gaussian_teacher,
+    parity_of_signs,
+    parity_points,
+    tangent_directions,
+    teacher_points,
+    unit_directions,
+)
+from .expected import DistributionObjective
 from .losses import get_loss
 from .nets import TwoLayer, TwoLayerParams
 
@@ -50,26 +66,45 @@ def _float():
     return jnp.result_type(float)
 
 
-def _flat(sampler, key, shape: tuple[int, ...], dtype, **kw):
-    """``sampler(key, shape, dtype)`` drawn flat and reshaped: the same values (the threefry
-    counter runs over the flattened index), but XLA:CPU compiles a flat sampler about four
-    times faster than a 2-d one."""
-    return sampler(key, (math.prod(shape),), dtype, **kw).reshape(shape)
-
-
 def _count(v, name: str, minimum: int = 1) -> int:
     if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {v!r}.")
     return int(v)
 
 
-class Distribution(eqx.Module):
+class Distribution(AbstractData):
     """A distribution of labelled inputs ``(x, y)``, ``x`` in ``R^d``.
 
     Subclasses implement :attr:`d` and :meth:`sample` (decorated with ``eqx.filter_jit``, so
     that a draw is one compiled program per size); finite ones also :attr:`support_size` and
-    :meth:`support_chunk`; those with a closed form override :meth:`population_loss`.
+    :meth:`support_chunk`; those with a closed form override :meth:`population_loss` and
+    :attr:`has_population`.
+
+    A data source for :func:`gflow.simulate` (:class:`gflow.data.AbstractData`) where the
+    population loss is exact: the objective is :class:`DistributionObjective`, so GD / GF on
+    a distribution are population GD / GF and the ``loss`` observable is the population loss.
     """
+
+    X_test: None = eqx.field(default=None, init=False, static=True)  # no test sample
+    y_test: None = eqx.field(default=None, init=False, static=True)
+
+    def is_binary(self) -> bool:
+        return self.labels_binary
+
+    @property
+    def has_population(self) -> bool:
+        """Whether :meth:`population_loss` is exact (finite support or a closed form)."""
+        return self.support_size is not None
+
+    def objective(self, net, loss) -> DistributionObjective:
+        """The exact population objective ``E[loss(f(x), y)]`` of ``net``."""
+        if not self.has_population:
+            raise ValueError(
+                f"{type(self).__name__} has no exact population loss (its support is not "
+                "enumerable and it has no closed form): pass a large sample as data instead, "
+                "e.g. gflow.Dataset(*dist.sample(key, 100_000)), or dist.dataset(key, n, "
+                "n_test=N) for a test sample disjoint from the training sample.")
+        return DistributionObjective(net, loss, self)
 
     @property
     @abc.abstractmethod
@@ -255,11 +290,14 @@ class GaussianTeacher(Distribution):
     def labels_binary(self) -> bool:
         return False
 
+    @property
+    def has_population(self) -> bool:
+        return True
+
     @eqx.filter_jit
     def sample(self, key, n: int):
         kx, kn = jax.random.split(key)
-        X = _flat(jax.random.normal, kx, (n, self.d), _float())
-        y = self.teacher.apply(self.teacher_params, X)
+        X, y = teacher_points(kx, n, self.teacher, self.teacher_params)
         if self.noise:
             y = y + self.noise * jax.random.normal(kn, y.shape, y.dtype)
         return X, y
@@ -308,13 +346,8 @@ class SparseParity(Distribution):
     def k(self) -> int:
         return len(self.coords)
 
-    def _label(self, signs):
-        return jnp.prod(signs[:, list(self.coords)], axis=1)
-
-    @eqx.filter_jit
     def sample(self, key, n: int):
-        s = _flat(jax.random.rademacher, key, (n, self.d), _float())
-        return s / math.sqrt(self.d), self._label(s)
+        return parity_points(key, n, self.d, self.coords)
 
     @property
     def support_size(self) -> int | None:
@@ -327,7 +360,7 @@ class SparseParity(Distribution):
         bits = (idx[:, None] >> jnp.arange(self.d, dtype=jnp.int32)) & 1
         s = (1 - 2 * bits).astype(_float())
         w = jnp.where(idx < 2**self.d, 2.0**-self.d, 0.0).astype(s.dtype)
-        return s / math.sqrt(self.d), self._label(s), w
+        return *parity_of_signs(s, self.coords), w
 
     def _keys(self, X) -> np.ndarray:
         # points differ only in signs: compare sign patterns, independent of dtype and rounding
@@ -369,9 +402,7 @@ class Margin(Distribution):
         dt = self.direction.dtype
         y = jax.random.rademacher(ky, (n,), dt)
         r = jax.random.uniform(kr, (n,), dt, minval=self.margin, maxval=1.0)
-        u = _flat(jax.random.normal, ku, (n, self.d), dt)
-        u = u - (u @ self.direction)[:, None] * self.direction
-        u = u / jnp.linalg.norm(u, axis=1, keepdims=True)
+        u = tangent_directions(ku, jnp.broadcast_to(self.direction, (n, self.d)))
         X = (y * r)[:, None] * self.direction + jnp.sqrt(1.0 - r**2)[:, None] * u
         return X, y
 
@@ -381,8 +412,7 @@ class Margin(Distribution):
 
 @eqx.filter_jit
 def _centres(key, d: int, groups: int):
-    G = _flat(jax.random.normal, key, (d, groups), _float())
-    C = jnp.linalg.qr(G)[0].T if groups <= d else (G / jnp.linalg.norm(G, axis=0)).T
+    C = unit_directions(key, groups, d, orthogonal=groups <= d)
     return C, jnp.where(jnp.arange(groups) % 2 == 0, 1.0, -1.0).astype(C.dtype)
 
 
@@ -424,7 +454,7 @@ class Clusters(Distribution):
     def sample(self, key, n: int):
         kg, kx = jax.random.split(key)
         g = jax.random.randint(kg, (n,), 0, self.groups)
-        noise = _flat(jax.random.normal, kx, (n, self.d), self.centres.dtype) / math.sqrt(self.d)
+        noise = normal(kx, (n, self.d), self.centres.dtype) / math.sqrt(self.d)
         return self.centres[g] + self.spread * noise, self.labels[g]
 
     @property

@@ -339,8 +339,12 @@ def _dyn_key(dyn):
     """What must agree for two runs' dynamics to share one compiled ensemble: the type,
     every field that may not differ per member, and which schedule a callable lr is."""
     dyn = check_dynamics(dyn)
-    fixed = tuple((f.name, repr(getattr(dyn, f.name))) for f in dataclasses.fields(dyn)
-                  if f.name not in dyn.member_fields)
+    # a repr shows an array's shape, not its values (e.g. the distribution of OnlineSGD)
+    values = lambda v: tuple(np.asarray(x).tobytes() for x in jax.tree.leaves(v)  # noqa: E731
+                             if eqx.is_array(x) and not jax.dtypes.issubdtype(
+                                 x.dtype, jax.dtypes.prng_key))
+    fixed = tuple((f.name, repr(getattr(dyn, f.name)), values(getattr(dyn, f.name)))
+                  for f in dataclasses.fields(dyn) if f.name not in dyn.member_fields)
     member = tuple(repr(v) if callable(v) else "" for v in
                    (getattr(dyn, f) for f in dyn.member_fields))
     return type(dyn).__name__, fixed, member

@@ -206,3 +206,22 @@ def test_dataset_trains_with_simulate():
 def test_bad_input_names_the_argument(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_generators_and_distributions_share_their_samplers():
+    # each family's sampling is written once (gflow.data): the same function on the same key,
+    # so the same draws, bitwise
+    key = jax.random.key(6)
+    ds = gflow.data.sparse_parity(key, 40, 7, k=3, n_test=5)
+    X, y = D.SparseParity(7, 3).sample(jax.random.split(key)[0], 40)
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.y, y)
+    ds = gflow.data.gaussian_teacher(key, 30, 5, 2, activation="relu", outer="signed")
+    dist = D.GaussianTeacher.random(key, 5, 2, activation="relu", outer="signed")
+    X, y = gflow.data.teacher_points(jax.random.split(key, 3)[1], 30, dist.teacher,
+                                     dist.teacher_params)
+    np.testing.assert_array_equal(ds.X, X)
+    np.testing.assert_array_equal(ds.y, y)
+    ds = gflow.data.groups(key, 20, 6, 4, n_test=4)
+    clusters = D.Clusters.random(jax.random.split(key, 4)[0], 6, 4)
+    np.testing.assert_array_equal(ds.meta["centers"], clusters.centres)
