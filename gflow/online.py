@@ -131,7 +131,7 @@ class OnlineSGD(DiscreteDynamics):
     one, evaluated once per step only when given), not the batch's; divergence is a
     non-finite batch loss or parameters.
 
-    Arguments:
+    Attributes:
         lr: a number > 0, a schedule ``step -> lr``, or (ensembles) an (M,) array.
         batch_size: draws per step (>= 1).
         distribution: a :class:`gflow.distributions.Distribution` (any, finite or not).
