@@ -27,7 +27,7 @@ import optax
 import gflow
 from gflow import condense
 
-from . import Result
+from . import Result, Settings, setting
 
 #: the paper's Adam learning rates (1e-3 unless listed)
 PAPER_ADAM_LR = {"softplus": 8e-4, "relu": 2.5e-4}
@@ -36,10 +36,10 @@ CITE = "Zhou, Zhou, Luo, Zhang, Xu, NeurIPS 2022 (arXiv 2105.11686)"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0  # data key; init keys are seed+1 .. seed+seeds
-    activation: str = "tanh"
-    seeds: int = 3  # number of independent inits
+    activation: str = setting("tanh", choices=gflow.ACTIVATIONS)
+    seeds: int = setting(3, ge=1)  # number of independent inits
     hidden: tuple[int, ...] = (50,)  # hidden widths; (50,) is two-layer, (50, 50) multi-layer
     n: int = 80
     d: int = 5
@@ -47,9 +47,10 @@ class Config:
     init_std: float = 0.005  # std of every parameter (paper: var 0.005^2)
     gamma: float = 0.0  # if > 0: variance m_l^-gamma per layer instead of init_std
     outer_scale: float = 1.0  # std of the output weights a = outer_scale x the layer's std
-    dynamics: tuple[str, ...] = ("gf", "adam")  # also "gd" (GD with gd_lr, GF's stop rule)
+    dynamics: tuple[str, ...] = setting(("gf", "adam"), choices=DYNAMICS)  # also "gd": GD
+    # with gd_lr and GF's stop rule
     t1: float = 400.0  # cap on the GF time
-    stop_drop: float = 0.2  # GF stops once the loss dropped by this fraction
+    stop_drop: float = setting(0.2, gt=0, lt=1)  # GF stops once the loss dropped by this much
     adam_lr: float = 0.0  # 0: the paper's (1e-3; 8e-4 softplus; 2.5e-4 relu)
     adam_steps: int = 500
     gd_lr: float = 0.01
@@ -59,19 +60,6 @@ class Config:
     growth_factor: float = 10.0  # initial stage ends when the max neuron norm grew this much
     norm_frac: float = condense.NORM_FRAC
     cos_threshold: float = condense.COS_THRESHOLD
-
-
-def _check(cfg: Config) -> None:
-    if cfg.activation not in gflow.ACTIVATIONS:
-        raise ValueError(f"activation={cfg.activation!r} is unknown; valid: {gflow.ACTIVATIONS}")
-    bad = [x for x in cfg.dynamics if x not in DYNAMICS]
-    if bad or not cfg.dynamics:
-        raise ValueError(f"dynamics must be a non-empty subset of {list(DYNAMICS)}, got "
-                         f"{cfg.dynamics!r}.")
-    if cfg.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
-    if not 0 < cfg.stop_drop < 1:
-        raise ValueError(f"stop_drop must be in (0, 1), got {cfg.stop_drop}.")
 
 
 def adam_lr(cfg: Config) -> float:
@@ -114,7 +102,6 @@ def observables(cfg: Config) -> dict:
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
-    _check(cfg)
     net, data, inits = build(cfg)
     obs = observables(cfg)
     lr = adam_lr(cfg)

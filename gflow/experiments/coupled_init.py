@@ -40,17 +40,19 @@ import numpy as np
 import gflow
 from gflow import ntk
 
-from . import Result
+from . import Result, Settings, setting
 
 INITS = ("paired", "independent")
 THEORY = {"gamma": {"paired": 2.0, "independent": 8.0}, "n": {"paired": 2.0, "independent": 4.0}}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0
-    seeds: int = 2
-    widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    seeds: int = setting(2, ge=1)
+    widths: tuple[int, ...] = setting((2, 4, 8, 16, 32, 64, 128, 256), ge=2, multiple_of=2,
+                                      why="paired init needs an even width: each of m/2 "
+                                          "Gaussian neurons is used twice")
     # margin sweep (logistic)
     gamma_n: int = 16
     gamma_d: int = 5
@@ -122,10 +124,6 @@ def loglog_slope(x, y) -> float:
 def run(cfg: Config, *, progress: bool = False) -> Result:
     import xarray as xr
 
-    if any(m % 2 for m in cfg.widths):
-        raise ValueError(f"widths must be even (paired init), got {cfg.widths}.")
-    if cfg.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
     key = jax.random.key(cfg.seed)
     k_gdata, k_ginit, k_ndata, k_ninit = jax.random.split(key, 4)
     dims = ("init", "seed", "width")

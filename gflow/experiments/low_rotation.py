@@ -29,7 +29,7 @@ import numpy as np
 import gflow
 from gflow import ntk, rotation
 
-from . import Result
+from . import Result, Settings, setting
 
 REGIMES = ("near_init", "neural_collapse", "norm_only")
 OBSERVE = ("loss", "test_accuracy", "max_rotation_deg", "rotation_weighted_deg",
@@ -38,9 +38,9 @@ CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0
-    regime: str = "all"
+    regime: str = setting("all", choices=(*REGIMES, "all"))
     # near_init (and the data of norm_only): 2-sparse parity
     d: int = 8
     n: int = 128
@@ -48,7 +48,7 @@ class Config:
     widths: tuple[int, ...] = (32, 128, 512)
     t1: float = 1e4
     sgd_lr: float = 1.0
-    batch_size: int = 16
+    batch_size: int = setting(16, ge=1, le="n", why="SGD draws at most n samples per batch")
     rtol: float = 1e-4
     atol: float = 1e-6
     n_save: int = 30
@@ -67,12 +67,7 @@ class Config:
 
 
 def _regimes(cfg: Config) -> tuple[str, ...]:
-    if cfg.regime == "all":
-        return REGIMES
-    if cfg.regime not in REGIMES:
-        raise ValueError(f"regime={cfg.regime!r} is unknown; valid values are "
-                         f"{list(REGIMES) + ['all']}.")
-    return (cfg.regime,)
+    return REGIMES if cfg.regime == "all" else (cfg.regime,)
 
 
 def _gf(cfg: Config):

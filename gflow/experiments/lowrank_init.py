@@ -32,7 +32,7 @@ import numpy as np
 import gflow
 from gflow import lowrank
 
-from . import Result
+from . import Result, Settings, setting
 
 METHODS = ("spectral", "function", "function_svd_subspace", "reference")
 INITS = ("full", "spectral", "function")
@@ -41,24 +41,25 @@ OBSERVE = ("loss", "accuracy", "test_loss", "test_accuracy")
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0
-    rank: tuple[int, ...] = (1, 2, 4, 8)
-    d: tuple[int, ...] = (8, 16, 32, 64)
+    rank: tuple[int, ...] = setting((1, 2, 4, 8), ge=1)
+    d: tuple[int, ...] = setting((8, 16, 32, 64), ge=1)
     width_power: float = 1.5
     n_fresh: int = 20000
     iters: int = 10
     ref_max_d: int = 8
     ref_starts: int = 2
     ref_steps: int = 1000
-    datasets: tuple[str, ...] = ("teacher", "digits")
-    train_rank: int = 4
-    train_seeds: int = 3
+    datasets: tuple[str, ...] = setting(("teacher", "digits"), choices=DATASETS)
+    train_rank: int = setting(4, ge=1, le=("synth_d", "train_width", 64),
+                              why="the digits have 64 features")
+    train_seeds: int = setting(3, ge=1)
     train_width: int = 256
     synth_n: int = 400
     synth_d: int = 32
     synth_teacher_width: int = 4
-    test_fraction: float = 0.3
+    test_fraction: float = setting(0.3, gt=0, lt=1)
     lr: float = 1.0
     t1: float = 1000.0
     n_save: int = 30
@@ -176,18 +177,6 @@ def _stack(trajs):
 def run(cfg: Config, *, progress: bool = False) -> Result:
     import xarray as xr
 
-    if any(r < 1 for r in cfg.rank) or any(d < 1 for d in cfg.d) or not cfg.rank or not cfg.d:
-        raise ValueError(f"rank and d must be non-empty tuples of integers >= 1, got "
-                         f"rank={cfg.rank}, d={cfg.d}.")
-    unknown = [n for n in cfg.datasets if n not in DATASETS]
-    if unknown or not cfg.datasets:
-        raise ValueError(f"datasets must be a non-empty subset of {list(DATASETS)}, got "
-                         f"{cfg.datasets}.")
-    if cfg.train_seeds < 1:
-        raise ValueError(f"train_seeds must be >= 1, got {cfg.train_seeds}.")
-    if not 1 <= cfg.train_rank <= min(cfg.synth_d, 64, cfg.train_width):
-        raise ValueError(f"train_rank must be in [1, min(synth_d, 64, train_width)], got "
-                         f"{cfg.train_rank}.")
     k_approx, k_train = jax.random.split(jax.random.key(cfg.seed))
     err, pop = _approximation(cfg, k_approx)
     trajs, extra = _train(cfg, k_train, progress)

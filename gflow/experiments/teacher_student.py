@@ -28,17 +28,17 @@ import numpy as np
 import gflow
 from gflow import population as P
 
-from . import Result
+from . import Result, Settings, setting
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0
     d: int = 10
     k: int = 3
-    activation: str = "abs"
-    directions: str = "orthogonal"
-    outer: str = "positive"
+    activation: str = setting("abs", choices=("abs", "relu"))
+    directions: str = setting("orthogonal", choices=("orthogonal", "random"))
+    outer: str = setting("positive", choices=("positive", "signed"))
     width_factors: tuple[int, ...] = (1, 2, 4, 8)
     angle_deg: float = 10.0
     weight_noise: float = 0.1
