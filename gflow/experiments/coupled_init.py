@@ -31,6 +31,7 @@ share one compiled program through :func:`gflow.ntk.pad_width` (exact embedding)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
@@ -38,7 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 import gflow
-from gflow import ntk
+from gflow import ntk, stats
 
 from . import Result, Settings, setting
 
@@ -77,28 +78,44 @@ def _sphere_data(key, n, d):
     return X, jax.random.rademacher(ky, (n,), dtype=X.dtype)
 
 
-def _width_sweep(cfg: Config, data, *, loss, lr, t1, target, key):
-    """All widths x inits x seeds on one dataset; returns arrays over (init, seed, width)."""
+def width_sweep(cfg: Config, datas, *, loss, lrs, t1s, target, key, progress=False):
+    """Every data set x init x seed x width, trained by GD to ``target`` (or ``t1s[i]``).
+
+    One :func:`gflow.sweep`: all widths are embedded exactly in the largest
+    (:func:`gflow.ntk.pad_width`), so the runs of one data set share one compiled ensemble.
+    Returns arrays over (data set, init, seed, width): ``success``, ``t_stop``, and at the
+    stop (or ``t1``) ``final_loss``, ``movement`` ``|theta - theta_0|`` and ``flips``.
+    """
     M = max(cfg.widths)
-    shape = (len(INITS), cfg.seeds, len(cfg.widths))
-    out = {k: np.full(shape, np.nan) for k in ("success", "t_stop", "movement", "flips",
-                                                 "final_loss")}
-    for i, iname in enumerate(INITS):
-        for s in range(cfg.seeds):
-            k = jax.random.fold_in(key, s)
-            for j, m in enumerate(cfg.widths):
-                net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
-                p0 = _init(iname, k, net, data.d)
-                wnet, wp0 = ntk.pad_width(net, p0, M)
-                tr = gflow.simulate(wnet, wp0, data, loss=loss, dynamics=gflow.GD(lr), t1=t1,
-                                    save=gflow.LinTimes(2), observe=("loss", "weight_movement"),
-                                    stop_loss=target, throw=False)
-                out["success"][i, s, j] = float(tr.status == "stop_loss")
-                out["t_stop"][i, s, j] = float(tr.t_stop)
-                out["movement"][i, s, j] = float(tr["weight_movement"][-1])
-                out["final_loss"][i, s, j] = float(tr["loss"][-1])
-                out["flips"][i, s, j] = float(ntk.activation_flips(
-                    p0.W, jnp.asarray(tr.params_final.W)[:m], data.X))
+
+    def net(m):
+        return gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
+
+    def make_run(data, init, seed, width):
+        p0 = _init(init, jax.random.fold_in(key, seed), net(width), datas[data].d)
+        wnet, wp0 = ntk.pad_width(net(width), p0, M)
+        return gflow.Run(wnet, wp0, datas[data], loss=loss, dynamics=gflow.GD(lrs[data]),
+                         t1=t1s[data], save=gflow.LinTimes(2), observe=("loss",),
+                         stop_loss=target)
+
+    tr = gflow.sweep(make_run, data=range(len(datas)), init=list(INITS),
+                     seed=list(range(cfg.seeds)), width=list(cfg.widths),
+                     progress=progress).trajectory
+    shape = tr.status.shape
+    out = {"success": (tr.status == "stop_loss").astype(float), "t_stop": tr.t_stop}
+    out |= {k: np.zeros(shape) for k in ("final_loss", "movement", "flips")}
+    each = lambda f: jax.vmap(jax.vmap(f))  # over (init, seed)  # noqa: E731
+    for (i, data), (j, m) in itertools.product(enumerate(datas), enumerate(cfg.widths)):
+        # saves after a stop are not recorded: measure the final parameters
+        p0, p = (jax.tree.map(lambda x: jnp.asarray(x[i, :, :, j]), t)  # noqa: B023
+                 for t in (tr.params0, tr.params_final))
+        obj = gflow.Objective(net(M), loss, data.X, data.y)
+        out["final_loss"][i, ..., j] = each(obj.loss)(p)
+        out["movement"][i, ..., j] = each(lambda q, q0: jnp.sqrt(sum(jnp.sum((x - x0) ** 2) for
+                                          x, x0 in zip(jax.tree.leaves(q), jax.tree.leaves(q0),
+                                                       strict=True))))(p, p0)
+        out["flips"][i, ..., j] = each(lambda q, q0: ntk.activation_flips(  # noqa: B023
+            q0.W[:m], q.W[:m], data.X))(p, p0)  # noqa: B023
     return out
 
 
@@ -112,13 +129,13 @@ def width_needed(success: np.ndarray, widths) -> float:
 
 
 def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y on log x over finite points (NaN if fewer than 2
-    distinct x)."""
+    """Least-squares slope of log y on log x (:func:`gflow.stats.loglog_fit`) over the finite
+    positive points; NaN with fewer than 2 distinct x."""
     x, y = np.asarray(x, float), np.asarray(y, float)
     keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
     if np.unique(x[keep]).size < 2:
         return float("nan")
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
+    return float(stats.loglog_fit(x[keep], y[keep]).exponent)
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
@@ -129,53 +146,42 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     dims = ("init", "seed", "width")
 
     # -- margin sweep (logistic loss) -------------------------------------------------------
-    g_vars, gammas, t1s = {}, [], []
     eps_g = math.log1p(math.exp(-1.0)) / cfg.gamma_n
-    for a_i, ang in enumerate(cfg.angles):
-        X, y = gflow.data.margin_data(jax.random.fold_in(k_gdata, a_i), cfg.gamma_n,
-                                      cfg.gamma_d, ang)
-        gamma = ntk.margin(np.asarray(X, np.float64), np.asarray(y, np.float64))
-        t1 = cfg.c_gamma * math.log(2 / eps_g) ** 2 / (gamma**2 * eps_g)
-        res = _width_sweep(cfg, gflow.Dataset(X, y), loss="logistic", lr=cfg.gamma_lr, t1=t1,
-                           target=eps_g, key=k_ginit)
-        for k, v in res.items():
-            g_vars.setdefault(k, []).append(v)
-        gammas.append(gamma)
-        t1s.append(t1)
+    g_data = [gflow.Dataset(*gflow.data.margin_data(jax.random.fold_in(k_gdata, a_i),
+                                                    cfg.gamma_n, cfg.gamma_d, ang))
+              for a_i, ang in enumerate(cfg.angles)]
+    gammas = [ntk.margin(np.asarray(d.X, np.float64), np.asarray(d.y, np.float64))
+              for d in g_data]
+    t1s = [cfg.c_gamma * math.log(2 / eps_g) ** 2 / (g**2 * eps_g) for g in gammas]
+    g_vars = width_sweep(cfg, g_data, loss="logistic", lrs=[cfg.gamma_lr] * len(g_data),
+                         t1s=t1s, target=eps_g, key=k_ginit, progress=progress)
 
     # -- n sweep (squared loss) --------------------------------------------------------------
-    n_vars, lam0s, lrs, nt1s = {}, [], [], []
-    gram_lmin = None
     target_n = 0.5 * cfg.eps_rel
-    for n_i, n in enumerate(cfg.ns):
-        X, y = _sphere_data(jax.random.fold_in(k_ndata, n_i), n, cfg.n_d)
-        ev = np.linalg.eigvalsh(np.asarray(ntk.relu_ntk(X), np.float64))
-        lam0, lmax = float(ev[0]), float(ev[-1])
-        lr = n / lmax
-        t1 = cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam0
-        res = _width_sweep(cfg, gflow.Dataset(X, y), loss="squared", lr=lr, t1=t1,
-                           target=target_n, key=k_ninit)
-        for k, v in res.items():
-            n_vars.setdefault(k, []).append(v)
-        lam0s.append(lam0)
-        lrs.append(lr)
-        nt1s.append(t1)
-        if n_i == len(cfg.ns) - 1:
-            # empirical NTK at init on the largest data set: lambda_min and output at init
-            gram_lmin = np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
-            out0 = np.zeros_like(gram_lmin)
-            for i, iname in enumerate(INITS):
-                for s in range(cfg.seeds):
-                    for j, m in enumerate(cfg.widths):
-                        net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
-                        p0 = _init(iname, jax.random.fold_in(k_ninit, s), net, cfg.n_d)
-                        gram_lmin[i, s, j] = float(ntk.lambda_min(ntk.gram(net, p0, X)))
-                        out0[i, s, j] = float(jnp.max(jnp.abs(net.apply(p0, X))))
+    n_data = [gflow.Dataset(*_sphere_data(jax.random.fold_in(k_ndata, n_i), n, cfg.n_d))
+              for n_i, n in enumerate(cfg.ns)]
+    ev = [np.linalg.eigvalsh(np.asarray(ntk.relu_ntk(d.X), np.float64)) for d in n_data]
+    lam0s = [float(e[0]) for e in ev]
+    lrs = [n / float(e[-1]) for n, e in zip(cfg.ns, ev, strict=True)]
+    nt1s = [cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam0
+            for n, lam0 in zip(cfg.ns, lam0s, strict=True)]
+    n_vars = width_sweep(cfg, n_data, loss="squared", lrs=lrs, t1s=nt1s, target=target_n,
+                         key=k_ninit, progress=progress)
+    # empirical NTK at init on the largest data set: lambda_min and output at init
+    gram_lmin = np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
+    out0 = np.zeros_like(gram_lmin)
+    X = n_data[-1].X
+    for (i, iname), s, (j, m) in itertools.product(enumerate(INITS), range(cfg.seeds),
+                                                   enumerate(cfg.widths)):
+        net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
+        p0 = _init(iname, jax.random.fold_in(k_ninit, s), net, cfg.n_d)
+        gram_lmin[i, s, j] = float(ntk.lambda_min(ntk.gram(net, p0, X)))
+        out0[i, s, j] = float(jnp.max(jnp.abs(net.apply(p0, X))))
 
     coords = {"init": list(INITS), "seed": np.arange(cfg.seeds), "width": list(cfg.widths),
               "angle": list(cfg.angles), "n": list(cfg.ns)}
-    data = {f"gamma_{k}": (("angle",) + dims, np.stack(v)) for k, v in g_vars.items()}
-    data.update({f"n_{k}": (("n",) + dims, np.stack(v)) for k, v in n_vars.items()})
+    data = {f"gamma_{k}": (("angle",) + dims, v) for k, v in g_vars.items()}
+    data.update({f"n_{k}": (("n",) + dims, v) for k, v in n_vars.items()})
     data["gamma"] = (("angle",), np.array(gammas))
     data["gamma_t1"] = (("angle",), np.array(t1s))
     data["lambda0"] = (("n",), np.array(lam0s))
