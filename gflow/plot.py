@@ -1,4 +1,12 @@
-"""Figures drawn from results datasets (matplotlib, Agg backend)."""
+"""Figures drawn from results datasets (matplotlib, Agg backend): the scaffolds every
+experiment's figures are built from.
+
+- :func:`curves`: a variable against time, one panel per value of a dim, one line per another;
+- :func:`panels`: a figure with a row (or grid) of axes;
+- :func:`over_time`: one line against time, keeping what a log time axis can show;
+- :func:`style`: scales, labels, grid and legend of an axis, in one call;
+- :func:`caption`: the setup and citation under a figure.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["curves"]
+__all__ = ["caption", "curves", "over_time", "panels", "style"]
 
 
 def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | None = None,
@@ -45,5 +53,57 @@ def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | Non
         fig.suptitle(title)
     if caption:
         fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=8, wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def panels(n: int, *, size=(5.0, 4.0), nrows: int = 1, **kw):
+    """``(fig, axes)``: ``nrows x n`` axes of ``size`` inches each; ``axes`` is the row
+    (1-d) for ``nrows=1``, else the 2-d grid. ``kw`` goes to ``plt.subplots``."""
+    fig, axes = plt.subplots(nrows, n, figsize=(size[0] * n, size[1] * nrows), squeeze=False,
+                             **kw)
+    return fig, (axes[0] if nrows == 1 else axes)
+
+
+def over_time(ax, t, y, label=None, fmt: str = "-", *, positive: bool = False,
+              log_t: bool = True, **kw):
+    """Plot ``y`` against time ``t`` where both are finite, ``t > 0`` (unless ``log_t`` is
+    False) and ``y > 0`` (with ``positive``): what the axes can show. ``kw`` goes to
+    ``ax.plot``."""
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    keep = np.isfinite(t) & np.isfinite(y) & ((t > 0) if log_t else True) \
+        & ((y > 0) if positive else True)
+    return ax.plot(t[keep], y[keep], fmt, label=label, **kw)
+
+
+def _scale(setter, scale: str):
+    if scale == "log2":
+        setter("log", base=2)
+    else:
+        setter(scale)
+
+
+def style(ax, *, xlabel: str | None = None, ylabel: str | None = None,
+          title: str | None = None, x: str = "linear", y: str = "linear",
+          legend: float | None = 7, grid: bool = True):
+    """Scales (``"linear"``, ``"log"``, ``"log2"``, ``"symlog"``), labels and title of
+    ``ax``, a light grid on every tick and a legend of font size ``legend`` (``None``:
+    none; also none when nothing is labelled). Returns ``ax``."""
+    _scale(ax.set_xscale, x)
+    _scale(ax.set_yscale, y)
+    for text, setter in ((xlabel, ax.set_xlabel), (ylabel, ax.set_ylabel),
+                         (title, ax.set_title)):
+        if text is not None:
+            setter(text)
+    if grid:
+        ax.grid(True, which="both", alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend)
+    return ax
+
+
+def caption(fig, text: str, fontsize: float = 7):
+    """``text`` (setup, citation) centred under ``fig``, then the figure laid out."""
+    fig.text(0.5, -0.02, text, ha="center", va="top", fontsize=fontsize, wrap=True)
     fig.tight_layout()
     return fig
