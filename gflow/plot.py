@@ -5,6 +5,8 @@ experiment's figures are built from.
 - :func:`panels`: a figure with a row (or grid) of axes;
 - :func:`over_time`: one line against time, keeping what a log time axis can show;
 - :func:`style`: scales, labels, grid and legend of an axis, in one call;
+- :func:`band`: the median over seeds with their range;
+- :func:`scaling`: points on log axes with their fitted log-log slope and a reference law;
 - :func:`caption`: the setup and citation under a figure.
 """
 
@@ -17,7 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["caption", "curves", "over_time", "panels", "style"]
+__all__ = ["band", "caption", "curves", "over_time", "panels", "scaling", "style"]
 
 
 def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | None = None,
@@ -107,3 +109,27 @@ def caption(fig, text: str, fontsize: float = 7):
     fig.text(0.5, -0.02, text, ha="center", va="top", fontsize=fontsize, wrap=True)
     fig.tight_layout()
     return fig
+
+
+def band(ax, x, values, *, label=None, color=None, fmt: str = "o-"):
+    """The median of ``values`` ``(seeds, x)`` over seeds against ``x``, shaded between
+    their smallest and largest."""
+    v = np.asarray(values, float)
+    ax.plot(x, np.median(v, axis=0), fmt, color=color, label=label)
+    ax.fill_between(x, np.min(v, axis=0), np.max(v, axis=0), color=color, alpha=0.2)
+
+
+def scaling(ax, x, y, *, label: str, color=None, exponent: float | None = None,
+            reference: str = "reference exponent"):
+    """Points ``y(x)`` labelled with their fitted log-log slope
+    (:func:`gflow.stats.loglog_slope`) and, with ``exponent``, the law ``y ~ x^exponent``
+    through the first finite point (dotted) over the range of ``x``."""
+    from .stats import loglog_slope
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ax.plot(x, y, "o-", color=color, label=f"{label}: fitted slope {loglog_slope(x, y):.2f}")
+    ok = np.isfinite(y)
+    if exponent is not None and ok.any():
+        xs = np.array([x.min(), x.max()])
+        ax.plot(xs, y[ok][0] * (xs / x[ok][0]) ** exponent, ":", color=color,
+                label=f"{label}: {reference} {exponent:g}")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gflow import io
+from gflow import io, stats
 from gflow.experiments import coupled_init as ci
 
 
@@ -13,20 +13,20 @@ def test_width_needed_hand_cases():
     widths = (2, 4, 8)
     # (seeds=2, widths=3): seed 0 succeeds from 4, seed 1 from 8 -> all seeds at 8
     succ = np.array([[0, 1, 1], [0, 0, 1]])
-    assert ci.width_needed(succ, widths) == 8
-    assert np.isnan(ci.width_needed(np.zeros((2, 3)), widths))
+    assert stats.all_succeed(succ, widths) == 8
+    assert np.isnan(stats.all_succeed(np.zeros((2, 3)), widths))
     # batched over a leading axis
     both = np.stack([succ, np.ones((2, 3))])
-    np.testing.assert_array_equal(ci.width_needed(both, widths), [8, 2])
+    np.testing.assert_array_equal(stats.all_succeed(both, widths), [8, 2])
 
 
 def test_loglog_slope_hand_cases():
     x = np.array([1.0, 2.0, 4.0])
-    assert ci.loglog_slope(x, 3 * x**2) == pytest.approx(2.0)
-    assert ci.loglog_slope(x, [5.0, 5.0, 5.0]) == pytest.approx(0.0)
+    assert stats.loglog_slope(x, 3 * x**2) == pytest.approx(2.0)
+    assert stats.loglog_slope(x, [5.0, 5.0, 5.0]) == pytest.approx(0.0)
     # NaN points are dropped; fewer than two points -> NaN
-    assert ci.loglog_slope(x, [1.0, np.nan, 16.0]) == pytest.approx(2.0)
-    assert np.isnan(ci.loglog_slope(x, [1.0, np.nan, np.nan]))
+    assert stats.loglog_slope(x, [1.0, np.nan, 16.0]) == pytest.approx(2.0)
+    assert np.isnan(stats.loglog_slope(x, [1.0, np.nan, np.nan]))
 
 
 def _tiny():

@@ -37,9 +37,11 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import gflow
-from gflow import ntk, stats
+from gflow import ntk
+from gflow.stats import all_succeed, loglog_slope
 
 from . import Result, Settings, setting
 
@@ -111,38 +113,17 @@ def width_sweep(cfg: Config, datas, *, loss, lrs, t1s, target, key, progress=Fal
                  for t in (tr.params0, tr.params_final))
         obj = gflow.Objective(net(M), loss, data.X, data.y)
         out["final_loss"][i, ..., j] = each(obj.loss)(p)
-        out["movement"][i, ..., j] = each(lambda q, q0: jnp.sqrt(sum(jnp.sum((x - x0) ** 2) for
-                                          x, x0 in zip(jax.tree.leaves(q), jax.tree.leaves(q0),
-                                                       strict=True))))(p, p0)
+        out["movement"][i, ..., j] = each(lambda q, q0: optax.tree_utils.tree_l2_norm(
+            jax.tree.map(jnp.subtract, q, q0)))(p, p0)
         out["flips"][i, ..., j] = each(lambda q, q0: ntk.activation_flips(  # noqa: B023
             q0.W[:m], q.W[:m], data.X))(p, p0)  # noqa: B023
     return out
 
 
-def width_needed(success: np.ndarray, widths) -> float:
-    """Smallest width (last axis) at which every seed (second-to-last axis) succeeded;
-    NaN if none. ``success``: (..., seeds, widths)."""
-    ok = np.all(np.asarray(success) > 0.5, axis=-2)
-    idx = np.argmax(ok, axis=-1)
-    w = np.asarray(widths, dtype=float)[idx]
-    return np.where(np.any(ok, axis=-1), w, np.nan)
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y on log x (:func:`gflow.stats.loglog_fit`) over the finite
-    positive points; NaN with fewer than 2 distinct x."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if np.unique(x[keep]).size < 2:
-        return float("nan")
-    return float(stats.loglog_fit(x[keep], y[keep]).exponent)
-
-
 def run(cfg: Config, *, progress: bool = False) -> Result:
     import xarray as xr
 
-    key = jax.random.key(cfg.seed)
-    k_gdata, k_ginit, k_ndata, k_ninit = jax.random.split(key, 4)
+    k_gdata, k_ginit, k_ndata, k_ninit = jax.random.split(jax.random.key(cfg.seed), 4)
     dims = ("init", "seed", "width")
 
     # -- margin sweep (logistic loss) -------------------------------------------------------
@@ -182,11 +163,9 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
               "angle": list(cfg.angles), "n": list(cfg.ns)}
     data = {f"gamma_{k}": (("angle",) + dims, v) for k, v in g_vars.items()}
     data.update({f"n_{k}": (("n",) + dims, v) for k, v in n_vars.items()})
-    data["gamma"] = (("angle",), np.array(gammas))
-    data["gamma_t1"] = (("angle",), np.array(t1s))
-    data["lambda0"] = (("n",), np.array(lam0s))
-    data["n_lr"] = (("n",), np.array(lrs))
-    data["n_t1"] = (("n",), np.array(nt1s))
+    for name, dim, v in (("gamma", "angle", gammas), ("gamma_t1", "angle", t1s),
+                         ("lambda0", "n", lam0s), ("n_lr", "n", lrs), ("n_t1", "n", nt1s)):
+        data[name] = ((dim,), np.array(v))
     data["gram_lambda_min_init"] = (dims, gram_lmin)
     data["output_max_abs_init"] = (dims, out0)
     ds = xr.Dataset(data, coords=coords)
@@ -204,19 +183,18 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         "n_target_loss": target_n,
     }
     for i, iname in enumerate(INITS):
-        wg = width_needed(ds["gamma_success"].values[:, i], cfg.widths)
-        wn = width_needed(ds["n_success"].values[:, i], cfg.widths)
-        summary[f"width_exponent_gamma_{iname}"] = loglog_slope(1 / np.array(gammas), wg)
-        summary[f"width_exponent_n_{iname}"] = loglog_slope(np.array(cfg.ns, float), wn)
-        summary[f"width_needed_gamma_{iname}"] = {f"{g:.4g}": float(w)
-                                                   for g, w in zip(gammas, wg, strict=True)}
-        summary[f"width_needed_n_{iname}"] = dict(zip(cfg.ns, map(float, wn), strict=True))
-        mv = np.median(ds["n_movement"].values[-1, i], axis=0)
-        summary[f"movement_by_width_{iname}"] = dict(zip(cfg.widths, map(float, mv),
-                                                         strict=True))
-        fl = np.median(ds["n_flips"].values[-1, i], axis=0)
-        summary[f"flip_fraction_by_width_{iname}"] = dict(zip(cfg.widths, map(float, fl),
-                                                              strict=True))
+        wg = all_succeed(ds["gamma_success"].values[:, i], cfg.widths)
+        wn = all_succeed(ds["n_success"].values[:, i], cfg.widths)
+        mv, fl = (np.median(ds[v].values[-1, i], axis=0) for v in ("n_movement", "n_flips"))
+        summary |= {
+            f"width_exponent_gamma_{iname}": loglog_slope(1 / np.array(gammas), wg),
+            f"width_exponent_n_{iname}": loglog_slope(np.array(cfg.ns, float), wn),
+            f"width_needed_gamma_{iname}": {f"{g:.4g}": float(w)
+                                             for g, w in zip(gammas, wg, strict=True)},
+            f"width_needed_n_{iname}": dict(zip(cfg.ns, map(float, wn), strict=True)),
+            f"movement_by_width_{iname}": dict(zip(cfg.widths, map(float, mv), strict=True)),
+            f"flip_fraction_by_width_{iname}": dict(zip(cfg.widths, map(float, fl),
+                                                        strict=True))}
     return Result(summary=summary, dataset=ds)
 
 
@@ -224,84 +202,52 @@ _CITE = "Munteanu, Omlor, Song, Woodruff, ICML 2022 (arXiv 2206.12802)"
 
 
 def figures(ds, cfg: Config) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from gflow.plot import band, caption, panels, scaling, style
 
     widths = np.asarray(ds["width"].values, float)
     colors = {"paired": "C0", "independent": "C1"}
     figs = {}
 
-    def scaling(xvals, succ, xlabel, key, title, caption):
-        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    def width_needed(xvals, succ, xlabel, key, title, text):
+        fig, (ax,) = panels(1, size=(6.4, 4.6))
         for i, iname in enumerate(INITS):
-            w = width_needed(succ[:, i], widths)
-            slope = loglog_slope(xvals, w)
-            ax.plot(xvals, w, "o-", color=colors[iname],
-                    label=f"{iname}: fitted slope {slope:.2f}")
-            ok = np.isfinite(w)
-            if ok.any():
-                x0, w0 = xvals[ok][0], w[ok][0]
-                xs = np.array([xvals.min(), xvals.max()])
-                ax.plot(xs, w0 * (xs / x0) ** THEORY[key][iname], ":", color=colors[iname],
-                        label=f"{iname}: bound exponent {THEORY[key][iname]:g} (upper bound)")
-        ax.set_xscale("log")
-        ax.set_yscale("log", base=2)
-        ax.set_ylim(widths.min() / 2, widths.max() * 2)
+            scaling(ax, xvals, all_succeed(succ[:, i], widths), label=iname,
+                    color=colors[iname], exponent=THEORY[key][iname],
+                    reference="upper-bound exponent")
         ax.axhline(widths.max(), color="gray", lw=0.6, ls="--")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("width needed (smallest grid width, all seeds reach target)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=7, wrap=True)
-        fig.tight_layout()
-        return fig
+        style(ax, x="log", y="log2", xlabel=xlabel, title=title,
+              ylabel="width needed (smallest grid width, all seeds reach target)")
+        ax.set_ylim(widths.min() / 2, widths.max() * 2)
+        return caption(fig, text)
 
-    gam = np.asarray(ds["gamma"].values)
-    figs["width_vs_gamma"] = scaling(
-        1 / gam, ds["gamma_success"].values, r"1 / NTK margin $\gamma$", "gamma",
-        "Width needed vs 1/gamma (logistic loss, GD)",
+    figs["width_vs_gamma"] = width_needed(
+        1 / np.asarray(ds["gamma"].values), ds["gamma_success"].values,
+        r"1 / NTK margin $\gamma$", "gamma", "Width needed vs 1/gamma (logistic loss, GD)",
         f"n={cfg.gamma_n}, d={cfg.gamma_d} paired-point data; target: every y_i f(x_i) >= 1 "
         f"within T = {cfg.c_gamma:g} ln(2/eps)^2/(gamma^2 eps); {cfg.seeds} seeds; grid "
         f"{list(cfg.widths)}; dashed = largest width tried. {_CITE}.")
-    figs["width_vs_n"] = scaling(
+    figs["width_vs_n"] = width_needed(
         np.asarray(ds["n"].values, float), ds["n_success"].values, "number of samples n", "n",
         "Width needed vs n (squared loss, GD)",
         f"n points uniform on S^{cfg.n_d - 1}, random +-1 labels; target: loss <= "
         f"{cfg.eps_rel:g} x 1/2 within T = {cfg.c_n:g} n ln(1/eps)/lambda_min(H_inf); "
         f"{cfg.seeds} seeds; dashed = largest width tried. {_CITE}.")
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    n_last = int(ds["n"].values[-1])
+    fig, axes = panels(3, size=(5, 4.2))
     for i, iname in enumerate(INITS):
-        mv = ds["n_movement"].values[-1, i]
-        fl = ds["n_flips"].values[-1, i]
-        lm = ds["gram_lambda_min_init"].values[i]
-        for ax, v in zip(axes, (mv, fl, lm), strict=True):
-            ax.plot(widths, np.median(v, axis=0), "o-", color=colors[iname], label=iname)
-            ax.fill_between(widths, np.min(v, axis=0), np.max(v, axis=0), color=colors[iname],
-                            alpha=0.2)
-    axes[0].set_ylabel(r"$|\theta_T - \theta_0|$ (at stop or T)")
-    axes[0].set_title("Distance travelled")
-    axes[1].set_ylabel("fraction of activation patterns flipped")
-    axes[1].set_title("Activation-pattern flips")
+        for ax, v in zip(axes, (ds["n_movement"].values[-1, i], ds["n_flips"].values[-1, i],
+                                ds["gram_lambda_min_init"].values[i]), strict=True):
+            band(ax, widths, v, label=iname, color=colors[iname])
     axes[2].axhline(float(ds["lambda0"].values[-1]), color="k", ls=":",
                     label=r"$\lambda_{\min}(H^\infty)$")
-    axes[2].set_ylabel(r"$\lambda_{\min}$ of empirical NTK Gram at init")
-    axes[2].set_title("NTK Gram at init")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width m")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_yscale("log")
+    for ax, y, ylabel, title in zip(axes, ("log", "symlog", "linear"), (
+            r"$|\theta_T - \theta_0|$ (at stop or T)", "fraction of activation patterns flipped",
+            r"$\lambda_{\min}$ of empirical NTK Gram at init"), (
+            "Distance travelled", "Activation-pattern flips", "NTK Gram at init"), strict=True):
+        style(ax, x="log2", y=y, xlabel="width m", ylabel=ylabel, title=title, legend=8)
     axes[1].set_yscale("symlog", linthresh=1e-3)
-    fig.text(0.5, -0.02, f"n sweep data with n={n_last}, squared loss, GD; median and range "
-             f"over {cfg.seeds} seeds. Paired init starts from f=0; its NTK has the same mean, "
-             f"but at width m it is the NTK of m/2 independent neurons. {_CITE}.",
-             ha="center", va="top", fontsize=7, wrap=True)
-    fig.tight_layout()
-    figs["movement"] = fig
+    figs["movement"] = caption(fig, (
+        f"n sweep data with n={int(ds['n'].values[-1])}, squared loss, GD; median and range "
+        f"over {cfg.seeds} seeds. Paired init starts from f=0; its NTK has the same mean, "
+        f"but at width m it is the NTK of m/2 independent neurons. {_CITE}."))
     return figs
