@@ -76,18 +76,12 @@ def build(cfg: Config):
     """``(net, data, [params0 per seed])`` for a config."""
     data = gflow.data.sine_data(jax.random.key(cfg.seed), cfg.n, cfg.d, freq=cfg.freq)
     net = gflow.MLP(cfg.hidden, cfg.activation, scaling="standard", bias=True)
-    inits = []
-    for s in range(cfg.seeds):
-        key = jax.random.key(cfg.seed + 1 + s)
-        if cfg.gamma > 0:
-            stds = [m ** (-cfg.gamma / 2) for m in cfg.hidden]
-            p0 = gflow.init.small(key, net, cfg.d, cfg.gamma,
-                                  outer_std=cfg.outer_scale * stds[-1])
-        else:
-            p0 = gflow.init.small(key, net, cfg.d, std=cfg.init_std,
-                                  outer_std=cfg.outer_scale * cfg.init_std)
-        inits.append(p0)
-    return net, data, inits
+    # every parameter ~ N(0, init_std^2), or of variance m_l^-gamma in layer l (gamma > 0)
+    scale = dict(gamma=cfg.gamma, outer_std=cfg.outer_scale * cfg.hidden[-1] ** (-cfg.gamma / 2)
+                 ) if cfg.gamma > 0 else dict(std=cfg.init_std,
+                                              outer_std=cfg.outer_scale * cfg.init_std)
+    return net, data, [gflow.init.small(jax.random.key(cfg.seed + 1 + s), net, cfg.d, **scale)
+                       for s in range(cfg.seeds)]
 
 
 def observables(cfg: Config) -> dict:
@@ -215,7 +209,7 @@ def input_weights_at_end(ds, dname, seed, layer: int = 1):
 def heatmap_figure(ds, cfg: Config, layer: int = 1):
     """Cosine similarity of the input weights at the end of the initial stage, neurons
     ordered by cluster; one panel per dynamics (first seed)."""
-    from gflow.plot import panels
+    from gflow.plot import caption, panels
 
     dyn, seed = list(ds["dynamics"].values), ds["seed"].values[0]
     fig, axes = panels(len(dyn), size=(4.6, 4.2))
@@ -234,17 +228,15 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1):
         ax.set_xlabel("neuron (by cluster; after the black line: small norm)")
         ax.set_ylabel("neuron")
         fig.colorbar(im, ax=ax, fraction=0.046, label="cos(u_j, u_k)")
-    fig.suptitle(f"{cfg.activation}: input-weight cosine similarity at the end of the initial "
-                 f"stage, layer {layer}\n{CITE}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return caption(fig, title=f"{cfg.activation}: input-weight cosine similarity at the end of "
+                   f"the initial stage, layer {layer}\n{CITE}", title_size=10)
 
 
 def polar_figure(ds, cfg: Config):
     """Neuron directions of layer 1 at the end of the initial stage as points
     (angle, norm / max norm): the angle of (w, b) for d = 1, of w for d = 2 (the bias is
     then not shown; the radius is still the norm of (w, b))."""
-    from gflow.plot import panels
+    from gflow.plot import caption, panels
 
     dyn = list(ds["dynamics"].values)
     fig, axes = panels(len(dyn), size=(4.4, 4.4), subplot_kw={"projection": "polar"})
@@ -257,16 +249,14 @@ def polar_figure(ds, cfg: Config):
                      "max", fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{cfg.activation}: neuron directions at the end of the initial stage\n{CITE}",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return caption(fig, title=f"{cfg.activation}: neuron directions at the end of the initial "
+                   f"stage\n{CITE}", title_size=10)
 
 
 def counts_figure(ds, cfg: Config, layer: int = 1):
     """Condensed orientations and effective neurons over time, one line per seed; the
     dotted line marks the detected end of the initial stage."""
-    from gflow.plot import over_time, panels, style
+    from gflow.plot import caption, over_time, panels, style
 
     p = multiplicity(cfg.activation)
     dyn = list(ds["dynamics"].values)
@@ -286,10 +276,8 @@ def counts_figure(ds, cfg: Config, layer: int = 1):
             style(axes[r, c], x="log", y="log", ylabel=lab, title=dname,
                   xlabel="time t" + ("" if dname == "gf" else " (step x lr)"))
             axes[r, c].title.set_fontsize(10)
-    fig.suptitle(f"{cfg.activation} (multiplicity {'undefined' if p is None else p}), layer "
-                 f"{layer}: condensation over time\n{CITE}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return caption(fig, title=f"{cfg.activation} (multiplicity {'undefined' if p is None else p}"
+                   f"), layer {layer}: condensation over time\n{CITE}", title_size=10)
 
 
 def figures(ds, cfg: Config) -> dict:

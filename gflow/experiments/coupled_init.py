@@ -81,13 +81,11 @@ def _sphere_data(key, n, d):
 
 
 def width_sweep(cfg: Config, datas, *, loss, lrs, t1s, target, key, progress=False):
-    """Every data set x init x seed x width, trained by GD to ``target`` (or ``t1s[i]``).
-
-    One :func:`gflow.sweep`: all widths are embedded exactly in the largest
+    """Every data set x init x seed x width, trained by GD to ``target`` (or ``t1s[i]``), as
+    one :func:`gflow.sweep`: all widths are embedded exactly in the largest
     (:func:`gflow.ntk.pad_width`), so the runs of one data set share one compiled ensemble.
     Returns arrays over (data set, init, seed, width): ``success``, ``t_stop``, and at the
-    stop (or ``t1``) ``final_loss``, ``movement`` ``|theta - theta_0|`` and ``flips``.
-    """
+    stop (or ``t1``) ``final_loss``, ``movement`` ``|theta - theta_0|`` and ``flips``."""
     M = max(cfg.widths)
 
     def net(m):
@@ -113,7 +111,7 @@ def width_sweep(cfg: Config, datas, *, loss, lrs, t1s, target, key, progress=Fal
                  for t in (tr.params0, tr.params_final))
         obj = gflow.Objective(net(M), loss, data.X, data.y)
         out["final_loss"][i, ..., j] = each(obj.loss)(p)
-        out["movement"][i, ..., j] = each(lambda q, q0: optax.tree_utils.tree_l2_norm(
+        out["movement"][i, ..., j] = each(lambda q, q0: optax.tree_utils.tree_norm(
             jax.tree.map(jnp.subtract, q, q0)))(p, p0)
         out["flips"][i, ..., j] = each(lambda q, q0: ntk.activation_flips(  # noqa: B023
             q0.W[:m], q.W[:m], data.X))(p, p0)  # noqa: B023
@@ -144,14 +142,13 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     ev = [np.linalg.eigvalsh(np.asarray(ntk.relu_ntk(d.X), np.float64)) for d in n_data]
     lam0s = [float(e[0]) for e in ev]
     lrs = [n / float(e[-1]) for n, e in zip(cfg.ns, ev, strict=True)]
-    nt1s = [cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam0
-            for n, lam0 in zip(cfg.ns, lam0s, strict=True)]
+    nt1s = [cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam for n, lam in zip(cfg.ns, lam0s,
+                                                                               strict=True)]
     n_vars = width_sweep(cfg, n_data, loss="squared", lrs=lrs, t1s=nt1s, target=target_n,
                          key=k_ninit, progress=progress)
     # empirical NTK at init on the largest data set: lambda_min and output at init
-    gram_lmin = np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
+    X, gram_lmin = n_data[-1].X, np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
     out0 = np.zeros_like(gram_lmin)
-    X = n_data[-1].X
     for (i, iname), s, (j, m) in itertools.product(enumerate(INITS), range(cfg.seeds),
                                                    enumerate(cfg.widths)):
         net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
@@ -166,8 +163,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     for name, dim, v in (("gamma", "angle", gammas), ("gamma_t1", "angle", t1s),
                          ("lambda0", "n", lam0s), ("n_lr", "n", lrs), ("n_t1", "n", nt1s)):
         data[name] = ((dim,), np.array(v))
-    data["gram_lambda_min_init"] = (dims, gram_lmin)
-    data["output_max_abs_init"] = (dims, out0)
+    data |= {"gram_lambda_min_init": (dims, gram_lmin), "output_max_abs_init": (dims, out0)}
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(gamma_eps=eps_g, n_target=target_n, gamma_lr=cfg.gamma_lr)
 

@@ -30,6 +30,7 @@ import gflow
 from gflow import ntk, rotation
 
 from . import Result, Settings, setting
+from ._runs import observables_dataset
 
 REGIMES = ("near_init", "neural_collapse", "norm_only")
 OBSERVE = ("loss", "test_accuracy", "max_rotation_deg", "rotation_weighted_deg",
@@ -70,14 +71,9 @@ def _gf(cfg: Config):
     return gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol)
 
 
-def _observed(sw_or_traj, pre: str):
-    """The observables of a sweep or ensemble (no parameters) as a dataset, variables and
-    non-shared dims prefixed with the regime's tag (regimes have their own time grids)."""
-    ds = sw_or_traj.to_xarray()
-    ds = ds[[v for v in ds.data_vars if "params" not in v]]
-    shared = {"width", "k", "seed", "dynamics"}
-    ds = ds.rename({dim: f"{pre}_{dim}" for dim in ds.dims if dim not in shared})
-    return ds.rename({v: f"{pre}_{v}" for v in ds.data_vars})
+def _observed(result, pre: str):
+    """A regime's observables, tagged (the regimes have their own time grids)."""
+    return observables_dataset(result, prefix=pre, shared=("width", "k", "seed", "dynamics"))
 
 
 def _near_init(cfg: Config, keys, progress: bool):
@@ -206,7 +202,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 
 
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import over_time, panels, style
+    from gflow.plot import caption, cdf, lines, over_time, panels, style
 
     figs = {}
     fmts = {"gf": "-", "sgd": "--"}
@@ -214,19 +210,17 @@ def figures(ds, cfg: Config) -> dict:
         t = ds["ni_time"].values
         gamma = float(ds["ni_ntk_margin"])
         fig, axes = panels(4, size=(5, 4))
-        rows = (("ni_movement_over_sqrt_m", r"$|W_t-W_0|_F/\sqrt{m}$", "linear"),
+        rows = (("ni_movement_over_sqrt_m", r"$|W_t-W_0|_F/\sqrt{m}$", "linear", None),
                 ("ni_rotation_weighted_deg", r"mean angle$(w_j(t), w_j(0))$, $|a_j|$-weighted"
-                 " [deg]", "linear"),
-                ("ni_test_accuracy", "test error", "log"),
-                ("ni_margin_homogeneous", r"margin / $\gamma_{ntk}$", "linear"))
-        for ax, (var, ylabel, yscale) in zip(axes, rows, strict=True):
+                 " [deg]", "linear", None),
+                ("ni_test_accuracy", "test error", "log", lambda v: 1.0 - v),
+                ("ni_margin_homogeneous", r"margin / $\gamma_{ntk}$", "linear",
+                 lambda v: v / gamma))
+        for ax, (var, ylabel, yscale, shown) in zip(axes, rows, strict=True):
             for dname in ds["dynamics"].values:
-                for wi, w in enumerate(ds["width"].values):
-                    y = ds[var].sel(dynamics=dname, width=w).values
-                    y = 1.0 - y if var == "ni_test_accuracy" else y
-                    y = y / gamma if var == "ni_margin_homogeneous" else y
-                    over_time(ax, t, y, f"{dname}, m={int(w)}", fmts.get(str(dname), ":"),
-                              color=f"C{wi}")
+                lines(ax, ds.sel(dynamics=dname), var, "width", time="ni_time", colors=True,
+                      reduce=shown, fmt=fmts.get(str(dname), ":"),
+                      label=lambda w, d=dname: f"{d}, m={int(w)}")
             if var == "ni_margin_homogeneous":
                 mm = ds["ni_margin_per_movement"].sel(dynamics="gf",
                                                       width=ds["width"].values[-1]).values
@@ -235,31 +229,24 @@ def figures(ds, cfg: Config) -> dict:
                 ax.axhline(1.0, color="k", lw=0.8, label=r"$\gamma_{ntk}$")
                 ax.set_ylim(-0.5, 1.6)
             style(ax, x="log", y=yscale, xlabel="time t (SGD: step x lr)", ylabel=ylabel)
-        fig.suptitle(f"Near initialization, 2-sparse parity d={cfg.d}, n={cfg.n}, only W trained;"
-                     f" NTK margin {gamma:.3g}. {CITE}")
-        fig.tight_layout()
-        figs["near_init"] = fig
+        figs["near_init"] = caption(fig, title=f"Near initialization, 2-sparse parity d={cfg.d}, "
+                                    f"n={cfg.n}, only W trained; NTK margin {gamma:.3g}. {CITE}")
 
         fig, (ax,) = panels(1, size=(5.5, 4))
         rot = ds["ni_rotation_deg"].sel(dynamics="gf").isel(ni_time=-1)
         for w in ds["width"].values:
-            v = rot.sel(width=w).values
-            v = np.sort(v[np.isfinite(v)])
-            ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=f"m={int(w)}")
+            cdf(ax, rot.sel(width=w).values, label=f"m={int(w)}")
         style(ax, xlabel=r"angle$(w_j(T), w_j(0))$ [deg]", ylabel="fraction of neurons (CDF)",
               legend=10)
         ax.set_title(f"Near init: rotation at t={t[-1]:.3g} (GF). {CITE}", fontsize=9)
         figs["near_init_rotation_cdf"] = fig
 
     if "no_loss" in ds:
-        t = ds["no_time"].values
         fig, axes = panels(3, size=(5, 4))
-        for n in ds["no_n"].values:
-            sub = ds.sel(no_n=n)
-            over_time(axes[0], t, sub["no_margin_homogeneous"].values
-                      / float(sub["no_max_margin"]), f"n={int(n)}")
-            over_time(axes[1], t, np.maximum(sub["no_max_rotation_deg"].values, 1e-12),
-                      f"n={int(n)}")
+        for ax, var, reduce in ((axes[0], "no_margin_ratio", None),
+                                (axes[1], "no_max_rotation_deg", lambda v: np.maximum(v, 1e-12))):
+            lines(ax, ds.assign(no_margin_ratio=ds["no_margin_homogeneous"] / ds["no_max_margin"]),
+                  var, "no_n", time="no_time", reduce=reduce, label=lambda n: f"n={int(n)}")
         axes[0].axhline(1.0, color="k", lw=0.8, label="LP max margin")
         axes[0].set_ylim(-0.2, 1.1)
         err = 1.0 - ds["no_test_accuracy"].isel(no_time=-1).values
@@ -270,10 +257,8 @@ def figures(ds, cfg: Config) -> dict:
               ylabel="max rotation angle [deg] (numerical zero)")
         style(axes[2], x="log2", y="log", xlabel="n (training samples)", legend=8,
               ylabel="test error (floored at 1e-4)")
-        fig.suptitle(f"Norm-only flow w_j = r_j u_j (r, a trained), m={cfg.norm_width}, "
-                     f"2-sparse parity d={cfg.d}. {CITE}")
-        fig.tight_layout()
-        figs["norm_only"] = fig
+        figs["norm_only"] = caption(fig, title=f"Norm-only flow w_j = r_j u_j (r, a trained), "
+                                    f"m={cfg.norm_width}, 2-sparse parity d={cfg.d}. {CITE}")
 
     if "nc_loss" in ds:
         fig, (ax,) = panels(1, size=(6, 4.2))
@@ -285,6 +270,5 @@ def figures(ds, cfg: Config) -> dict:
               ylabel=f"test error (mean of {ds.sizes['seed']} seeds, floored at 1e-4)")
         ax.set_title(f"Neural collapse: k groups, radius {cfg.nc_radius}, d={cfg.nc_d}, "
                      f"m={cfg.nc_width}, GF.\n{CITE}", fontsize=9)
-        fig.tight_layout()
-        figs["neural_collapse"] = fig
+        figs["neural_collapse"] = caption(fig)
     return figs

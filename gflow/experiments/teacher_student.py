@@ -29,6 +29,7 @@ import gflow
 from gflow import population as P
 
 from . import Result, Settings, setting
+from ._runs import runs_dataset
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,38 +62,6 @@ def _settings(cfg: Config):
     return (cfg.eps64, cfg.rtol64, "float64") if x64 else (cfg.eps32, cfg.rtol32, "float32")
 
 
-def _stack(trajs: dict[str, gflow.Trajectory], widths: dict[str, int], k: int):
-    """Runs of different widths and stop times on one grid: (run, save[, neuron|teacher])
-    padded with NaN; the times of each run are the variable ``t``; ``final_<observable>``
-    is each run's value at its last reached save (:meth:`gflow.Trajectory.final`)."""
-    import xarray as xr
-
-    S, M, names = max(len(t.times) for t in trajs.values()), max(widths.values()), list(trajs)
-
-    def pad(x, shape):
-        out = np.full(shape, np.nan)
-        out[tuple(slice(0, s) for s in np.shape(x))] = x
-        return out
-
-    def over_runs(get, dims, size=()):
-        return (("run",) + dims, np.stack([pad(get(t), size) for t in trajs.values()]))
-
-    first = trajs[names[0]]
-    data = {"t": over_runs(lambda t: t.times, ("save",), (S,))}
-    for var in first.observables:
-        dim = first.obs_dims.get(var, (f"{var}_dim0",))[:np.ndim(first[var]) - 1]
-        size = tuple(M if d == "neuron" else k for d in dim)
-        data[var] = over_runs(lambda t, v=var: t[v], ("save",) + dim, (S,) + size)
-        data[f"final_{var}"] = over_runs(lambda t, v=var: t.final(v), dim, size)
-    data["eff_weight"] = over_runs(lambda t: np.abs(np.asarray(t.params_final.a)) * np.linalg.norm(
-        np.asarray(t.params_final.W), axis=1), ("neuron",), (M,))
-    data["width"] = (("run",), np.array([widths[n] for n in names]))
-    data["status"] = (("run",), np.array([str(t.status) for t in trajs.values()]))
-    data["t_stop"] = (("run",), np.array([float(t.t_stop) for t in trajs.values()]))
-    data["num_steps"] = (("run",), np.array([int(t.stats["num_steps"]) for t in trajs.values()]))
-    return xr.Dataset(data, coords={"run": names})
-
-
 def run(cfg: Config, *, progress: bool = False) -> Result:
     eps, rtol, dtype_name = _settings(cfg)
     k_data, k_init, k_rand = jax.random.split(jax.random.key(cfg.seed), 3)
@@ -105,7 +74,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
               save=gflow.LogTimes(cfg.n_save, t_min=1e-3), stop_loss=eps, throw=False,
               observe={**{o: o for o in LOCAL_OBS}, **P.observables(tnet, tp)},
               progress=progress)
-    trajs, widths = {}, {}
+    trajs = {}
 
     def student(m):
         return gflow.TwoLayer(m, cfg.activation, "standard", bias=False, train_outer=True)
@@ -116,20 +85,18 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
                                             weight_noise=cfg.weight_noise)
 
     for m in (cfg.k * f for f in cfg.width_factors):
-        trajs[f"m={m}"], widths[f"m={m}"] = gflow.simulate(*local(m), pdata, t1=cfg.t1, **kw), m
+        trajs[f"m={m}"] = gflow.simulate(*local(m), pdata, t1=cfg.t1, **kw)
     # random (non-local) init: w ~ N(0, I/d), a ~ N(0, 1/m)
     m_r = cfg.k * cfg.random_width_factor
     net_r = student(m_r)
     p_r = gflow.init.gaussian(k_rand, net_r, cfg.d, std=1.0 / np.sqrt(cfg.d), outer="gaussian",
                               outer_std=1.0 / np.sqrt(m_r))
-    name_r = f"random m={m_r}"
-    trajs[name_r], widths[name_r] = gflow.simulate(net_r, p_r, pdata, t1=cfg.random_t1, **kw), m_r
+    trajs[f"random m={m_r}"] = gflow.simulate(net_r, p_r, pdata, t1=cfg.random_t1, **kw)
     # the same local run for m = k on a fixed Gaussian sample (the sample loss is the objective)
     if cfg.n_sample > 0:
-        name_s = f"sample n={cfg.n_sample} m={cfg.k}"
-        trajs[name_s] = gflow.simulate(*local(cfg.k), data, loss="squared", t1=cfg.t1, **kw)
-        widths[name_s] = cfg.k
-    ds = _stack(trajs, widths, cfg.k)
+        trajs[f"sample n={cfg.n_sample} m={cfg.k}"] = gflow.simulate(
+            *local(cfg.k), data, loss="squared", t1=cfg.t1, **kw)
+    ds = runs_dataset(trajs)
     ds.attrs.update(eps=eps, dtype=dtype_name, teacher_weight=1.0)
     return Result(summary=_summary(ds, eps, dtype_name, data.meta), dataset=ds)
 
@@ -142,16 +109,6 @@ def _max(v, axis=None):
 
 def _runs(ds, prefix):
     return [str(r) for r in ds.run.values if str(r).startswith(prefix)]
-
-
-def _significant_angle(ds, run):
-    """Largest final angle among student neurons whose effective weight |a_j| |w_j| is at
-    least 1% of the largest one (neurons that have shrunk to ~0 can point anywhere)."""
-    sub = ds.sel(run=run)
-    m = int(sub["width"])
-    ang = np.asarray(sub["final_teacher_angle"].values, float)[:m]
-    w = np.abs(np.asarray(sub["eff_weight"].values, dtype=float))[:m]
-    return float(np.max(ang[w >= 0.01 * np.max(w)]))
 
 
 def _summary(ds, eps, dtype_name, meta) -> dict:
@@ -169,6 +126,8 @@ def _summary(ds, eps, dtype_name, meta) -> dict:
         by["bal"][m] = float(_max(np.abs(b - b[0])))
         by["init"][m] = float(sub["population_loss"].values[0])
     rand = ds.sel(run=_runs(ds, "random")[0])
+    ang, w = (np.abs(np.asarray(rand[v].values, float))[:int(rand["width"])]
+              for v in ("final_teacher_angle", "eff_weight"))
     out = {
         "dtype": dtype_name,
         "eps": eps,
@@ -187,7 +146,9 @@ def _summary(ds, eps, dtype_name, meta) -> dict:
         "random_init_status": str(rand["status"].values),
         "random_init_final_loss": float(rand["final_population_loss"]),
         "random_init_max_angle_deg": float(_max(rand["final_teacher_angle"])),
-        "random_init_max_angle_deg_weight_ge_1pct": _significant_angle(ds, str(rand.run.values)),
+        # among the neurons of effective weight |a_j| |w_j| >= 1% of the largest (those that
+        # have shrunk to ~0 can point anywhere)
+        "random_init_max_angle_deg_weight_ge_1pct": float(np.max(ang[w >= 0.01 * np.max(w)])),
         "random_init_t_stop": float(rand["t_stop"]),
     }
     for s in _runs(ds, "sample")[:1]:
@@ -204,7 +165,7 @@ _CITE = "Zhou, Ge, Jin, COLT 2021 (arXiv 2102.02410)"
 
 
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import caption, over_time, panels, style
+    from gflow.plot import caption, lines, panels, style
 
     eps = float(ds.attrs.get("eps", np.nan))
     setup = (f"teacher: k={cfg.k} {cfg.directions} directions, {cfg.outer} outer weights, "
@@ -212,34 +173,31 @@ def figures(ds, cfg: Config) -> dict:
              f"both layers; exact population GF from a local init ({cfg.angle_deg} deg); "
              f"{ds.attrs.get('dtype', '')}, eps={eps:g}. {_CITE}.")
     runs, local = [str(r) for r in ds.run.values], _runs(ds, "m=")
-    fmt = {r: "-" if r.startswith("m=") else "--" for r in runs}
 
-    def per_run(ax, var, reduce=lambda v: v, runs_=runs, x="log", y="log", **kw):
-        for r in runs_:
-            over_time(ax, ds["t"].sel(run=r), reduce(np.asarray(ds[var].sel(run=r).values, float)),
-                      r, fmt[r], positive=y == "log", log_t=x == "log")
+    def per_run(ax, var, reduce=None, sel=runs, x="log", y="log", **kw):
+        lines(ax, ds.sel(run=sel), var, "run", time="t", reduce=reduce, positive=y == "log",
+              fmt=lambda r: "-" if str(r).startswith("m=") else "--", log_t=x == "log")
         return style(ax, xlabel="time t", x=x, y=y, **kw)
 
     figs = {}
     fig, axes = panels(2, size=(5.5, 4))
     per_run(axes[0], "population_loss", ylabel="population loss L", title="log-log axes")
-    per_run(axes[1], "population_loss", runs_=local, x="linear",
+    per_run(axes[1], "population_loss", sel=local, x="linear",
             title="linear (symlog) time: straight line = linear rate")
     axes[1].set_xscale("symlog", linthresh=10.0)
     axes[1].set_xlim(left=0.0)
     for ax in axes:
         ax.axhline(eps, color="k", lw=0.8, ls=":")
-    fig.suptitle("Population loss under gradient flow")
-    figs["loss"] = caption(fig, setup)
+    figs["loss"] = caption(fig, setup, title="Population loss under gradient flow")
 
     fig, axes = panels(2, size=(5.5, 4))
     per_run(axes[0], "teacher_angle", reduce=lambda v: _max(v, axis=-1),
             ylabel="max over student neurons of angle to nearest teacher (deg)",
             title="Student-teacher angles")
     for r in runs:
-        m = int(ds["width"].sel(run=r))
-        a = np.asarray(ds["final_teacher_angle"].sel(run=r).values, float)[:m]
-        axes[1].scatter(np.full(m, r), np.maximum(a, 1e-6), s=12)
+        a = np.asarray(ds["final_teacher_angle"].sel(run=r).values, float)
+        a = a[:int(ds["width"].sel(run=r))]
+        axes[1].scatter(np.full(len(a), r), np.maximum(a, 1e-6), s=12)
     style(axes[1], y="log", ylabel="final angle to nearest teacher (deg), each neuron")
     axes[1].tick_params(axis="x", rotation=30, labelsize=7)
     figs["angles"] = caption(fig, setup)
@@ -254,10 +212,9 @@ def figures(ds, cfg: Config) -> dict:
     per_run(axes[0], "lojasiewicz_ratio", ylabel=r"$|\nabla L|^2 / L$",
             title="Lojasiewicz-type ratio (= -d log L / dt)")
     for r in runs:
-        g = np.asarray(ds["grad_norm"].sel(run=r).values, dtype=float)
-        L = np.asarray(ds["loss"].sel(run=r).values, dtype=float)
+        g, L = (np.asarray(ds[v].sel(run=r).values, dtype=float) for v in ("grad_norm", "loss"))
         ok = (L > 0) & (L < 0.1) & (g > 0)
-        axes[1].plot(L[ok], np.log(g[ok]) / np.log(L[ok]), fmt[r], label=r)
+        axes[1].plot(L[ok], np.log(g[ok]) / np.log(L[ok]), "-" if r in local else "--", label=r)
     style(axes[1], x="log", xlabel="loss L (decreasing)", ylabel=r"$\log|\nabla L| / \log L$",
           title="empirical exponent (1/2: |grad L| ~ sqrt(L), linear rate)")
     axes[1].set_ylim(0.0, 1.5)
@@ -265,23 +222,17 @@ def figures(ds, cfg: Config) -> dict:
     figs["lojasiewicz"] = caption(fig, setup)
 
     fig, (ax,) = panels(1, size=(6, 4))
-    ms = [int(ds["width"].sel(run=r)) for r in local]
-    ts = [float(ds["t_stop"].sel(run=r)) if str(ds["status"].sel(run=r).values) == "stop_loss"
-          else np.nan for r in local]
-    ax.plot(ms, ts, "o-")
+    sub = ds.sel(run=local)
+    ms = [int(m) for m in sub["width"].values]
+    ax.plot(ms, np.where(sub["status"].values == "stop_loss", sub["t_stop"].values, np.nan), "o-")
     style(ax, x="log2", y="log", xlabel="student width m", ylabel=f"time to reach L <= {eps:g}",
           title="Time to eps vs width (theory: rate independent of m)")
     ax.set_xticks(ms, [f"{m} ({m // cfg.k}k)" for m in ms])
     figs["time_to_eps"] = caption(fig, setup)
 
-    fig, (ax,) = panels(1, size=(6, 4))
-    for r in runs:
-        b = np.asarray(ds["balancedness"].sel(run=r).values, dtype=float)[:, :int(ds["width"].sel(
-            run=r))]
-        over_time(ax, ds["t"].sel(run=r), _max(np.abs(b - b[0]), axis=-1), r, fmt[r],
-                  positive=True)
-    style(ax, x="log", y="log", xlabel="time t",
-          ylabel=r"max$_j$ |$(a_j^2-|w_j|^2)(t) - (a_j^2-|w_j|^2)(0)$|",
-          title="Conserved quantity a_j^2 - |w_j|^2 (solver error only)")
+    fig, (ax,) = panels(1, size=(6, 4))  # neurons beyond a run's width are NaN: left out
+    per_run(ax, "balancedness", reduce=lambda b: _max(np.abs(b - b[0]), axis=-1),
+            ylabel=r"max$_j$ |$(a_j^2-|w_j|^2)(t) - (a_j^2-|w_j|^2)(0)$|",
+            title="Conserved quantity a_j^2 - |w_j|^2 (solver error only)")
     figs["conserved"] = caption(fig, setup)
     return figs
