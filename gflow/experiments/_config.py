@@ -73,7 +73,7 @@ def _error(cls, key: str, value, problem: str) -> ValueError:
 def _typ(cls, key: str):
     hints = {f.name: _hints(cls)[f.name] for f in dataclasses.fields(cls)}
     if key not in hints:
-        raise ValueError(f"{experiment_name(cls)}: unknown setting {key!r}; valid settings: "
+        raise ValueError(f"{experiment_name(cls)}: unknown setting(s) {[key]}; valid settings: "
                          f"{sorted(hints)}")
     return hints[key]
 
@@ -142,19 +142,21 @@ _OPS = {"ge": (">=", lambda v, b: v >= b, max), "gt": (">", lambda v, b: v > b, 
 def _check_rule(cfg, key: str, value, rule: Rule) -> str | None:
     """What is wrong with one value (of a tuple: each), or ``None``."""
     each = "each value " if isinstance(value, tuple) else ""
+    bounds = []  # (op, bound value, text) of every declared bound
+    for name, (op, ok, tightest) in _OPS.items():
+        given = getattr(rule, name)
+        if given is not None:
+            got = [_bound(cfg, b) for b in (given if isinstance(given, tuple) else (given,))]
+            text = got[0][1] if len(got) == 1 else \
+                f"{tightest.__name__}({', '.join(t for _, t in got)})"
+            bounds.append((ok, tightest(x for x, _ in got), f"{op} {text}"))
     for v in value if isinstance(value, tuple) else (value,):
         if rule.choices is not None and v not in rule.choices:
             return f"{each}must be one of {list(rule.choices)}"
         if rule.multiple_of is not None and v % rule.multiple_of:
             return f"{each}must be a multiple of {rule.multiple_of}"
-        for name, (op, ok, tightest) in _OPS.items():
-            given = getattr(rule, name)
-            if given is None:
-                continue
-            bounds = [_bound(cfg, b) for b in (given if isinstance(given, tuple) else (given,))]
-            b = tightest(x for x, _ in bounds)
-            if not ok(v, b):
-                return f"{each}must be {op} " + " and ".join(t for _, t in bounds)
+        if not all(ok(v, b) for ok, b, _ in bounds):
+            return f"{each}must be " + " and ".join(t for _, _, t in bounds)
     return None
 
 
