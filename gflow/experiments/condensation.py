@@ -19,6 +19,7 @@ p = the activation's multiplicity (computed from derivatives at 0 by jax).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import numpy as np
@@ -87,12 +88,11 @@ def build(cfg: Config):
 def observables(cfg: Config) -> dict:
     """Observables recorded in each run: loss, per-layer max norm / orientations /
     effective neurons, and every layer's input weights."""
-    obs = {"loss": "loss", "max_input_norm": "max_input_norm",
-           "orientations": condense.orientations_observable(cfg.norm_frac, cfg.cos_threshold),
-           "effective_neurons": "effective_neurons"}
-    for layer in range(1, len(cfg.hidden) + 1):
-        obs[f"u_l{layer}"] = condense.input_weights_observable(layer)
-    return obs
+    return {"loss": "loss", "max_input_norm": "max_input_norm",
+            "orientations": condense.orientations_observable(cfg.norm_frac, cfg.cos_threshold),
+            "effective_neurons": "effective_neurons",
+            **{f"u_l{k}": condense.input_weights_observable(k)
+               for k in range(1, len(cfg.hidden) + 1)}}
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
@@ -256,26 +256,22 @@ def polar_figure(ds, cfg: Config):
 def counts_figure(ds, cfg: Config, layer: int = 1):
     """Condensed orientations and effective neurons over time, one line per seed; the
     dotted line marks the detected end of the initial stage."""
-    from gflow.plot import caption, over_time, panels, style
+    from gflow.plot import caption, lines, panels, style
 
-    p = multiplicity(cfg.activation)
-    dyn = list(ds["dynamics"].values)
+    p, dyn = multiplicity(cfg.activation), list(ds["dynamics"].values)
     fig, axes = panels(len(dyn), nrows=2, size=(5, 3.2))
-    for c, dname in enumerate(dyn):
-        for s in ds["seed"].values:
-            sub = ds.sel(dynamics=dname, seed=s)
-            te = float(sub["stage_end_time"].values[layer - 1])
-            for r, var in enumerate(("orientations", "effective_neurons")):
-                line, = over_time(axes[r, c], ds["time"], sub[var].values[:, layer - 1],
-                                  f"seed {s}")
-                if np.isfinite(te):
-                    axes[r, c].axvline(te, ls=":", color=line.get_color())
-        for r, lab in enumerate(("condensed orientations", "effective neurons")):
-            if p is not None:
-                axes[r, c].axhline(2 * p, color="k", ls="--", lw=1, label=f"2p = {2 * p}")
-            style(axes[r, c], x="log", y="log", ylabel=lab, title=dname,
-                  xlabel="time t" + ("" if dname == "gf" else " (step x lr)"))
-            axes[r, c].title.set_fontsize(10)
+    rows = (("orientations", "condensed orientations"), ("effective_neurons", "effective neurons"))
+    for (r, (var, ylabel)), (c, dname) in itertools.product(enumerate(rows), enumerate(dyn)):
+        sub, ax = ds.sel(dynamics=dname).isel(layer=layer - 1), axes[r, c]
+        lines(ax, sub, var, "seed", colors=True, label=lambda s: f"seed {s}")
+        for i, te in enumerate(sub["stage_end_time"].values):
+            if np.isfinite(te):
+                ax.axvline(te, ls=":", color=f"C{i}")
+        if p is not None:
+            ax.axhline(2 * p, color="k", ls="--", lw=1, label=f"2p = {2 * p}")
+        style(ax, x="log", y="log", ylabel=ylabel, title=dname,
+              xlabel="time t" + ("" if dname == "gf" else " (step x lr)"))
+        ax.title.set_fontsize(10)
     return caption(fig, title=f"{cfg.activation} (multiplicity {'undefined' if p is None else p}"
                    f"), layer {layer}: condensation over time\n{CITE}", title_size=10)
 
