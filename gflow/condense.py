@@ -31,7 +31,8 @@ Pieces:
   directions, and ``m`` for ``m`` equal orthogonal neurons.
 - :func:`growth_stage_end`, :func:`loss_stage_end`: the end of the initial stage,
   detected from a saved series rather than set by hand (see their docstrings);
-  :func:`growth_stage_ends` for many series at once;
+  :func:`growth_stage_ends` for many series at once, :func:`stage_end_counts` the counts
+  there for every run of a results dataset;
 - :func:`draw_cosines`, :func:`draw_directions`: the neurons of one layer on a matplotlib
   axis (cluster-ordered cosine matrix; directions in the plane).
 - :func:`first_order_direction`, :func:`alignment`: the p = 1 prediction
@@ -68,6 +69,7 @@ __all__ = [
     "alignment",
     "growth_stage_end",
     "growth_stage_ends",
+    "stage_end_counts",
     "input_weights",
     "input_weights_observable",
     "loss_stage_end",
@@ -253,6 +255,25 @@ def growth_stage_ends(times, max_norm, *, factor: float = 10.0):
         j, end[i] = growth_stage_end(times[ok], max_norm[i][ok], factor=factor)
         idx[i] = -1 if j is None else ok[j]
     return idx, end
+
+
+def stage_end_counts(ds, *, factor: float = 10.0):
+    """The end of the initial stage of every run of a results dataset that holds this
+    module's observables ``max_input_norm``, ``orientations``, ``effective_neurons`` over
+    ``(..., time, layer)``: an ``xarray.Dataset`` over ``(..., layer)`` with
+    ``stage_end_index`` (-1: not reached), ``stage_end_time`` (:func:`growth_stage_ends`)
+    and ``orientations_at_end``, ``effective_neurons_at_end`` (NaN where not reached)."""
+    import xarray as xr
+
+    dims = tuple(d for d in ds["max_input_norm"].dims if d != "time")
+    idx, end = growth_stage_ends(ds["time"].values, ds["max_input_norm"].transpose(
+        *dims, "time").values, factor=factor)
+    out = {"stage_end_index": (dims, idx), "stage_end_time": (dims, end)}
+    for v in ("orientations", "effective_neurons"):
+        at = np.take_along_axis(np.asarray(ds[v].transpose(*dims, "time").values, float),
+                                np.maximum(idx, 0)[..., None], axis=-1)[..., 0]
+        out[f"{v}_at_end"] = (dims, np.where(idx >= 0, at, np.nan))
+    return xr.Dataset(out, coords={d: ds[d] for d in dims if d in ds.coords})
 
 
 def draw_cosines(ax, U: Float[Array, "m k"], *, norm_frac: float = NORM_FRAC,

@@ -115,7 +115,7 @@ def test_modules_stay_small():
 #: summary and figures through shared scaffolds
 EXPERIMENT_LINES = 250
 #: experiments not yet within the limit, at most at these sizes (they may only shrink)
-OVER_LIMIT = {"condensation": 291, "low_rotation": 274}
+OVER_LIMIT = {"condensation": 284, "low_rotation": 274}
 
 
 def _lines(path: Path) -> int:

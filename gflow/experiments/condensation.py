@@ -129,25 +129,18 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 
 
 def stage_end(ds, cfg: Config):
-    """Add ``stage_end_index``/``stage_end_time`` (dynamics, seed, layer), the counts there
-    (``orientations_at_end``, ``effective_neurons_at_end``) and the layer-1 alignment with
-    the p = 1 prediction (``alignment_at_end``) to the dataset."""
-    dims = ("dynamics", "seed", "layer")
-    mn = ds["max_input_norm"].transpose(*dims, "time").values
-    idx, tend = condense.growth_stage_ends(ds["time"].values, mn, factor=cfg.growth_factor)
-    at_end = {v: np.full(idx.shape, np.nan) for v in ("orientations", "effective_neurons")}
-    align = np.full(idx.shape[:2], np.nan)
-    for (i, j, k) in zip(*np.nonzero(idx >= 0), strict=True):
-        sub = ds.isel(dynamics=i, seed=j, time=idx[i, j, k])
-        for v, arr in at_end.items():
-            arr[i, j, k] = sub[v].values[k]
-        if k == 0:
-            align[i, j] = condense.alignment(sub["u_l1"].values, sub["first_order_direction"]
-                                             .values, norm_frac=cfg.norm_frac)
-    return ds.assign(stage_end_index=(dims, idx), stage_end_time=(dims, tend),
-                     orientations_at_end=(dims, at_end["orientations"]),
-                     effective_neurons_at_end=(dims, at_end["effective_neurons"]),
-                     alignment_at_end=(dims[:2], align))
+    """Add the end of the initial stage and the counts there (``stage_end_index``,
+    ``stage_end_time``, ``orientations_at_end``, ``effective_neurons_at_end`` over
+    (dynamics, seed, layer), :func:`gflow.condense.stage_end_counts`) and the layer-1
+    alignment with the p = 1 prediction (``alignment_at_end``) to the dataset."""
+    ds = ds.merge(condense.stage_end_counts(ds, factor=cfg.growth_factor))
+    idx = ds["stage_end_index"].transpose("dynamics", "seed", "layer").values[..., 0]
+    align = np.full(idx.shape, np.nan)
+    for i, j in zip(*np.nonzero(idx >= 0), strict=True):
+        sub = ds.isel(dynamics=i, seed=j, time=idx[i, j])
+        align[i, j] = condense.alignment(sub["u_l1"].values, sub["first_order_direction"].values,
+                                         norm_frac=cfg.norm_frac)
+    return ds.assign(alignment_at_end=(("dynamics", "seed"), align))
 
 
 def _num(x):
