@@ -30,7 +30,11 @@ Pieces:
   direction, ``k`` for ``k`` equal-weight clusters on orthogonal or opposite
   directions, and ``m`` for ``m`` equal orthogonal neurons.
 - :func:`growth_stage_end`, :func:`loss_stage_end`: the end of the initial stage,
-  detected from a saved series rather than set by hand (see their docstrings).
+  detected from a saved series rather than set by hand (see their docstrings);
+  :func:`growth_stage_ends` for many series at once, :func:`stage_end_counts` the counts
+  there for every run of a results dataset;
+- :func:`draw_cosines`, :func:`draw_directions`: the neurons of one layer on a matplotlib
+  axis (cluster-ordered cosine matrix; directions in the plane).
 - :func:`first_order_direction`, :func:`alignment`: the p = 1 prediction
   ``+-sum_i e_i (x_i, 1)`` and how well the weight-carrying neurons line up with it
   (the paper's data set: :func:`gflow.data.sine_data`).
@@ -58,10 +62,14 @@ __all__ = [
     "cluster_order",
     "cosine_matrix",
     "count_orientations",
+    "draw_cosines",
+    "draw_directions",
     "effective_neurons",
     "first_order_direction",
     "alignment",
     "growth_stage_end",
+    "growth_stage_ends",
+    "stage_end_counts",
     "input_weights",
     "input_weights_observable",
     "loss_stage_end",
@@ -234,6 +242,62 @@ def growth_stage_end(times, max_norm, *, factor: float = 10.0) -> tuple[int | No
         raise ValueError(f"factor must be > 1, got {factor!r}.")
     times, max_norm = _check_series(times, max_norm, "max_norm")
     return _first_index(times, max_norm >= factor * max_norm[0])
+
+
+def growth_stage_ends(times, max_norm, *, factor: float = 10.0):
+    """:func:`growth_stage_end` of every series ``max_norm[..., :]`` (saves on the last
+    axis, those that are NaN -- after an early stop -- left out): ``(index, time)`` arrays
+    of the leading shape, ``-1`` and NaN where the growth is never reached."""
+    times, max_norm = np.asarray(times, float), np.asarray(max_norm, float)
+    idx, end = np.full(max_norm.shape[:-1], -1), np.full(max_norm.shape[:-1], np.nan)
+    for i in np.ndindex(idx.shape):
+        ok = np.flatnonzero(np.isfinite(max_norm[i]))
+        j, end[i] = growth_stage_end(times[ok], max_norm[i][ok], factor=factor)
+        idx[i] = -1 if j is None else ok[j]
+    return idx, end
+
+
+def stage_end_counts(ds, *, factor: float = 10.0):
+    """The end of the initial stage of every run of a results dataset that holds this
+    module's observables ``max_input_norm``, ``orientations``, ``effective_neurons`` over
+    ``(..., time, layer)``: an ``xarray.Dataset`` over ``(..., layer)`` with
+    ``stage_end_index`` (-1: not reached), ``stage_end_time`` (:func:`growth_stage_ends`)
+    and ``orientations_at_end``, ``effective_neurons_at_end`` (NaN where not reached)."""
+    import xarray as xr
+
+    dims = tuple(d for d in ds["max_input_norm"].dims if d != "time")
+    idx, end = growth_stage_ends(ds["time"].values, ds["max_input_norm"].transpose(
+        *dims, "time").values, factor=factor)
+    out = {"stage_end_index": (dims, idx), "stage_end_time": (dims, end)}
+    for v in ("orientations", "effective_neurons"):
+        at = np.take_along_axis(np.asarray(ds[v].transpose(*dims, "time").values, float),
+                                np.maximum(idx, 0)[..., None], axis=-1)[..., 0]
+        out[f"{v}_at_end"] = (dims, np.where(idx >= 0, at, np.nan))
+    return xr.Dataset(out, coords={d: ds[d] for d in dims if d in ds.coords})
+
+
+def draw_cosines(ax, U: Float[Array, "m k"], *, norm_frac: float = NORM_FRAC,
+                 cos_threshold: float = COS_THRESHOLD):
+    """The cosine matrix of the neurons ``U`` on ``ax``, ordered by cluster
+    (:func:`cluster_order`); a black line separates the neurons that carry little weight
+    (norm below ``norm_frac`` of the largest). Returns the image (for a colour bar)."""
+    order = cluster_order(U, norm_frac=norm_frac, cos_threshold=cos_threshold)
+    im = ax.imshow(np.asarray(cosine_matrix(U))[np.ix_(order, order)], vmin=-1, vmax=1,
+                   cmap="RdBu_r")
+    nrm = np.linalg.norm(np.asarray(U), axis=1)
+    kept = int(np.sum(nrm >= norm_frac * nrm.max()))
+    if kept < len(U):
+        for line in (ax.axhline, ax.axvline):
+            line(kept - 0.5, color="k", lw=1)
+    return im
+
+
+def draw_directions(ax, U: Float[Array, "m k"], **kw):
+    """The neurons ``U`` on a polar ``ax`` as points (angle of ``(U[:, 0], U[:, 1])``,
+    norm / largest norm); ``kw`` goes to ``ax.scatter``."""
+    U = np.asarray(U)
+    r = np.linalg.norm(U, axis=1)
+    return ax.scatter(np.arctan2(U[:, 1], U[:, 0]), r / r.max(), s=12, **kw)
 
 
 def loss_stage_end(times, loss, *, drop: float = 0.1) -> tuple[int | None, float]:

@@ -1,4 +1,15 @@
-"""Figures drawn from results datasets (matplotlib, Agg backend)."""
+"""Figures drawn from results datasets (matplotlib, Agg backend): the scaffolds every
+experiment's figures are built from.
+
+- :func:`curves`: a variable against time, one panel per value of a dim, one line per another;
+- :func:`panels`: a figure with a row (or grid) of axes;
+- :func:`lines`: one line per value of a dim against time, on a given axis;
+- :func:`over_time`: one line against time, keeping what a log time axis can show;
+- :func:`style`: scales, labels, grid and legend of an axis, in one call;
+- :func:`band`: the median over seeds with their range; :func:`cdf`: an empirical CDF;
+- :func:`scaling`: points on log axes with their fitted log-log slope and a reference law;
+- :func:`caption`: the setup and citation under a figure, its title over it.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +20,22 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-__all__ = ["curves"]
+__all__ = ["band", "caption", "cdf", "curves", "lines", "over_time", "panels", "scaling",
+           "style"]
+
+
+def lines(ax, ds, var: str, hue: str, *, time: str = "time", reduce=None, fmt="-",
+          label=None, positive: bool = False, log_t: bool = True, colors: bool = False):
+    """One line of ``ds[var]`` against time per value of the dim ``hue``: ``time`` names
+    the time coordinate, or a variable holding each line's own times; ``reduce`` maps each
+    line's values (e.g. a max over neurons); ``fmt`` and ``label`` may be callables of the
+    hue value; ``colors`` gives the i-th line colour ``C{i}``. Points as :func:`over_time`."""
+    for i, h in enumerate(ds[hue].values):
+        sub = ds.sel({hue: h})
+        y = np.asarray(sub[var].values, dtype=float)
+        over_time(ax, sub[time].values, y if reduce is None else reduce(y),
+                  label(h) if callable(label) else f"{h}", fmt(h) if callable(fmt) else fmt,
+                  positive=positive, log_t=log_t, **({"color": f"C{i}"} if colors else {}))
 
 
 def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | None = None,
@@ -21,19 +47,13 @@ def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | Non
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False,
                              sharey=True)
     styles = ["-", "--", ":", "-."]
-    t = np.asarray(ds["time"].values)
     for ax, p in zip(axes[0], panels, strict=True):
         sub = ds if p is None else ds.sel({panel: p})
         svals = list(sub[style].values) if style else [None]
         for si, s in enumerate(svals):
-            sub2 = sub if s is None else sub.sel({style: s})
-            for h in sub2[hue].values:
-                y = np.asarray(sub2[var].sel({hue: h}).values)
-                keep = (t > 0) if logx else np.ones_like(t, bool)
-                if logy:
-                    keep &= y > 0
-                label = f"{h}" if s is None else f"{h} ({s})"
-                ax.plot(t[keep], y[keep], styles[si % len(styles)], label=label)
+            lines(ax, sub if s is None else sub.sel({style: s}), var, hue,
+                  fmt=styles[si % len(styles)], positive=logy, log_t=logx,
+                  label=None if s is None else (lambda h, s=s: f"{h} ({s})"))
         ax.set_xscale("log" if logx else "linear")
         ax.set_yscale("log" if logy else "linear")
         ax.set_xlabel("time t (discrete: step x lr)")
@@ -47,3 +67,91 @@ def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | Non
         fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=8, wrap=True)
     fig.tight_layout()
     return fig
+
+
+def panels(n: int, *, size=(5.0, 4.0), nrows: int = 1, **kw):
+    """``(fig, axes)``: ``nrows x n`` axes of ``size`` inches each; ``axes`` is the row
+    (1-d) for ``nrows=1``, else the 2-d grid. ``kw`` goes to ``plt.subplots``."""
+    fig, axes = plt.subplots(nrows, n, figsize=(size[0] * n, size[1] * nrows), squeeze=False,
+                             **kw)
+    return fig, (axes[0] if nrows == 1 else axes)
+
+
+def over_time(ax, t, y, label=None, fmt: str = "-", *, positive: bool = False,
+              log_t: bool = True, **kw):
+    """Plot ``y`` against time ``t`` where both are finite, ``t > 0`` (unless ``log_t`` is
+    False) and ``y > 0`` (with ``positive``): what the axes can show. ``kw`` goes to
+    ``ax.plot``."""
+    t, y = np.asarray(t, float), np.asarray(y, float)
+    keep = np.isfinite(t) & np.isfinite(y) & ((t > 0) if log_t else True) \
+        & ((y > 0) if positive else True)
+    return ax.plot(t[keep], y[keep], fmt, label=label, **kw)
+
+
+def _scale(setter, scale: str):
+    if scale == "log2":
+        setter("log", base=2)
+    else:
+        setter(scale)
+
+
+def style(ax, *, xlabel: str | None = None, ylabel: str | None = None,
+          title: str | None = None, x: str = "linear", y: str = "linear",
+          legend: float | None = 7, grid: bool = True):
+    """Scales (``"linear"``, ``"log"``, ``"log2"``, ``"symlog"``), labels and title of
+    ``ax``, a light grid on every tick and a legend of font size ``legend`` (``None``:
+    none; also none when nothing is labelled). Returns ``ax``."""
+    _scale(ax.set_xscale, x)
+    _scale(ax.set_yscale, y)
+    for text, setter in ((xlabel, ax.set_xlabel), (ylabel, ax.set_ylabel),
+                         (title, ax.set_title)):
+        if text is not None:
+            setter(text)
+    if grid:
+        ax.grid(True, which="both", alpha=0.3)
+    if legend and ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=legend)
+    return ax
+
+
+def caption(fig, text: str = "", *, title: str | None = None, fontsize: float = 7,
+            title_size: float | None = None):
+    """``text`` (setup, citation) centred under ``fig`` and ``title`` over it, then the
+    figure laid out. Returns ``fig``."""
+    if title is not None:
+        fig.suptitle(title, fontsize=title_size)
+    if text:
+        fig.text(0.5, -0.02, text, ha="center", va="top", fontsize=fontsize, wrap=True)
+    fig.tight_layout()
+    return fig
+
+
+def band(ax, x, values, *, label=None, color=None, fmt: str = "o-"):
+    """The median of ``values`` ``(seeds, x)`` over seeds against ``x``, shaded between
+    their smallest and largest."""
+    v = np.asarray(values, float)
+    ax.plot(x, np.median(v, axis=0), fmt, color=color, label=label)
+    ax.fill_between(x, np.min(v, axis=0), np.max(v, axis=0), color=color, alpha=0.2)
+
+
+def scaling(ax, x, y, *, label: str, color=None, exponent: float | None = None,
+            reference: str = "reference exponent"):
+    """Points ``y(x)`` labelled with their fitted log-log slope
+    (:func:`gflow.stats.loglog_slope`) and, with ``exponent``, the law ``y ~ x^exponent``
+    through the first finite point (dotted) over the range of ``x``."""
+    from .stats import loglog_slope
+
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    ax.plot(x, y, "o-", color=color, label=f"{label}: fitted slope {loglog_slope(x, y):.2f}")
+    ok = np.isfinite(y)
+    if exponent is not None and ok.any():
+        xs = np.array([x.min(), x.max()])
+        ax.plot(xs, y[ok][0] * (xs / x[ok][0]) ** exponent, ":", color=color,
+                label=f"{label}: {reference} {exponent:g}")
+
+
+def cdf(ax, values, *, label=None, **kw):
+    """The empirical distribution function of the finite ``values``."""
+    v = np.asarray(values, float).ravel()
+    v = np.sort(v[np.isfinite(v)])
+    return ax.plot(v, np.arange(1, len(v) + 1) / len(v), label=label, **kw)

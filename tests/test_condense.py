@@ -169,3 +169,33 @@ def test_input_weights_and_observables_in_a_run():
                                    rtol=1e-6)
     with pytest.raises(ValueError, match="layer"):
         C.input_weights_observable(0)
+
+
+def test_growth_stage_ends_match_the_single_series_and_skip_nan():
+    # every series of a batch gives what growth_stage_end gives it alone; saves after an
+    # early stop (NaN) are left out; never reaching the growth gives (-1, NaN)
+    t = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
+    mn = np.array([[1.0, 2.0, 11.0, 20.0, 30.0],     # grows 10x at save 2
+                   [1.0, np.nan, 5.0, 12.0, np.nan],  # at save 3, NaN saves skipped
+                   [1.0, 2.0, 3.0, np.nan, np.nan]])  # never
+    idx, end = C.growth_stage_ends(t, mn[None], factor=10.0)
+    np.testing.assert_array_equal(idx, [[2, 3, -1]])
+    np.testing.assert_array_equal(end, [[2.0, 3.0, np.nan]])
+    assert C.growth_stage_end(t, mn[0], factor=10.0) == (2, 2.0)
+
+
+def test_stage_end_counts_reads_the_counts_at_the_stage_end():
+    import xarray as xr
+
+    t = np.array([0.0, 1.0, 2.0])
+    mn = np.array([[[1.0], [20.0], [30.0]], [[1.0], [2.0], [3.0]]])  # (run, time, layer)
+    orient = np.array([[[9.0], [2.0], [2.0]], [[9.0], [8.0], [7.0]]])
+    ds = xr.Dataset({"max_input_norm": (("run", "time", "layer"), mn),
+                     "orientations": (("run", "time", "layer"), orient),
+                     "effective_neurons": (("run", "time", "layer"), orient + 0.5)},
+                    coords={"run": ["a", "b"], "time": t})
+    out = C.stage_end_counts(ds, factor=10.0)
+    np.testing.assert_array_equal(out["stage_end_index"].values, [[1], [-1]])
+    np.testing.assert_array_equal(out["orientations_at_end"].values, [[2.0], [np.nan]])
+    np.testing.assert_array_equal(out["effective_neurons_at_end"].values, [[2.5], [np.nan]])
+    assert list(out["run"].values) == ["a", "b"]

@@ -19,6 +19,7 @@ p = the activation's multiplicity (computed from derivatives at 0 by jax).
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import numpy as np
@@ -27,7 +28,7 @@ import optax
 import gflow
 from gflow import condense
 
-from . import Result
+from . import Result, Settings, setting
 
 #: the paper's Adam learning rates (1e-3 unless listed)
 PAPER_ADAM_LR = {"softplus": 8e-4, "relu": 2.5e-4}
@@ -36,10 +37,10 @@ CITE = "Zhou, Zhou, Luo, Zhang, Xu, NeurIPS 2022 (arXiv 2105.11686)"
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0  # data key; init keys are seed+1 .. seed+seeds
-    activation: str = "tanh"
-    seeds: int = 3  # number of independent inits
+    activation: str = setting("tanh", choices=gflow.ACTIVATIONS)
+    seeds: int = setting(3, ge=1)  # number of independent inits
     hidden: tuple[int, ...] = (50,)  # hidden widths; (50,) is two-layer, (50, 50) multi-layer
     n: int = 80
     d: int = 5
@@ -47,9 +48,10 @@ class Config:
     init_std: float = 0.005  # std of every parameter (paper: var 0.005^2)
     gamma: float = 0.0  # if > 0: variance m_l^-gamma per layer instead of init_std
     outer_scale: float = 1.0  # std of the output weights a = outer_scale x the layer's std
-    dynamics: tuple[str, ...] = ("gf", "adam")  # also "gd" (GD with gd_lr, GF's stop rule)
+    dynamics: tuple[str, ...] = setting(("gf", "adam"), choices=DYNAMICS)  # also "gd": GD
+    # with gd_lr and GF's stop rule
     t1: float = 400.0  # cap on the GF time
-    stop_drop: float = 0.2  # GF stops once the loss dropped by this fraction
+    stop_drop: float = setting(0.2, gt=0, lt=1)  # GF stops once the loss dropped by this much
     adam_lr: float = 0.0  # 0: the paper's (1e-3; 8e-4 softplus; 2.5e-4 relu)
     adam_steps: int = 500
     gd_lr: float = 0.01
@@ -59,19 +61,6 @@ class Config:
     growth_factor: float = 10.0  # initial stage ends when the max neuron norm grew this much
     norm_frac: float = condense.NORM_FRAC
     cos_threshold: float = condense.COS_THRESHOLD
-
-
-def _check(cfg: Config) -> None:
-    if cfg.activation not in gflow.ACTIVATIONS:
-        raise ValueError(f"activation={cfg.activation!r} is unknown; valid: {gflow.ACTIVATIONS}")
-    bad = [x for x in cfg.dynamics if x not in DYNAMICS]
-    if bad or not cfg.dynamics:
-        raise ValueError(f"dynamics must be a non-empty subset of {list(DYNAMICS)}, got "
-                         f"{cfg.dynamics!r}.")
-    if cfg.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
-    if not 0 < cfg.stop_drop < 1:
-        raise ValueError(f"stop_drop must be in (0, 1), got {cfg.stop_drop}.")
 
 
 def adam_lr(cfg: Config) -> float:
@@ -88,61 +77,47 @@ def build(cfg: Config):
     """``(net, data, [params0 per seed])`` for a config."""
     data = gflow.data.sine_data(jax.random.key(cfg.seed), cfg.n, cfg.d, freq=cfg.freq)
     net = gflow.MLP(cfg.hidden, cfg.activation, scaling="standard", bias=True)
-    inits = []
-    for s in range(cfg.seeds):
-        key = jax.random.key(cfg.seed + 1 + s)
-        if cfg.gamma > 0:
-            stds = [m ** (-cfg.gamma / 2) for m in cfg.hidden]
-            p0 = gflow.init.small(key, net, cfg.d, cfg.gamma,
-                                  outer_std=cfg.outer_scale * stds[-1])
-        else:
-            p0 = gflow.init.small(key, net, cfg.d, std=cfg.init_std,
-                                  outer_std=cfg.outer_scale * cfg.init_std)
-        inits.append(p0)
-    return net, data, inits
+    # every parameter ~ N(0, init_std^2), or of variance m_l^-gamma in layer l (gamma > 0)
+    scale = dict(gamma=cfg.gamma, outer_std=cfg.outer_scale * cfg.hidden[-1] ** (-cfg.gamma / 2)
+                 ) if cfg.gamma > 0 else dict(std=cfg.init_std,
+                                              outer_std=cfg.outer_scale * cfg.init_std)
+    return net, data, [gflow.init.small(jax.random.key(cfg.seed + 1 + s), net, cfg.d, **scale)
+                       for s in range(cfg.seeds)]
 
 
 def observables(cfg: Config) -> dict:
     """Observables recorded in each run: loss, per-layer max norm / orientations /
     effective neurons, and every layer's input weights."""
-    obs = {"loss": "loss", "max_input_norm": "max_input_norm",
-           "orientations": condense.orientations_observable(cfg.norm_frac, cfg.cos_threshold),
-           "effective_neurons": "effective_neurons"}
-    for layer in range(1, len(cfg.hidden) + 1):
-        obs[f"u_l{layer}"] = condense.input_weights_observable(layer)
-    return obs
+    return {"loss": "loss", "max_input_norm": "max_input_norm",
+            "orientations": condense.orientations_observable(cfg.norm_frac, cfg.cos_threshold),
+            "effective_neurons": "effective_neurons",
+            **{f"u_l{k}": condense.input_weights_observable(k)
+               for k in range(1, len(cfg.hidden) + 1)}}
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
-    _check(cfg)
     net, data, inits = build(cfg)
-    obs = observables(cfg)
     lr = adam_lr(cfg)
-    t_adam = cfg.adam_steps * lr
     gf_times = gflow.LogTimes(cfg.n_save, t_min=cfg.t1 * 1e-5).resolve(cfg.t1)
-    adam_times = np.unique(np.round(np.linspace(0, cfg.adam_steps, cfg.n_save))) * lr
-    gd_times = np.unique(np.round(gf_times / cfg.gd_lr)) * cfg.gd_lr
-    trajs = {}
+    plans = {  # dynamics, t1, save times, whether it stops on the loss drop
+        "gf": (gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol), cfg.t1, gf_times, True),
+        "gd": (gflow.GD(lr=cfg.gd_lr), cfg.t1,
+               np.unique(np.round(gf_times / cfg.gd_lr)) * cfg.gd_lr, True),
+        "adam": (gflow.Optax(optax.adam(lr), lr=lr), cfg.adam_steps * lr,
+                 np.unique(np.round(np.linspace(0, cfg.adam_steps, cfg.n_save))) * lr, False)}
+    trajs, obs = {}, observables(cfg)
     for s, p0 in enumerate(inits):
         loss0 = float(gflow.Objective(net, "squared", data.X, data.y).loss(p0))
-        if "gf" in cfg.dynamics:
-            trajs[("gf", s)] = gflow.simulate(
-                net, p0, data, loss="squared", t1=cfg.t1, save=gf_times, observe=obs,
-                dynamics=gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol),
-                stop_loss=(1 - cfg.stop_drop) * loss0, throw=False, progress=progress)
-        if "gd" in cfg.dynamics:
-            trajs[("gd", s)] = gflow.simulate(
-                net, p0, data, loss="squared", t1=cfg.t1, save=gd_times, observe=obs,
-                dynamics=gflow.GD(lr=cfg.gd_lr), stop_loss=(1 - cfg.stop_drop) * loss0,
+        for name in (d for d in ("gf", "gd", "adam") if d in cfg.dynamics):
+            dyn, t1, ts, stops = plans[name]
+            trajs[(name, s)] = tr = gflow.simulate(
+                net, p0, data, loss="squared", t1=t1, save=ts, observe=obs,
+                dynamics=dyn, stop_loss=(1 - cfg.stop_drop) * loss0 if stops else None,
                 throw=False, progress=progress)
-        if "adam" in cfg.dynamics:
-            trajs[("adam", s)] = gflow.simulate(
-                net, p0, data, loss="squared", t1=t_adam, save=adam_times, observe=obs,
-                dynamics=gflow.Optax(optax.adam(lr), lr=lr), throw=False, progress=progress)
-    for key, tr in trajs.items():
-        # max_steps: keep what was reached (the summary reports the status)
-        if tr.status not in ("completed", "stop_loss", "max_steps"):
-            raise gflow.SimulationError(f"run {key} ended with status {str(tr.status)!r}")
+            # max_steps: keep what was reached (the summary reports the status)
+            if tr.status not in ("completed", "stop_loss", "max_steps"):
+                raise gflow.SimulationError(f"run {(name, s)} ended with status "
+                                            f"{str(tr.status)!r}")
     ds = gflow.trajectory.combine({k: t.without_params() for k, t in trajs.items()},
                                   ("dynamics", "seed"))
     # the p = 1 prediction: +-sum_i e_i (x_i, 1) with the residual at init
@@ -154,34 +129,18 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 
 
 def stage_end(ds, cfg: Config):
-    """Add ``stage_end_index``/``stage_end_time`` (dynamics, seed, layer) and the counts
-    there (``orientations_at_end``, ``effective_neurons_at_end``) to the dataset."""
-    t = np.asarray(ds["time"].values)
-    shape = (ds.sizes["dynamics"], ds.sizes["seed"], ds.sizes["layer"])
-    idx, tend = np.full(shape, -1), np.full(shape, np.nan)
-    o_end, n_end = np.full(shape, np.nan), np.full(shape, np.nan)
-    align = np.full(shape[:2], np.nan)
-    for i, dname in enumerate(ds["dynamics"].values):
-        for j, s in enumerate(ds["seed"].values):
-            sub = ds.sel(dynamics=dname, seed=s)
-            for k in range(shape[2]):
-                mn = np.asarray(sub["max_input_norm"].values[:, k])
-                ok = np.isfinite(mn)
-                ii, te = condense.growth_stage_end(t[ok], mn[ok], factor=cfg.growth_factor)
-                if ii is None:
-                    continue
-                ii = int(np.flatnonzero(ok)[ii])
-                idx[i, j, k], tend[i, j, k] = ii, te
-                o_end[i, j, k] = sub["orientations"].values[ii, k]
-                n_end[i, j, k] = sub["effective_neurons"].values[ii, k]
-                if k == 0:
-                    align[i, j] = condense.alignment(sub["u_l1"].values[ii],
-                                                     sub["first_order_direction"].values,
-                                                     norm_frac=cfg.norm_frac)
-    dims = ("dynamics", "seed", "layer")
-    return ds.assign(stage_end_index=(dims, idx), stage_end_time=(dims, tend),
-                     orientations_at_end=(dims, o_end), effective_neurons_at_end=(dims, n_end),
-                     alignment_at_end=(dims[:2], align))
+    """Add the end of the initial stage and the counts there (``stage_end_index``,
+    ``stage_end_time``, ``orientations_at_end``, ``effective_neurons_at_end`` over
+    (dynamics, seed, layer), :func:`gflow.condense.stage_end_counts`) and the layer-1
+    alignment with the p = 1 prediction (``alignment_at_end``) to the dataset."""
+    ds = ds.merge(condense.stage_end_counts(ds, factor=cfg.growth_factor))
+    idx = ds["stage_end_index"].transpose("dynamics", "seed", "layer").values[..., 0]
+    align = np.full(idx.shape, np.nan)
+    for i, j in zip(*np.nonzero(idx >= 0), strict=True):
+        sub = ds.isel(dynamics=i, seed=j, time=idx[i, j])
+        align[i, j] = condense.alignment(sub["u_l1"].values, sub["first_order_direction"].values,
+                                         norm_frac=cfg.norm_frac)
+    return ds.assign(alignment_at_end=(("dynamics", "seed"), align))
 
 
 def _num(x):
@@ -192,25 +151,28 @@ def summarize(ds, cfg: Config) -> dict:
     """Flat summary. Headline (``orientations`` ...) is gradient flow, layer 1, when GF was
     run (else Adam); every dynamics and layer is listed under its own keys."""
     p = multiplicity(cfg.activation)
-    out = {"activation": cfg.activation,
-           "multiplicity": "undefined" if p is None else p,
+    out = {"activation": cfg.activation, "multiplicity": "undefined" if p is None else p,
            "predicted_max_orientations": "undefined" if p is None else 2 * p,
            "hidden": ",".join(map(str, cfg.hidden)), "adam_lr": adam_lr(cfg)}
     seeds = [int(s) for s in ds["seed"].values]
+
+    def by_seed(v):
+        return dict(zip(seeds, map(_num, v), strict=True))
+
+    def over_seeds(v, reduce):
+        return _num(reduce(v)) if np.isfinite(v).any() else None
+
     for dname in ds["dynamics"].values:
         sub = ds.sel(dynamics=dname)
         for k in range(ds.sizes["layer"]):
             tag = f"_{dname}" + (f"_layer{k + 1}" if k else "")
-            o = np.asarray(sub["orientations_at_end"].values[:, k], float)
-            te = np.asarray(sub["stage_end_time"].values[:, k], float)
-            ne = np.asarray(sub["effective_neurons_at_end"].values[:, k], float)
-            out[f"orientations{tag}"] = _num(np.nanmax(o)) if np.isfinite(o).any() else None
-            by_seed = lambda v: dict(zip(seeds, map(_num, v), strict=True))  # noqa: B023
-            out[f"orientations{tag}_by_seed"] = by_seed(o)
-            out[f"initial_stage_end_time{tag}"] = (_num(np.nanmedian(te))
-                                                   if np.isfinite(te).any() else None)
-            out[f"initial_stage_end_time{tag}_by_seed"] = by_seed(te)
-            out[f"effective_neurons{tag}_by_seed"] = by_seed(np.round(ne, 3))
+            o, te, ne = (np.asarray(sub[v].values[:, k], float) for v in (
+                "orientations_at_end", "stage_end_time", "effective_neurons_at_end"))
+            out |= {f"orientations{tag}": over_seeds(o, np.nanmax),
+                    f"orientations{tag}_by_seed": by_seed(o),
+                    f"initial_stage_end_time{tag}": over_seeds(te, np.nanmedian),
+                    f"initial_stage_end_time{tag}_by_seed": by_seed(te),
+                    f"effective_neurons{tag}_by_seed": by_seed(np.round(ne, 3))}
             if k == 0:
                 # p = 1 theory: weight-carrying neurons on +-sum_i e_i (x_i, 1)
                 out[f"alignment_first_order{tag}_by_seed"] = by_seed(
@@ -220,10 +182,8 @@ def summarize(ds, cfg: Config) -> dict:
         out[f"status_{dname}"] = ",".join(str(x) for x in sub["status"].values)
     head = "gf" if "gf" in ds["dynamics"].values else "adam"
     out["headline_dynamics"] = head
-    out["orientations"] = out[f"orientations_{head}"]
-    out["orientations_by_seed"] = out[f"orientations_{head}_by_seed"]
-    out["initial_stage_end_time"] = out[f"initial_stage_end_time_{head}"]
-    out["initial_stage_end_time_by_seed"] = out[f"initial_stage_end_time_{head}_by_seed"]
+    for key in ("orientations", "initial_stage_end_time"):
+        out[key], out[f"{key}_by_seed"] = out[f"{key}_{head}"], out[f"{key}_{head}_by_seed"]
     return out
 
 
@@ -242,12 +202,11 @@ def input_weights_at_end(ds, dname, seed, layer: int = 1):
 def heatmap_figure(ds, cfg: Config, layer: int = 1):
     """Cosine similarity of the input weights at the end of the initial stage, neurons
     ordered by cluster; one panel per dynamics (first seed)."""
-    import matplotlib.pyplot as plt
+    from gflow.plot import caption, panels
 
-    dyn = list(ds["dynamics"].values)
-    seed = ds["seed"].values[0]
-    fig, axes = plt.subplots(1, len(dyn), figsize=(4.6 * len(dyn), 4.2), squeeze=False)
-    for ax, dname in zip(axes[0], dyn, strict=True):
+    dyn, seed = list(ds["dynamics"].values), ds["seed"].values[0]
+    fig, axes = panels(len(dyn), size=(4.6, 4.2))
+    for ax, dname in zip(axes, dyn, strict=True):
         U, t = input_weights_at_end(ds, dname, seed, layer)
         if U is None:
             ax.axis("off")
@@ -255,88 +214,59 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1):
                     "(initial stage not over before the run ended)", ha="center", va="center",
                     transform=ax.transAxes, fontsize=9)
             continue
-        order = condense.cluster_order(U, norm_frac=cfg.norm_frac,
-                                       cos_threshold=cfg.cos_threshold)
-        D = np.asarray(condense.cosine_matrix(U))[np.ix_(order, order)]
-        im = ax.imshow(D, vmin=-1, vmax=1, cmap="RdBu_r")
-        # neurons after this line carry little weight (dropped by the norm filter)
-        nrm = np.linalg.norm(U, axis=1)
-        kept = int(np.sum(nrm >= cfg.norm_frac * nrm.max()))
-        if kept < len(U):
-            for f in (ax.axhline, ax.axvline):
-                f(kept - 0.5, color="k", lw=1)
+        im = condense.draw_cosines(ax, U, norm_frac=cfg.norm_frac,
+                                   cos_threshold=cfg.cos_threshold)
         n_or = int(ds["orientations_at_end"].sel(dynamics=dname, seed=seed).values[layer - 1])
         ax.set_title(f"{dname}, t={t:.3g}: {n_or} orientation(s)", fontsize=10)
         ax.set_xlabel("neuron (by cluster; after the black line: small norm)")
         ax.set_ylabel("neuron")
         fig.colorbar(im, ax=ax, fraction=0.046, label="cos(u_j, u_k)")
-    fig.suptitle(f"{cfg.activation}: input-weight cosine similarity at the end of the initial "
-                 f"stage, layer {layer}\n{CITE}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    return caption(fig, title=f"{cfg.activation}: input-weight cosine similarity at the end of "
+                   f"the initial stage, layer {layer}\n{CITE}", title_size=10)
 
 
 def polar_figure(ds, cfg: Config):
     """Neuron directions of layer 1 at the end of the initial stage as points
     (angle, norm / max norm): the angle of (w, b) for d = 1, of w for d = 2 (the bias is
     then not shown; the radius is still the norm of (w, b))."""
-    import matplotlib.pyplot as plt
+    from gflow.plot import caption, panels
 
     dyn = list(ds["dynamics"].values)
-    fig, axes = plt.subplots(1, len(dyn), figsize=(4.4 * len(dyn), 4.4), squeeze=False,
-                             subplot_kw={"projection": "polar"})
-    what = "(w, b)" if cfg.d == 1 else "w"
-    for ax, dname in zip(axes[0], dyn, strict=True):
+    fig, axes = panels(len(dyn), size=(4.4, 4.4), subplot_kw={"projection": "polar"})
+    for ax, dname in zip(axes, dyn, strict=True):
         for s in ds["seed"].values:
             U, _ = input_weights_at_end(ds, dname, s, 1)
-            if U is None:
-                continue
-            r = np.linalg.norm(U, axis=1)
-            ax.scatter(np.arctan2(U[:, 1], U[:, 0]), r / r.max(), s=12, label=f"seed {s}")
-        ax.set_title(f"{dname}: angle of {what}, radius = norm / max", fontsize=9)
+            if U is not None:
+                condense.draw_directions(ax, U, label=f"seed {s}")
+        ax.set_title(f"{dname}: angle of {'(w, b)' if cfg.d == 1 else 'w'}, radius = norm / "
+                     "max", fontsize=9)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7, loc="lower left")
-    fig.suptitle(f"{cfg.activation}: neuron directions at the end of the initial stage\n{CITE}",
-                 fontsize=10)
-    fig.tight_layout()
-    return fig
+    return caption(fig, title=f"{cfg.activation}: neuron directions at the end of the initial "
+                   f"stage\n{CITE}", title_size=10)
 
 
 def counts_figure(ds, cfg: Config, layer: int = 1):
     """Condensed orientations and effective neurons over time, one line per seed; the
     dotted line marks the detected end of the initial stage."""
-    import matplotlib.pyplot as plt
+    from gflow.plot import caption, lines, panels, style
 
-    p = multiplicity(cfg.activation)
-    dyn = list(ds["dynamics"].values)
-    fig, axes = plt.subplots(2, len(dyn), figsize=(5 * len(dyn), 6.4), squeeze=False)
-    t = np.asarray(ds["time"].values)
-    for c, dname in enumerate(dyn):
-        for s in ds["seed"].values:
-            sub = ds.sel(dynamics=dname, seed=s)
-            for r, var in enumerate(("orientations", "effective_neurons")):
-                y = np.asarray(sub[var].values[:, layer - 1])
-                keep = np.isfinite(y) & (t > 0)
-                line, = axes[r, c].plot(t[keep], y[keep], label=f"seed {s}")
-                te = float(sub["stage_end_time"].values[layer - 1])
-                if np.isfinite(te):
-                    axes[r, c].axvline(te, ls=":", color=line.get_color())
-        for r, lab in enumerate(("condensed orientations", "effective neurons")):
-            ax = axes[r, c]
-            ax.set_xscale("log")
-            ax.set_yscale("log")
-            if p is not None:
-                ax.axhline(2 * p, color="k", ls="--", lw=1, label=f"2p = {2 * p}")
-            ax.set_ylabel(lab)
-            ax.set_xlabel("time t" + ("" if dname == "gf" else " (step x lr)"))
-            ax.set_title(dname, fontsize=10)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize=7)
-    mult = "undefined" if p is None else p
-    fig.suptitle(f"{cfg.activation} (multiplicity {mult}), layer {layer}: condensation over "
-                 f"time\n{CITE}", fontsize=10)
-    fig.tight_layout()
-    return fig
+    p, dyn = multiplicity(cfg.activation), list(ds["dynamics"].values)
+    fig, axes = panels(len(dyn), nrows=2, size=(5, 3.2))
+    rows = (("orientations", "condensed orientations"), ("effective_neurons", "effective neurons"))
+    for (r, (var, ylabel)), (c, dname) in itertools.product(enumerate(rows), enumerate(dyn)):
+        sub, ax = ds.sel(dynamics=dname).isel(layer=layer - 1), axes[r, c]
+        lines(ax, sub, var, "seed", colors=True, label=lambda s: f"seed {s}")
+        for i, te in enumerate(sub["stage_end_time"].values):
+            if np.isfinite(te):
+                ax.axvline(te, ls=":", color=f"C{i}")
+        if p is not None:
+            ax.axhline(2 * p, color="k", ls="--", lw=1, label=f"2p = {2 * p}")
+        style(ax, x="log", y="log", ylabel=ylabel, title=dname,
+              xlabel="time t" + ("" if dname == "gf" else " (step x lr)"))
+        ax.title.set_fontsize(10)
+    return caption(fig, title=f"{cfg.activation} (multiplicity {'undefined' if p is None else p}"
+                   f"), layer {layer}: condensation over time\n{CITE}", title_size=10)
 
 
 def figures(ds, cfg: Config) -> dict:

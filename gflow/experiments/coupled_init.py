@@ -31,26 +31,31 @@ share one compiled program through :func:`gflow.ntk.pad_width` (exact embedding)
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import gflow
 from gflow import ntk
+from gflow.stats import all_succeed, loglog_slope
 
-from . import Result
+from . import Result, Settings, setting
 
 INITS = ("paired", "independent")
 THEORY = {"gamma": {"paired": 2.0, "independent": 8.0}, "n": {"paired": 2.0, "independent": 4.0}}
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0
-    seeds: int = 2
-    widths: tuple[int, ...] = (2, 4, 8, 16, 32, 64, 128, 256)
+    seeds: int = setting(2, ge=1)
+    widths: tuple[int, ...] = setting((2, 4, 8, 16, 32, 64, 128, 256), ge=2, multiple_of=2,
+                                      why="paired init needs an even width: each of m/2 "
+                                          "Gaussian neurons is used twice")
     # margin sweep (logistic)
     gamma_n: int = 16
     gamma_d: int = 5
@@ -75,116 +80,90 @@ def _sphere_data(key, n, d):
     return X, jax.random.rademacher(ky, (n,), dtype=X.dtype)
 
 
-def _width_sweep(cfg: Config, data, *, loss, lr, t1, target, key):
-    """All widths x inits x seeds on one dataset; returns arrays over (init, seed, width)."""
+def width_sweep(cfg: Config, datas, *, loss, lrs, t1s, target, key, progress=False):
+    """Every data set x init x seed x width, trained by GD to ``target`` (or ``t1s[i]``), as
+    one :func:`gflow.sweep`: all widths are embedded exactly in the largest
+    (:func:`gflow.ntk.pad_width`), so the runs of one data set share one compiled ensemble.
+    Returns arrays over (data set, init, seed, width): ``success``, ``t_stop``, and at the
+    stop (or ``t1``) ``final_loss``, ``movement`` ``|theta - theta_0|`` and ``flips``."""
     M = max(cfg.widths)
-    shape = (len(INITS), cfg.seeds, len(cfg.widths))
-    out = {k: np.full(shape, np.nan) for k in ("success", "t_stop", "movement", "flips",
-                                                 "final_loss")}
-    for i, iname in enumerate(INITS):
-        for s in range(cfg.seeds):
-            k = jax.random.fold_in(key, s)
-            for j, m in enumerate(cfg.widths):
-                net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
-                p0 = _init(iname, k, net, data.d)
-                wnet, wp0 = ntk.pad_width(net, p0, M)
-                tr = gflow.simulate(wnet, wp0, data, loss=loss, dynamics=gflow.GD(lr), t1=t1,
-                                    save=gflow.LinTimes(2), observe=("loss", "weight_movement"),
-                                    stop_loss=target, throw=False)
-                out["success"][i, s, j] = float(tr.status == "stop_loss")
-                out["t_stop"][i, s, j] = float(tr.t_stop)
-                out["movement"][i, s, j] = float(tr["weight_movement"][-1])
-                out["final_loss"][i, s, j] = float(tr["loss"][-1])
-                out["flips"][i, s, j] = float(ntk.activation_flips(
-                    p0.W, jnp.asarray(tr.params_final.W)[:m], data.X))
+
+    def net(m):
+        return gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
+
+    def make_run(data, init, seed, width):
+        p0 = _init(init, jax.random.fold_in(key, seed), net(width), datas[data].d)
+        wnet, wp0 = ntk.pad_width(net(width), p0, M)
+        return gflow.Run(wnet, wp0, datas[data], loss=loss, dynamics=gflow.GD(lrs[data]),
+                         t1=t1s[data], save=gflow.LinTimes(2), observe=("loss",),
+                         stop_loss=target)
+
+    tr = gflow.sweep(make_run, data=range(len(datas)), init=list(INITS),
+                     seed=list(range(cfg.seeds)), width=list(cfg.widths),
+                     progress=progress).trajectory
+    shape = tr.status.shape
+    out = {"success": (tr.status == "stop_loss").astype(float), "t_stop": tr.t_stop}
+    out |= {k: np.zeros(shape) for k in ("final_loss", "movement", "flips")}
+    each = lambda f: jax.vmap(jax.vmap(f))  # over (init, seed)  # noqa: E731
+    for (i, data), (j, m) in itertools.product(enumerate(datas), enumerate(cfg.widths)):
+        # saves after a stop are not recorded: measure the final parameters
+        p0, p = (jax.tree.map(lambda x: jnp.asarray(x[i, :, :, j]), t)  # noqa: B023
+                 for t in (tr.params0, tr.params_final))
+        obj = gflow.Objective(net(M), loss, data.X, data.y)
+        out["final_loss"][i, ..., j] = each(obj.loss)(p)
+        out["movement"][i, ..., j] = each(lambda q, q0: optax.tree_utils.tree_norm(
+            jax.tree.map(jnp.subtract, q, q0)))(p, p0)
+        out["flips"][i, ..., j] = each(lambda q, q0: ntk.activation_flips(  # noqa: B023
+            q0.W[:m], q.W[:m], data.X))(p, p0)  # noqa: B023
     return out
-
-
-def width_needed(success: np.ndarray, widths) -> float:
-    """Smallest width (last axis) at which every seed (second-to-last axis) succeeded;
-    NaN if none. ``success``: (..., seeds, widths)."""
-    ok = np.all(np.asarray(success) > 0.5, axis=-2)
-    idx = np.argmax(ok, axis=-1)
-    w = np.asarray(widths, dtype=float)[idx]
-    return np.where(np.any(ok, axis=-1), w, np.nan)
-
-
-def loglog_slope(x, y) -> float:
-    """Least-squares slope of log y on log x over finite points (NaN if fewer than 2
-    distinct x)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
-    if np.unique(x[keep]).size < 2:
-        return float("nan")
-    return float(np.polyfit(np.log(x[keep]), np.log(y[keep]), 1)[0])
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
     import xarray as xr
 
-    if any(m % 2 for m in cfg.widths):
-        raise ValueError(f"widths must be even (paired init), got {cfg.widths}.")
-    if cfg.seeds < 1:
-        raise ValueError(f"seeds must be >= 1, got {cfg.seeds}.")
-    key = jax.random.key(cfg.seed)
-    k_gdata, k_ginit, k_ndata, k_ninit = jax.random.split(key, 4)
+    k_gdata, k_ginit, k_ndata, k_ninit = jax.random.split(jax.random.key(cfg.seed), 4)
     dims = ("init", "seed", "width")
 
     # -- margin sweep (logistic loss) -------------------------------------------------------
-    g_vars, gammas, t1s = {}, [], []
     eps_g = math.log1p(math.exp(-1.0)) / cfg.gamma_n
-    for a_i, ang in enumerate(cfg.angles):
-        X, y = gflow.data.margin_data(jax.random.fold_in(k_gdata, a_i), cfg.gamma_n,
-                                      cfg.gamma_d, ang)
-        gamma = ntk.margin(np.asarray(X, np.float64), np.asarray(y, np.float64))
-        t1 = cfg.c_gamma * math.log(2 / eps_g) ** 2 / (gamma**2 * eps_g)
-        res = _width_sweep(cfg, gflow.Dataset(X, y), loss="logistic", lr=cfg.gamma_lr, t1=t1,
-                           target=eps_g, key=k_ginit)
-        for k, v in res.items():
-            g_vars.setdefault(k, []).append(v)
-        gammas.append(gamma)
-        t1s.append(t1)
+    g_data = [gflow.Dataset(*gflow.data.margin_data(jax.random.fold_in(k_gdata, a_i),
+                                                    cfg.gamma_n, cfg.gamma_d, ang))
+              for a_i, ang in enumerate(cfg.angles)]
+    gammas = [ntk.margin(np.asarray(d.X, np.float64), np.asarray(d.y, np.float64))
+              for d in g_data]
+    t1s = [cfg.c_gamma * math.log(2 / eps_g) ** 2 / (g**2 * eps_g) for g in gammas]
+    g_vars = width_sweep(cfg, g_data, loss="logistic", lrs=[cfg.gamma_lr] * len(g_data),
+                         t1s=t1s, target=eps_g, key=k_ginit, progress=progress)
 
     # -- n sweep (squared loss) --------------------------------------------------------------
-    n_vars, lam0s, lrs, nt1s = {}, [], [], []
-    gram_lmin = None
     target_n = 0.5 * cfg.eps_rel
-    for n_i, n in enumerate(cfg.ns):
-        X, y = _sphere_data(jax.random.fold_in(k_ndata, n_i), n, cfg.n_d)
-        ev = np.linalg.eigvalsh(np.asarray(ntk.relu_ntk(X), np.float64))
-        lam0, lmax = float(ev[0]), float(ev[-1])
-        lr = n / lmax
-        t1 = cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam0
-        res = _width_sweep(cfg, gflow.Dataset(X, y), loss="squared", lr=lr, t1=t1,
-                           target=target_n, key=k_ninit)
-        for k, v in res.items():
-            n_vars.setdefault(k, []).append(v)
-        lam0s.append(lam0)
-        lrs.append(lr)
-        nt1s.append(t1)
-        if n_i == len(cfg.ns) - 1:
-            # empirical NTK at init on the largest data set: lambda_min and output at init
-            gram_lmin = np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
-            out0 = np.zeros_like(gram_lmin)
-            for i, iname in enumerate(INITS):
-                for s in range(cfg.seeds):
-                    for j, m in enumerate(cfg.widths):
-                        net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
-                        p0 = _init(iname, jax.random.fold_in(k_ninit, s), net, cfg.n_d)
-                        gram_lmin[i, s, j] = float(ntk.lambda_min(ntk.gram(net, p0, X)))
-                        out0[i, s, j] = float(jnp.max(jnp.abs(net.apply(p0, X))))
+    n_data = [gflow.Dataset(*_sphere_data(jax.random.fold_in(k_ndata, n_i), n, cfg.n_d))
+              for n_i, n in enumerate(cfg.ns)]
+    ev = [np.linalg.eigvalsh(np.asarray(ntk.relu_ntk(d.X), np.float64)) for d in n_data]
+    lam0s = [float(e[0]) for e in ev]
+    lrs = [n / float(e[-1]) for n, e in zip(cfg.ns, ev, strict=True)]
+    nt1s = [cfg.c_n * n * math.log(1 / cfg.eps_rel) / lam for n, lam in zip(cfg.ns, lam0s,
+                                                                               strict=True)]
+    n_vars = width_sweep(cfg, n_data, loss="squared", lrs=lrs, t1s=nt1s, target=target_n,
+                         key=k_ninit, progress=progress)
+    # empirical NTK at init on the largest data set: lambda_min and output at init
+    X, gram_lmin = n_data[-1].X, np.zeros((len(INITS), cfg.seeds, len(cfg.widths)))
+    out0 = np.zeros_like(gram_lmin)
+    for (i, iname), s, (j, m) in itertools.product(enumerate(INITS), range(cfg.seeds),
+                                                   enumerate(cfg.widths)):
+        net = gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
+        p0 = _init(iname, jax.random.fold_in(k_ninit, s), net, cfg.n_d)
+        gram_lmin[i, s, j] = float(ntk.lambda_min(ntk.gram(net, p0, X)))
+        out0[i, s, j] = float(jnp.max(jnp.abs(net.apply(p0, X))))
 
     coords = {"init": list(INITS), "seed": np.arange(cfg.seeds), "width": list(cfg.widths),
               "angle": list(cfg.angles), "n": list(cfg.ns)}
-    data = {f"gamma_{k}": (("angle",) + dims, np.stack(v)) for k, v in g_vars.items()}
-    data.update({f"n_{k}": (("n",) + dims, np.stack(v)) for k, v in n_vars.items()})
-    data["gamma"] = (("angle",), np.array(gammas))
-    data["gamma_t1"] = (("angle",), np.array(t1s))
-    data["lambda0"] = (("n",), np.array(lam0s))
-    data["n_lr"] = (("n",), np.array(lrs))
-    data["n_t1"] = (("n",), np.array(nt1s))
-    data["gram_lambda_min_init"] = (dims, gram_lmin)
-    data["output_max_abs_init"] = (dims, out0)
+    data = {f"gamma_{k}": (("angle",) + dims, v) for k, v in g_vars.items()}
+    data.update({f"n_{k}": (("n",) + dims, v) for k, v in n_vars.items()})
+    for name, dim, v in (("gamma", "angle", gammas), ("gamma_t1", "angle", t1s),
+                         ("lambda0", "n", lam0s), ("n_lr", "n", lrs), ("n_t1", "n", nt1s)):
+        data[name] = ((dim,), np.array(v))
+    data |= {"gram_lambda_min_init": (dims, gram_lmin), "output_max_abs_init": (dims, out0)}
     ds = xr.Dataset(data, coords=coords)
     ds.attrs.update(gamma_eps=eps_g, n_target=target_n, gamma_lr=cfg.gamma_lr)
 
@@ -200,19 +179,18 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         "n_target_loss": target_n,
     }
     for i, iname in enumerate(INITS):
-        wg = width_needed(ds["gamma_success"].values[:, i], cfg.widths)
-        wn = width_needed(ds["n_success"].values[:, i], cfg.widths)
-        summary[f"width_exponent_gamma_{iname}"] = loglog_slope(1 / np.array(gammas), wg)
-        summary[f"width_exponent_n_{iname}"] = loglog_slope(np.array(cfg.ns, float), wn)
-        summary[f"width_needed_gamma_{iname}"] = {f"{g:.4g}": float(w)
-                                                   for g, w in zip(gammas, wg, strict=True)}
-        summary[f"width_needed_n_{iname}"] = dict(zip(cfg.ns, map(float, wn), strict=True))
-        mv = np.median(ds["n_movement"].values[-1, i], axis=0)
-        summary[f"movement_by_width_{iname}"] = dict(zip(cfg.widths, map(float, mv),
-                                                         strict=True))
-        fl = np.median(ds["n_flips"].values[-1, i], axis=0)
-        summary[f"flip_fraction_by_width_{iname}"] = dict(zip(cfg.widths, map(float, fl),
-                                                              strict=True))
+        wg = all_succeed(ds["gamma_success"].values[:, i], cfg.widths)
+        wn = all_succeed(ds["n_success"].values[:, i], cfg.widths)
+        mv, fl = (np.median(ds[v].values[-1, i], axis=0) for v in ("n_movement", "n_flips"))
+        summary |= {
+            f"width_exponent_gamma_{iname}": loglog_slope(1 / np.array(gammas), wg),
+            f"width_exponent_n_{iname}": loglog_slope(np.array(cfg.ns, float), wn),
+            f"width_needed_gamma_{iname}": {f"{g:.4g}": float(w)
+                                             for g, w in zip(gammas, wg, strict=True)},
+            f"width_needed_n_{iname}": dict(zip(cfg.ns, map(float, wn), strict=True)),
+            f"movement_by_width_{iname}": dict(zip(cfg.widths, map(float, mv), strict=True)),
+            f"flip_fraction_by_width_{iname}": dict(zip(cfg.widths, map(float, fl),
+                                                        strict=True))}
     return Result(summary=summary, dataset=ds)
 
 
@@ -220,84 +198,52 @@ _CITE = "Munteanu, Omlor, Song, Woodruff, ICML 2022 (arXiv 2206.12802)"
 
 
 def figures(ds, cfg: Config) -> dict:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from gflow.plot import band, caption, panels, scaling, style
 
     widths = np.asarray(ds["width"].values, float)
     colors = {"paired": "C0", "independent": "C1"}
     figs = {}
 
-    def scaling(xvals, succ, xlabel, key, title, caption):
-        fig, ax = plt.subplots(figsize=(6.4, 4.6))
+    def width_needed(xvals, succ, xlabel, key, title, text):
+        fig, (ax,) = panels(1, size=(6.4, 4.6))
         for i, iname in enumerate(INITS):
-            w = width_needed(succ[:, i], widths)
-            slope = loglog_slope(xvals, w)
-            ax.plot(xvals, w, "o-", color=colors[iname],
-                    label=f"{iname}: fitted slope {slope:.2f}")
-            ok = np.isfinite(w)
-            if ok.any():
-                x0, w0 = xvals[ok][0], w[ok][0]
-                xs = np.array([xvals.min(), xvals.max()])
-                ax.plot(xs, w0 * (xs / x0) ** THEORY[key][iname], ":", color=colors[iname],
-                        label=f"{iname}: bound exponent {THEORY[key][iname]:g} (upper bound)")
-        ax.set_xscale("log")
-        ax.set_yscale("log", base=2)
-        ax.set_ylim(widths.min() / 2, widths.max() * 2)
+            scaling(ax, xvals, all_succeed(succ[:, i], widths), label=iname,
+                    color=colors[iname], exponent=THEORY[key][iname],
+                    reference="upper-bound exponent")
         ax.axhline(widths.max(), color="gray", lw=0.6, ls="--")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel("width needed (smallest grid width, all seeds reach target)")
-        ax.set_title(title)
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
-        fig.text(0.5, -0.02, caption, ha="center", va="top", fontsize=7, wrap=True)
-        fig.tight_layout()
-        return fig
+        style(ax, x="log", y="log2", xlabel=xlabel, title=title,
+              ylabel="width needed (smallest grid width, all seeds reach target)")
+        ax.set_ylim(widths.min() / 2, widths.max() * 2)
+        return caption(fig, text)
 
-    gam = np.asarray(ds["gamma"].values)
-    figs["width_vs_gamma"] = scaling(
-        1 / gam, ds["gamma_success"].values, r"1 / NTK margin $\gamma$", "gamma",
-        "Width needed vs 1/gamma (logistic loss, GD)",
+    figs["width_vs_gamma"] = width_needed(
+        1 / np.asarray(ds["gamma"].values), ds["gamma_success"].values,
+        r"1 / NTK margin $\gamma$", "gamma", "Width needed vs 1/gamma (logistic loss, GD)",
         f"n={cfg.gamma_n}, d={cfg.gamma_d} paired-point data; target: every y_i f(x_i) >= 1 "
         f"within T = {cfg.c_gamma:g} ln(2/eps)^2/(gamma^2 eps); {cfg.seeds} seeds; grid "
         f"{list(cfg.widths)}; dashed = largest width tried. {_CITE}.")
-    figs["width_vs_n"] = scaling(
+    figs["width_vs_n"] = width_needed(
         np.asarray(ds["n"].values, float), ds["n_success"].values, "number of samples n", "n",
         "Width needed vs n (squared loss, GD)",
         f"n points uniform on S^{cfg.n_d - 1}, random +-1 labels; target: loss <= "
         f"{cfg.eps_rel:g} x 1/2 within T = {cfg.c_n:g} n ln(1/eps)/lambda_min(H_inf); "
         f"{cfg.seeds} seeds; dashed = largest width tried. {_CITE}.")
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    n_last = int(ds["n"].values[-1])
+    fig, axes = panels(3, size=(5, 4.2))
     for i, iname in enumerate(INITS):
-        mv = ds["n_movement"].values[-1, i]
-        fl = ds["n_flips"].values[-1, i]
-        lm = ds["gram_lambda_min_init"].values[i]
-        for ax, v in zip(axes, (mv, fl, lm), strict=True):
-            ax.plot(widths, np.median(v, axis=0), "o-", color=colors[iname], label=iname)
-            ax.fill_between(widths, np.min(v, axis=0), np.max(v, axis=0), color=colors[iname],
-                            alpha=0.2)
-    axes[0].set_ylabel(r"$|\theta_T - \theta_0|$ (at stop or T)")
-    axes[0].set_title("Distance travelled")
-    axes[1].set_ylabel("fraction of activation patterns flipped")
-    axes[1].set_title("Activation-pattern flips")
+        for ax, v in zip(axes, (ds["n_movement"].values[-1, i], ds["n_flips"].values[-1, i],
+                                ds["gram_lambda_min_init"].values[i]), strict=True):
+            band(ax, widths, v, label=iname, color=colors[iname])
     axes[2].axhline(float(ds["lambda0"].values[-1]), color="k", ls=":",
                     label=r"$\lambda_{\min}(H^\infty)$")
-    axes[2].set_ylabel(r"$\lambda_{\min}$ of empirical NTK Gram at init")
-    axes[2].set_title("NTK Gram at init")
-    for ax in axes:
-        ax.set_xscale("log", base=2)
-        ax.set_xlabel("width m")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-    axes[0].set_yscale("log")
+    for ax, y, ylabel, title in zip(axes, ("log", "symlog", "linear"), (
+            r"$|\theta_T - \theta_0|$ (at stop or T)", "fraction of activation patterns flipped",
+            r"$\lambda_{\min}$ of empirical NTK Gram at init"), (
+            "Distance travelled", "Activation-pattern flips", "NTK Gram at init"), strict=True):
+        style(ax, x="log2", y=y, xlabel="width m", ylabel=ylabel, title=title, legend=8)
     axes[1].set_yscale("symlog", linthresh=1e-3)
-    fig.text(0.5, -0.02, f"n sweep data with n={n_last}, squared loss, GD; median and range "
-             f"over {cfg.seeds} seeds. Paired init starts from f=0; its NTK has the same mean, "
-             f"but at width m it is the NTK of m/2 independent neurons. {_CITE}.",
-             ha="center", va="top", fontsize=7, wrap=True)
-    fig.tight_layout()
-    figs["movement"] = fig
+    figs["movement"] = caption(fig, (
+        f"n sweep data with n={int(ds['n'].values[-1])}, squared loss, GD; median and range "
+        f"over {cfg.seeds} seeds. Paired init starts from f=0; its NTK has the same mean, "
+        f"but at width m it is the NTK of m/2 independent neurons. {_CITE}."))
     return figs

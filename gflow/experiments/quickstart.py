@@ -17,11 +17,11 @@ import numpy as np
 
 import gflow
 
-from . import Result
+from . import Result, Settings, setting
 
 
 @dataclasses.dataclass(frozen=True)
-class Config:
+class Config(Settings):
     seed: int = 0
     n: int = 200
     d: int = 10
@@ -29,7 +29,7 @@ class Config:
     width: int = 256
     t1: float = 1000.0
     lr: float = 0.1
-    batch_size: int = 32
+    batch_size: int = setting(32, ge=1, le="n", why="SGD draws at most n samples per batch")
     n_save: int = 60
     rtol: float = 1e-6
     atol: float = 1e-8

@@ -10,7 +10,9 @@ its target) per run; over several settings x (e.g. margins) it gives ``success``
   bootstrap interval over seeds;
 - :func:`threshold_law`: the power law ``threshold ~ C x^alpha`` fitted through the crossings
   of every point, with a bootstrap interval for ``alpha``; :func:`power_law` does the same for
-  per-seed measurements such as time-to-epsilon; :func:`loglog_fit` for plain points;
+  per-seed measurements such as time-to-epsilon; :func:`loglog_fit` for plain points
+  (:func:`loglog_slope`: its exponent, invalid points dropped);
+- :func:`all_succeed`: the smallest grid value at which every seed succeeded (no interval);
 - :func:`draw`: points, intervals, censored points (own markers) and the fit on a matplotlib axis.
 
 The crossing is read off the isotonic (pool-adjacent-violators) fit of the success frequencies,
@@ -41,11 +43,13 @@ resolve (:data:`FLAGS`). Results are frozen dataclasses with ``to_dict()`` for s
 """
 
 from .crossing import Crossing as Crossing
+from .crossing import all_succeed as all_succeed
 from .crossing import crossing as crossing
 from .draw import draw as draw
 from .laws import FLAGS as FLAGS
 from .laws import PowerLaw as PowerLaw
 from .laws import loglog_fit as loglog_fit
+from .laws import loglog_slope as loglog_slope
 from .laws import power_law as power_law
 from .laws import threshold_law as threshold_law
 from .proportions import Proportions as Proportions

@@ -20,7 +20,8 @@ from ._base import (
     seed_indices,
 )
 
-__all__ = ["Crossing", "crossing", "crossing_from_resamples", "isotonic", "log_crossings"]
+__all__ = ["Crossing", "all_succeed", "crossing", "crossing_from_resamples", "isotonic",
+           "log_crossings"]
 
 
 def isotonic(freq: np.ndarray) -> np.ndarray:
@@ -148,3 +149,13 @@ def crossing(success, grid, *, level: float = 0.5, budget=None, confidence: floa
     logb = log_crossings(s[seed_indices(rng, B, s.shape[0])], np.log(g), level)
     return crossing_from_resamples(level, s, b, g, logb, confidence, B, rng)
 
+
+
+def all_succeed(success, grid) -> np.ndarray:
+    """The smallest grid value (last axis of ``success``) at which every seed (the axis
+    before it) succeeded, NaN where there is none: ``(..., seeds, grid) -> (...)``. The
+    plain, interval-free threshold; :func:`crossing` gives one at any level with an
+    interval."""
+    ok = np.all(np.asarray(success) > 0.5, axis=-2)
+    w = np.asarray(grid, dtype=float)[np.argmax(ok, axis=-1)]
+    return np.where(np.any(ok, axis=-1), w, np.nan)

@@ -21,7 +21,7 @@ from ._base import (
 )
 from .crossing import Crossing, crossing_from_resamples, log_crossings
 
-__all__ = ["FLAGS", "PowerLaw", "loglog_fit", "power_law", "threshold_law"]
+__all__ = ["FLAGS", "PowerLaw", "loglog_fit", "loglog_slope", "power_law", "threshold_law"]
 
 #: what each flag of a :class:`PowerLaw` means
 FLAGS = {
@@ -235,3 +235,13 @@ def loglog_fit(x, y, *, censored=None, candidates=None, confidence: float = 0.95
                       confidence=check_confidence(confidence), candidates=_candidates(candidates),
                       n_seeds=1, B=0, method="OLS of log y on log x; t interval")
 
+
+
+def loglog_slope(x, y) -> float:
+    """The exponent of :func:`loglog_fit` through the points with finite positive ``x`` and
+    ``y`` (the others dropped); NaN with fewer than 2 distinct ``x`` left."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
+    if np.unique(x[keep]).size < 2:
+        return float("nan")
+    return float(loglog_fit(x[keep], y[keep]).exponent)
