@@ -454,6 +454,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no window, no display
     args = _parser().parse_args(argv)
     args.argv = ["gflow", *(sys.argv[1:] if argv is None else argv)]
     try:

@@ -1,5 +1,6 @@
-"""Figures drawn from results datasets (matplotlib, Agg backend): the scaffolds every
-experiment's figures are built from.
+"""Figures drawn from results datasets (matplotlib): the scaffolds every experiment's figures
+are built from. The backend is the caller's (inline in a notebook); ``gflow`` on the command
+line draws with Agg.
 
 - :func:`curves`: a variable against time, one panel per value of a dim, one line per another;
 - :func:`panels`: a figure with a row (or grid) of axes;
@@ -13,12 +14,8 @@ experiment's figures are built from.
 
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 __all__ = ["band", "caption", "cdf", "curves", "lines", "over_time", "panels", "scaling",
            "style"]

@@ -248,3 +248,14 @@ def test_ctrl_c_during_the_first_compile(tmp_path):
     assert summary["status"].startswith("interrupted: KeyboardInterrupt")
     assert summary["resume"] == f"gflow run --resume {out}"
     assert cli.main(["run", "--resume", str(out), "--quiet"]) == 0
+
+
+def test_importing_gflow_keeps_the_callers_backend():
+    """A notebook's inline backend survives ``import gflow`` and the figure scaffolds (the
+    library sets no backend; the command line chooses Agg for itself)."""
+    code = ("import matplotlib\nmatplotlib.use('svg')\nimport gflow, gflow.plot\n"
+            "gflow.TwoLayer\nprint(matplotlib.get_backend())")
+    env = {k: v for k, v in ENV.items() if k != "MPLBACKEND"}
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().lower() == "svg"
