@@ -95,8 +95,8 @@ class GradientFlow(AbstractDynamics):
         step_to_saves: end a step exactly at every save time (diffrax's
             ``ClipStepSizeController(step_ts=...)``), so each save is a step's endpoint
             rather than a point of the dense output in a step's interior, which is one to
-            two orders of magnitude less accurate (``t_stop`` aside). Costs about one more
-            step per save; worth it for many-digit comparisons at the save times. Adaptive
+            two orders of magnitude less accurate (``t_stop`` aside). Costs one or two more
+            steps per save; worth it for many-digit comparisons at the save times. Adaptive
             controllers (``"pid"``, ``"i"``) only, and ``kinks=False``.
 
     Its state between :meth:`advance` calls is diffrax's own (time, parameters, solver
