@@ -10,12 +10,7 @@ continues the same sequence of steps. A stop is then located inside its step: th
 taken again from its start (kept in the controller state) and the condition bisected on
 its dense output (:func:`gflow.stops.locate`), so ``t_stop`` and the state there are
 accurate to the tolerance, not to a step.
-
-Why not diffrax's own real-valued events with a root finder: diffrax then evaluates the
-final state of *every* event-ended solve on the step's interpolant, the boolean segment
-end included, which moves the state of a segment's end off the step's endpoint by rounding
-and a segmented run would no longer take the steps of one run; and ``optx.Bisection``
-terminates only once ``|c| < atol``, in units of time, whatever the units of ``c``.
+(Why not diffrax's real-valued events: see :mod:`gflow.stops`.)
 """
 
 from __future__ import annotations

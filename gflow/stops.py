@@ -13,6 +13,13 @@ every accepted step (:func:`status_at`) and then locates the crossing inside tha
 the step's dense output (:func:`crossing`, :func:`locate`): ``t_stop`` is then accurate to
 the solver's tolerance rather than to a step, and the state at ``t_stop`` is the dense
 output there.
+
+Why not diffrax's own real-valued events with an optimistix root finder: with a root
+finder, diffrax evaluates the final state of *every* event-ended solve on the last step's
+interpolant, the boolean end of a checkpoint segment included; that moves a segment's end
+off the step's endpoint by rounding, and a run cut into segments would no longer take the
+steps of one run. And ``optx.Bisection`` stops only once ``|c| < atol`` as well, in the
+time's units whatever the units of ``c`` (a loss, a gradient norm).
 """
 
 from __future__ import annotations
