@@ -93,7 +93,10 @@ def locate(c, lo, hi):
     none where the flow has kinks) nor a tolerance on ``c`` (whose units differ per
     condition), and it runs once per run. One halving per bit of the mantissa (+ 2) takes
     any bracket from ``[0, hi]`` down to rounding of ``hi``; the accuracy of ``t_stop`` is
-    then that of the dense output, i.e. of the solver's tolerance.
+    then that of the dense output, i.e. of the solver's tolerance. The loss decreases
+    along gradient flow, so its crossing in a step is unique; the gradient norm need not:
+    of several crossings inside one step bisection finds one, and a dip below the level
+    and back between two step ends is not seen.
     """
     dtype = jnp.result_type(hi)
     halvings = jnp.finfo(dtype).nmant + 3
