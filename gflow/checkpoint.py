@@ -184,7 +184,8 @@ def simulate_resumable(path, net, params0, data, *, every: int | None = None,
                        every_seconds: float | None = None, loss="squared", dynamics=None,
                        t1: float, save: Any = None, observe=("loss",), stop_loss=None,
                        stop_grad=None, probes=None, save_params: bool = False,
-                       throw: bool = True, progress: bool = False, keep: bool = False):
+                       throw: bool = True, progress: bool = False, keep: bool = False,
+                       diverge_factor=None):
     """:func:`gflow.simulate`, run in segments of ``every`` save points and checkpointed
     to ``path`` (an ``.npz`` file); called again with the same arguments after an
     interruption, it continues from the last checkpoint.
@@ -224,13 +225,14 @@ def simulate_resumable(path, net, params0, data, *, every: int | None = None,
     every, every_seconds = check_every(every, every_seconds)
     st = solve.setup(net, params0, data, loss=loss, dynamics=dynamics, t1=t1, save=save,
                      observe=observe, probes=probes, stop_loss=stop_loss, stop_grad=stop_grad,
-                     save_params=save_params, progress=False)
+                     save_params=save_params, progress=False, diverge_factor=diverge_factor)
     problem = st.problem
     check_memory(problem.observer, st.params0, problem.ctx, len(st.ts), save_params=save_params,
                  dynamics=st.dynamics)
     run = _Segments(st, every)
     fp = fingerprint(type(net).__name__, repr(net), *arrays(net), repr(loss), float(t1), st.ts,
                      tuple(problem.observer.observables), problem.stop_loss, problem.stop_grad,
+                     *([] if problem.diverge_factor is None else [problem.diverge_factor]),
                      every, save_params, *arrays(data), probes,
                      *jax.tree.leaves(st.params0), *dynamics_parts(st.dynamics, st.params0),
                      np.asarray(problem.grid))

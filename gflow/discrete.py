@@ -5,8 +5,10 @@ constant learning rate), so discrete and continuous trajectories share one axis.
 Requested save times are rounded to the nearest step; the actual times are reported.
 Steps run in a ``lax.while_loop`` per save point, inside a ``lax.while_loop`` over save
 points (:meth:`DiscreteDynamics.advance`); after a stop the remaining steps are skipped,
-not computed. A new discrete dynamics subclasses :class:`DiscreteDynamics` and overrides
-its hooks (see :mod:`gflow.momentum`).
+not computed. A stop (:mod:`gflow.stops`) is the first iterate that meets its condition,
+which is exact: there is nothing between iterates to locate it in. A new discrete
+dynamics subclasses :class:`DiscreteDynamics` and overrides its hooks (see
+:mod:`gflow.momentum`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from . import _status, inputs
+from . import _status, inputs, stops
 from ._tree import bcast, tree_finite, tree_norm
 from .dynamics import AbstractDynamics, Plan, blank_saves, record
 from .observe import at_stop
@@ -231,9 +233,11 @@ class DiscreteDynamics(AbstractDynamics):
 
     def advance(self, problem, state, until):
         objective, steps = problem.objective, problem.grid
-        stop_loss, stop_grad = problem.stop_loss, problem.stop_grad
+        stop_loss, stop_grad, cap = problem.stop_loss, problem.stop_grad, stops.loss_cap(problem)
         batch = self.minibatches()
-        full_check = batch is not None and (stop_loss is not None or stop_grad is not None)
+        # SGD checks the stopping conditions on the full-batch loss and gradient
+        full_check = batch is not None and not (stop_loss is None and stop_grad is None
+                                                and cap is None)
 
         def step(c):
             params, k, extra = c["params"], c["k"], c["extra"]
@@ -258,6 +262,8 @@ class DiscreteDynamics(AbstractDynamics):
                 code = jnp.where(check_loss < stop_loss, _status.STOP_LOSS, code)
             if stop_grad is not None:
                 code = jnp.where(gnorm < stop_grad, _status.STOP_GRAD, code)
+            if cap is not None:  # growth: the first iterate whose loss exceeds the cap
+                code = jnp.where(check_loss > cap, _status.DIVERGED, code)
             go = code == _status.COMPLETED
             keep = lambda a, b: jax.tree.map(lambda x, y: jnp.where(go, x, y), a, b)  # noqa: E731
             return c | {"params": keep(new_params, params),

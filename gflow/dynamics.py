@@ -47,7 +47,9 @@ class Problem(eqx.Module):
 
     ``grid``: (S,) the save targets in the dynamics' own units (times for gradient flow,
     step indices for discrete dynamics), from :meth:`AbstractDynamics.plan`; ``t1``: the
-    final time; ``stop_loss`` / ``stop_grad``: scalars or ``None``.
+    final time; ``stop_loss`` / ``stop_grad``: scalars or ``None``; ``diverge_factor``:
+    scalar or ``None``, the run diverges once its loss exceeds this multiple of the loss
+    at ``ctx.params0`` (:mod:`gflow.stops`).
     """
 
     objective: Objective
@@ -57,6 +59,7 @@ class Problem(eqx.Module):
     t1: Array
     stop_loss: Array | None = None
     stop_grad: Array | None = None
+    diverge_factor: Array | None = None
     save_params: bool = eqx.field(static=True, default=False)
     progress: bool = eqx.field(static=True, default=False)
 

@@ -33,7 +33,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from . import _status, context
+from . import _status, context, inputs
 from .data import Dataset
 from .dynamics import Problem
 from .memory import check_memory
@@ -88,6 +88,7 @@ def simulate_ensemble(
     observe: Sequence[str | Callable] | dict = ("loss",),
     stop_loss: float | None = None,
     stop_grad: float | None = None,
+    diverge_factor: float | None = None,
     probes=None,
     widths=None,
     save_params: bool = False,
@@ -130,6 +131,7 @@ def simulate_ensemble(
     """
     dynamics = check_dynamics(dynamics)
     t1 = check_t1(t1)
+    diverge_factor = inputs.check_diverge_factor(diverge_factor)
     M = _members(params0)
     stacked_data = data.X.ndim == 3 if isinstance(data, Dataset) else False
     if stacked_data and data.X.shape[0] != M:
@@ -170,7 +172,7 @@ def simulate_ensemble(
     member_ids = {id(x) for x in member_leaves}
     scalar = lambda v: None if v is None else jnp.asarray(v, dtype)  # noqa: E731
     problem = Problem(objective, observer, ctx, grid, jnp.asarray(t1, dtype), scalar(stop_loss),
-                      scalar(stop_grad), save_params=save_params)
+                      scalar(stop_grad), scalar(diverge_factor), save_params=save_params)
     leaves, treedef = jax.tree.flatten((plan.dynamics, problem, params0))
     axes = tuple(0 if id(x) in member_ids else None for x in leaves)
     one = [jax.ShapeDtypeStruct(x.shape[1:], x.dtype) if a == 0 else x
@@ -313,6 +315,7 @@ class Run:
     stop_loss: float | None = None
     stop_grad: float | None = None
     probes: Any = None
+    diverge_factor: float | None = None
 
 
 @dataclasses.dataclass
@@ -411,7 +414,7 @@ def sweep(make_run: Callable[..., Run], *, seeds: Sequence[int] | None = None,
     for i, r in enumerate(runs):
         ts = tuple(resolve_times(r.save if r.save is not None else LogTimes(100), r.t1))
         key = (_net_key(r.net), _dyn_key(r.dynamics), repr(r.loss), float(r.t1), ts,
-               repr(r.observe), r.stop_loss, r.stop_grad, tuple(r.data.X.shape),
+               repr(r.observe), r.stop_loss, r.stop_grad, r.diverge_factor, tuple(r.data.X.shape),
                r.data.has_test, id(r.probes))
         groups.setdefault(key, []).append(i)
 
@@ -434,7 +437,8 @@ def sweep(make_run: Callable[..., Run], *, seeds: Sequence[int] | None = None,
             net, p0, data, loss=rs[0].loss, dynamics=_stack_dynamics([r.dynamics for r in rs]),
             t1=rs[0].t1, save=rs[0].save, observe=rs[0].observe, stop_loss=rs[0].stop_loss,
             stop_grad=rs[0].stop_grad, probes=rs[0].probes, widths=widths, throw=throw,
-            progress=progress, chunk_size=chunk_size, devices=devices)
+            progress=progress, chunk_size=chunk_size, devices=devices,
+            diverge_factor=rs[0].diverge_factor)
         for j, i in enumerate(idx):
             results[i] = (traj, j)
     return Sweep(coords=axes, trajectory=stack(results, axes))

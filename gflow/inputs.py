@@ -7,6 +7,7 @@ input and the fix, raised before anything is compiled.
   dtype (NaN/inf there is bad input, not divergence);
 - :func:`check_single_dataset`: ``simulate`` gets one dataset, not a stack;
 - :func:`check_loss`: a callable loss returns one value per sample, shape ``(n,)``;
+- :func:`check_diverge_factor`: the growth criterion of divergence is a number > 1;
 - :func:`optax_learning_rate` / :func:`check_optax_lr`: the learning rate an optax
   optimizer was built with, where it can be read, must equal gflow's ``lr`` -- the time
   one step advances (``t_k = k * lr``), so a mismatch would label every step with the
@@ -22,8 +23,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["check_finite_params", "check_loss", "check_optax_lr", "check_param_leaves",
-           "check_single_dataset", "optax_learning_rate"]
+__all__ = ["check_diverge_factor", "check_finite_params", "check_loss", "check_optax_lr",
+           "check_param_leaves", "check_single_dataset", "optax_learning_rate"]
 
 
 def _name(path) -> str:
@@ -92,6 +93,21 @@ def check_loss(loss, loss_fn, n: int, dtype) -> None:
         raise ValueError(f"loss must return one value per sample, shape ({n},), got {got}; "
                          "gflow takes the mean itself (return e.g. 0.5 * (f - y) ** 2, not "
                          "its mean).")
+
+
+def check_diverge_factor(diverge_factor) -> float | None:
+    """``diverge_factor`` (``None``: off) as a float, refused unless a finite number > 1."""
+    if diverge_factor is None:
+        return None
+    try:
+        v = float(diverge_factor)
+    except (TypeError, ValueError):
+        v = math.nan
+    if isinstance(diverge_factor, bool) or not (math.isfinite(v) and v > 1):
+        raise ValueError(
+            f"diverge_factor must be a finite number > 1 (the run diverges once its loss "
+            f"exceeds diverge_factor x its initial loss) or None, got {diverge_factor!r}.")
+    return v
 
 
 def _closure_values(fn, name: str, found: list, seen: set, depth: int = 0) -> None:

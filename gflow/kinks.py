@@ -41,8 +41,8 @@ import diffrax
 import jax
 import jax.numpy as jnp
 
-from . import _status
-from ._tree import bcast, tree_finite, tree_norm
+from . import _status, stops
+from ._tree import bcast
 from .dynamics import blank_saves, record
 from .nets import two_layer_parts
 from .observe import at_stop
@@ -272,6 +272,7 @@ class _Setup:
         self.dtype = dtype = jnp.result_type(float)
         self.t1 = jnp.asarray(problem.t1, dtype)
         self.ts = jnp.asarray(problem.grid, dtype)
+        self.cap = stops.loss_cap(problem)
         # the samples that give each z_ij(t) as a polynomial of degree deg on the step
         self.s_pts = jnp.linspace(0.0, 1.0, self.deg + 1, dtype=dtype)
         self.vinv = jnp.linalg.inv(self.s_pts[:, None] ** jnp.arange(self.deg + 1, dtype=dtype))
@@ -297,18 +298,6 @@ class _Setup:
 
         return jax.lax.while_loop(cond, body, carry)
 
-    def is_stop(self, y):
-        objective, stop_loss, stop_grad = (self.problem.objective, self.problem.stop_loss,
-                                           self.problem.stop_grad)
-        loss = objective.loss(y)
-        st = jnp.where(jnp.isfinite(loss) & tree_finite(y), _status.COMPLETED, _status.DIVERGED)
-        if stop_loss is not None:
-            st = jnp.where((st == _status.COMPLETED) & (loss < stop_loss), _status.STOP_LOSS, st)
-        if stop_grad is not None:
-            small = tree_norm(objective.grad(y)) < stop_grad
-            st = jnp.where((st == _status.COMPLETED) & small, _status.STOP_GRAD, st)
-        return st.astype(jnp.int32)
-
 
 def kink_init(dyn, problem, params0) -> dict:
     """The state of a kink-aware solve at ``t = 0`` (the saves at ``t <= 0`` recorded)."""
@@ -328,8 +317,8 @@ def kink_init(dyn, problem, params0) -> dict:
     count0 = jnp.zeros((), jnp.int32)
     return dict(t=t0, y=params0, modes=modes0, h=t_next - t0, sstate=sstate, cstate=cstate,
                 jump=jnp.asarray(False), saves=i, obs=obs, snaps=snaps,
-                status=k.is_stop(params0), steps=count0, rejected=count0, switches=count0,
-                slides=count0,
+                status=stops.status_at(problem, params0, k.cap), steps=count0,
+                rejected=count0, switches=count0, slides=count0,
                 # FSAL's first stage, and the two of the automatic initial step
                 evals=count0 + (1 if k.fsal else 0) + (2 if dt0 is None else 0))
 
@@ -411,7 +400,7 @@ def kink_advance(dyn, problem, state, until) -> dict:
         saves = (c["saves"], c["obs"], c["snaps"])
         saves = jax.lax.cond(keep, lambda: k.do_saves(saves, t, t_new, y_new, interp.evaluate),
                              lambda: saves)
-        status = jnp.where(keep, k.is_stop(y_new), _status.COMPLETED)
+        status = jnp.where(keep, stops.status_at(problem, y_new, k.cap), _status.COMPLETED)
         # more pairs held on one neuron's kink than independent constraints fit: a neuron
         # whose (w_j, b_j) is pinned to 0 by degenerate data; not integrated, so fail loudly
         crowded = jnp.any(jnp.sum(new_mode == _SLIDE, axis=0) > pat.k)
@@ -431,9 +420,30 @@ def kink_advance(dyn, problem, state, until) -> dict:
             rejected=c["rejected"] + (~keep), switches=c["switches"] + event,
             slides=c["slides"] + n_slide.astype(jnp.int32),
             # + the first stage renewed after a switch, + the check of a switch's new side
-            evals=c["evals"] + evals_per_step + event * (1 if fsal else 0) + switched)
+            evals=c["evals"] + evals_per_step + event * (1 if fsal else 0) + switched,
+            last=jax.tree.map(lambda a, b: jnp.where(keep, a, b), (t, tn, dense), c["last"]))
 
-    return jax.lax.while_loop(cond, body, state)
+    # the last accepted step (start, end of its dense output, dense output), where a stop
+    # is located
+    dense0 = jax.eval_shape(lambda: solver.step(term, state["t"], t1, state["y"],
+                                                state["modes"], state["sstate"],
+                                                state["jump"])[2])
+    last = (state["t"], state["t"], jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), dense0))
+    out = jax.lax.while_loop(cond, body, state | {"last": last})
+    t_a, tn, dense = out.pop("last")
+    status, t_end, y_end = out["status"], out["t"], out["y"]
+    stopped = ((status == _status.STOP_LOSS) | (status == _status.STOP_GRAD)
+               | (status == _status.DIVERGED)) & (t_a < t_end)
+
+    def locate():
+        interp = solver.interpolation_cls(t0=t_a, t1=tn, **dense)
+        c = stops.crossing(problem, status, k.cap)
+        t_stop = stops.locate(lambda t: c(interp.evaluate(t)), t_a, t_end)
+        return t_stop, jax.lax.cond(t_stop < t_end, lambda: interp.evaluate(t_stop),
+                                    lambda: y_end)
+
+    t_stop, y_stop = jax.lax.cond(stopped, locate, lambda: (t_end, y_end))
+    return out | {"t": t_stop, "y": y_stop}
 
 
 def kink_finish(dyn, problem, state) -> dict:

@@ -28,6 +28,7 @@ def simulate(
     observe: Sequence[str | Callable] | dict = ("loss",),
     stop_loss: float | None = None,
     stop_grad: float | None = None,
+    diverge_factor: float | None = None,
     probes=None,
     save_params: bool = False,
     throw: bool = True,
@@ -48,8 +49,18 @@ def simulate(
         save: ``gflow.LogTimes(n)``, ``gflow.LinTimes(n)`` or an array of times in [0, t1];
             default ``LogTimes(100)`` (at most one save per step for discrete dynamics).
         observe: observable names (see :mod:`gflow.observe`) or callables ``fn(params, ctx)``.
-        stop_loss: stop once the loss falls below this.
-        stop_grad: stop once the gradient norm falls below this.
+        stop_loss: stop once the loss falls below this. Under gradient flow the crossing
+            is located inside the solver's step (``t_stop`` accurate to the tolerance);
+            discrete dynamics stop at the first iterate below.
+        stop_grad: stop once the gradient norm falls below this (located as ``stop_loss``).
+        diverge_factor: a number > 1, or ``None`` (default: off): the run also diverges
+            (status ``"diverged"``, at the first iterate / the located time) once its loss
+            exceeds ``diverge_factor`` x its initial loss. Non-finite values always count
+            as divergence. Off by default because growth relative to the initial loss is
+            not divergence in general: a run started near a minimum (initial loss near 0)
+            or at the edge of stability (catapults) can legitimately grow its loss by
+            orders of magnitude and then converge. For GD/SGD at a learning rate that may
+            be too large, ``1e6`` is a generous choice.
         probes: (p, d) inputs for the ``"output"`` observable.
         save_params: also keep parameter snapshots at the save times (memory heavy).
         throw: raise :class:`SimulationError` on divergence or solver failure; if ``False``
@@ -69,10 +80,11 @@ def simulate(
             ck.next_path(".npz"), net, params0, data, every=ck.every,
             every_seconds=ck.every_seconds, keep=True, loss=loss, dynamics=dynamics, t1=t1,
             save=save, observe=observe, stop_loss=stop_loss, stop_grad=stop_grad,
-            probes=probes, save_params=save_params, throw=throw, progress=progress)
+            probes=probes, save_params=save_params, throw=throw, progress=progress,
+            diverge_factor=diverge_factor)
     st = setup(net, params0, data, loss=loss, dynamics=dynamics, t1=t1, save=save,
                observe=observe, probes=probes, stop_loss=stop_loss, stop_grad=stop_grad,
-               save_params=save_params, progress=progress)
+               save_params=save_params, progress=progress, diverge_factor=diverge_factor)
     problem = st.problem
     check_memory(problem.observer, st.params0, problem.ctx, len(st.ts),  # refuse early
                  save_params=save_params, dynamics=st.dynamics)

@@ -108,9 +108,10 @@ class Setup(eqx.Module):
 
 
 def setup(net, params0, data, *, loss, dynamics, t1, save, observe, probes, stop_loss,
-          stop_grad, save_params, progress) -> Setup:
+          stop_grad, save_params, progress, diverge_factor=None) -> Setup:
     """Validate the arguments of :func:`gflow.simulate` and plan the run."""
     dynamics = check_dynamics(dynamics)
+    diverge_factor = inputs.check_diverge_factor(diverge_factor)
     t1 = check_t1(t1)
     ts = save_grid(dynamics, save, t1)
     objective, params0, observer, ctx, stop_loss, stop_grad = prepare(
@@ -120,8 +121,8 @@ def setup(net, params0, data, *, loss, dynamics, t1, save, observe, probes, stop
     plan = dynamics.plan(ts, t1, n=objective.y.shape[0], dtype=dtype)
     scalar = lambda v: None if v is None else jnp.asarray(v, dtype)  # noqa: E731
     problem = Problem(objective, observer, ctx, jnp.asarray(plan.grid), jnp.asarray(t1, dtype),
-                      scalar(stop_loss), scalar(stop_grad), save_params=save_params,
-                      progress=progress)
+                      scalar(stop_loss), scalar(stop_grad), scalar(diverge_factor),
+                      save_params=save_params, progress=progress)
     return Setup(dynamics, plan.dynamics, ts, plan.info, problem, params0)
 
 
@@ -176,7 +177,8 @@ def raise_for_status(traj: Trajectory) -> None:
     t_stop = float(traj.t_stop)
     if status == "diverged":
         raise SimulationError(
-            f"the run diverged at t={t_stop:.6g} (loss or parameters became non-finite). "
+            f"the run diverged at t={t_stop:.6g} (loss or parameters became non-finite, or "
+            "the loss exceeded diverge_factor x its initial value). "
             "Lower the learning rate, rescale the data or init, or use throw=False to get "
             "the trajectory up to that time."
         )

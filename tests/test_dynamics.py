@@ -137,8 +137,12 @@ def test_stop_loss(dtype, dyn):
                         observe=("loss", "accuracy"))
     assert tr.status == "stop_loss" and 0 < tr.t_stop < 1e3
     assert tr.times[-1] == tr.t_stop and np.all(np.diff(tr.times) > 0)
-    assert tr["loss"][-1] < 0.8 * L0
-    assert np.all(tr["loss"][:-1] >= 0.8 * L0 * 0.999) or dyn.kind == "gf"
+    if dyn.kind == "gf":  # the crossing, located inside the step: the level, to rounding
+        eps = np.finfo(tr["loss"].dtype).eps
+        np.testing.assert_allclose(tr["loss"][-1], 0.8 * L0, rtol=64 * eps)
+    else:  # the first iterate below the level
+        assert tr["loss"][-1] < 0.8 * L0
+    assert np.all(tr["loss"][:-1] >= 0.8 * L0 * 0.999)
 
 
 def test_stop_grad():

@@ -126,7 +126,8 @@ def test_kinks_stop_loss_reports_time(x64):
     tr = _run(net, p0, ds, 1e-8, stop_loss=0.5 * loss0, observe=("loss",))
     assert tr.status == "stop_loss" and 0 < tr.t_stop < 4.0
     obj = gflow.objective.Objective(net, "squared", ds.X, ds.y)
-    assert float(obj.loss(tr.params_final)) < 0.5 * loss0
+    # the crossing is located inside the step: the loss there is the level, to rounding
+    np.testing.assert_allclose(float(obj.loss(tr.params_final)), 0.5 * loss0, rtol=1e-12)
 
 
 def test_kinks_ensemble_equals_separate_runs(x64):

@@ -22,10 +22,11 @@ def test_small_run_float32():
                 "lojasiewicz_ratio_min"):
         assert key in s
     assert s["dtype"] == "float32" and s["eps"] == cfg.eps32
-    # every local run reached eps (status stop_loss), so the final loss is below it
+    # every local run reached eps (status stop_loss); the stop is the located crossing, so
+    # the final loss is eps up to float32 cancellation in the population loss (~1e-7)
     assert set(s["time_to_eps_by_width"]) == {4}
     assert all(np.isfinite(t) for t in s["time_to_eps_by_width"].values())
-    assert s["final_loss"] <= cfg.eps32
+    assert s["final_loss"] <= cfg.eps32 + 1e-6
     # m = 2k: duplicated neurons align with their teacher more slowly; started 10 degrees away
     assert s["max_student_teacher_angle_deg_by_width"][4] < 10.0
     # cluster totals converge to the teacher weights (1) -- a loss of 1e-5 allows ~1e-2
@@ -42,7 +43,8 @@ def test_small_run_float32():
 def test_float64_reaches_1e_8(x64):
     cfg = _small()
     s = ts.run(cfg).summary
-    assert s["dtype"] == "float64" and s["final_loss"] <= 1e-8
+    # the located crossing: 1e-8 up to float64 cancellation in the population loss
+    assert s["dtype"] == "float64" and s["final_loss"] <= 1e-8 + 1e-14
     assert set(s["time_to_eps_by_width"]) == {2, 4}
     # m = k: each student neuron matches its teacher (started 10 degrees away)
     assert s["max_student_teacher_angle_deg_by_width"][2] < 0.1
