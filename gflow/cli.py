@@ -89,6 +89,15 @@ def _on_signal(signum, frame):
     raise _stop_exception(signum)
 
 
+def _quiet_unraisable(unraisable):
+    """``sys.unraisablehook`` of the command line: a stop exception raised inside a gc
+    callback or finalizer is swallowed by Python (and delivered again by the re-sent signal),
+    so it is not printed as "Exception ignored ..." with a traceback; anything else is."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt | Terminated):
+        return
+    sys.__unraisablehook__(unraisable)
+
+
 def _check_terminated():
     if _TERMINATED:
         raise _stop_exception(_TERMINATED[0])
@@ -455,6 +464,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MPLBACKEND", "Agg")  # figures go to files; no window, no display
+    sys.unraisablehook = _quiet_unraisable
     args = _parser().parse_args(argv)
     args.argv = ["gflow", *(sys.argv[1:] if argv is None else argv)]
     try:

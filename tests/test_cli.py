@@ -259,3 +259,23 @@ def test_importing_gflow_keeps_the_callers_backend():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip().lower() == "svg"
+
+
+def test_stop_exceptions_swallowed_in_gc_callbacks_are_not_printed(capsys, monkeypatch):
+    """Ctrl-C landing in jax's gc callback: Python swallows the KeyboardInterrupt (the
+    re-sent signal delivers it again) and would print "Exception ignored" with a traceback;
+    the command line's unraisable hook drops that one, and prints any other."""
+
+    class Boom:
+        def __init__(self, exc):
+            self.exc = exc
+
+        def __del__(self):
+            raise self.exc
+
+    monkeypatch.setattr(sys, "unraisablehook", cli._quiet_unraisable)
+    Boom(KeyboardInterrupt())  # dropped at once: __del__ raises into the hook
+    Boom(cli.Terminated("terminated by SIGTERM"))
+    assert capsys.readouterr().err == ""
+    Boom(ValueError("a real problem"))
+    assert "a real problem" in capsys.readouterr().err
