@@ -116,6 +116,8 @@ def _assert_same(got, ref):
 # -- discrete dynamics in segments ----------------------------------------------------------
 
 
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)],
+                         indirect=True)  # float64: slow (the default suite runs float32)
 @pytest.mark.parametrize("name", ["gd_schedule", "sgd", "adam", "adam_schedule"])
 def test_discrete_segments_equal_one_simulate(tmp_path, dtype, name):
     # Discrete steps do not depend on where the run is cut: segments carrying the step

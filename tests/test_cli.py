@@ -84,6 +84,7 @@ def test_every_experiment_has_seed_and_api():
         assert callable(mod.run) and callable(mod.figures), name
 
 
+@pytest.mark.slow  # a CLI sweep is rerun in the default suite by test_reliability
 def test_cli_sweep_seeds_and_list_settings(tmp_path):
     out = tmp_path / "sw"
     assert cli.main(["run", "quickstart", "--out", str(out), "--quiet", "--seeds", "2",

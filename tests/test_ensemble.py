@@ -68,8 +68,13 @@ def test_per_member_lr_and_time_axis(data):
     assert xd["t"].dims == ("member", "time")
 
 
-@pytest.mark.parametrize("dyn", [gflow.GD(0.2), gflow.GradientFlow(rtol=1e-6, atol=1e-8)])
-@pytest.mark.parametrize("scaling", ["ntk", "mean_field"])
+_GF = gflow.GradientFlow(rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("scaling, dyn", [
+    ("ntk", gflow.GD(0.2)), ("ntk", _GF), ("mean_field", gflow.GD(0.2)),
+    # mean-field GF: the padding path of NTK GF with another prefactor (mean-field GD above)
+    pytest.param("mean_field", _GF, marks=pytest.mark.slow)])
 def test_width_padding_equals_narrow_runs(data, dyn, scaling):
     widths = [3, 8, 16]
     big = gflow.TwoLayer(16, "tanh", scaling=scaling, bias=True)

@@ -29,6 +29,7 @@ def _run(net, p0, ds, rtol, *, kinks=True, t1=4.0, **kw):
     return gflow.simulate(net, p0, ds, dynamics=dyn, t1=t1, save=gflow.LinTimes(5), **kw)
 
 
+@pytest.mark.slow  # the order at kinks; kinks=True accuracy is covered by the other tests
 def test_kinks_converge_to_the_flow_plain_tsit5_approaches_at_first_order(x64):
     net, p0, ds = _problem()
     ref = _run(net, p0, ds, 1e-12)
@@ -81,6 +82,8 @@ def test_kinks_tight_tolerances_agree_on_a_sliding_problem(x64):
     assert np.max(np.abs(_flat(a.params_final) - _flat(b.params_final))) <= 1e-10
 
 
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)],
+                         indirect=True)  # float64: slow (the default suite runs float32)
 @pytest.mark.parametrize("bias", [False, True])
 def test_kinks_conserve_balancedness(dtype, bias):
     # every mode of the switched flow conserves a_j^2 - |w_j|^2 - b_j^2 exactly; the drift is
@@ -181,6 +184,8 @@ def test_kinks_bad_input():
                        dynamics=gflow.GradientFlow(kinks=True), t1=1.0)
 
 
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)],
+                         indirect=True)  # float64: slow (the default suite runs float32)
 def test_kinks_float32_runs_and_counts(dtype):
     net, p0, ds = _problem(bias=False)
     tr = _run(net, p0, ds, 1e-5 if dtype == "float32" else 1e-8, observe=("loss",))

@@ -83,6 +83,8 @@ def test_global_error_against_gd_has_slope_order(x64):
     assert mf.stats["hvp_evals"] == 3 * mf.stats["grad_evals"]
 
 
+@pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)],
+                         indirect=True)  # float64 in the default suite: the other tests
 def test_order_one_is_gradient_flow_and_float32(dtype):
     """Order 1 is gradient flow (the same field, so the same steps: agreement to rounding);
     in either precision order 2 tracks GD at lr = 0.1 over 20 times closer than GF does

@@ -126,7 +126,7 @@ def _same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("kinks", [False, True])
+@pytest.mark.parametrize("kinks", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_located_stop_in_segments_equals_one_run(tmp_path, kinks):
     # the stop inside the 3rd save interval, located, whether or not the run is cut
     net, p0, data = _problem("relu" if kinks else "tanh")
