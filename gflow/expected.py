@@ -27,19 +27,18 @@ from collections.abc import Callable
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from .losses import get_loss
 from .nets import AbstractNet
-from .objective import AbstractObjective
+from .objective import ExpectationObjective
 from .observe import Observable
 
 __all__ = ["OBSERVABLES", "DistributionObjective"]
 
 
-class DistributionObjective(AbstractObjective):
+class DistributionObjective(ExpectationObjective):
     """The population loss ``E[loss(f(x), y)]`` of ``net`` under ``distribution``, exact
     (:meth:`Distribution.population_loss`: enumeration or closed form), as an objective.
     It has no finite sample: ``n == 0``, ``y`` of shape (0,), reading ``X`` raises."""
@@ -52,10 +51,6 @@ class DistributionObjective(AbstractObjective):
         if not isinstance(net, AbstractNet):
             raise ValueError(f"net must be a gflow.nets.AbstractNet, got {type(net).__name__}.")
         self.net, self.loss_fn, self.distribution = net, get_loss(loss), distribution
-
-    @property
-    def n(self) -> int:
-        return 0
 
     @property
     def X(self):
@@ -72,20 +67,6 @@ class DistributionObjective(AbstractObjective):
 
     def loss(self, params) -> Float[Array, ""]:
         return self.distribution.population_loss(self.net, params, self.loss_fn)
-
-    def value_and_grad(self, params, idx=None):
-        if idx is not None:
-            raise ValueError("the population objective has no samples to draw minibatches "
-                             "from; use gflow.GD, gflow.GradientFlow or gflow.OnlineSGD.")
-        val, g = jax.value_and_grad(self.loss)(params)
-        return val, self.mask_grad(params, g)
-
-    def output(self, params, X=None):
-        if X is None:
-            raise ValueError("the population objective has no training inputs: give X "
-                             "(or observe 'output' at probes=; the population error is the "
-                             "observable 'population_error').")
-        return self.net.apply(params, X)
 
 
 def _population_loss(p, c):

@@ -27,7 +27,7 @@ from jaxtyping import Array, Float, Int
 from .losses import get_loss
 from .nets import AbstractNet
 
-__all__ = ["AbstractObjective", "Objective"]
+__all__ = ["AbstractObjective", "ExpectationObjective", "Objective"]
 
 
 class AbstractObjective(eqx.Module):
@@ -72,6 +72,30 @@ class AbstractObjective(eqx.Module):
             return g * t.astype(g.dtype)
 
         return jax.tree.map(apply, grads, mask)
+
+
+class ExpectationObjective(AbstractObjective):
+    """Base of the objectives that are an expectation (a population loss) rather than a mean
+    over samples: no finite sample (``n == 0``), the gradient by autodiff of :meth:`loss`
+    (fixed leaves zero), no minibatches, and the net's output only at given inputs.
+    Subclasses implement :meth:`loss`, ``X`` and ``y``."""
+
+    @property
+    def n(self) -> int:
+        return 0
+
+    def value_and_grad(self, params, idx: Int[Array, " b"] | None = None):
+        if idx is not None:
+            raise ValueError("the population objective has no samples to draw minibatches "
+                             "from; use gflow.GD, gflow.GradientFlow or gflow.OnlineSGD.")
+        val, g = jax.value_and_grad(self.loss)(params)
+        return val, self.mask_grad(params, g)
+
+    def output(self, params, X: Float[Array, "p d"] | None = None) -> Float[Array, " p"]:
+        if X is None:
+            raise ValueError("the population objective has no training inputs: give X "
+                             "(or observe 'output' at probes=).")
+        return self.net.apply(params, X)
 
 
 class Objective(AbstractObjective):

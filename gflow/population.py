@@ -33,7 +33,7 @@ from . import kernels
 from .data import AbstractData
 from .losses import get_loss, squared
 from .nets import TwoLayer, TwoLayerParams
-from .objective import AbstractObjective
+from .objective import ExpectationObjective
 from .observe import Observable
 
 __all__ = [
@@ -79,9 +79,9 @@ def loss(net: TwoLayer, params: TwoLayerParams, teacher_net: TwoLayer,
     return 0.5 * (ss - 2.0 * st + tt)
 
 
-class PopulationObjective(AbstractObjective):
+class PopulationObjective(ExpectationObjective):
     """The exact population loss :func:`loss` of the student ``net`` against a teacher, as an
-    objective (:class:`gflow.objective.AbstractObjective`): an expectation over
+    objective (:class:`gflow.objective.ExpectationObjective`): an expectation over
     ``x ~ N(0, I_d)``, so it has no finite sample (``n == 0``, ``y`` of shape (0,)); reading
     ``X`` raises. Built by :meth:`Population.objective`."""
 
@@ -91,10 +91,6 @@ class PopulationObjective(AbstractObjective):
 
     def __check_init__(self):
         _check_pair(self.net, None, self.teacher_net, self.teacher_params)
-
-    @property
-    def n(self) -> int:
-        return 0
 
     @property
     def X(self):
@@ -116,18 +112,6 @@ class PopulationObjective(AbstractObjective):
     def loss(self, params) -> Float[Array, ""]:
         return loss(self.net, params, self.teacher_net, self.teacher_params)
 
-    def value_and_grad(self, params, idx=None):
-        if idx is not None:
-            raise ValueError("the population objective has no samples to draw minibatches "
-                             "from; use gflow.GD or gflow.GradientFlow.")
-        val, g = jax.value_and_grad(self.loss)(params)
-        return val, self.mask_grad(params, g)
-
-    def output(self, params, X=None):
-        if X is None:
-            raise ValueError("the population objective has no training inputs: give X "
-                             "(or observe 'output' at probes=).")
-        return self.net.apply(params, X)
 
 
 class Population(AbstractData):
