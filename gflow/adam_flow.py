@@ -64,9 +64,9 @@ class _Project(eqx.Module):
         return self.observer(y[0], ctx)
 
 
-def _number(v, name: str, lo: float = 0.0) -> float:
-    if isinstance(v, bool) or not isinstance(v, int | float) or not v > lo:
-        raise ValueError(f"AdamFlow: {name} must be a number > {lo:g}, got {v!r}.")
+def _number(v, name: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not v > 0:
+        raise ValueError(f"AdamFlow: {name} must be a number > 0, got {v!r}.")
     return float(v)
 
 
