@@ -1,4 +1,4 @@
-"""Command line: ``gflow run | list | plot``.
+"""Command line: ``gflow run | list | describe | plot``.
 
 ``gflow run EXPERIMENT [--set k=v ...] [--seeds N]`` writes a results folder whose
 ``config.json`` records the settings and their provenance (versions, device, dtype, seed,
@@ -46,12 +46,7 @@ __all__ = ["main"]
 def _cmd_list(args) -> int:
     from . import experiments
 
-    for name in experiments.names():
-        mod = experiments.get(name)
-        doc = (mod.__doc__ or "").strip().splitlines()[0]
-        print(f"{name}: {doc}")
-        for f in dataclasses.fields(mod.Config):
-            print(f"    {f.name} = {f.default!r}")
+    print(experiments.describe(args.experiment) if args.experiment else experiments.listing())
     return 0
 
 
@@ -326,12 +321,11 @@ def _run_sweep(mod, axes, configs, out, *, quiet, resume=False, ck=None):
     (``DIR/parts``), and with ``resume`` points already there are read back, not re-run.
     A point runs checkpointed in ``DIR/checkpoints/point_NNNNN`` (removed once its part
     is written)."""
-    import tqdm
-
-    from . import experiments, io, resultsdir
+    from . import experiments, io, progress, resultsdir
 
     summaries, datasets, figs = [], [], {}
-    for i, cfg in enumerate(tqdm.tqdm(configs, desc="sweep", unit="run", disable=quiet)):
+    points = progress.bar("sweep", iterable=configs, unit="run", disable=quiet, delay=0)
+    for i, cfg in enumerate(points):
         _check_terminated()
         done = io.read_part(out, i) if resume else None
         if done is None:
@@ -453,7 +447,12 @@ def _parser() -> argparse.ArgumentParser:
     r.set_defaults(fn=_cmd_run)
     lst = sub.add_parser("list", help="list experiments and their settings",
                          description="List the experiments and their settings with defaults.")
-    lst.set_defaults(fn=_cmd_list)
+    lst.set_defaults(fn=_cmd_list, experiment=None)
+    de = sub.add_parser("describe", help="what an experiment measures, its settings and run time",
+                        description="Print an experiment's description, typical run time and "
+                                    "each setting's default, constraints and meaning.")
+    de.add_argument("experiment", help="experiment name (see gflow list)")
+    de.set_defaults(fn=_cmd_list)
     pl = sub.add_parser("plot", help="redraw the figures of a results folder",
                         description="Redraw the figures of a finished results folder from its "
                                     "trajectory.nc and config.json, and print the files written.")

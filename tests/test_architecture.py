@@ -112,14 +112,32 @@ def test_modules_stay_small():
 
 
 #: an experiment module is a thin composition: settings, calls into library pieces, a
-#: summary and figures through shared scaffolds
-EXPERIMENT_LINES = 250
+#: summary and figures through shared scaffolds. Counted in lines of code: docstrings,
+#: comments and blank lines are not (documenting a setting never pushes a module over)
+EXPERIMENT_LINES = 200
 #: experiments not yet within the limit, at most at these sizes (they may only shrink)
-OVER_LIMIT = {"condensation": 284, "low_rotation": 274}
+OVER_LIMIT = {"low_rotation": 212}
 
 
 def _lines(path: Path) -> int:
-    return len(path.read_text().splitlines())
+    """Lines holding code: not blank, not only a comment, not inside a docstring."""
+    import ast
+    import io
+    import tokenize
+
+    src = path.read_text()
+    docs = set()
+    for node in ast.walk(ast.parse(src)):
+        kinds = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+        if isinstance(node, kinds) and ast.get_docstring(node, clean=False) is not None:
+            docs.update(range(node.body[0].lineno, node.body[0].end_lineno + 1))
+    skip = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
+            tokenize.ENDMARKER}
+    code = set()
+    for tok in tokenize.generate_tokens(io.StringIO(src).readline):
+        if tok.type not in skip:
+            code.update(n for n in range(tok.start[0], tok.end[0] + 1) if n not in docs)
+    return len(code)
 
 
 def test_experiments_stay_thin():
@@ -134,7 +152,12 @@ def test_experiments_stay_thin():
 
 
 def test_line_counter_sees_a_long_module(tmp_path):
-    # the check above can fail: a 251-line module is over the limit
+    # the check above can fail: a module of 201 lines of code is over the limit, and the
+    # counter skips docstrings, comments and blank lines but counts multi-line statements
     long = tmp_path / "long.py"
     long.write_text("x = 1\n" * (EXPERIMENT_LINES + 1))
-    assert _lines(long) > EXPERIMENT_LINES
+    assert _lines(long) == EXPERIMENT_LINES + 1 > EXPERIMENT_LINES
+    doc = tmp_path / "doc.py"
+    doc.write_text('"""Module.\n\nmore\n"""\n\n# note\n\n\ndef f():\n    """Doc."""\n'
+                   '    return (1,\n            2)  # end\n')
+    assert _lines(doc) == 3

@@ -117,3 +117,35 @@ def test_cli_reports_bad_settings_before_writing(tmp_path, capsys, sets, words):
     for w in words:
         assert w in err, (w, err)
     assert not out.exists()
+
+
+def test_setting_docs_reads_google_style_attributes():
+    class Config:
+        """Head.
+
+        Attributes:
+            a: first line
+                continued here.
+            b_2: second.
+
+        Notes:
+            c: not a setting.
+        """
+
+    assert experiments.setting_docs(Config) == {"a": "first line continued here.",
+                                                "b_2": "second."}
+
+    class Bare:
+        pass
+
+    assert experiments.setting_docs(Bare) == {}
+
+
+def test_describe_prints_meanings_constraints_and_run_time(capsys):
+    assert cli.main(["describe", "quickstart"]) == 0
+    out = capsys.readouterr().out
+    assert "batch_size = 32  (>= 1, <= n)" in out and "SGD's minibatch size" in out
+    assert f"Typical run time of the defaults: {quickstart.RUN_TIME}" in out
+    assert out.count(" = ") >= len(dataclasses.fields(quickstart.Config))
+    assert cli.main(["describe", "nope"]) == 2
+    assert "unknown experiment 'nope'" in capsys.readouterr().err

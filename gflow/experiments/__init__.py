@@ -9,7 +9,10 @@ An experiment module defines
 - ``figures(dataset, config) -> {name: matplotlib Figure}``: plots drawn from the dataset
   alone, so ``gflow plot DIR`` can redraw them from disk.
 
-Modules in this package are discovered by name; ``gflow list`` shows them.
+Modules in this package are discovered by name; ``gflow list`` shows them and ``gflow
+describe NAME`` (:func:`describe`) explains one: its docstring, each setting's meaning (the
+``Attributes:`` section of its ``Config`` docstring, one ``name: text`` entry per setting)
+and its typical run time (the module's ``RUN_TIME``, as measured).
 
 ``Config`` derives from :class:`Settings` and declares each setting's constraints with
 :func:`setting` (bounds, choices, multiples; a bound may name another setting, as
@@ -32,7 +35,8 @@ from typing import Any
 from ._config import Settings, check_config, coerce, experiment_name, from_text, setting
 
 __all__ = ["Result", "Settings", "check_config", "coerce", "combine_points", "config_from_dict",
-           "get", "grid", "grid_from_dict", "names", "parse_sets", "setting"]
+           "describe", "get", "grid", "grid_from_dict", "listing", "names", "parse_sets", "setting",
+           "setting_docs"]
 
 
 @dataclasses.dataclass
@@ -53,6 +57,70 @@ def get(name: str) -> ModuleType:
     if name not in names():
         raise ValueError(f"unknown experiment {name!r}; available: {names()}")
     return importlib.import_module(f"{__name__}.{name}")
+
+
+def setting_docs(cls) -> dict[str, str]:
+    """``{setting: meaning}`` from the ``Attributes:`` section of ``cls``'s docstring
+    (google style: ``name: text``, continued on deeper-indented lines)."""
+    import inspect
+
+    docs: dict[str, str] = {}
+    lines = inspect.cleandoc(cls.__doc__ or "").splitlines()
+    if "Attributes:" not in lines:
+        return docs
+    key, indent = None, None
+    for line in lines[lines.index("Attributes:") + 1:]:
+        if not line.strip():
+            continue
+        depth = len(line) - len(line.lstrip())
+        if depth == 0:
+            break  # the next section
+        if indent is None:
+            indent = depth
+        name, colon, text = line.strip().partition(":")
+        if depth == indent and colon and name.isidentifier():
+            key = name
+            docs[key] = text.strip()
+        elif key is not None:
+            docs[key] += " " + line.strip()
+    return docs
+
+
+def listing() -> str:
+    """What ``gflow list`` prints: each experiment's first docstring line and its settings
+    with their defaults."""
+    out = []
+    for name in names():
+        mod = get(name)
+        out.append(f"{name}: {(mod.__doc__ or '').strip().splitlines()[0]}")
+        out += [f"    {f.name} = {f.default!r}" for f in dataclasses.fields(mod.Config)]
+    return "\n".join(out)
+
+
+def describe(name: str) -> str:
+    """What ``gflow describe NAME`` prints: the experiment's docstring, its typical run time
+    and each setting with its default, its constraints and its meaning."""
+    import inspect
+
+    from ._config import Rule
+
+    mod = get(name)
+    docs = setting_docs(mod.Config)
+    out = [f"{name}", "", inspect.cleandoc(mod.__doc__ or ""), "",
+           f"Typical run time of the defaults: {getattr(mod, 'RUN_TIME', 'not measured')}.",
+           "", f"Settings (gflow run {name} --set NAME=VALUE):"]
+    for f in dataclasses.fields(mod.Config):
+        rule = f.metadata.get("rule", Rule())
+        limits = [f"{sym} {getattr(rule, op)}" for op, sym in
+                  (("ge", ">="), ("gt", ">"), ("le", "<="), ("lt", "<"))
+                  if getattr(rule, op) is not None]
+        if rule.choices is not None:
+            limits.append(f"one of {list(rule.choices)}")
+        if rule.multiple_of is not None:
+            limits.append(f"multiple of {rule.multiple_of}")
+        head = f"  {f.name} = {f.default!r}" + (f"  ({', '.join(limits)})" if limits else "")
+        out += [head, f"      {docs.get(f.name, '(undocumented)')}"]
+    return "\n".join(out)
 
 
 def config_from_dict(cls, values: dict[str, Any]):

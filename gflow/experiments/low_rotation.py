@@ -38,8 +38,39 @@ OBSERVE = ("loss", "test_accuracy", "max_rotation_deg", "rotation_weighted_deg",
 CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
 
 
+#: measured wall time of ``gflow run low_rotation`` with the defaults
+RUN_TIME = 'TBD'
+
+
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
+    """Settings of the three low-rotation regimes.
+
+    Attributes:
+        seed: seed of data, init and SGD batches.
+        regime: which regime to run (``all``: the three).
+        d: input dimension of the 2-sparse parity data (near_init and norm_only).
+        n: training points of near_init.
+        n_test: test points (fresh draws from the hypercube).
+        widths: neurons m of the near_init nets (one run per width).
+        t1: end time of near_init (GF; SGD at t = step x sgd_lr).
+        sgd_lr: SGD's learning rate.
+        batch_size: SGD's minibatch size.
+        rtol: relative tolerance of GF's controller (every regime).
+        atol: absolute tolerance of GF's controller (every regime).
+        n_save: log-spaced save points per run.
+        norm_width: neurons of the norm-only net.
+        norm_t1: end time of the norm-only runs (the margin grows like log t).
+        norm_ns: training-set sizes of the norm-only runs.
+        nc_d: input dimension of the neural-collapse groups.
+        nc_ks: numbers k of groups.
+        nc_ns: training-set sizes of the neural-collapse runs.
+        nc_radius: radius of each group around its centre.
+        nc_width: neurons of the neural-collapse nets.
+        nc_t1: end time of the neural-collapse runs.
+        nc_seeds: seeds per (k, n) of the neural-collapse regime.
+    """
+
     seed: int = 0
     regime: str = setting("all", choices=(*REGIMES, "all"))
     # near_init (and the data of norm_only): 2-sparse parity

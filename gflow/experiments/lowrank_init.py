@@ -41,8 +41,38 @@ DATASETS = ("teacher", "digits")
 OBSERVE = ("loss", "accuracy", "test_loss", "test_accuracy")
 
 
+#: measured wall time of ``gflow run lowrank_init`` with the defaults
+RUN_TIME = 'TBD'
+
+
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
+    """Settings of the low-rank approximation and training study.
+
+    Attributes:
+        seed: seed of W0, the inputs, the data splits and the inits.
+        rank: ranks r of the approximation (each r < d is run).
+        d: input dimensions of the approximation part.
+        width_power: the width m = ceil(d ** width_power) of W0 (m, d).
+        n_fresh: fresh Gaussian inputs on which the layer-function error is measured.
+        iters: iterations of the function-space init's second stage.
+        ref_max_d: largest d at which the reference solver runs.
+        ref_starts: random starts of the reference solver (besides the spectral one).
+        ref_steps: Adam steps of the reference solver per start.
+        datasets: data of the training part (``teacher``: synthetic; ``digits``:
+            scikit-learn's digits, digit < 5 vs >= 5).
+        train_rank: rank of the low-rank nets trained.
+        train_seeds: seeds (inits) of the training part.
+        train_width: neurons m of the trained nets.
+        synth_n: training points of the teacher data.
+        synth_d: input dimension of the teacher data.
+        synth_teacher_width: neurons of the teacher.
+        test_fraction: share of each dataset held out for testing.
+        lr: GD's learning rate.
+        t1: end time of training (t = step x lr).
+        n_save: log-spaced save points of the training curves.
+    """
+
     seed: int = 0
     rank: tuple[int, ...] = setting((1, 2, 4, 8), ge=1)
     d: tuple[int, ...] = setting((8, 16, 32, 64), ge=1)
