@@ -145,9 +145,9 @@ def _drive(path: Path, run: _Segments, flat, every_seconds, progress: bool):
     saves = int(flat.get("saves", 0))
     bar = None
     if progress:
-        import tqdm
+        from .progress import bar as make_bar
 
-        bar = tqdm.tqdm(total=run.S, initial=saves, delay=2.0, desc="saves", unit="save")
+        bar = make_bar("saves", total=run.S, initial=saves, unit="save")
     last, unsaved = time.monotonic(), False
     try:
         while True:

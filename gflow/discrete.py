@@ -324,9 +324,9 @@ _BAR: list = []  # the progress bar of the run in progress (at most one)
 
 def _tick(i, total):
     if not _BAR:
-        import tqdm
+        from .progress import bar
 
-        _BAR.append(tqdm.tqdm(total=int(total), delay=2.0, desc="saves", unit="save"))
+        _BAR.append(bar("saves", total=int(total), unit="save"))
     _BAR[0].update(int(i) + 1 - _BAR[0].n)
 
 

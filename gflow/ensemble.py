@@ -273,9 +273,9 @@ def _run_members(run, leaves, axes, M, D, *, chunk_size, progress, store=None):
     chunk = math.ceil(chunk / D) * D  # every device gets the same number of members
     starts = range(0, M, chunk)
     if progress and len(starts) > 1:
-        import tqdm
+        from .progress import bar
 
-        starts = tqdm.tqdm(starts, desc="member chunks", unit="chunk", delay=2.0)
+        starts = bar("member chunks", iterable=starts, unit="chunk")
     outs, treedef = [], None
     for i, s in enumerate(starts):
         part = [_pad_members(x[s:s + chunk], chunk) if a == 0 else x

@@ -51,10 +51,10 @@ def _delayed_tqdm_meter():
     class _DelayedTqdm(diffrax.TqdmProgressMeter):
         @staticmethod
         def _init_bar():
-            import tqdm
+            from .progress import bar
 
-            return tqdm.tqdm(total=100, unit="%", delay=2.0, desc="gradient flow",
-                             bar_format="{desc}: {percentage:.1f}%|{bar}| [{elapsed}<{remaining}]")
+            return bar("gradient flow", total=100, unit="%",
+                       bar_format="{desc}: {percentage:.1f}%|{bar}| [{elapsed}<{remaining}]")
 
         # update() (not refresh()) so that tqdm's delay and mininterval apply
         @staticmethod

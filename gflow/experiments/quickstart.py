@@ -19,9 +19,28 @@ import gflow
 
 from . import Result, Settings, setting
 
+#: measured wall time of ``gflow run quickstart`` with the defaults
+RUN_TIME = 'TBD'
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
+    """Settings of the quickstart.
+
+    Attributes:
+        seed: seed of the data, the init and SGD's batches.
+        n: training points (on the unit sphere in R^d); the test set has as many.
+        d: input dimension.
+        teacher_width: neurons of the ReLU teacher that labels the data.
+        width: neurons m of the student.
+        t1: end time (t = step x lr for GD and SGD).
+        lr: learning rate of GD and SGD.
+        batch_size: SGD's minibatch size (samples drawn without replacement per epoch).
+        n_save: save points, log-spaced on multiples of lr, 0 and t1 included.
+        rtol: relative tolerance of GF's step-size controller.
+        atol: absolute tolerance of GF's step-size controller.
+    """
+
     seed: int = 0
     n: int = 200
     d: int = 10
@@ -58,11 +77,13 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         "sgd": gflow.SGD(lr=cfg.lr, batch_size=cfg.batch_size, key=k_sgd),
     }
     ts = save_times(cfg)
-    trajs = {
-        (iname, dname): gflow.simulate(net, p0, data, loss="squared", dynamics=dyn, t1=cfg.t1,
-                                       save=ts, observe=OBSERVE, progress=progress)
-        for iname, p0 in inits.items() for dname, dyn in dynamics.items()
-    }
+    trajs = {}
+    for iname, p0 in inits.items():
+        for dname, dyn in dynamics.items():
+            with gflow.progress.stage(f"{dname}, {iname} init ({len(trajs) + 1} of 6)"):
+                trajs[(iname, dname)] = gflow.simulate(
+                    net, p0, data, loss="squared", dynamics=dyn, t1=cfg.t1, save=ts,
+                    observe=OBSERVE, progress=progress)
     ds = gflow.trajectory.combine(trajs, ("init", "dynamics"))
     summary = {
         "init_output_max_abs_paired": float(np.max(np.abs(net.apply(inits["paired"], data.X)))),
@@ -80,15 +101,37 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     return Result(summary=summary, dataset=ds)
 
 
+LOOK = {"gf": ("C0", "-"), "gd": ("C1", "--"), "sgd": ("C2", ":")}
+
+
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import curves
+    from gflow.plot import caption, curves, over_time, panels, style
 
     setup = (f"two-layer ReLU, NTK scaling, m={cfg.width}; teacher data n={cfg.n}, d={cfg.d}, "
-             f"k={cfg.teacher_width}; GD/SGD lr={cfg.lr}, SGD batch {cfg.batch_size}. "
-             "Paired init: Munteanu et al., ICML 2022.")
+             f"k={cfg.teacher_width}; GD/SGD lr={cfg.lr}, SGD batch {cfg.batch_size}; "
+             "time t = step x lr for GD and SGD. Paired init: Munteanu et al., ICML 2022.")
+    inits = list(ds["init"].values)
+    fig, axes = panels(len(inits), nrows=2, size=(5.2, 3.6), sharex=True)
+    for col, iname in enumerate(inits):
+        sub = ds.sel(init=iname)
+        t = sub["time"].values
+        gf = sub["loss"].sel(dynamics="gf").values
+        for dname, (color, fmt) in LOOK.items():
+            one = sub.sel(dynamics=dname)
+            over_time(axes[0, col], t, one["loss"].values, f"{dname} train", fmt,
+                      positive=True, color=color)
+            over_time(axes[0, col], t, one["test_loss"].values, f"{dname} test", fmt,
+                      positive=True, color=color, alpha=0.45)
+            if dname != "gf":
+                over_time(axes[1, col], t, np.abs(one["loss"].values - gf) / gf,
+                          f"|L_{dname} - L_gf| / L_gf", fmt, positive=True, color=color)
+        style(axes[0, col], ylabel="loss (pale: test)", title=f"{iname} init", x="log", y="log")
+        style(axes[1, col], xlabel="time t", ylabel="relative gap to GF (train)",
+              x="log", y="log")
+    loss = caption(fig, setup, title="Training and test loss of GF, GD and SGD, and how far "
+                   "the discrete runs are from the flow")
     return {
-        "loss": curves(ds, "loss", panel="init", hue="dynamics", ylabel="training loss",
-                       title="Training loss: GF vs GD vs SGD", caption=setup),
+        "loss": loss,
         "weight_movement": curves(ds, "weight_movement", panel="init", hue="dynamics",
                                   ylabel=r"$|\theta_t-\theta_0|$", title="Distance from init",
                                   caption=setup),
