@@ -48,6 +48,7 @@ from .online import OnlineSGD as OnlineSGD
 from .sharding import shard_neurons as shard_neurons
 from .simulate import SimulationError as SimulationError
 from .simulate import simulate as simulate
+from .sme import SME as SME
 from .times import LinTimes as LinTimes
 from .times import LogTimes as LogTimes
 from .trajectory import Trajectory as Trajectory

@@ -57,15 +57,21 @@ def check_key(key, owner: str, example: str):
 
 class Minibatches(eqx.Module):
     """Minibatches without replacement: a fresh permutation each epoch (last partial
-    batch dropped), drawn from ``key`` folded with the epoch index."""
+    batch dropped), drawn from ``key`` folded with the epoch index; with ``per_step``,
+    every step draws its own batch (the first ``batch_size`` of a permutation drawn from
+    ``key`` folded with the step index), independent of the other steps'."""
 
     key: Any
     batch_size: int = eqx.field(static=True)
+    per_step: bool = eqx.field(static=True, default=False)
 
     def init(self, n):
         return jax.random.permutation(jax.random.fold_in(self.key, 0), n)
 
     def indices(self, perm, k, n):
+        if self.per_step:
+            return jax.random.permutation(jax.random.fold_in(self.key, k), n)[
+                :self.batch_size], perm
         nb = n // self.batch_size
         b = k % nb
         perm = jax.lax.cond(
@@ -351,14 +357,18 @@ class GD(DiscreteDynamics):
 
 
 class SGD(DiscreteDynamics):
-    """Minibatch SGD: batches drawn without replacement per epoch from ``key``.
+    """Minibatch SGD: batches of ``batch_size`` samples without replacement, from ``key``.
 
+    ``sampling="epoch"`` (default, random reshuffling): a fresh permutation each epoch,
+    cut into batches; ``"step"``: every step draws its own batch independently of the
+    others -- the sampling the stochastic modified equation (:class:`gflow.SME`) describes.
     With ``batch_size == n`` it is GD (up to summation order).
     """
 
     lr: Any
     batch_size: int = eqx.field(static=True)
     key: Any
+    sampling: str = eqx.field(static=True, default="epoch")
 
     member_fields: ClassVar[tuple[str, ...]] = ("lr", "key")
 
@@ -368,12 +378,16 @@ class SGD(DiscreteDynamics):
                 or self.batch_size < 1:
             raise ValueError(f"SGD: batch_size must be an integer >= 1, got {self.batch_size!r}.")
         check_key(self.key, "SGD", "SGD(lr, batch_size, key=jax.random.key(0))")
+        if self.sampling not in ("epoch", "step"):
+            raise ValueError(f"SGD: sampling must be 'epoch' (a permutation per epoch) or "
+                             f"'step' (a batch per step), got {self.sampling!r}.")
 
     def describe(self) -> str:
-        return f"SGD(lr={self.lr}, batch_size={self.batch_size})"
+        how = "" if self.sampling == "epoch" else f", sampling={self.sampling!r}"
+        return f"SGD(lr={self.lr}, batch_size={self.batch_size}{how})"
 
     def minibatches(self) -> Minibatches:
-        return Minibatches(self.key, self.batch_size)
+        return Minibatches(self.key, self.batch_size, self.sampling == "step")
 
 
 class Optax(DiscreteDynamics):

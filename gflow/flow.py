@@ -187,6 +187,11 @@ class GradientFlow(AbstractDynamics):
         the same solver machinery, as :class:`gflow.ModifiedFlow` does)."""
         return jax.tree.map(jnp.negative, objective.grad(y))
 
+    def term(self, problem) -> diffrax.AbstractTerm:
+        """The diffrax term integrated: ``ODETerm(vector_field)`` (a subclass may add a
+        noise term, as :class:`gflow.SME` does)."""
+        return diffrax.ODETerm(self.vector_field)
+
     def make_solver(self) -> diffrax.AbstractSolver:
         """The diffrax solver."""
         return SOLVERS[self.solver]() if isinstance(self.solver, str) else self.solver
@@ -208,7 +213,10 @@ class GradientFlow(AbstractDynamics):
         """Gradient evaluations used by ``num_steps`` solver steps (Runge-Kutta tableau),
         plus those of the automatic initial step (:func:`_initial_step`) when it runs: two,
         the first of which is also the first step's first stage."""
-        tab = getattr(self.make_solver(), "tableau", None)
+        solver = self.make_solver()
+        if isinstance(solver, diffrax.Euler):  # one evaluation per step, no error estimate
+            return num_steps
+        tab = getattr(solver, "tableau", None)
         if tab is None:
             return None
         stages = len(tab.c) + 1
@@ -235,14 +243,14 @@ class GradientFlow(AbstractDynamics):
         if "grad_evals" not in stats:  # the kink-aware solve counts its own
             stats["grad_evals"] = self.grad_evals(stats["num_steps"])
         if np.ndim(stats["num_steps"]) == 0:
-            stats = {k: int(v) for k, v in stats.items()}
+            stats = {k: None if v is None else int(v) for k, v in stats.items()}
         out["stats"] = stats
         return out
 
     def init(self, problem, params0):
         if self.kinks:
             return kink_init(self, problem, params0)
-        term, solver = diffrax.ODETerm(self.vector_field), self.make_solver()
+        term, solver = self.term(problem), self.make_solver()
         inner = self.make_controller()
         controller = _resumable(self.make_controller(problem.grid), problem.t1)
         objective, t1 = problem.objective, problem.t1
@@ -304,7 +312,7 @@ class GradientFlow(AbstractDynamics):
                                       diffrax.SubSaveAt(t1=True)],
                                 solver_state=True, controller_state=True, made_jump=True)
         cstate = state["controller_state"]
-        term, solver = diffrax.ODETerm(self.vector_field), self.make_solver()
+        term, solver = self.term(problem), self.make_solver()
         sol = diffrax.diffeqsolve(
             term, solver, t0=t0, t1=t1,
             dt0=_gap(t0, cstate[1]), y0=state["y"], args=objective, saveat=saveat,

@@ -51,9 +51,11 @@ def check_dynamics(dynamics) -> AbstractDynamics:
     dynamics = GradientFlow() if dynamics is None else dynamics
     if not isinstance(dynamics, AbstractDynamics):
         raise ValueError(
-            "dynamics must be gflow.GradientFlow(...), gflow.GD(lr), gflow.SGD(lr, batch_size, "
-            "key=...), gflow.Optax(optimizer, lr), gflow.Momentum(lr, beta) or another "
-            f"gflow.dynamics.AbstractDynamics, got {dynamics!r}.")
+            "dynamics must be a gflow dynamics -- continuous: GradientFlow(...), "
+            "ModifiedFlow(lr, order), AdamFlow(a, b), SME(lr, batch_size, key); discrete: "
+            "GD(lr), SGD(lr, batch_size, key), OnlineSGD(...), Optax(optimizer, lr), "
+            "Momentum(lr, beta) -- or another gflow.dynamics.AbstractDynamics, got "
+            f"{dynamics!r}.")
     return dynamics
 
 
