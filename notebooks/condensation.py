@@ -38,6 +38,9 @@
 # - `preset="gflow"` (the default of `gflow run condensation`): std 0.005, $\frac12$ MSE,
 #   500 Adam steps.
 #
+# On the command line, per activation and seed:
+# `gflow run condensation --set preset=authors --set activation=tanh,xtanh,x2tanh`.
+#
 # gflow's Adam (`gflow.Optax(optax.adam(1e-3), lr=1e-3)`) takes the same steps as
 # `torch.optim.Adam` from the same data and init (`tests/test_condensation.py`, float64,
 # agreement to $10^{-9}$ of the weights' size after 100 steps). The data here are drawn by
