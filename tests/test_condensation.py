@@ -61,6 +61,21 @@ def test_authors_preset_is_the_notebook():
     assert E.init_std(E.Config(preset="authors", init_std=1e-3)) == 1e-3
 
 
+def test_init_options():
+    # gamma: variance m_l^-gamma (the paper's convention); outer_scale multiplies the std
+    # of a. Sample std of the m*(d+1) input-weight entries within 5 relative standard
+    # errors (1/sqrt(2N)).
+    for cfg, want, want_a in ((E.Config(seeds=2), 0.005, 0.005),
+                              (E.Config(seeds=2, gamma=3.0, outer_scale=4.0), 50**-1.5,
+                               4 * 50**-1.5)):
+        net, data, _, inits = E.build(cfg)
+        U = np.concatenate([np.asarray(p.Ws[0]).ravel() for p in inits]
+                           + [np.asarray(p.bs[0]) for p in inits])
+        a = np.concatenate([np.asarray(p.a) for p in inits])
+        assert abs(U.std() / want - 1) < 5 / np.sqrt(2 * U.size)
+        assert abs(a.std() / want_a - 1) < 5 / np.sqrt(2 * a.size)
+
+
 @pytest.mark.slow
 def test_adam_matches_torch_step_for_step(x64):
     # The authors' training loop in torch (float64), from the same data and init as gflow's
