@@ -17,12 +17,19 @@ deeper layers are measured in parameter space).
 Pieces:
 
 - :func:`input_weights`, :func:`cosine_matrix` (the paper's ``D(u, v)``);
-- :func:`cluster_directions` / :func:`count_orientations`: a two-parameter clustering.
-  (1) Keep the neurons that carry weight: ``|u_j| >= norm_frac * max_k |u_k|``.
-  (2) Greedy leader clustering of the kept *signed* directions: visit kept neurons by
-  decreasing norm; an unassigned neuron opens a new cluster and takes every unassigned
-  kept neuron whose cosine with it is ``>= cos_threshold``. Opposite directions are
-  different orientations. The number of clusters is the number of condensed orientations.
+- :func:`linkage_clusters` / :func:`orientation_counts` (host-side, scipy): the counting
+  rule of the experiments. Over **all** neurons (no norm filter unless asked), average
+  linkage (UPGMA, :func:`scipy.cluster.hierarchy.linkage`) of the *signed* directions with
+  distance ``1 - D_jk``, cut where the mean cosine between two groups would fall below
+  ``cos_threshold`` (0.9). Opposite directions (cosine -1) never merge. A cluster of at
+  least 2 neurons is a *condensed orientation*; single neurons are counted separately
+  (``singletons``). :func:`sensitivity` repeats the count over thresholds and norm filters.
+- :func:`cluster_directions` / :func:`count_orientations`: a jit-able variant (used by
+  the ``orientations`` observable inside a solve). (1) Keep the neurons that carry weight:
+  ``|u_j| >= norm_frac * max_k |u_k|`` (0.3). (2) Greedy leader clustering of the kept
+  signed directions: visit kept neurons by decreasing norm; an unassigned neuron opens a
+  new cluster and takes every unassigned kept neuron whose cosine with it is
+  ``>= cos_threshold``. Every cluster counts, singletons included.
 - :func:`effective_neurons`: a threshold-free count, the order-2 similarity-sensitive
   diversity (Leinster & Cobbold, Ecology 2012) of the neurons weighted by
   ``p_j = |u_j|^2 / sum_k |u_k|^2`` with similarity ``max(D_jk, 0)^2``:
@@ -34,7 +41,10 @@ Pieces:
   :func:`growth_stage_ends` for many series at once, :func:`stage_end_counts` the counts
   there for every run of a results dataset;
 - :func:`draw_cosines`, :func:`draw_directions`: the neurons of one layer on a matplotlib
-  axis (cluster-ordered cosine matrix; directions in the plane).
+  axis (cosine matrix ordered by cluster or, as the authors' notebook does, by the top
+  eigenvector, :func:`eigen_order`; directions in the plane); :func:`movement`,
+  :func:`verdict`: whether the neurons moved off their init and how a count compares
+  with ``2p``.
 - :func:`first_order_direction`, :func:`alignment`: the p = 1 prediction
   ``+-sum_i e_i (x_i, 1)`` and how well the weight-carrying neurons line up with it
   (the paper's data set: :func:`gflow.data.sine_data`).
@@ -62,6 +72,13 @@ __all__ = [
     "cluster_order",
     "cosine_matrix",
     "count_orientations",
+    "counts_over_saves",
+    "eigen_order",
+    "linkage_clusters",
+    "movement",
+    "orientation_counts",
+    "sensitivity",
+    "verdict",
     "draw_cosines",
     "draw_directions",
     "effective_neurons",
@@ -173,6 +190,111 @@ def cluster_order(U, *, norm_frac: float = NORM_FRAC,
     return np.lexsort((-np.linalg.norm(U, axis=1), key_cluster))
 
 
+# -- host-side counting over all neurons: average linkage (scipy) ---------------------
+def _kept(U, norm_frac):
+    n = np.linalg.norm(U, axis=1)
+    return (n > 0) & (n >= norm_frac * (n.max() if n.size else 0.0))
+
+
+def linkage_clusters(U: Float[Array, "m k"], *, cos_threshold: float = COS_THRESHOLD,
+                     norm_frac: float = 0.0) -> np.ndarray:
+    """Average-linkage clusters of the signed directions of the neurons ``U`` (m, k).
+
+    Distance ``1 - D_jk`` (``scipy.spatial.distance.pdist(V, "cosine")`` of the rows),
+    average linkage, flat clusters at cophenetic distance ``<= 1 - cos_threshold``
+    (``fcluster(criterion="distance")``): two groups merge while the mean cosine over
+    their pairs is ``>= cos_threshold``. Neurons of norm 0, and with ``norm_frac > 0``
+    those below that fraction of the largest norm, get label ``-1``. Returns labels
+    ``0..K-1`` numbered by decreasing size (ties: lowest neuron index first)."""
+    from scipy.cluster.hierarchy import fcluster, linkage
+    from scipy.spatial.distance import pdist
+
+    _check_params(norm_frac, cos_threshold)
+    U = np.asarray(U, dtype=float)
+    keep = _kept(U, norm_frac)
+    labels = np.full(len(U), -1)
+    V = U[keep]
+    if len(V) == 1:
+        labels[keep] = 0
+    if len(V) <= 1:
+        return labels
+    dist = np.clip(pdist(V, "cosine"), 0.0, 2.0)  # rounding can give -1e-16
+    raw = fcluster(linkage(dist, method="average"), t=1.0 - cos_threshold,
+                   criterion="distance")
+    ids, first, size = np.unique(raw, return_index=True, return_counts=True)
+    rank = np.empty(len(ids), int)
+    rank[np.lexsort((first, -size))] = np.arange(len(ids))
+    labels[keep] = rank[np.searchsorted(ids, raw)]
+    return labels
+
+
+def orientation_counts(U: Float[Array, "m k"], *, cos_threshold: float = COS_THRESHOLD,
+                       norm_frac: float = 0.0) -> dict:
+    """The counts of :func:`linkage_clusters`: ``orientations`` (clusters of >= 2
+    neurons: condensed orientations), ``singletons`` (clusters of one neuron), ``sizes``
+    (every cluster's size, largest first) and ``dropped`` (label -1)."""
+    labels = linkage_clusters(U, cos_threshold=cos_threshold, norm_frac=norm_frac)
+    sizes = np.bincount(labels[labels >= 0]) if np.any(labels >= 0) else np.zeros(0, int)
+    return {"orientations": int(np.sum(sizes >= 2)), "singletons": int(np.sum(sizes == 1)),
+            "sizes": [int(x) for x in sizes], "dropped": int(np.sum(labels < 0))}
+
+
+def counts_over_saves(U, *, cos_threshold: float = COS_THRESHOLD) -> dict[str, np.ndarray]:
+    """:func:`orientation_counts` of every entry of ``U`` (..., m, k): ``orientations``
+    and ``singletons`` arrays of shape (...), NaN where ``U`` is not finite (saves after
+    a stop)."""
+    U = np.asarray(U, float)
+    out = {v: np.full(U.shape[:-2], np.nan) for v in ("orientations", "singletons")}
+    for idx in np.ndindex(U.shape[:-2]):
+        if np.isfinite(U[idx]).all():
+            c = orientation_counts(U[idx], cos_threshold=cos_threshold)
+            for v in out:
+                out[v][idx] = c[v]
+    return out
+
+
+SENSITIVITY_COS = (0.8, 0.9, 0.95)
+SENSITIVITY_NORM = (0.0, 0.1, 0.3)
+
+
+def sensitivity(U: Float[Array, "m k"], *, cos_thresholds=SENSITIVITY_COS,
+                norm_fracs=SENSITIVITY_NORM) -> np.ndarray:
+    """Condensed orientations (:func:`orientation_counts`) for every pair of thresholds:
+    an int array of shape ``(len(cos_thresholds), len(norm_fracs))``."""
+    return np.array([[orientation_counts(U, cos_threshold=c, norm_frac=f)["orientations"]
+                      for f in norm_fracs] for c in cos_thresholds])
+
+
+def eigen_order(U: Float[Array, "m k"]) -> np.ndarray:
+    """The authors' heatmap order: the neurons sorted by their entry in the eigenvector of
+    the largest eigenvalue of the cosine matrix (sign fixed so that its largest-magnitude
+    entry is positive; ``numpy.linalg.eigh``)."""
+    w, v = np.linalg.eigh(np.asarray(cosine_matrix(jnp.asarray(U)), dtype=float))
+    top = v[:, -1] * np.sign(v[np.argmax(np.abs(v[:, -1])), -1])
+    return np.argsort(top, kind="stable")
+
+
+def movement(U0: Float[Array, "m k"], U: Float[Array, "m k"]) -> float:
+    """Relative movement ``|U - U0|_F / |U0|_F`` of a layer's input weights."""
+    U0 = np.asarray(U0, float)
+    return float(np.linalg.norm(np.asarray(U, float) - U0) / np.linalg.norm(U0))
+
+
+#: below this relative movement the neurons still point where they were initialised
+MOVED = 1.0
+
+
+def verdict(count, p: int | None, moved: float) -> str:
+    """``"<= 2p"`` or ``"> 2p"`` for a count of condensed orientations, ``"did not move"``
+    if the relative movement is below :data:`MOVED` (the count is then the init's), and
+    ``"p undefined"`` for an activation without multiplicity (ReLU)."""
+    if not moved >= MOVED:
+        return "did not move"
+    if p is None:
+        return "p undefined"
+    return "<= 2p" if count <= 2 * p else "> 2p"
+
+
 @jax.jit
 def effective_neurons(U: Float[Array, "m k"]) -> Float[Array, ""]:
     """Effective number of distinct neurons ``1 / sum_jk p_j p_k max(D_jk, 0)^2`` with
@@ -257,36 +379,42 @@ def growth_stage_ends(times, max_norm, *, factor: float = 10.0):
     return idx, end
 
 
-def stage_end_counts(ds, *, factor: float = 10.0):
-    """The end of the initial stage of every run of a results dataset that holds this
-    module's observables ``max_input_norm``, ``orientations``, ``effective_neurons`` over
-    ``(..., time, layer)``: an ``xarray.Dataset`` over ``(..., layer)`` with
-    ``stage_end_index`` (-1: not reached), ``stage_end_time`` (:func:`growth_stage_ends`)
-    and ``orientations_at_end``, ``effective_neurons_at_end`` (NaN where not reached)."""
+def stage_end_counts(ds, *, factor: float = 10.0,
+                     variables=("orientations", "effective_neurons")):
+    """The end of the initial stage of every run of a results dataset that holds
+    ``max_input_norm`` and ``variables`` over ``(..., time, layer)``: an
+    ``xarray.Dataset`` over ``(..., layer)`` with ``stage_end_index`` (-1: not reached),
+    ``stage_end_time`` (:func:`growth_stage_ends`) and ``<variable>_at_end`` (NaN where
+    not reached)."""
     import xarray as xr
 
     dims = tuple(d for d in ds["max_input_norm"].dims if d != "time")
     idx, end = growth_stage_ends(ds["time"].values, ds["max_input_norm"].transpose(
         *dims, "time").values, factor=factor)
     out = {"stage_end_index": (dims, idx), "stage_end_time": (dims, end)}
-    for v in ("orientations", "effective_neurons"):
+    for v in variables:
         at = np.take_along_axis(np.asarray(ds[v].transpose(*dims, "time").values, float),
                                 np.maximum(idx, 0)[..., None], axis=-1)[..., 0]
         out[f"{v}_at_end"] = (dims, np.where(idx >= 0, at, np.nan))
     return xr.Dataset(out, coords={d: ds[d] for d in dims if d in ds.coords})
 
 
-def draw_cosines(ax, U: Float[Array, "m k"], *, norm_frac: float = NORM_FRAC,
-                 cos_threshold: float = COS_THRESHOLD):
-    """The cosine matrix of the neurons ``U`` on ``ax``, ordered by cluster
-    (:func:`cluster_order`); a black line separates the neurons that carry little weight
-    (norm below ``norm_frac`` of the largest). Returns the image (for a colour bar)."""
-    order = cluster_order(U, norm_frac=norm_frac, cos_threshold=cos_threshold)
-    im = ax.imshow(np.asarray(cosine_matrix(U))[np.ix_(order, order)], vmin=-1, vmax=1,
-                   cmap="RdBu_r")
-    nrm = np.linalg.norm(np.asarray(U), axis=1)
-    kept = int(np.sum(nrm >= norm_frac * nrm.max()))
-    if kept < len(U):
+def draw_cosines(ax, U: Float[Array, "m k"], *, order: str = "cluster",
+                 norm_frac: float = NORM_FRAC, cos_threshold: float = COS_THRESHOLD,
+                 cmap: str = "RdBu_r"):
+    """The cosine matrix of the neurons ``U`` on ``ax`` with colours over [-1, 1].
+    ``order="eigen"``: the authors' notebook's order (:func:`eigen_order`, all neurons);
+    ``"cluster"``: by :func:`cluster_order`, with a black line before the neurons that
+    carry little weight (norm below ``norm_frac`` of the largest). Returns the image."""
+    if order not in ("eigen", "cluster"):
+        raise ValueError(f"order must be 'eigen' or 'cluster', got {order!r}.")
+    eigen = order == "eigen"
+    idx = eigen_order(U) if eigen else cluster_order(U, norm_frac=norm_frac,
+                                                     cos_threshold=cos_threshold)
+    im = ax.imshow(np.asarray(cosine_matrix(U))[np.ix_(idx, idx)], vmin=-1, vmax=1,
+                   cmap=cmap, origin="lower" if eigen else "upper")
+    kept = int(np.sum(_kept(np.asarray(U), norm_frac)))
+    if not eigen and kept < len(U):
         for line in (ax.axhline, ax.axvline):
             line(kept - 0.5, color="k", lw=1)
     return im

@@ -15,161 +15,221 @@
 # # Condensation at small initialization
 #
 # Zhou, Zhou, Luo, Zhang, Xu, "Towards Understanding the Condensation of Neural Networks at
-# Initial Training", NeurIPS 2022 (arXiv 2105.11686).
+# Initial Training", NeurIPS 2022 (arXiv 2105.11686); the authors' code: the notebook
+# `initial_condense.ipynb` in the repository `dlphenomena/condensation`.
 #
 # **Claim.** With small initialization the input weights $u_j = (w_j, b_j)$ of the hidden
 # neurons condense onto a few isolated orientations during the initial stage of training.
 # If the activation has multiplicity $p$ (the first non-zero derivative at 0 has order $p$:
-# tanh, sigmoid, softplus $p=1$; $x\tanh x$ $p=2$; $x^2\tanh x$ $p=3$), there are **at most
-# $2p$ orientations** (signed directions, i.e. $p$ lines). Proved for gradient flow with
-# $p=1$ (any input dimension) and for 1-d input (any $p$); the paper's experiments use
-# full-batch Adam. ReLU has no multiplicity (not differentiable at 0).
+# tanh $p=1$; $x\tanh x$ $p=2$; $x^2\tanh x$ $p=3$) there are **at most $2p$ orientations**
+# (signed directions; $p$ lines). Proved for gradient flow with $p = 1$ (any input
+# dimension) and for 1-d input (any $p$); the experiments use full-batch Adam.
 #
-# **Set-up** (the paper's Fig. 2): net 5-50-1, every parameter $\sim N(0, 0.005^2)$, no width
-# prefactor, a bias term per hidden neuron (equivalent to the paper's $x \leftarrow (x, 1)$),
-# $n = 80$, $x \sim U[-4, 2]^5$, $y = \sum_k 3.5 \sin(5 x_k + 1)$, squared loss. Trained by
-# gradient flow (adaptive Tsit5, log-spaced saves) and by Adam (lr $10^{-3}$; $8\cdot10^{-4}$
-# softplus; $2.5\cdot10^{-4}$ ReLU), time = steps $\times$ lr.
+# **Set-up.** Net 5-50-1 with hidden biases, no output bias, no width prefactor; $n = 80$,
+# $x \sim U[-4, 2]^5$, $y = \sum_k 3.5 \sin(5 x_k + 1)$. Two presets:
 #
-# **Measures** (`gflow.condense`): the end of the initial stage is detected as the first
-# save at which the largest $|u_j|$ has grown 10-fold. There, the neurons with
-# $|u_j| \ge 0.3 \max_k |u_k|$ are clustered by their signed directions (greedy, cosine
-# $\ge 0.9$ to the cluster's largest neuron); the number of clusters is the number of
-# orientations. The effective number of neurons
-# $1/\sum_{jk} p_j p_k \max(\cos_{jk},0)^2$ with $p_j \propto |u_j|^2$ needs no threshold.
-# The multiplicity is computed by `jax.grad` at 0.
+# - `preset="authors"` -- the authors' notebook as published: `nn.init.normal_(w, 0,
+#   1/50**4)` for every weight and hidden bias. That is a **standard deviation** of
+#   $50^{-4} = 1.6\cdot10^{-7}$; the notebook's text writes $N(0, 1/m^\gamma)$, which reads
+#   as a *variance* $50^{-4}$ (std $50^{-2}$). gflow follows the code: `init_std` is a
+#   standard deviation (`gamma=` is the variance convention, `gflow.init.small`). Mean MSE
+#   (`nn.MSELoss()`), Adam lr $10^{-3}$, full batch, 101 steps, heatmaps after steps 10, 20,
+#   ..., 100.
+# - `preset="gflow"` (the default of `gflow run condensation`): std 0.005, $\frac12$ MSE,
+#   500 Adam steps.
+#
+# On the command line, per activation and seed:
+# `gflow run condensation --set preset=authors --set activation=tanh,xtanh,x2tanh`.
+#
+# gflow's Adam (`gflow.Optax(optax.adam(1e-3), lr=1e-3)`) takes the same steps as
+# `torch.optim.Adam` from the same data and init (`tests/test_condensation.py`, float64,
+# agreement to $10^{-9}$ of the weights' size after 100 steps). The data here are drawn by
+# jax from the key `seed`, not by torch, so they are other datasets than any run of the
+# authors' notebook.
+#
+# **Counting rule** (`gflow.condense.orientation_counts`): all 50 neurons; average linkage
+# (scipy) on the signed cosine of the $u_j$, cut where the mean cosine between two groups
+# falls below 0.9. Clusters of $\ge 2$ neurons are *condensed orientations*; single neurons
+# are reported separately. Verdict per run: "<= 2p", "> 2p", or "did not move" when the input
+# weights moved less than their own size ($|U_t - U_0| < |U_0|$), where the count is only
+# the init's. Adam is counted at the snapshot steps (headline: step 100); gradient flow at
+# the end of its initial stage (the largest $|u_j|$ has grown 10-fold).
 
 # %%
-import tempfile
 import time
 
-import numpy as np
 import pandas as pd
 
-from gflow import condense, io
 from gflow.experiments import condensation as E
 
 T0 = time.perf_counter()
-OUT = tempfile.mkdtemp(prefix="condensation-")
+ACTS = ("tanh", "xtanh", "x2tanh")
+
+
+def row(act, s, dyn):
+    return {"activation": act, "p": s["multiplicity"], "dynamics": dyn,
+            "orientations": list(s[f"orientations_{dyn}_by_seed"].values()),
+            "singletons": list(s[f"singletons_{dyn}_by_seed"].values()),
+            "verdict": list(s[f"verdict_{dyn}_by_seed"].values()),
+            "movement": [f"{m:.2g}" for m in s[f"movement_{dyn}_by_seed"].values()],
+            "counted at t": [f"{t:.3g}" for t in s[f"counted_at_time_{dyn}_by_seed"].values()]}
+
 
 # %% [markdown]
-# ## tanh, the paper's main experiment
+# ## The authors' set-up: Adam and gradient flow, per activation and seed
 
 # %%
-cfg = E.Config(activation="tanh", seeds=2, n_save=60)
-res = E.run(cfg)
-figs = E.figures(res.dataset, cfg)
-for k in ("orientations", "multiplicity", "orientations_gf_by_seed", "orientations_adam_by_seed",
-          "initial_stage_end_time_gf_by_seed", "initial_stage_end_time_adam_by_seed"):
-    print(f"{k}: {res.summary[k]}")
-figs["cosine_heatmap"]
-
-# %%
-figs["orientations"]
+authors = {a: E.run(E.Config(preset="authors", activation=a, n_save=60)) for a in ACTS}
+table = pd.DataFrame([row(a, r.summary, d) for a, r in authors.items() for d in ("adam", "gf")])
+print(table.to_string(index=False))
 
 # %% [markdown]
-# ## All activations: orientations at the end of the initial stage
+# Adam's count at every snapshot step (10, ..., 100) and the cluster sizes at step 100:
+
+# %%
+for a, r in authors.items():
+    s = r.summary
+    print(a, "snapshots:", s["orientations_adam_at_snapshots_by_seed"])
+    print("   sizes at step 100:", s["cluster_sizes_adam_by_seed"])
+
+# %% [markdown]
+# Heatmaps in the authors' style (cosine similarity of all 50 $u_j$, ordered by the top
+# eigenvector of the cosine matrix, colours over $[-1, 1]$), first seed, Adam at the
+# snapshot steps:
+
+# %%
+figs = {a: E.figures(r.dataset, E.Config(preset="authors", activation=a)) for a, r in
+        authors.items()}
+figs["tanh"]["cosine_heatmap_snapshots"]
+
+# %%
+figs["xtanh"]["cosine_heatmap_snapshots"]
+
+# %%
+figs["x2tanh"]["cosine_heatmap_snapshots"]
+
+# %% [markdown]
+# Gradient flow at its stage end next to Adam at step 100:
+
+# %%
+figs["tanh"]["cosine_heatmap"]
+
+# %%
+figs["xtanh"]["cosine_heatmap"]
+
+# %% [markdown]
+# The seeds above share one dataset (key `seed` = 0) and differ in the init. Over datasets
+# (data key 0..5, one init each), Adam at the authors' scale, count at steps 50 and 100:
+
+# %%
+over_data = []
+for a in ("tanh", "xtanh"):
+    for seed in range(6):
+        s = E.run(E.Config(preset="authors", activation=a, seed=seed, seeds=1,
+                           dynamics=("adam",), n_save=20)).summary
+        snap = s["orientations_adam_at_snapshots_by_seed"][0]
+        over_data.append({"activation": a, "data key": seed, "step 50": snap[4],
+                          "step 100": snap[-1], "sizes at 100": s["cluster_sizes_adam_by_seed"][0]})
+print(pd.DataFrame(over_data).to_string(index=False))
+
+# %% [markdown]
+# ## How the count depends on the thresholds
 #
-# Two seeds each (GF runs stop once the loss has dropped by 10%, after the initial stage).
+# Condensed orientations at the headline point for average-linkage cuts at cosine 0.8 / 0.9
+# / 0.95 and norm filters none / 0.1 / 0.3 of the largest norm (per seed), and the old
+# norm-filtered leader count (neurons $\ge 0.3\,\max|u|$, greedy, cosine 0.9):
 
 # %%
-ACTS = ("tanh", "sigmoid", "softplus", "xtanh", "x2tanh", "relu")
-rows, results = [], {"tanh": res}
-for act in ACTS:
-    if act not in results:
-        c = E.Config(activation=act, seeds=2, n_save=40, stop_drop=0.1,
-                     rtol=1e-4 if act == "relu" else 1e-5)
-        results[act] = E.run(c)
-    s = results[act].summary
-    rows.append({
-        "activation": act, "p": s["multiplicity"], "2p": s["predicted_max_orientations"],
-        "GF": list(s["orientations_gf_by_seed"].values()),
-        "Adam": list(s["orientations_adam_by_seed"].values()),
-        "GF N_eff": list(s["effective_neurons_gf_by_seed"].values()),
-        "Adam N_eff": list(s["effective_neurons_adam_by_seed"].values()),
-        "GF align v": list(s["alignment_first_order_gf_by_seed"].values()),
-    })
-table = pd.DataFrame(rows).set_index("activation")
-print(table.to_string())
+sens = []
+for a, r in authors.items():
+    for d in ("adam", "gf"):
+        s = r.summary
+        sens.append({"activation": a, "dynamics": d, **s[f"sensitivity_{d}"],
+                     "filtered leader": list(s[f"orientations_filtered_{d}_by_seed"].values())})
+print(pd.DataFrame(sens).set_index(["activation", "dynamics"]).T.to_string())
 
 # %% [markdown]
-# `GF align v`: weighted mean $|\cos(u_j, v)|$ of the weight-carrying neurons with the
-# $p=1$ prediction $v = \sum_i e_i (x_i, 1)$ ($e$ = residual at init). Adam, at small
-# gradients, moves each coordinate by about lr x sign(gradient); if so its neurons should
-# line up with $\mathrm{sign}(v)$ rather than $v$ (tanh run, end of the initial stage):
+# ## $x^2\tanh x$: at which scale does Adam move it?
+#
+# At std $1.6\cdot10^{-7}$ the gradient of a $x^2\tanh x$ net is of order
+# $\sigma^3 |x|^3 |e| \sim 10^{-19}$, far below Adam's $\epsilon = 10^{-8}$: Adam's step
+# $\mathrm{lr}\,\hat m / (\sqrt{\hat v} + \epsilon)$ is then $\sim 10^{-14}$ and nothing moves.
+# Relative movement after 100 steps and the count, over the init scale:
 
 # %%
-ds = res.dataset
-for seed in ds["seed"].values:
-    v = ds["first_order_direction"].sel(seed=seed).values
-    sv = np.sign(v) / np.sqrt(v.size)
-    for dname in ("gf", "adam"):
-        U, t = E.input_weights_at_end(ds, dname, seed, 1)
-        a_v, a_s = float(condense.alignment(U, v)), float(condense.alignment(U, sv))
-        print(f"seed {seed} {dname:4s} t={t:.3g}: align with v {a_v:.3f}, with sign(v) {a_s:.3f}"
-              f"   (cos(v, sign v) = {float(v @ sv):.3f})")
+scan = []
+for std in (50.0**-4, 1e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2):
+    s = E.run(E.Config(preset="authors", activation="x2tanh", init_std=std, seeds=2,
+                       dynamics=("adam",), n_save=20)).summary
+    scan.append({"init std": f"{std:.2g}",
+                 "movement": [f"{m:.2g}" for m in s["movement_adam_by_seed"].values()],
+                 "orientations": list(s["orientations_adam_by_seed"].values()),
+                 "singletons": list(s["singletons_adam_by_seed"].values()),
+                 "verdict": list(s["verdict_adam_by_seed"].values())})
+print(pd.DataFrame(scan).to_string(index=False))
 
 # %% [markdown]
-# ## 1-d input: $u_j = (w_j, b_j)$ in the plane (polar plot, radius = norm / max)
+# ## gflow's preset (std 0.005) for comparison
 
 # %%
-cfg1 = E.Config(activation="x2tanh", d=1, seeds=2, n_save=40, stop_drop=0.1)
-res1 = E.run(cfg1)
-print({k: res1.summary[k] for k in ("orientations_gf_by_seed", "orientations_adam_by_seed")})
-E.figures(res1.dataset, cfg1)["polar"]
+ours = {a: E.run(E.Config(activation=a, n_save=60)) for a in ACTS}
+print(pd.DataFrame([row(a, r.summary, d) for a, r in ours.items()
+                    for d in ("adam", "gf")]).to_string(index=False))
+for a, r in ours.items():
+    print(a, "Adam snapshots:", r.summary["orientations_adam_at_snapshots_by_seed"])
 
 # %% [markdown]
-# ## Multi-layer: 5-50-50-1 tanh, condensation per layer (gradient flow)
+# ## Multi-layer: 5-50-50-1 tanh, the authors' scale, each layer's input weights
 
 # %%
-cfgm = E.Config(activation="tanh", hidden=(50, 50), seeds=2, n_save=40,
-                dynamics=("gf",))
+cfgm = E.Config(preset="authors", activation="tanh", hidden=(50, 50), seeds=2, n_save=40)
 resm = E.run(cfgm)
-print({k: v for k, v in resm.summary.items() if k.startswith("orientations_gf")})
-figm = E.figures(resm.dataset, cfgm)
-io.write_figure(f"{OUT}/mlp_heatmap.png", figm["cosine_heatmap_layer2"])
-figm["cosine_heatmap_layer2"]
+print({k: v for k, v in resm.summary.items() if k.startswith(("orientations_", "verdict_"))
+       and "snapshots" not in k and "filtered" not in k})
+E.figures(resm.dataset, cfgm)["cosine_heatmap_snapshots_layer2"]
 
 # %%
 print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 
 # %% [markdown]
-# ## What the theory predicts and what this run shows
+# ## What the authors' code, the paper and gflow show
 #
-# - **Multiplicity 1 (tanh, sigmoid, softplus), gradient flow: as predicted.** At the
-#   detected end of the initial stage the weight-carrying neurons sit on exactly 2 opposite
-#   orientations for every seed, with about 2 effective neurons (the heatmap shows two
-#   blocks of cosine +-1). The same holds per layer in the 5-50-50-1 tanh net here. The
-#   orientations are the predicted ones, +-v with v = sum_i e_i (x_i, 1): alignment about
-#   0.98-0.99 for tanh and about 0.94 for sigmoid and softplus (their sigma(0) or
-#   sigma''(0) is not 0, so the residual and the direction drift a little during the stage).
-# - **Multiplicity 2 and 3 (x tanh x, x^2 tanh x), gradient flow: within the bound, far
-#   below it.** The count is 1 (occasionally 2) and the effective number of neurons is
-#   about 1, never the 2p = 4 or 6 the paper shows. With p >= 2 the escape from small init
-#   is super-exponential (d|u|/dt grows like |u|^p), so the neuron with the largest initial
-#   |a_j||w_j| escapes first and, when the largest norm has grown 10-fold, carries almost
-#   all the weight. 2p is an upper bound and this is consistent with it, but gradient flow
-#   from this init does not reach it.
-# - **Adam (the paper's optimizer): mostly not 2p here.** Sigmoid gives 2 and softplus
-#   about 3. For tanh the count goes through 2
-#   orientations after ~20-60 steps (see the time plot) and has split into more (3 or more;
-#   how many varies with data and init) by the detected stage end; for x tanh x and
-#   x^2 tanh x it is around 10 or more in 5-d, above 2p. At
-#   small gradients Adam moves each coordinate by about lr x sign(gradient), so input
-#   weights line up with *sign vectors* (for tanh they align better with sign(v) than with
-#   v, above): in the 1-d case (plot above) they sit on the 4 diagonals (+-1, +-1) for
-#   x^2 tanh x -- at most 2p = 6, but the number of sign patterns in the plane, not a
-#   property of p -- and in 5-d (+bias) patterns that differ in one coordinate have cosine
-#   2/3 < 0.9 and count separately. The paper's Adam counts (read off heatmaps) are not
-#   reproduced by this threshold count; for tanh an earlier snapshot would give 2, which is
-#   why the stage end is detected by a fixed, documented rule rather than chosen.
-# - **ReLU** (multiplicity undefined): 8 or more orientations with both dynamics, not the
-#   3 the paper reports; a ReLU neuron's gradient depends on its own activation pattern, so
-#   neurons with different patterns get different directions.
+# Counts below are by the rule above (average linkage, signed cosine 0.9, all neurons;
+# clusters of >= 2 neurons), from this notebook's runs unless said otherwise.
 #
-# Counts depend on the documented choices (stage end at 10-fold growth of the largest
-# norm, keep neurons above 0.3 of the largest norm, cosine >= 0.9). The effective number
-# of neurons, which has no threshold, agrees for gradient flow (about 2 for p = 1, about 1
-# for p >= 2). For Adam it is about 4-6 for x tanh x and about 7 for x^2 tanh x in this
-# run -- near 2p -- because sign patterns with cosine ~2/3 count as partly the same: with a
-# softer notion of "same orientation" the Adam picture is closer to the paper's.
+# - **The paper** states at most $2p$ condensed orientations in the initial stage and shows
+#   heatmaps read as 2, 4 and 6 orientations (1, 2, 3 lines) for tanh, $x\tanh x$ and
+#   $x^2\tanh x$; 2p is a maximum, proved for gradient flow with $p = 1$ or 1-d input.
+# - **The authors' code, as published** (std $50^{-4}$, Adam): its training loop run in
+#   torch on its own data (three `torch.manual_seed`s; not part of this notebook, torch is
+#   not a dependency) gives tanh 2 orientations (one line, all 50 neurons) at every snapshot
+#   10-100, and $x\tanh x$ 5-6 orientations at step 100 (sizes such as 15, 13, 10, 6, 3):
+#   two large lines plus smaller clusters, above $2p = 4$ by this rule. The notebook has no
+#   $x^2\tanh x$; with it, at this scale nothing moves (next point), so the paper's
+#   $x^2\tanh x$ figure cannot come from these settings.
+# - **gflow, authors' preset, Adam.** tanh: 2 orientations from step 20 on; on data key 0
+#   each line splits in two by step 80-100 (4 clusters, cosine between the halves below 0.8:
+#   the split is not a threshold effect), on data keys 1-5 it stays at 2 through step 100.
+#   $x\tanh x$: 4 ($\le 2p$) on 4 of 6 datasets at step 100 (2 on one, 5 on another), with
+#   0-2 singletons. $x^2\tanh x$: **does not move** -- relative movement $10^{-4}$ after
+#   100 steps; its count (2-3) is the chance pairing of the random init directions.
+# - **Where $x^2\tanh x$ moves under Adam:** std $10^{-5}$ is the edge (one seed moved 500x
+#   its size, the other 1.3x); from $10^{-4}$ on it moves, and then it has 7-11 orientations
+#   with 1-5 singletons, above $2p = 6$, at every scale tried up to $10^{-2}$.
+# - **gflow, gradient flow.** At the authors' scale tanh condenses onto 2 orientations by
+#   its stage end (one seed 4: two extra pairs among the 4-10 stragglers that have hardly
+#   grown, which the norm-filtered count drops); $x\tanh x$ and $x^2\tanh x$ do not move by
+#   $t = 400$: for $p \ge 2$ the escape from scale $\sigma$ takes a time growing like
+#   $\sigma^{-(p-1)}$. At std 0.005, GF's stage end gives tanh 2 (4 for one seed, as
+#   above), $x\tanh x$ 4-7 and $x^2\tanh x$ 3-4, with most neurons (33-44 of 50) still
+#   singletons: with $p \ge 2$ the first neurons to escape grow super-exponentially and
+#   end the stage before the rest have moved.
+# - **gflow preset (std 0.005), Adam:** tanh as above (2 at steps 20-70, 4 at step 100 on
+#   data key 0); $x\tanh x$ 7-12 and $x^2\tanh x$ 8-10 at every snapshot, above $2p$: at
+#   this scale Adam's sign-like first steps spread the neurons over sign patterns before
+#   the gradient directions take over.
+# - **Thresholds.** Adam's counts at step 100 are the same for cosine 0.8-0.95 and every
+#   norm filter (tanh 4, $x\tanh x$ 4); gradient flow's tanh count moves between 2 and 5 with
+#   the cut and the norm filter, which is why cluster sizes and singletons are reported.
+# - **Multi-layer (5-50-50-1 tanh, authors' scale):** layer 2 has 2 orientations under Adam
+#   and gradient flow; layer 1 as in the two-layer net (Adam 4 on data key 0, GF 2).

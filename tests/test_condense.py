@@ -199,3 +199,87 @@ def test_stage_end_counts_reads_the_counts_at_the_stage_end():
     np.testing.assert_array_equal(out["orientations_at_end"].values, [[2.0], [np.nan]])
     np.testing.assert_array_equal(out["effective_neurons_at_end"].values, [[2.5], [np.nan]])
     assert list(out["run"].values) == ["a", "b"]
+
+
+# -- average linkage over all neurons ---------------------------------------------------
+@pytest.mark.parametrize("k", [1, 2, 4, 6])
+def test_linkage_counts_constructed_clusters(k):
+    # k signed orientations, antipodal pairs +-e_1, +-e_2, +-e_3 among them, 7 neurons each
+    # perturbed by 0.03 (within-cluster cosines > 0.99; between: 0 or -1), random norms
+    # over two decades: every neuron is counted (no norm filter), opposite directions
+    # never merge, and the partition is the truth.
+    centers = np.concatenate([np.eye(3), -np.eye(3)])[[0, 3, 1, 4, 2, 5][:k]]
+    U, truth = _directions(jax.random.key(k), centers, 7, 0.03,
+                           norms=np.geomspace(1.0, 0.01, 7 * k))
+    c = C.orientation_counts(U)
+    assert (c["orientations"], c["singletons"], c["sizes"], c["dropped"]) == (k, 0, [7] * k, 0)
+    labels = C.linkage_clusters(U)
+    assert all(len(set(labels[truth == i])) == 1 for i in range(k)) and len(set(labels)) == k
+    # invariant to the order and to the (positive) norms of the neurons
+    perm = np.asarray(jax.random.permutation(jax.random.key(1), len(U)))
+    assert C.orientation_counts(U[perm] * 3.0)["sizes"] == [7] * k
+
+
+def test_linkage_singletons_threshold_and_norm_filter():
+    # one tight cluster of 10, plus three lone neurons on orthogonal / opposite axes
+    U, _ = _directions(jax.random.key(2), [[1.0, 0.0, 0.0, 0.0]], 10, 0.01)
+    lone = np.array([[0.0, 1.0, 0.0, 0.0], [0.0, 0.0, -1.0, 0.0], [-1.0, 0.0, 0.0, 0.0]])
+    U2 = np.concatenate([U, 0.05 * lone])
+    c = C.orientation_counts(U2)
+    assert (c["orientations"], c["singletons"], c["sizes"]) == (1, 3, [10, 1, 1, 1])
+    # a norm filter (5% < 0.1 of the largest) drops the lone neurons instead
+    c = C.orientation_counts(U2, norm_frac=0.1)
+    assert (c["orientations"], c["singletons"], c["dropped"]) == (1, 0, 3)
+    assert np.all(C.linkage_clusters(U2, norm_frac=0.1)[-3:] == -1)
+    # two groups of 5 exactly 0.92 apart in cosine: one orientation at 0.9, two at 0.95
+    th = np.arccos(0.92)
+    U3 = np.repeat([[1.0, 0.0], [np.cos(th), np.sin(th)]], 5, axis=0)
+    assert C.orientation_counts(U3, cos_threshold=0.9)["sizes"] == [10]
+    assert C.orientation_counts(U3, cos_threshold=0.95)["sizes"] == [5, 5]
+    table = C.sensitivity(U3, cos_thresholds=(0.9, 0.95), norm_fracs=(0.0,))
+    np.testing.assert_array_equal(table, [[1], [2]])
+
+
+def test_linkage_is_average_not_single():
+    # a chain at 0, 20 and 40 degrees: neighbours have cosine cos 20 = 0.940 >= 0.9, the
+    # ends cos 40 = 0.766. Single linkage would chain all three; average linkage merges
+    # one neighbour pair (mean distance 0.060), and the third point's mean cosine to that
+    # pair, (0.940 + 0.766) / 2 = 0.853 < 0.9, keeps it apart.
+    a = np.deg2rad([0.0, 20.0, 40.0])
+    U = np.stack([np.cos(a), np.sin(a)], axis=1)
+    c = C.orientation_counts(U)
+    assert (c["orientations"], c["singletons"], c["sizes"]) == (1, 1, [2, 1])
+    assert C.orientation_counts(U, cos_threshold=0.85)["sizes"] == [3]
+    # edge cases: one neuron is a singleton, zero rows are dropped
+    assert C.orientation_counts(U[:1])["sizes"] == [1]
+    assert C.orientation_counts(np.zeros((3, 2)))["dropped"] == 3
+    with pytest.raises(ValueError, match="cos_threshold"):
+        C.orientation_counts(U, cos_threshold=1.5)
+
+
+def test_counts_over_saves_skip_nan():
+    # saves (2,) x neurons: a save with +-e_1 (4 each), and a NaN save (after a stop)
+    U, _ = _directions(jax.random.key(3), [[1.0, 0.0], [-1.0, 0.0]], 4, 0.02)
+    out = C.counts_over_saves(np.stack([U, np.full_like(U, np.nan)]))
+    np.testing.assert_array_equal(out["orientations"], [2, np.nan])
+    np.testing.assert_array_equal(out["singletons"], [0, np.nan])
+
+
+def test_eigen_order_groups_antipodal_blocks():
+    # the authors' heatmap order: two opposite clusters come out as two contiguous blocks
+    U, truth = _directions(jax.random.key(4), [[1.0, 1.0, 0.0], [-1.0, -1.0, 0.0]], 6, 0.05)
+    perm = np.asarray(jax.random.permutation(jax.random.key(5), len(U)))
+    order = C.eigen_order(U[perm])
+    t = truth[perm][order]
+    assert np.count_nonzero(np.diff(t)) == 1
+    assert sorted(order.tolist()) == list(range(len(U)))
+
+
+def test_movement_and_verdict():
+    U0 = np.ones((4, 3))
+    assert C.movement(U0, U0) == 0.0
+    assert C.movement(U0, 3 * U0) == pytest.approx(2.0)
+    assert C.verdict(2, 1, 5.0) == "<= 2p" and C.verdict(3, 1, 5.0) == "> 2p"
+    assert C.verdict(6, 3, 5.0) == "<= 2p"
+    # below one init size of movement the directions are the init's: not a count
+    assert C.verdict(2, 1, 0.5) == "did not move" and C.verdict(9, None, 2.0) == "p undefined"
