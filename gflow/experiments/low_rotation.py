@@ -39,7 +39,7 @@ CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
 
 
 #: measured wall time of ``gflow run low_rotation`` with the defaults
-RUN_TIME = 'TBD'
+RUN_TIME = 'about 85 s of CPU time on 2 CPU cores (240 s wall with the cores shared, load 9)'
 
 
 @dataclasses.dataclass(frozen=True)

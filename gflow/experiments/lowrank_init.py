@@ -42,7 +42,7 @@ OBSERVE = ("loss", "accuracy", "test_loss", "test_accuracy")
 
 
 #: measured wall time of ``gflow run lowrank_init`` with the defaults
-RUN_TIME = 'TBD'
+RUN_TIME = 'about 55 s of CPU time on 2 CPU cores (135 s wall with the cores shared, load 9)'
 
 
 @dataclasses.dataclass(frozen=True)
