@@ -45,9 +45,9 @@ THEORY = {"gamma": {"paired": 2.0, "independent": 8.0}, "n": {"paired": 2.0, "in
 LEVELS = (0.5, 0.9)
 EVEN = dict(ge=2, multiple_of=2, why="paired init needs an even width: each of m/2 Gaussian "
                                      "neurons is used twice")
-GRID = (4, 6, 8, 12, 16, 22, 32, 46, 64, 90, 128, 182, 256, 362, 512)  # even, every sqrt 2
-FULL = dict(seeds=32, angles=(1.0, 0.5, 0.25, 0.12, 0.06, 0.03), c_gamma=3.0, widths=GRID[:13],
-            ns=(4, 8, 16, 32, 64, 128), n_widths=GRID[:13], c_n=4.0)
+GRID = (2, 4, 6, 8, 12, 16, 22, 32, 46, 64, 90, 128, 182, 256, 362, 512)  # even; sqrt 2 from 4
+FULL = dict(seeds=32, angles=(1.0, 0.5, 0.25, 0.12, 0.06, 0.03), c_gamma=10.0, widths=GRID[:14],
+            ns=(4, 8, 16, 32, 64, 128), n_widths=GRID[:14], c_n=6.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,16 +57,16 @@ class Config(Settings):
                           why="full: the settings of FULL wherever they are left at the default")
     seeds: int = setting(16, ge=2)
     # margin sweep (logistic)
-    widths: tuple[int, ...] = setting(GRID[:9], **EVEN)
+    widths: tuple[int, ...] = setting(GRID[:10], **EVEN)
     gamma_n: int = setting(8, ge=2, multiple_of=2, why="margin_data pairs the points")
     gamma_d: int = setting(5, ge=2)
     angles: tuple[float, ...] = (1.0, 0.5, 0.25, 0.12, 0.06)
     gamma_lr: float = 30.0
-    c_gamma: float = 1.0
+    c_gamma: float = 3.0
     margin_samples: int = setting(20000, ge=100)
     # n sweep (squared)
     ns: tuple[int, ...] = (4, 8, 16, 32, 48)
-    n_widths: tuple[int, ...] = setting(GRID[:9], **EVEN)
+    n_widths: tuple[int, ...] = setting(GRID[:10], **EVEN)
     n_d: int = 10
     eps_rel: float = 0.01
     c_n: float = 2.0
