@@ -43,8 +43,7 @@ from . import Result, Settings, setting
 INITS = ("paired", "independent")
 THEORY = {"gamma": {"paired": 2.0, "independent": 8.0}, "n": {"paired": 2.0, "independent": 4.0}}
 LEVELS = (0.5, 0.9)
-EVEN = dict(ge=2, multiple_of=2, why="paired init needs an even width: each of m/2 Gaussian "
-                                     "neurons is used twice")
+EVEN = dict(ge=2, multiple_of=2, why="an even width: paired init uses m/2 neurons twice")
 GRID = (2, 4, 6, 8, 12, 16, 22, 32, 46, 64, 90, 128, 182, 256, 362, 512)  # even; sqrt 2 from 4
 FULL = dict(seeds=32, angles=(1.0, 0.5, 0.25, 0.12, 0.06, 0.03), c_gamma=10.0, widths=GRID[:14],
             ns=(4, 8, 16, 32, 64, 128), n_widths=GRID[:14], c_n=6.0)
@@ -229,22 +228,23 @@ def figures(ds, cfg: Config) -> dict:
         fig, axes = panels(len(INITS), size=(5.2, 4))
         for ax, (i, iname) in zip(axes, enumerate(INITS), strict=True):
             for k, p in enumerate(ds[pdim].values):
-                stats.draw(ax, stats.proportions(succ[k, i], widths, confidence=0.9),
-                           label=f"{pdim}={p:.3g} ({int(budget[k, i].sum())} budget-bound)",
-                           color=f"C{k}")
+                stats.draw(ax, stats.proportions(succ[k, i], widths, confidence=0.9), color=f"C{k}",
+                           label=f"{pdim}={p:.3g} ({int(budget[k, i].sum())} budget-bound)")
             style(ax, x="log2", xlabel="width m", ylabel="success probability (90% Wilson)",
                   title=f"{iname} init", legend=7)
         figs[f"success_{sw}"] = caption(fig, f"Fraction of {ds.sizes['seed']} seeds reaching "
                                         f"the target per width ({sw} sweep). {_CITE}.")
         fig, axes = panels(len(xs), size=(5.6, 4.4))
         for ax, (x, xlabel) in zip(axes, xs, strict=True):
-            for k, ((iname, lev), law) in enumerate(laws(x, succ, budget, widths, sw).items()):
+            for k, ((iname, lev), law) in enumerate(laws(x, succ, budget, widths, sw,
+                                                         budget_aware=False).items()):
                 stats.draw(ax, law, label=f"{iname} {round(100 * lev)}%", color=f"C{k}")
             style(ax, x="log", y="log2", xlabel=xlabel, legend=6,
                   ylabel="width where success crosses 50% / 90%")
             ax.axhline(widths.max(), color="gray", lw=0.6, ls="--")
         figs[f"width_vs_{sw}"] = caption(fig, (
-            "Thresholds with 90% bootstrap intervals over seeds; up-triangles: no grid width "
-            "reached the level (lower bound); hollow squares: budget-bound. Bound exponents "
+            "Thresholds within the time budget T, 90% bootstrap intervals over seeds; "
+            f"up-triangles: no grid width reached the level; {int(budget.sum())} of "
+            f"{budget.size} runs failed at T (budget-bound: see summary). Bound exponents "
             f"{THEORY[sw]} (upper bounds; constants unknown, not drawn). {_CITE}."))
     return figs
