@@ -220,3 +220,72 @@ def test_bad_inputs():
         gflow.data.margin_data(jax.random.key(0), 4, 3, 0.0)
     with pytest.raises(ValueError, match="even n"):
         gflow.data.margin_data(jax.random.key(0), 5, 3, 0.1)
+
+
+def _sample_gram(X, W):
+    """The inner-layer NTK Gram of the sample ``W``: the kernel whose L2 margin the pointwise
+    margin on the same sample is compared with."""
+    B = (W @ X.T > 0).astype(float)
+    return (X @ X.T) * (B.T @ B) / W.shape[0]
+
+
+def test_pointwise_margin_hand_cases():
+    # exact for the sample: the margin is an average over the sample's w
+    W = np.random.default_rng(0).standard_normal((200_000, 2))
+    plus, minus = np.mean(W[:, 0] > 0), np.mean(W[:, 0] < 0)
+    e = np.eye(2)
+    # one point x: v(w) = x on {w.x > 0} is optimal, gamma = P(w.x > 0) (population 1/2,
+    # against the L2 relaxation's sqrt(K(x,x)) = sqrt(1/2))
+    # (to the solver's accuracy, ~1e-8 on the dual value: both bounds are checked)
+    r = ntk.pointwise_margin(e[:1], np.ones(1), W)
+    assert r.gamma == pytest.approx(plus, abs=1e-6) and r.gap < 1e-6
+    # x and -x with opposite labels see disjoint w: gamma = min of the two fractions; here the
+    # L2 relaxation agrees (K(x, -x) = 0: gamma_l2^2 = 1/4 in the population)
+    r = ntk.pointwise_margin(np.stack([e[0], -e[0]]), np.array([1.0, -1.0]), W)
+    assert r.lower == pytest.approx(min(plus, minus), abs=1e-6)
+    assert r.gamma == pytest.approx(min(plus, minus), abs=1e-6)
+    # e1, e2 with equal labels: v(w) = the unit vector along (1{w1 > 0}, 1{w2 > 0}); each point
+    # gets 1/4 (w sees only it) + 1/4 / sqrt 2 (both): (2 + sqrt 2)/8 = 0.4268, strictly below
+    # the L2 relaxation's 1/2. Sampling error: each term is in [0, 1/sqrt 2], so the standard
+    # deviation of the sample mean is <= 0.36 / sqrt(M) = 8e-4; allow 5 of those.
+    r = ntk.pointwise_margin(e, np.ones(2), W)
+    assert r.gamma == pytest.approx((2 + math.sqrt(2)) / 8, abs=4e-3)
+    np.testing.assert_allclose(r.p, [0.5, 0.5], atol=1e-2)
+    assert r.gap < 1e-6
+    assert r.gamma < ntk.margin(e, np.ones(2)) - 0.05
+
+
+def test_pointwise_margin_brute_force_and_l2_bound():
+    # tiny size: the dual min_p mean_k |A_k p| on a fine simplex grid (n = 3, M = 7). The grid
+    # minimum is >= the true minimum and exceeds it by at most h max|x| = h (F is 1-Lipschitz in
+    # each p_i for unit x), so it lies in [lower, gamma + h].
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((3, 2))
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y, W = np.array([1.0, -1.0, 1.0]), rng.standard_normal((7, 2))
+    r = ntk.pointwise_margin(X, y, W)
+    h = 1 / 300
+    grid = np.array([(i, j, 300 - i - j) for i in range(301) for j in range(301 - i)]) * h
+    B = (W @ X.T > 0).astype(float)
+    A = np.einsum("kn,gn,nd->gkd", B, grid, y[:, None] * X)
+    brute = np.min(np.mean(np.linalg.norm(A, axis=-1), axis=1))
+    assert r.lower - 1e-9 <= brute <= r.gamma + h
+    # pointwise <= L2 relaxation on the same sample (Jensen), on margin data of three angles,
+    # and the certificate is tight
+    for a in (1.0, 0.3, 0.1):
+        X, y = (np.asarray(v, np.float64) for v in gflow.data.margin_data(jax.random.key(2), 8,
+                                                                          3, a))
+        W = rng.standard_normal((4000, 3))
+        r = ntk.pointwise_margin(X, y, W)
+        assert r.gap < 1e-3 * r.gamma  # SLSQP on the smoothed dual: measured <= 1.4e-4
+        assert r.gamma <= ntk.kernel_margin(_sample_gram(X, W), y).gamma + 1e-7
+
+
+def test_pointwise_margin_bad_inputs():
+    W = np.ones((5, 2))
+    with pytest.raises(ValueError, match="labels"):
+        ntk.pointwise_margin(np.eye(2), np.array([1.0, 0.5]), W)
+    with pytest.raises(ValueError, match="W"):
+        ntk.pointwise_margin(np.eye(2), np.ones(2), np.ones((5, 3)))
+    with pytest.raises(ValueError, match="finite"):
+        ntk.pointwise_margin(np.eye(2), np.ones(2), np.full((5, 2), np.nan))

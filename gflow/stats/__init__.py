@@ -13,6 +13,8 @@ its target) per run; over several settings x (e.g. margins) it gives ``success``
   per-seed measurements such as time-to-epsilon; :func:`loglog_fit` for plain points
   (:func:`loglog_slope`: its exponent, invalid points dropped);
 - :func:`all_succeed`: the smallest grid value at which every seed succeeded (no interval);
+- :func:`bound_verdict`: a measured law against an upper bound's exponent, in plain words
+  (:func:`summary_keys`: a law's flat summary.json keys with it);
 - :func:`draw`: points, intervals, censored points (own markers) and the fit on a matplotlib axis.
 
 The crossing is read off the isotonic (pool-adjacent-violators) fit of the success frequencies,
@@ -55,3 +57,6 @@ from .laws import threshold_law as threshold_law
 from .proportions import Proportions as Proportions
 from .proportions import proportion_interval as proportion_interval
 from .proportions import proportions as proportions
+from .verdict import VERDICTS as VERDICTS
+from .verdict import bound_verdict as bound_verdict
+from .verdict import summary_keys as summary_keys
