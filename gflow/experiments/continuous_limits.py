@@ -17,7 +17,9 @@ time ``t1`` for the step sizes ``lrs``:
   1 - a lr, 1 - b lr)`` against the ODE of rates ``a, b``: error ``lr^1``.
 
 Each slope comes with its 95 % interval (:func:`gflow.stats.loglog_fit`) and a verdict:
-consistent with the predicted order, or not, or inconclusive (too few resolved points).
+consistent with the predicted order (the interval within ``SLACK`` = 0.1 of it: the orders
+are asymptotic, and the next term bends the line at the largest step sizes), not, or
+inconclusive (fewer than 2 resolved step sizes, or an interval wider than 1).
 It computes in float64 (``dtype``): orders 2 and 3 fall below float32's rounding.
 """
 
@@ -73,7 +75,7 @@ class Config(Settings):
     orders: tuple[int, ...] = setting((1, 2, 3), choices=(1, 2, 3))
     rtol: float = setting(1e-10, gt=0)
     batch_size: int = setting(4, ge=1, le="n")
-    paths: int = setting(2000, ge=2)
+    paths: int = setting(1000, ge=2)
     sme_substeps: int = setting(4, ge=1)
     adam_a: float = setting(2.0, gt=0)
     adam_b: float = setting(0.2, gt=0)
@@ -115,16 +117,21 @@ def _law(lrs, err, se=None):
     return stats.loglog_fit(np.asarray(lrs)[keep], y[keep]), unresolved
 
 
+#: slack on the predicted order: at the largest step sizes the next order of the series
+#: bends the log-log line (GD vs its modified flows: fitted slopes p + 0.01 over lr 0.2-0.025)
+SLACK = 0.1
+
+
 def _verdict(law, order) -> str:
     if law is None:
         return "inconclusive: fewer than 2 step sizes resolve the difference"
-    if not np.isfinite(law.lo) or not np.isfinite(law.hi):
-        return f"inconclusive: slope {law.exponent:.2f} without a finite interval"
-    if law.lo <= order <= law.hi:
-        return (f"consistent: slope {law.exponent:.2f} [{law.lo:.2f}, {law.hi:.2f}] contains "
-                f"the predicted {order}")
-    return (f"does not hold: slope {law.exponent:.2f} [{law.lo:.2f}, {law.hi:.2f}] excludes "
-            f"the predicted {order}")
+    if not (np.isfinite(law.lo) and np.isfinite(law.hi)) or law.hi - law.lo > 1:
+        return (f"inconclusive: slope {law.exponent:.2f} [{law.lo:.2f}, {law.hi:.2f}], an "
+                "interval wider than 1")
+    text = f"slope {law.exponent:.2f} [{law.lo:.2f}, {law.hi:.2f}]"
+    if law.lo - SLACK <= order <= law.hi + SLACK:
+        return f"consistent: {text} is within {SLACK} of the predicted {order}"
+    return f"does not hold: {text} is further than {SLACK} from the predicted {order}"
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:

@@ -40,6 +40,8 @@ from gflow import ntk, stats
 
 from . import Result, Settings, setting
 
+#: measured wall time of ``gflow run coupled_init`` with the defaults
+RUN_TIME = "110 s of CPU time on 2 cores (110 s wall, load 4-7)"
 INITS = ("paired", "independent")
 THEORY = {"gamma": {"paired": 2.0, "independent": 8.0}, "n": {"paired": 2.0, "independent": 4.0}}
 LEVELS = (0.5, 0.9)
@@ -51,11 +53,32 @@ FULL = dict(seeds=32, angles=(1.0, 0.5, 0.25, 0.12, 0.06, 0.03), c_gamma=10.0, w
 
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
+    """Settings of the width sweeps.
+
+    Attributes:
+        seed: seed of the data, the inits and the margin's sample of w.
+        preset: ``full`` takes the settings of ``FULL`` (32 seeds, smaller margins, wider
+            grids, longer budgets) wherever they are left at their defaults.
+        seeds: independent inits per width and init.
+        widths: width grid of the margin sweep (even: paired init).
+        gamma_n: points of the margin data (pairs).
+        gamma_d: input dimension of the margin data.
+        angles: pair angles of the margin data (smaller: smaller margin).
+        gamma_lr: GD's learning rate in the margin sweep.
+        c_gamma: the margin sweep's time budget T = c_gamma ln(2/eps)^2 / (gamma_l2^2 eps).
+        margin_samples: sampled w's of the pointwise margin's convex program.
+        ns: sample sizes of the n sweep.
+        n_widths: width grid of the n sweep (even).
+        n_d: input dimension of the n sweep.
+        eps_rel: the n sweep's target mean loss is eps_rel / 2.
+        c_n: the n sweep's time budget T = c_n n ln(1/eps_rel) / lambda.
+        stop_grad: a run whose gradient norm falls below this has plateaued (a failure).
+    """
+
     seed: int = 0
     preset: str = setting("default", choices=("default", "full"),
                           why="full: the settings of FULL wherever they are left at the default")
     seeds: int = setting(16, ge=2)
-    # margin sweep (logistic)
     widths: tuple[int, ...] = setting(GRID[:10], **EVEN)
     gamma_n: int = setting(8, ge=2, multiple_of=2, why="margin_data pairs the points")
     gamma_d: int = setting(5, ge=2)
@@ -63,7 +86,6 @@ class Config(Settings):
     gamma_lr: float = 30.0
     c_gamma: float = 3.0
     margin_samples: int = setting(20000, ge=100)
-    # n sweep (squared)
     ns: tuple[int, ...] = (4, 8, 16, 32, 48)
     n_widths: tuple[int, ...] = setting(GRID[:10], **EVEN)
     n_d: int = 10

@@ -1,0 +1,59 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Discrete optimizers and their continuous-time counterparts
+#
+# Every dynamics runs on the time axis $t = k\cdot\mathrm{lr}$ and is compared at one time
+# $t_1$, for a falling sequence of step sizes, on a small two-layer tanh net fit to teacher data
+# (float64).
+#
+# * **GD and its modified flows.** Backward error analysis of explicit Euler (Hairer, Lubich &
+#   Wanner, *Geometric Numerical Integration*, IX.1): GD with step $h$ is the time-$h$ map of
+#   $\dot\theta = -g - \tfrac h2 Hg - h^2(\tfrac13 H^2 g + \tfrac1{12}D^3L(g,g)) - \dots$,
+#   $g = \nabla L$. Order 2 is Barrett & Dherin's implicit gradient regularization (ICLR 2021),
+#   $-\nabla[L + \tfrac h4\|\nabla L\|^2]$. **Claim:** $|\theta_{GD}(t_1) - \theta_p(t_1)| =
+#   O(h^p)$.
+# * **SGD and its stochastic modified equations** (Li, Tai & E, ICML 2017; JMLR 2019):
+#   $d\theta = -\nabla\tilde L\,dt + \sqrt{h\,c_B/B}\,\Sigma^{1/2}dW$, with a fresh batch of $B$
+#   of the $n$ samples per step, $c_B = (n-B)/(n-1)$, $\tilde L = L$ (order 1) or
+#   $L + \tfrac h4\|\nabla L\|^2$ (order 2). **Claim:** weak errors
+#   $|\mathbb E\varphi(\theta^{SGD}_{t_1}) - \mathbb E\varphi(\theta^{SME}_{t_1})| = O(h)$ and
+#   $O(h^2)$; here $\varphi$ is the training loss, estimated over ensembles of paths, every
+#   difference with its Monte-Carlo standard error.
+# * **Adam and its ODE** (Barakat & Bianchi, SIAM J. Optim. 2021): with $\beta_1 = 1 - a h$,
+#   $\beta_2 = 1 - b h$, Adam's iterates approach $\dot m = a(g - m)$, $\dot v = b(g^2 - v)$,
+#   $\dot\theta = -\hat m/(\sqrt{\hat v} + \epsilon)$ at first order in $h$.
+
+# %%
+import numpy as np
+
+from gflow.experiments import continuous_limits as E
+
+cfg = E.Config()  # the CLI defaults (`gflow run continuous_limits`)
+res = E.run(cfg)
+s = res.summary
+print(f"lr = {cfg.lrs}, t1 = {cfg.t1}, {cfg.paths} SGD runs and SME paths per lr")
+for order in cfg.orders:
+    print(f"GD vs modified flow of order {order}: {s[f'gd_vs_modified_order{order}_verdict']}")
+for order in (1, 2):
+    err = np.array(s[f"sgd_vs_sme{order}_weak_error"])
+    se = np.array(s[f"sgd_vs_sme{order}_weak_error_se"])
+    print(f"SGD vs SME{order}: |E L_SGD - E L_SME| = "
+          + ", ".join(f"{e:.1e} +- {u:.0e}" for e, u in zip(err, se, strict=True)))
+    print(f"    {s[f'sgd_vs_sme{order}_verdict']}; spread ratio (std SME / std SGD) "
+          + ", ".join(f"{r:.2f}" for r in s[f"sgd_vs_sme{order}_spread_ratio"]))
+print(f"Adam vs its ODE: {s['adam_vs_ode_verdict']}")
+
+# %%
+E.figures(res.dataset, cfg)["continuous_limits"]
