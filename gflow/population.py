@@ -20,6 +20,8 @@ sigma in {relu, abs}), ``L = (a K(W, W) a - 2 a K(W, W*) b + b K(W*, W*) b) / 2`
 - :func:`separated_teacher`: ``k`` unit teacher directions at one common angle ``Delta``;
   :func:`near_teacher_at_loss`: the local init of :func:`gflow.init.near_teacher` scaled
   so that it starts at a given population loss (runs of several widths from one loss).
+- :func:`level_crossings`: when a saved gradient-flow loss crosses given levels, and the
+  values of other observables there (rates compared at matched loss).
 - The ``lojasiewicz_ratio`` observable ``|grad L|^2 / L`` (of any objective) is in
   :data:`OBSERVABLES`.
 
@@ -49,6 +51,7 @@ __all__ = [
     "Population",
     "PopulationObjective",
     "cluster_weights",
+    "level_crossings",
     "loss",
     "near_teacher_at_loss",
     "nearest_teacher",
@@ -324,6 +327,40 @@ def near_teacher_at_loss(key, net: TwoLayer, teacher_net: TwoLayer,
         s_hi = min(2.0 * s_hi, s_max)
     s = brentq(excess, 0.0, s_hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)
     return params(s), float(s)
+
+
+def level_crossings(t, loss_values, ratio, levels, values=None) -> tuple[np.ndarray, dict]:
+    """When a gradient-flow loss, saved at times ``t`` with its Lojasiewicz ratio
+    ``ratio = |grad L|^2 / L = -d log L / dt``, first falls to each of ``levels``.
+
+    Read off the cubic Hermite interpolant of ``log L(t)`` with the exact slopes ``-ratio``
+    at the nodes (:class:`scipy.interpolate.CubicHermiteSpline`; its error is fourth order in
+    the node spacing); ``values`` (``{name: (n,)}``, positive, e.g. the local rate or the
+    largest angle) are interpolated linearly in ``log`` against ``log L`` between the nodes.
+
+    Arguments:
+        t: ``(n,)`` increasing times; loss_values, ratio: ``(n,)`` positive, finite (drop
+            the saves after a stop first; a located stop may be the last node).
+        levels: ``(l,)`` loss levels.
+
+    Returns:
+        ``(times (l,), {name: (l,)})``, NaN where a level is not reached.
+    """
+    from scipy.interpolate import CubicHermiteSpline
+
+    t = np.asarray(t, float)
+    y = np.log(np.asarray(loss_values, float))
+    spl = CubicHermiteSpline(t, y, -np.asarray(ratio, float))
+    lv = np.log(np.asarray(levels, float))
+    times = np.full(lv.shape, np.nan)
+    at = {name: np.full(lv.shape, np.nan) for name in (values or {})}
+    for j, level in enumerate(lv):
+        roots = spl.solve(level, extrapolate=False)
+        if y.min() <= level and roots.size:
+            times[j] = roots.min()
+            for name, v in (values or {}).items():
+                at[name][j] = np.exp(np.interp(level, y[::-1], np.log(np.asarray(v)[::-1])))
+    return times, at
 
 
 def _lojasiewicz_ratio(p, c):

@@ -242,3 +242,24 @@ def test_observables_read_the_populations_teacher(x64):
         gflow.simulate(net, p0, data, observe=P.observables(), **kw)
     with pytest.raises(ValueError, match="both"):
         P.observables(tnet)
+
+
+def test_level_crossings_closed_forms():
+    # exponential L = L0 e^{-c t} (ratio c) and polynomial L = (1 + t)^-3 (ratio 3/(1 + t)),
+    # sampled at 8 log-spaced nodes a decade: the Hermite interpolant with exact slopes is
+    # fourth order, so the crossing times are exact to ~1e-6 relative (allow 1e-4)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 57)])
+    levels = 10.0 ** -np.arange(3.0, 9.0)
+    for L, q, exact in (
+            (1e-2 * np.exp(-0.5 * t), np.full_like(t, 0.5), np.log(1e-2 / levels) / 0.5),
+            ((1 + t) ** -3.0, 3.0 / (1 + t), levels ** (-1 / 3) - 1)):
+        ok = L > 1e-12
+        times, at = P.level_crossings(t[ok], L[ok], q[ok], levels, {"rate": q[ok]})
+        np.testing.assert_allclose(times, exact, rtol=1e-4)
+        # the rate at each crossing, interpolated in log L: exact for both (linear in log L
+        # for the exponential (constant) and for the power law (q ~ L^(1/3)))
+        qx = np.full_like(levels, 0.5) if q[0] == 0.5 else 3.0 * levels ** (1 / 3)
+        np.testing.assert_allclose(at["rate"], qx, rtol=1e-9)
+    # a level below the last node is not reached
+    times, _ = P.level_crossings(t[:5], (1 + t[:5]) ** -3.0, 3.0 / (1 + t[:5]), [0.999, 1e-12])
+    assert np.isfinite(times[0]) and np.isnan(times[1])
