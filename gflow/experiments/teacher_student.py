@@ -84,11 +84,11 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 
 
 def _run(cfg: Config, progress: bool) -> Result:
-    kw = dict(dynamics=gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.rtol * 1e-4,
-                                          max_steps=500_000),
-              save=gflow.LogTimes(cfg.n_save, t_min=1e-3), stop_loss=10.0 ** -max(cfg.levels),
-              throw=False, observe={**{o: o for o in ("loss", "lojasiewicz_ratio", "balancedness")},
-                                    **P.observables()}, progress=progress)
+    kw = dict(t1=cfg.t1, save=gflow.LogTimes(cfg.n_save, t_min=1e-3),
+              dynamics=gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.rtol * 1e-4, max_steps=500_000),
+              stop_loss=10.0 ** -max(cfg.levels), throw=False, progress=progress,
+              observe={**{o: o for o in ("loss", "lojasiewicz_ratio", "balancedness")},
+                       **P.observables()})
     plan = {(90.0, cfg.k * f, s) for f in cfg.width_factors for s in range(cfg.n_seeds)}
     plan |= {(sep, cfg.k * f, 0) for f in cfg.separation_width_factors
              for sep in cfg.separations + (("random",) if cfg.random_teacher else ())}
@@ -99,8 +99,7 @@ def _run(cfg: Config, progress: bool) -> Result:
         net = gflow.TwoLayer(m, cfg.activation, "standard", bias=False, train_outer=True)
         p0, scale = P.near_teacher_at_loss(k_init, net, tnet, tp, cfg.loss0,
                                            angle_deg=cfg.angle_deg, weight_noise=cfg.weight_noise)
-        trajs[f"D={sep} m={m} seed={s}"] = gflow.simulate(net, p0, P.Population(tnet, tp),
-                                                          t1=cfg.t1, **kw)
+        trajs[f"D={sep} m={m} seed={s}"] = gflow.simulate(net, p0, P.Population(tnet, tp), **kw)
         meta.append(dict(teacher_kind="random" if sep == "random" else "equiangular",
                          separation=delta, seed=s, init_angle=scale * cfg.angle_deg))
         targets.append(np.asarray(tp.a) * np.linalg.norm(np.asarray(tp.W), axis=1))
@@ -175,8 +174,9 @@ def _summary(ds, cfg: Config) -> dict:
            "balancedness_max_drift": float(np.nanmax(np.abs(
                ds["balancedness"] - ds["balancedness"].isel(save=0))))}
     cols = (ds[v].values for v in ("teacher_kind", "separation", "width", "seed"))
-    out[f"time_to_{last}_by_separation"] = {f"{t} D={s:.3g} m={m}": tab["time"][i, -1] for i, (
-        t, s, m, seed) in enumerate(zip(*cols, strict=True)) if seed == 0 and m // k in fs}
+    out[f"time_to_{last}_by_separation"] = {f"{t} D={s:.3g} m={m}": tab["time"][i, -1].item()
+                                            for i, (t, s, m, seed) in enumerate(zip(
+                                                *cols, strict=True)) if seed == 0 and m // k in fs}
     over = [m for m in ms if m > k]
     if k in ms and len(over) >= 2:
         fin = np.stack([T[m][:, -1] for m in over])
