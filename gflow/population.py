@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import math
 
+import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -289,6 +290,9 @@ def separated_teacher(key, d: int, k: int, separation_deg: float, *, activation:
     return net, TwoLayerParams(W=jnp.asarray(E, dt) @ Q.T, b=None, a=a)
 
 
+_compiled_loss = eqx.filter_jit(loss)  # one program per shape for the root search's evaluations
+
+
 def near_teacher_at_loss(key, net: TwoLayer, teacher_net: TwoLayer,
                          teacher_params: TwoLayerParams, loss0: float, *,
                          angle_deg: float = 10.0, weight_noise: float = 0.1
@@ -315,7 +319,7 @@ def near_teacher_at_loss(key, net: TwoLayer, teacher_net: TwoLayer,
                             weight_noise=s * weight_noise)
 
     def excess(s):
-        return float(loss(net, params(s), teacher_net, teacher_params)) / loss0 - 1.0
+        return float(_compiled_loss(net, params(s), teacher_net, teacher_params)) / loss0 - 1.0
 
     s_max = 89.9 / angle_deg if angle_deg > 0 else 1e3
     s_hi = min(1.0, s_max)

@@ -192,13 +192,13 @@ def test_separated_teacher_bad_inputs():
     P.separated_teacher(jax.random.key(0), 3, 3, 90.0)  # orthonormal: d = k is enough
 
 
-@pytest.mark.parametrize("m", [3, 7])
-def test_near_teacher_at_loss_hits_loss0(dtype, m):
+def test_near_teacher_at_loss_hits_loss0(dtype):
     # the scaled local init starts at loss0: to rounding of the closed form (float64; the
     # root is located to machine precision in s) or to float32 cancellation, ~1e-7 of the
     # teacher's own loss E f*^2 / 2 = 2.4 here (1e-4 relative at loss0 = 1e-2; allow 1e-3)
     data = gflow.data.gaussian_teacher(jax.random.key(6), 8, 6, 3, activation="abs")
     tnet, tp = data.meta["teacher"]
+    m = 7  # 3 teachers: duplicates of sizes 3, 2, 2
     net = gflow.TwoLayer(m, "abs", "standard", bias=False)
     for loss0 in (1e-2, 1e-4):
         p, s = P.near_teacher_at_loss(jax.random.key(7), net, tnet, tp, loss0)

@@ -55,6 +55,7 @@ class Config(Settings):
 FULL = dict(d=10, k=3, n_seeds=8, levels=(3, 4, 5, 6, 7, 8, 9, 10),
             separations=(15.0, 30.0, 45.0, 60.0, 75.0, 90.0), separation_width_factors=(1, 2, 4))
 
+
 def resolved(cfg: Config) -> Config:
     """``cfg`` with the preset applied (only to settings left at their defaults)."""
     if cfg.preset == "default":
@@ -127,11 +128,10 @@ def level_table(ds, levels) -> dict:
         ang = np.nanmax(np.asarray(sub["teacher_angle"].values, float)[ok], axis=-1)
         cw = np.max(np.abs(np.asarray(sub["cluster_weight"].values, float)[ok]
                            - sub["teacher_weight"].values), axis=-1)
-        nodes = [t[ok], L[ok], q[ok], ang, cw]
+        t, L, q = t[ok], L[ok], q[ok]
         if str(sub["status"].values) == "stop_loss":
-            nodes[1][-1] = min(nodes[1][-1], lv.min())
-        out["time"][i], at = P.level_crossings(*nodes[:3], lv, dict(
-            rate=nodes[2], angle=nodes[3], cluster=nodes[4]))
+            L[-1] = min(L[-1], lv.min())
+        out["time"][i], at = P.level_crossings(t, L, q, lv, dict(rate=q, angle=ang, cluster=cw))
         for key, v in at.items():
             out[key][i] = v
     return out
