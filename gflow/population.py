@@ -278,6 +278,9 @@ def separated_teacher(key, d: int, k: int, separation_deg: float, *, activation:
                          f"degrees), got k={k}, d={d}.")
     if outer not in ("positive", "signed"):
         raise ValueError(f"outer={outer!r}; valid values are ['positive', 'signed'].")
+    if activation not in kernels.ACTIVATIONS:
+        raise ValueError(f"activation={activation!r} has no closed-form population loss; valid "
+                         f"values are {list(kernels.ACTIVATIONS)}.")
     dt = jnp.result_type(float)
     c = math.cos(math.radians(separation_deg)) if separation_deg < 90 else 0.0
     E = np.zeros((k, d))

@@ -189,6 +189,8 @@ def test_separated_teacher_bad_inputs():
         P.separated_teacher(jax.random.key(0), 5, 2, 120.0)
     with pytest.raises(ValueError, match="d >= k"):
         P.separated_teacher(jax.random.key(0), 3, 3, 45.0)  # needs one more dimension
+    with pytest.raises(ValueError, match="activation"):
+        P.separated_teacher(jax.random.key(0), 5, 2, 45.0, activation="tanh")
     P.separated_teacher(jax.random.key(0), 3, 3, 90.0)  # orthonormal: d = k is enough
 
 
