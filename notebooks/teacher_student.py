@@ -17,48 +17,45 @@
 # Mo Zhou, Rong Ge, Chi Jin, "A Local Convergence Theory for Mildly Over-Parameterized
 # Two-Layer Neural Network", COLT 2021 (arXiv 2102.02410).
 #
-# **Setting.** Teacher $f^*(x) = \sum_{i=1}^k a^*_i \sigma(w^*_i\cdot x)$ with $k$ orthonormal
-# directions (separation $\Delta = 90°$) and $a^*_i = 1$; inputs $x \sim N(0, I_d)$;
-# $\sigma = |\cdot|$ (ReLU is supported too: `--set activation=relu`). Student
+# **Setting.** Teacher $f^*(x) = \sum_{i=1}^k a^*_i \sigma(w^*_i\cdot x)$ with $k$ unit
+# directions pairwise at the angle $\Delta$ and $a^*_i = 1$; inputs $x \sim N(0, I_d)$;
+# $\sigma = |\cdot|$ (ReLU $= (z + |z|)/2$ is supported too: `--set activation=relu`). Student
 # $f(x) = \sum_{j=1}^m a_j \sigma(w_j\cdot x)$, $m \ge k$, both layers trained by gradient flow
 # on the population square loss $L = \tfrac12 E(f - f^*)^2$.
 #
 # **Claim.** Once $L$ is below a threshold (polynomial in the problem's parameters), every
 # student neuron converges in direction to one of the teacher neurons, $L \to 0$, and the
-# rate does not depend on $m$. The tool is a special case of the Łojasiewicz property of the
-# gradient (not local strong convexity / PL): for $m > k$ the convergence need not be linear.
+# convergence rate does not depend on $m$. The tool is a special case of the Łojasiewicz
+# property of the gradient (not local strong convexity / PL).
 #
-# **What gflow does.** $L$ has a closed form for Gaussian inputs
-# ($E|u\cdot x||v\cdot x| = \tfrac{2}{\pi}|u||v|(\sin\theta + (\tfrac{\pi}{2}-\theta)\cos\theta)$),
-# so `gflow.population.Population(teacher_net, teacher_params)`, passed to `gflow.simulate` in
-# place of a dataset, makes the *exact* population loss the objective: gradient flow (Tsit5,
-# adaptive) with no sampling noise and no kinks. The
-# student starts near the teacher: each teacher neuron gets $m/k$ duplicates rotated by
-# 10°, its outer weight split at random among them. We run in float64 to $L \le 10^{-8}$ for
-# $m = k, 2k, 4k, 8k$, plus one run from a random (non-local) init and one on a fixed sample
-# of 2000 Gaussian points (the "large fixed sample" alternative), for comparison.
+# **What gflow does.** $L$ has a closed form for Gaussian inputs, so
+# `gflow.population.Population(teacher_net, teacher_params)` makes the *exact* population loss
+# the objective of `gflow.simulate`: gradient flow (Tsit5, adaptive, rtol $10^{-9}$) in
+# float64 (the experiment scopes `jax_enable_x64` itself; `--set dtype=float32` is the
+# other choice, down to $10^{-6}$). **Every width starts at the same loss**
+# $L_0 = 10^{-2}$ (`gflow.population.near_teacher_at_loss`: each teacher neuron split into
+# $m/k$ balanced duplicates rotated off it, the rotation scaled by Brent's method to hit
+# $L_0$), and rates are compared **at matched loss levels** $10^{-3}, \dots, 10^{-8}$: the
+# time from $L_0$ to each level (read off the saves with the cubic Hermite interpolant of
+# $\log L$ whose slope is the saved $-|\nabla L|^2/L$; the last level is the run's located
+# stop), the local rate $-d\log L/dt = |\nabla L|^2/L$ (the Łojasiewicz ratio) at each
+# level, and the largest angle of a student neuron to its teacher there. Widths
+# $m = k, 2k, 4k, 8k, 16k$ ($k = 2$, $d = 5$) over 3 seeds (teacher rotation and init), and a
+# sweep over $\Delta$ (30°, 60°, 90° and one random teacher) at $m = k, 2k$.
+# `gflow run teacher_student --set preset=full` is the larger study ($k = 3$, $d = 10$,
+# 8 seeds, levels to $10^{-10}$, six separations, $m = k, 2k, 4k$ in the sweep).
 
 # %%
 import tempfile
 
-import jax
-
-jax.config.update("jax_enable_x64", True)  # the issue's target L <= 1e-8 needs float64
-
-from gflow import io  # noqa: E402
-from gflow.experiments import teacher_student as ts  # noqa: E402
+from gflow import io
+from gflow.experiments import teacher_student as ts
 
 cfg = ts.Config()
 res = ts.run(cfg)
 s = res.summary
-for key in ("dtype", "eps", "final_loss", "max_student_teacher_angle_deg",
-            "time_to_eps_by_width", "lojasiewicz_ratio_min", "lojasiewicz_ratio_min_by_width",
-            "max_student_teacher_angle_deg_by_width", "cluster_weight_max_rel_error_by_width",
-            "balancedness_max_drift_by_width", "random_init_status", "random_init_final_loss",
-            "random_init_max_angle_deg", "random_init_max_angle_deg_weight_ge_1pct",
-            "sample_run_final_sample_loss", "sample_run_final_population_loss",
-            "sample_run_time_to_eps"):
-    print(f"{key}: {s[key]}")
+for key, v in s.items():
+    print(f"{key}: {v}")
 
 # %%
 figs = ts.figures(res.dataset, cfg)
@@ -69,41 +66,60 @@ figs = ts.figures(res.dataset, cfg)  # writing closed the figures: draw them aga
 figs["loss"]
 
 # %%
-figs["angles"]
+figs["rate"]
 
 # %%
-figs["cluster_weight"]
-
-# %%
-figs["lojasiewicz"]
-
-# %%
-figs["time_to_eps"]
+figs["neurons"]
 
 # %% [markdown]
-# ## What this run shows
+# How fast the directions converge, per width: the largest angle to the own teacher at the
+# matched levels, fitted as $\max_j \angle(w_j, w^*) \sim L^{\gamma}$ on the lower half of
+# the levels (the median over seeds; $\gamma = 1/2$ where the angle enters $L$ quadratically
+# with a fixed weight).
+
+# %%
+import numpy as np  # noqa: E402
+
+from gflow import stats  # noqa: E402
+
+half = len(cfg.levels) // 2
+low = 10.0 ** -np.asarray(cfg.levels[half:], float)
+for m, a in s["max_angle_deg_at_level_by_width"].items():
+    print(f"m={m}: gamma = {stats.loglog_slope(low, np.asarray(a['median'])[half:]):.2f}")
+
+# %% [markdown]
+# ## Claim vs measurement (this run; the numbers are those printed above)
 #
-# - **Loss → 0 from the local init, for every width.** All four local runs reach
-#   $L \le 10^{-8}$, and the fixed-sample run ($n = 2000$, $m = k$) reaches it on its sample
-#   loss with a population loss of the same order: for this realizable problem the sample
-#   minimizer is the teacher too.
-# - **Neurons align with teachers; cluster totals match.** For $m = k$ the final angles are
-#   $\sim 10^{-2}$ degrees. For $m > k$ the duplicates are still a degree or two off when
-#   $L$ hits $10^{-8}$: the loss is already tiny while directions are still converging (the
-#   angle enters $L$ only quadratically, weighted by the neuron's share). The total effective
-#   weight $\sum_{j\to i} a_j|w_j|$ of each cluster matches $a^*_i|w^*_i| = 1$ to about
-#   $10^{-5}$.
-# - **Rate and width.** $m = k$ converges linearly: $|\nabla L|^2/L = -\,d\log L/dt$ stays
-#   bounded below (≈ 0.7). For $m = 2k, 4k, 8k$ the ratio keeps decaying (close to $1/t$) and the
-#   loss decays polynomially (about $t^{-3}$ at the end), so the time to $10^{-8}$ is some 50×
-#   longer than for $m = k$. Among $m = 2k, 4k, 8k$ that time is nearly the same — consistent
-#   with a rate that does not grow with $m$ once $m > k$; the claim "independent of $m$" does
-#   **not** extend from $m = k$ to $m > k$ in this run: exact parameterization is much faster.
-#   The empirical exponent $\log|\nabla L|/\log L$ stays near $1/2$ at $m = k$ and rises above
-#   it for $m > k$, the Łojasiewicz regime.
-# - **Random init.** From a random init the flow also reached $10^{-8}$ here (not covered by
-#   the local theory, and not guaranteed: other seeds or settings can stall at saddles), but
-#   a few student neurons end far from every teacher; those carry almost no weight
-#   ($|a_j||w_j| \approx 0$), which the angle restricted to neurons with at least 1% of the
-#   largest weight shows.
-# - $a_j^2 - |w_j|^2$ is conserved to ~$10^{-11}$ (solver error only).
+# - **Loss → 0 from a local start, every width** — holds: all 21 runs reach $10^{-8}$
+#   (`runs_reached_last_level`), at the located crossing (`stop_loss_rel_error_max` ≈
+#   $10^{-7}$, the solver's tolerance). Locality is measured, not assumed: no student neuron
+#   changed its nearest teacher (`all_neurons_kept_their_teacher`).
+# - **Directions converge to the teachers** — holds, slowly for $m > k$: the largest angle
+#   falls level by level (`max_angle_deg_at_level_by_width`): for $m = k$ like $\sqrt{L}$
+#   ($\gamma = 0.50$), 0.01° at $10^{-8}$; for $m = 2k, 4k, 8k, 16k$ with $\gamma = 0.34$,
+#   0.27, 0.15, 0.09 (cell above), still 0.3–2° at $10^{-8}$. The slowest neuron is slower
+#   the more duplicates share a teacher: direction convergence, unlike the loss rate, does
+#   depend on $m$ at these losses. The cluster weights
+#   $\sum_{j\to i} a_j|w_j|$ reach $a^*_i|w^*_i| = 1$ to $\sim 10^{-3}$ at the stop. GF
+#   conserves $a_j^2 - |w_j|^2$ to $\sim 10^{-11}$ (solver error).
+# - **"The rate does not depend on $m$"** — holds only in a restricted sense:
+#   - $m = k$: linear convergence; $|\nabla L|^2/L$ is flat on the lower levels (fitted
+#     $|\nabla L|^2/L \sim L^{\beta}$ with $\beta \approx 0.00$, rate ≈ 0.73).
+#   - $m > k$: polynomial convergence; $\beta \approx 0.33$–$0.39$ for every $m > k$, i.e.
+#     $L \sim t^{-1/\beta} \approx t^{-3}$ (the Łojasiewicz regime, not PL). The time from
+#     $L_0$ to $10^{-8}$ is ≈ 40× that of $m = k$, so the rate is *not* the same across the
+#     $m = k$ / $m > k$ boundary.
+#   - Among $m > k$ the exponent is the same and the constant nearly so: the time to
+#     $10^{-8}$ rises from $m = 2k$ to $4k$ (×1.5), then by ≤ 5% per doubling
+#     (`time_ratio_successive_widths_m_gt_k`); the power-law fit over $m = 2k..16k$ gives
+#     $m^{0.22}$ with a 95% interval excluding 0 (driven by the $2k \to 4k$ step; the widths
+#     span less than a decade, flagged). So: width-independent exponent, a constant that
+#     depends weakly on $m$ and saturates.
+# - **Separation $\Delta$** — at $m = k$ a smaller separation slows the linear phase (time to
+#   $10^{-8}$ about 9× longer at 30° than at 90°); at $m = 2k$ the polynomial phase takes the
+#   same time for every $\Delta$ and for the random teacher.
+# - **The theorem's loss threshold** is not computed here: its exact expression (constants
+#   and exponents in $\Delta$, $k$, $a^*$) was not checked against the paper's text, and a
+#   formula that is not the paper's would mislead. For scale, $L_0 = 10^{-2}$ is about
+#   $1/160$ of the teacher's own loss $E f^{*2}/2 \approx 1.64$; the runs show directly that
+#   this start is local (every neuron stays with its teacher and the loss goes to 0).

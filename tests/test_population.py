@@ -165,3 +165,103 @@ def test_bad_inputs():
         gflow.data.gaussian_teacher(jax.random.key(0), 4, 3, 2, directions="grid")
     with pytest.raises(ValueError, match="width >= k"):
         gflow.init.near_teacher(jax.random.key(0), gflow.TwoLayer(1, "relu", bias=False), tnet, p)
+
+
+@pytest.mark.parametrize("delta", [30.0, 60.0, 90.0])
+def test_separated_teacher_angles(x64, delta):
+    # every pair at exactly Delta: w_i . w_j = cos(Delta), unit norms; a rotation of the
+    # hand-built frame, so the Gram matrix is that of the frame
+    tnet, tp = P.separated_teacher(jax.random.key(0), 6, 4, delta)
+    G = np.asarray(tp.W @ tp.W.T)
+    c = 0.0 if delta == 90.0 else math.cos(math.radians(delta))
+    np.testing.assert_allclose(G, (1 - c) * np.eye(4) + c, atol=1e-12)
+    ang = np.degrees(np.asarray(kernels.pairwise(kernels.angle, tp.W)))
+    np.testing.assert_allclose(ang[~np.eye(4, dtype=bool)], delta, atol=1e-9)
+    assert tnet.width == 4 and np.all(np.asarray(tp.a) == 1.0)
+    _, ts = P.separated_teacher(jax.random.key(0), 6, 4, delta, outer="signed")
+    assert np.asarray(ts.a).tolist() == [1.0, -1.0, 1.0, -1.0]
+
+
+def test_separated_teacher_bad_inputs():
+    with pytest.raises(ValueError, match="separation_deg"):
+        P.separated_teacher(jax.random.key(0), 5, 2, 0.0)
+    with pytest.raises(ValueError, match="separation_deg"):
+        P.separated_teacher(jax.random.key(0), 5, 2, 120.0)
+    with pytest.raises(ValueError, match="d >= k"):
+        P.separated_teacher(jax.random.key(0), 3, 3, 45.0)  # needs one more dimension
+    with pytest.raises(ValueError, match="activation"):
+        P.separated_teacher(jax.random.key(0), 5, 2, 45.0, activation="tanh")
+    P.separated_teacher(jax.random.key(0), 3, 3, 90.0)  # orthonormal: d = k is enough
+
+
+def test_near_teacher_at_loss_hits_loss0(dtype):
+    # the scaled local init starts at loss0: to rounding of the closed form (float64; the
+    # root is located to machine precision in s) or to float32 cancellation, ~1e-7 of the
+    # teacher's own loss E f*^2 / 2 = 2.4 here (1e-4 relative at loss0 = 1e-2; allow 1e-3)
+    data = gflow.data.gaussian_teacher(jax.random.key(6), 8, 6, 3, activation="abs")
+    tnet, tp = data.meta["teacher"]
+    m = 7  # 3 teachers: duplicates of sizes 3, 2, 2
+    net = gflow.TwoLayer(m, "abs", "standard", bias=False)
+    for loss0 in (1e-2, 1e-4):
+        p, s = P.near_teacher_at_loss(jax.random.key(7), net, tnet, tp, loss0)
+        got = float(P.loss(net, p, tnet, tp))
+        if dtype == "float32" and loss0 < 1e-3:
+            continue  # below float32's resolution of this loss (see above)
+        assert got == pytest.approx(loss0, rel=1e-3 if dtype == "float32" else 1e-9)
+        # the construction: each neuron rotated by exactly s * 10 degrees off its teacher
+        # (teacher j mod k), balanced (|a_j| = |w_j|)
+        ang = np.degrees(np.asarray(kernels.pairwise(kernels.angle, p.W, tp.W)))
+        own = ang[np.arange(m), np.arange(m) % 3]
+        np.testing.assert_allclose(own, s * 10.0, rtol=1e-4 if dtype == "float32" else 1e-9)
+        np.testing.assert_allclose(np.abs(np.asarray(p.a)), np.linalg.norm(np.asarray(p.W), axis=1),
+                                   rtol=1e-5 if dtype == "float32" else 1e-12)
+        assert 0 < s < 89.9 / 10.0
+
+
+def test_near_teacher_at_loss_out_of_reach(x64):
+    data = gflow.data.gaussian_teacher(jax.random.key(6), 8, 6, 3, activation="abs")
+    tnet, tp = data.meta["teacher"]
+    net = gflow.TwoLayer(3, "abs", "standard", bias=False)
+    with pytest.raises(ValueError, match="out of reach"):
+        P.near_teacher_at_loss(jax.random.key(7), net, tnet, tp, 1e3)
+    with pytest.raises(ValueError, match="loss0"):
+        P.near_teacher_at_loss(jax.random.key(7), net, tnet, tp, -1.0)
+
+
+def test_observables_read_the_populations_teacher(x64):
+    # without a teacher, the observables read the one of the Population objective: equal to
+    # the captured-teacher ones (the same arithmetic on the same numbers)
+    tnet, tp = P.separated_teacher(jax.random.key(1), 5, 2, 45.0)
+    net = gflow.TwoLayer(4, "abs", "standard", bias=False)
+    p0 = gflow.init.near_teacher(jax.random.key(2), net, tnet, tp, angle_deg=15.0)
+    kw = dict(dynamics=gflow.GD(0.05), t1=1.0, save=gflow.LinTimes(3))
+    a = gflow.simulate(net, p0, P.Population(tnet, tp), observe=P.observables(), **kw)
+    b = gflow.simulate(net, p0, P.Population(tnet, tp), observe=P.observables(tnet, tp), **kw)
+    for v in ("population_loss", "teacher_angle", "teacher_index", "cluster_weight"):
+        np.testing.assert_allclose(a[v], b[v], rtol=1e-12, atol=1e-12)
+    data = gflow.data.gaussian_teacher(jax.random.key(3), 8, 5, 2, activation="abs")
+    with pytest.raises(ValueError, match="Population"):
+        gflow.simulate(net, p0, data, observe=P.observables(), **kw)
+    with pytest.raises(ValueError, match="both"):
+        P.observables(tnet)
+
+
+def test_level_crossings_closed_forms():
+    # exponential L = L0 e^{-c t} (ratio c) and polynomial L = (1 + t)^-3 (ratio 3/(1 + t)),
+    # sampled at 8 log-spaced nodes a decade: the Hermite interpolant with exact slopes is
+    # fourth order, so the crossing times are exact to ~1e-6 relative (allow 1e-4)
+    t = np.concatenate([[0.0], np.geomspace(1e-3, 1e4, 57)])
+    levels = 10.0 ** -np.arange(3.0, 9.0)
+    for L, q, exact in (
+            (1e-2 * np.exp(-0.5 * t), np.full_like(t, 0.5), np.log(1e-2 / levels) / 0.5),
+            ((1 + t) ** -3.0, 3.0 / (1 + t), levels ** (-1 / 3) - 1)):
+        ok = L > 1e-12
+        times, at = P.level_crossings(t[ok], L[ok], q[ok], levels, {"rate": q[ok]})
+        np.testing.assert_allclose(times, exact, rtol=1e-4)
+        # the rate at each crossing, interpolated in log L: exact for both (linear in log L
+        # for the exponential (constant) and for the power law (q ~ L^(1/3)))
+        qx = np.full_like(levels, 0.5) if q[0] == 0.5 else 3.0 * levels ** (1 / 3)
+        np.testing.assert_allclose(at["rate"], qx, rtol=1e-9)
+    # a level below the last node is not reached
+    times, _ = P.level_crossings(t[:5], (1 + t[:5]) ** -3.0, 3.0 / (1 + t[:5]), [0.999, 1e-12])
+    assert np.isfinite(times[0]) and np.isnan(times[1])

@@ -1,20 +1,16 @@
 """Teacher-student local convergence, mildly over-parameterized two-layer nets (Zhou-Ge-Jin 2021).
 
-Setting of Zhou, Ge, Jin, "A Local Convergence Theory for Mildly Over-Parameterized Two-Layer
-Neural Network", COLT 2021 (arXiv 2102.02410): a teacher ``f*(x) = sum_i a*_i sigma(w*_i.x)``
-with ``k`` orthonormal (or random) unit directions and positive (or signed) outer weights,
-``x ~ N(0, I_d)``, ``sigma = |.|`` (default; ``relu`` supported), a student
-``f(x) = sum_j a_j sigma(w_j.x)`` of width ``m = k, 2k, 4k, 8k`` with both layers trained.
-
-Dynamics: gradient flow (diffrax Tsit5, PI control) on the **exact population loss**
-``L = E[(f - f*)^2]/2`` in closed form (:class:`gflow.population.Population`), started
-near the teacher (:func:`gflow.init.near_teacher`: each teacher neuron gets duplicates
-rotated by ``angle_deg``, its weight split at random). Runs stop at ``L <= eps``:
-``eps64`` (default 1e-8, as in the issue) in float64 -- ``gflow run teacher_student --x64``,
-the intended call -- and ``eps32`` (default 1e-5) in float32, where cancellation in the
-closed form puts a floor near 1e-7. One more run starts from a random (non-local) init,
-and one trains on a fixed Gaussian sample of ``n_sample`` points (width ``k``) to compare
-the sample objective with the exact population loss.
+Zhou, Ge, Jin, COLT 2021 (arXiv 2102.02410): a teacher ``f*(x) = sum_i a*_i sigma(w*_i.x)`` of
+``k`` unit directions pairwise at the angle ``Delta`` (:func:`gflow.population.separated_teacher`
+or random), ``x ~ N(0, I_d)``, ``sigma = |.|`` (``relu`` supported); a student of width
+``m = k .. 16k``, both layers trained by gradient flow on the exact population loss
+``L = E[(f - f*)^2]/2`` (:class:`gflow.population.Population`), in float64. Every run starts at
+``L = loss0`` (:func:`gflow.population.near_teacher_at_loss`) and stops at the located crossing
+of ``10^-max(levels)``; rates are compared at matched losses ``10^-k``
+(:func:`gflow.population.level_crossings`): time from ``loss0``, local rate
+``|grad L|^2/L = -d log L/dt``, angles, cluster weights; per width over ``n_seeds`` seeds, and
+over ``separations`` for the widths ``separation_width_factors`` (seed 0).
+``preset=full`` sets the settings left at their defaults to :data:`FULL`.
 """
 
 from __future__ import annotations
@@ -22,11 +18,11 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gflow
 from gflow import population as P
+from gflow import stats
 
 from . import Result, Settings, setting
 from ._runs import runs_dataset
@@ -35,129 +31,170 @@ from ._runs import runs_dataset
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
     seed: int = 0
-    d: int = 10
-    k: int = 3
+    preset: str = setting("default", choices=("default", "full"))
+    d: int = setting(5, ge=2)
+    k: int = setting(2, ge=1, lt="d")
     activation: str = setting("abs", choices=("abs", "relu"))
-    directions: str = setting("orthogonal", choices=("orthogonal", "random"))
     outer: str = setting("positive", choices=("positive", "signed"))
-    width_factors: tuple[int, ...] = (1, 2, 4, 8)
-    angle_deg: float = 10.0
-    weight_noise: float = 0.1
-    eps64: float = 1e-8
-    eps32: float = 1e-5
-    t1: float = 1e6
-    rtol64: float = 1e-8
-    rtol32: float = 1e-5
-    n_save: int = 80
-    random_width_factor: int = 4
-    random_t1: float = 1e4
-    n_sample: int = 2000
+    width_factors: tuple[int, ...] = setting((1, 2, 4, 8, 16), ge=1)
+    n_seeds: int = setting(3, ge=1)
+    loss0: float = setting(1e-2, gt=0)
+    levels: tuple[int, ...] = setting((3, 4, 5, 6, 7, 8), ge=1, why="levels are 10^-k")
+    separations: tuple[float, ...] = setting((30.0, 60.0, 90.0), gt=0, le=90)
+    random_teacher: bool = True
+    separation_width_factors: tuple[int, ...] = setting((1, 2), ge=1)
+    angle_deg: float = setting(10.0, gt=0, lt=90)
+    weight_noise: float = setting(0.1, ge=0)
+    dtype: str = setting("float64", choices=("float64", "float32"))
+    rtol: float = setting(1e-9, gt=0)
+    t1: float = setting(1e8, gt=0)
+    n_save: int = setting(200, ge=20)
 
 
-LOCAL_OBS = ("loss", "grad_norm", "lojasiewicz_ratio", "balancedness")
+#: the full study (``--set preset=full``): settings left at their defaults take these values
+FULL = dict(d=10, k=3, n_seeds=8, levels=(3, 4, 5, 6, 7, 8, 9, 10),
+            separations=(15.0, 30.0, 45.0, 60.0, 75.0, 90.0), separation_width_factors=(1, 2, 4))
 
 
-def _settings(cfg: Config):
-    x64 = jnp.result_type(float) == jnp.float64
-    return (cfg.eps64, cfg.rtol64, "float64") if x64 else (cfg.eps32, cfg.rtol32, "float32")
+def resolved(cfg: Config) -> Config:
+    """``cfg`` with the preset applied (only to settings left at their defaults)."""
+    if cfg.preset == "default":
+        return cfg
+    return dataclasses.replace(cfg, **{k: v for k, v in FULL.items()
+                                       if getattr(cfg, k) == getattr(Config(), k)})
+
+
+def _teacher(key, cfg: Config, sep):
+    if sep != "random":
+        return P.separated_teacher(key, cfg.d, cfg.k, sep, activation=cfg.activation,
+                                   outer=cfg.outer), float(sep)
+    data = gflow.data.gaussian_teacher(key, 1, cfg.d, cfg.k, activation=cfg.activation,
+                                       directions="random", outer=cfg.outer)
+    return data.meta["teacher"], data.meta["separation_deg"]
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
-    eps, rtol, dtype_name = _settings(cfg)
-    k_data, k_init, k_rand = jax.random.split(jax.random.key(cfg.seed), 3)
-    data = gflow.data.gaussian_teacher(k_data, cfg.n_sample if cfg.n_sample > 0 else 1, cfg.d,
-                                       cfg.k, activation=cfg.activation,
-                                       directions=cfg.directions, outer=cfg.outer)
-    tnet, tp = data.meta["teacher"]
-    pdata = P.Population(tnet, tp)
-    kw = dict(dynamics=gflow.GradientFlow(rtol=rtol, atol=rtol * 1e-4, max_steps=200_000),
-              save=gflow.LogTimes(cfg.n_save, t_min=1e-3), stop_loss=eps, throw=False,
-              observe={**{o: o for o in LOCAL_OBS}, **P.observables(tnet, tp)},
-              progress=progress)
-    trajs = {}
-
-    def student(m):
-        return gflow.TwoLayer(m, cfg.activation, "standard", bias=False, train_outer=True)
-
-    def local(m):
-        net = student(m)
-        return net, gflow.init.near_teacher(k_init, net, tnet, tp, angle_deg=cfg.angle_deg,
-                                            weight_noise=cfg.weight_noise)
-
-    for m in (cfg.k * f for f in cfg.width_factors):
-        trajs[f"m={m}"] = gflow.simulate(*local(m), pdata, t1=cfg.t1, **kw)
-    # random (non-local) init: w ~ N(0, I/d), a ~ N(0, 1/m)
-    m_r = cfg.k * cfg.random_width_factor
-    net_r = student(m_r)
-    p_r = gflow.init.gaussian(k_rand, net_r, cfg.d, std=1.0 / np.sqrt(cfg.d), outer="gaussian",
-                              outer_std=1.0 / np.sqrt(m_r))
-    trajs[f"random m={m_r}"] = gflow.simulate(net_r, p_r, pdata, t1=cfg.random_t1, **kw)
-    # the same local run for m = k on a fixed Gaussian sample (the sample loss is the objective)
-    if cfg.n_sample > 0:
-        trajs[f"sample n={cfg.n_sample} m={cfg.k}"] = gflow.simulate(
-            *local(cfg.k), data, loss="squared", t1=cfg.t1, **kw)
-    ds = runs_dataset(trajs)
-    ds.attrs.update(eps=eps, dtype=dtype_name, teacher_weight=1.0)
-    return Result(summary=_summary(ds, eps, dtype_name, data.meta), dataset=ds)
+    cfg = resolved(cfg)
+    if cfg.dtype == "float32" and max(cfg.levels) > 6:
+        raise ValueError(f"teacher_student: levels down to 1e-{max(cfg.levels)} need dtype="
+                         "float64 (float32 cancellation puts a floor near 1e-7 on L).")
+    if 10.0 ** -min(cfg.levels) >= cfg.loss0:
+        raise ValueError(f"teacher_student: loss0={cfg.loss0:g} must lie above every level.")
+    with jax.enable_x64(cfg.dtype == "float64"):
+        return _run(cfg, progress)
 
 
-def _max(v, axis=None):
-    """The largest value ignoring NaN (NaN if there is none), without a warning."""
-    v = np.asarray(v, dtype=float)
-    return np.fmax.reduce(v.ravel() if axis is None else v, axis=0 if axis is None else axis)
+def _run(cfg: Config, progress: bool) -> Result:
+    kw = dict(t1=cfg.t1, save=gflow.LogTimes(cfg.n_save, t_min=1e-3),
+              dynamics=gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.rtol * 1e-4, max_steps=500_000),
+              stop_loss=10.0 ** -max(cfg.levels), throw=False, progress=progress,
+              observe={**{o: o for o in ("loss", "lojasiewicz_ratio", "balancedness")},
+                       **P.observables()})
+    plan = {(90.0, cfg.k * f, s) for f in cfg.width_factors for s in range(cfg.n_seeds)}
+    plan |= {(sep, cfg.k * f, 0) for f in cfg.separation_width_factors
+             for sep in cfg.separations + (("random",) if cfg.random_teacher else ())}
+    trajs, meta, targets = {}, [], []
+    for sep, m, s in sorted(plan, key=lambda r: (str(r[0]), r[1], r[2])):
+        k_teacher, k_init = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), s))
+        (tnet, tp), delta = _teacher(k_teacher, cfg, sep)
+        net = gflow.TwoLayer(m, cfg.activation, "standard", bias=False, train_outer=True)
+        p0, scale = P.near_teacher_at_loss(k_init, net, tnet, tp, cfg.loss0,
+                                           angle_deg=cfg.angle_deg, weight_noise=cfg.weight_noise)
+        trajs[f"D={sep} m={m} seed={s}"] = gflow.simulate(net, p0, P.Population(tnet, tp), **kw)
+        meta.append(dict(teacher_kind="random" if sep == "random" else "equiangular",
+                         separation=delta, seed=s, init_angle=scale * cfg.angle_deg))
+        targets.append(np.asarray(tp.a) * np.linalg.norm(np.asarray(tp.W), axis=1))
+    ds = runs_dataset(trajs)  # a stopped run's last save is its located stop
+    ds = ds.assign({key: ("run", np.array([r[key] for r in meta])) for key in meta[0]})
+    ds["teacher_weight"] = (("run", "teacher"), np.stack(targets))
+    own = np.arange(ds.sizes["neuron"]) % cfg.k
+    ds["kept_teacher"] = (ds["final_teacher_index"] == own) | np.isnan(ds["final_teacher_index"])
+    ds.attrs.update(dtype=cfg.dtype, loss0=cfg.loss0, levels=list(cfg.levels))
+    return Result(summary=_summary(ds, cfg), dataset=ds)
 
 
-def _runs(ds, prefix):
-    return [str(r) for r in ds.run.values if str(r).startswith(prefix)]
-
-
-def _summary(ds, eps, dtype_name, meta) -> dict:
-    by = {key: {} for key in ("tte", "final", "angle", "loj", "cw", "bal", "init")}
-    for r in _runs(ds, "m="):
+def level_table(ds, levels) -> dict:
+    """``{time, rate, angle, cluster}`` of each run at each level ``10^-k`` ``(run, level)``:
+    time from the start, ``|grad L|^2/L``, largest angle (degrees) and largest cluster weight
+    error there; NaN where not reached. A stopped run's last save is its located stop, at the
+    stop level to the solver's tolerance (taken as the level)."""
+    lv = 10.0 ** -np.asarray(levels, float)
+    out = {key: np.full((ds.sizes["run"], len(lv)), np.nan)
+           for key in ("time", "rate", "angle", "cluster")}
+    for i, r in enumerate(ds.run.values):
         sub = ds.sel(run=r)
-        m = int(sub["width"])
-        reached = str(sub["status"].values) == "stop_loss"
-        by["tte"][m] = float(sub["t_stop"]) if reached else float("inf")
-        by["final"][m] = float(sub["final_population_loss"])
-        by["angle"][m] = float(_max(sub["final_teacher_angle"]))
-        by["loj"][m] = float(np.nanmin(sub["lojasiewicz_ratio"].values))
-        by["cw"][m] = float(_max(np.abs(sub["final_cluster_weight"].values - 1.0)))
-        b = np.asarray(sub["balancedness"].values)[:, :m]
-        by["bal"][m] = float(_max(np.abs(b - b[0])))
-        by["init"][m] = float(sub["population_loss"].values[0])
-    rand = ds.sel(run=_runs(ds, "random")[0])
-    ang, w = (np.abs(np.asarray(rand[v].values, float))[:int(rand["width"])]
-              for v in ("final_teacher_angle", "eff_weight"))
-    out = {
-        "dtype": dtype_name,
-        "eps": eps,
-        "final_loss": max(by["final"].values()),
-        "final_loss_by_width": by["final"],
-        "max_student_teacher_angle_deg": max(by["angle"].values()),
-        "max_student_teacher_angle_deg_by_width": by["angle"],
-        "time_to_eps_by_width": by["tte"],
-        "lojasiewicz_ratio_min": min(by["loj"].values()),
-        "lojasiewicz_ratio_min_by_width": by["loj"],
-        "cluster_weight_max_rel_error_by_width": by["cw"],
-        "balancedness_max_drift_by_width": by["bal"],
-        "teacher_separation_deg": meta["separation_deg"],
-        "initial_loss_by_width": by["init"],
-        "random_init_width": int(rand["width"]),
-        "random_init_status": str(rand["status"].values),
-        "random_init_final_loss": float(rand["final_population_loss"]),
-        "random_init_max_angle_deg": float(_max(rand["final_teacher_angle"])),
-        # among the neurons of effective weight |a_j| |w_j| >= 1% of the largest (those that
-        # have shrunk to ~0 can point anywhere)
-        "random_init_max_angle_deg_weight_ge_1pct": float(np.max(ang[w >= 0.01 * np.max(w)])),
-        "random_init_t_stop": float(rand["t_stop"]),
-    }
-    for s in _runs(ds, "sample")[:1]:
-        sub = ds.sel(run=s)
-        out["sample_run_status"] = str(sub["status"].values)
-        out["sample_run_final_sample_loss"] = float(sub["final_loss"])
-        out["sample_run_final_population_loss"] = float(sub["final_population_loss"])
-        out["sample_run_time_to_eps"] = float(sub["t_stop"])
-        out["sample_run_num_steps"] = int(sub["num_steps"])
+        t, L, q = (np.asarray(sub[v].values, float) for v in ("t", "loss", "lojasiewicz_ratio"))
+        ok = np.isfinite(L)
+        ang = np.nanmax(np.asarray(sub["teacher_angle"].values, float)[ok], axis=-1)
+        cw = np.max(np.abs(np.asarray(sub["cluster_weight"].values, float)[ok]
+                           - sub["teacher_weight"].values), axis=-1)
+        t, L, q = t[ok], L[ok], q[ok]
+        if str(sub["status"].values) == "stop_loss":
+            L[-1] = min(L[-1], lv.min())
+        out["time"][i], at = P.level_crossings(t, L, q, lv, dict(rate=q, angle=ang, cluster=cw))
+        for key, v in at.items():
+            out[key][i] = v
+    return out
+
+
+def _by_width(ds, cfg, tab, key):
+    """``{m: (seeds, levels)}`` of one table entry for the width study (Delta = 90)."""
+    sel = (ds["teacher_kind"].values == "equiangular") & (ds["separation"].values == 90.0)
+    return {m: tab[key][sel & (ds["width"].values == m)] for m in
+            (cfg.k * f for f in cfg.width_factors)}
+
+
+def _seeds(v) -> dict:
+    """Median, min and max over seeds (axis 0) as lists, for summary.json."""
+    return {f.__name__: f(v, axis=0).tolist() for f in (np.median, np.min, np.max)}
+
+
+def _summary(ds, cfg: Config) -> dict:
+    tab = level_table(ds, cfg.levels)
+    T, Q, A = (_by_width(ds, cfg, tab, key) for key in ("time", "rate", "angle"))
+    ms, last, k, fs = list(T), f"1e-{max(cfg.levels)}", cfg.k, cfg.separation_width_factors
+    # rate exponent beta: |grad L|^2/L ~ L^beta over the lower half of the levels (0: linear)
+    half = len(cfg.levels) // 2
+    beta = {m: np.array([stats.loglog_slope(10.0 ** -np.asarray(cfg.levels[half:], float),
+                                            q[half:]) for q in Q[m]]) for m in ms}
+    out = {"dtype": cfg.dtype, "loss0": cfg.loss0, "levels": [f"1e-{j}" for j in cfg.levels],
+           "n_seeds": cfg.n_seeds, "runs": int(ds.sizes["run"]),
+           "runs_reached_last_level": int(np.sum(ds["status"].values == "stop_loss")),
+           "time_to_level_by_width": {m: _seeds(T[m]) for m in ms},
+           "rate_at_level_by_width": {m: _seeds(Q[m]) for m in ms},
+           "rate_exponent_beta_by_width": {m: _seeds(beta[m]) for m in ms},
+           "max_angle_deg_at_level_by_width": {m: _seeds(A[m]) for m in ms},
+           "init_angle_deg_range": [float(ds["init_angle"].min()), float(ds["init_angle"].max())],
+           "max_angle_deg_at_stop": float(ds["final_teacher_angle"].max()),
+           "max_cluster_weight_error_at_stop": float(np.abs(
+               ds["final_cluster_weight"] - ds["teacher_weight"]).max()),
+           "stop_loss_rel_error_max": float(np.abs(ds["final_loss"] * 10.0 ** max(cfg.levels)
+                                                   - 1.0).max()),
+           "all_neurons_kept_their_teacher": bool(ds["kept_teacher"].all()),
+           "balancedness_max_drift": float(np.nanmax(np.abs(
+               ds["balancedness"] - ds["balancedness"].isel(save=0))))}
+    cols = (ds[v].values for v in ("teacher_kind", "separation", "width", "seed"))
+    out[f"time_to_{last}_by_separation"] = {f"{t} D={s:.3g} m={m}": tab["time"][i, -1].item()
+                                            for i, (t, s, m, seed) in enumerate(zip(
+                                                *cols, strict=True)) if seed == 0 and m // k in fs}
+    over = [m for m in ms if m > k]
+    if k in ms and len(over) >= 2:
+        fin = np.stack([T[m][:, -1] for m in over])
+        law = stats.power_law(over, np.where(np.isfinite(fin), fin, cfg.t1),
+                              censored=~np.isfinite(fin))
+        out[f"time_to_{last}_vs_width_m_gt_k"] = law.to_dict()
+        t_k, t_m = np.median(T[k][:, -1]), np.median(fin, axis=1)
+        out["time_ratio_successive_widths_m_gt_k"] = (t_m[1:] / t_m[:-1]).tolist()
+        out["verdict_width"] = (
+            f"m = k: |grad L|^2/L ~ L^{np.median(beta[k]):.2f} on the lower levels (0: linear "
+            f"rate), {last} at t = {t_k:.3g}. m > k: beta up to "
+            f"{max(np.median(beta[m]) for m in over):.2f} (polynomial, L ~ t^(-1/beta)); "
+            f"t(m={over[0]})/t(m=k) = {t_m[0] / t_k:.3g} at {last}: the rate differs between "
+            f"m = k and m > k. Among m > k the time to {last} goes as m^{law.exponent:.2f} "
+            f"[{law.lo:.2f}, {law.hi:.2f}]: " + ("consistent with a width-independent rate "
+            "constant" if law.lo <= 0.0 <= law.hi else "the rate constant depends on m")
+            + (f" (flags: {', '.join(law.flags)})" if law.flags else "") + f"; from m={over[-2]}"
+            f" to {over[-1]} it changes by a factor {t_m[-1] / t_m[-2]:.3g}.")
     return out
 
 
@@ -165,74 +202,49 @@ _CITE = "Zhou, Ge, Jin, COLT 2021 (arXiv 2102.02410)"
 
 
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import caption, lines, panels, style
+    from gflow.plot import band, caption, panels, style
 
-    eps = float(ds.attrs.get("eps", np.nan))
-    setup = (f"teacher: k={cfg.k} {cfg.directions} directions, {cfg.outer} outer weights, "
+    cfg = resolved(cfg)
+    tab, levels = level_table(ds, cfg.levels), 10.0 ** -np.asarray(cfg.levels, float)
+    setup = (f"teacher: k={cfg.k} unit directions at Delta (width study: 90 deg), a*={cfg.outer}, "
              f"sigma={cfg.activation}, x~N(0,I_{cfg.d}); student m=k..{max(cfg.width_factors)}k, "
-             f"both layers; exact population GF from a local init ({cfg.angle_deg} deg); "
-             f"{ds.attrs.get('dtype', '')}, eps={eps:g}. {_CITE}.")
-    runs, local = [str(r) for r in ds.run.values], _runs(ds, "m=")
+             f"both layers; exact population GF from L0={cfg.loss0:g} (local init); "
+             f"{cfg.dtype}; {cfg.n_seeds} seeds (bands: min-max). {_CITE}.")
+    runs = {m: [r for r in ds.run.values if r.startswith(f"D=90.0 m={m} ")]
+            for m in (cfg.k * f for f in cfg.width_factors)}
+    figs, log = {}, dict(x="log", y="log")
+    for name, (x, y, key, yl, title) in {
+            "loss": ("t", "loss", "time", "time from L0 to the level", "L(t); time to levels"),
+            "rate": ("loss", "lojasiewicz_ratio", "angle", "max angle to own teacher (deg)",
+                     "local rate -dlogL/dt = |grad L|^2/L (flat: linear) vs L; angles"),
+    }.items():
+        fig, axes = panels(2, size=(5.5, 4))
+        for i, (m, rs) in enumerate(runs.items()):
+            for j, r in enumerate(rs):
+                axes[0].plot(ds[x].sel(run=r), ds[y].sel(run=r), color=f"C{i}",
+                             lw=1.2 if j == 0 else 0.5, label=f"m={m}" if j == 0 else None)
+            band(axes[1], levels, _by_width(ds, cfg, tab, key)[m], color=f"C{i}", label=f"m={m}")
+        style(axes[0], xlabel="time t" if x == "t" else "loss L", ylabel=y, **log)
+        style(axes[1], xlabel="loss level (matched across widths)", ylabel=yl, **log)
+        for ax in axes[1:] if x == "t" else axes:
+            ax.invert_xaxis()
+        figs[name] = caption(fig, setup, title=title)
 
-    def per_run(ax, var, reduce=None, sel=runs, x="log", y="log", **kw):
-        lines(ax, ds.sel(run=sel), var, "run", time="t", reduce=reduce, positive=y == "log",
-              fmt=lambda r: "-" if str(r).startswith("m=") else "--", log_t=x == "log")
-        return style(ax, xlabel="time t", x=x, y=y, **kw)
-
-    figs = {}
-    fig, axes = panels(2, size=(5.5, 4))
-    per_run(axes[0], "population_loss", ylabel="population loss L", title="log-log axes")
-    per_run(axes[1], "population_loss", sel=local, x="linear",
-            title="linear (symlog) time: straight line = linear rate")
-    axes[1].set_xscale("symlog", linthresh=10.0)
-    axes[1].set_xlim(left=0.0)
-    for ax in axes:
-        ax.axhline(eps, color="k", lw=0.8, ls=":")
-    figs["loss"] = caption(fig, setup, title="Population loss under gradient flow")
-
-    fig, axes = panels(2, size=(5.5, 4))
-    per_run(axes[0], "teacher_angle", reduce=lambda v: _max(v, axis=-1),
-            ylabel="max over student neurons of angle to nearest teacher (deg)",
-            title="Student-teacher angles")
-    for r in runs:
-        a = np.asarray(ds["final_teacher_angle"].sel(run=r).values, float)
-        a = a[:int(ds["width"].sel(run=r))]
-        axes[1].scatter(np.full(len(a), r), np.maximum(a, 1e-6), s=12)
-    style(axes[1], y="log", ylabel="final angle to nearest teacher (deg), each neuron")
-    axes[1].tick_params(axis="x", rotation=30, labelsize=7)
-    figs["angles"] = caption(fig, setup)
-
-    fig, (ax,) = panels(1, size=(6, 4))
-    per_run(ax, "cluster_weight", reduce=lambda v: _max(np.abs(v - 1.0), axis=-1),
-            ylabel=r"max$_i$ |$\sum_{j\to i} a_j|w_j|$ - $a^*_i|w^*_i|$|",
-            title="Cluster outer weight vs teacher weight")
-    figs["cluster_weight"] = caption(fig, setup)
-
-    fig, axes = panels(2, size=(5.5, 4))
-    per_run(axes[0], "lojasiewicz_ratio", ylabel=r"$|\nabla L|^2 / L$",
-            title="Lojasiewicz-type ratio (= -d log L / dt)")
-    for r in runs:
-        g, L = (np.asarray(ds[v].sel(run=r).values, dtype=float) for v in ("grad_norm", "loss"))
-        ok = (L > 0) & (L < 0.1) & (g > 0)
-        axes[1].plot(L[ok], np.log(g[ok]) / np.log(L[ok]), "-" if r in local else "--", label=r)
-    style(axes[1], x="log", xlabel="loss L (decreasing)", ylabel=r"$\log|\nabla L| / \log L$",
-          title="empirical exponent (1/2: |grad L| ~ sqrt(L), linear rate)")
-    axes[1].set_ylim(0.0, 1.5)
-    axes[1].invert_xaxis()
-    figs["lojasiewicz"] = caption(fig, setup)
-
-    fig, (ax,) = panels(1, size=(6, 4))
-    sub = ds.sel(run=local)
-    ms = [int(m) for m in sub["width"].values]
-    ax.plot(ms, np.where(sub["status"].values == "stop_loss", sub["t_stop"].values, np.nan), "o-")
-    style(ax, x="log2", y="log", xlabel="student width m", ylabel=f"time to reach L <= {eps:g}",
-          title="Time to eps vs width (theory: rate independent of m)")
-    ax.set_xticks(ms, [f"{m} ({m // cfg.k}k)" for m in ms])
-    figs["time_to_eps"] = caption(fig, setup)
-
-    fig, (ax,) = panels(1, size=(6, 4))  # neurons beyond a run's width are NaN: left out
-    per_run(ax, "balancedness", reduce=lambda b: _max(np.abs(b - b[0]), axis=-1),
-            ylabel=r"max$_j$ |$(a_j^2-|w_j|^2)(t) - (a_j^2-|w_j|^2)(0)$|",
-            title="Conserved quantity a_j^2 - |w_j|^2 (solver error only)")
-    figs["conserved"] = caption(fig, setup)
+    fig, axes = panels(3, size=(5, 4))
+    sub = ds.sel(run=runs[cfg.k * min(cfg.width_factors, key=lambda f: abs(f - 2))][0])
+    axes[0].plot(sub["t"], sub["teacher_angle"][:, :int(sub["width"])], lw=0.8)
+    axes[1].plot(sub["t"], np.abs(sub["cluster_weight"] - sub["teacher_weight"]))
+    style(axes[0], xlabel="time t", ylabel="angle to nearest teacher (deg), each neuron",
+          title=f"m={int(sub['width'])}, seed 0", **log)
+    style(axes[1], xlabel="time t", ylabel=r"|$\sum_{j\to i} a_j|w_j|$ - $a^*_i|w^*_i|$|",
+          title="each teacher's cluster weight", **log)
+    for f in cfg.separation_width_factors:
+        for kind, fmt in (("equiangular", "o-"), ("random", "s")):
+            s = ((ds.seed == 0) & (ds.width == cfg.k * f) & (ds.teacher_kind == kind)).values
+            o = np.argsort(ds["separation"].values[s])
+            axes[2].plot(ds["separation"].values[s][o], tab["time"][s, -1][o], fmt,
+                         color=f"C{f}", label=f"m={cfg.k * f}, {kind} teacher")
+    style(axes[2], y="log", xlabel="teacher separation Delta (deg)",
+          ylabel=f"time from L0 to 1e-{max(cfg.levels)}", title="separation sweep (seed 0)")
+    figs["neurons"] = caption(fig, setup, title="Directions, cluster weights, separation")
     return figs
