@@ -32,7 +32,7 @@ def test_verdicts_in_words():
     assert cl._verdict(stats.loglog_fit(lr, lr ** 2.05), 2).startswith("consistent")
     noisy = stats.loglog_fit(lr, [1e-3, 1e-4, 5e-4])
     assert cl._verdict(noisy, 1).startswith("inconclusive")
-    # a difference within 2 standard errors is an upper bound, not a measurement
+    # a difference within 3 standard errors is an upper bound, not a measurement
     law, unresolved = cl._law(lr, [1e-2, 1e-3, 1e-4], [1e-4, 1e-4, 1e-4])
     assert unresolved.tolist() == [False, False, True] and law.n_points == 2
 

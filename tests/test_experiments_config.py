@@ -119,6 +119,17 @@ def test_cli_reports_bad_settings_before_writing(tmp_path, capsys, sets, words):
     assert not out.exists()
 
 
+def test_every_setting_is_documented_and_every_run_time_measured():
+    # `gflow describe` shows each setting's meaning from its Config's docstring
+    for name in experiments.names():
+        mod = experiments.get(name)
+        fields = {f.name for f in dataclasses.fields(mod.Config)}
+        docs = experiments.setting_docs(mod.Config)
+        assert set(docs) == fields, (name, fields ^ set(docs))
+        assert all(len(text) > 5 for text in docs.values()), name
+        assert isinstance(mod.RUN_TIME, str) and any(c.isdigit() for c in mod.RUN_TIME), name
+
+
 def test_setting_docs_reads_google_style_attributes():
     class Config:
         """Head.

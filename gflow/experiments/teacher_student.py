@@ -27,9 +27,39 @@ from gflow import stats
 from . import Result, Settings, setting
 from ._runs import runs_dataset
 
+#: measured wall time of ``gflow run teacher_student`` with the defaults (mostly compiling)
+RUN_TIME = "about 3.5 min wall on 2 cores shared with other work (load 8-9)"
+
 
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
+    """Settings of the local-convergence study.
+
+    Attributes:
+        seed: seed of the teachers and the inits (seed, seed+1, ... per width).
+        preset: ``full`` takes the settings of ``FULL`` wherever they are left at their
+            defaults (d=10, k=3, 8 seeds, levels to 1e-10, more separations).
+        d: input dimension.
+        k: teacher neurons.
+        activation: ``abs`` or ``relu``, of teacher and student.
+        outer: the teacher's outer weights: all positive, or signed.
+        width_factors: student widths m = k x each factor.
+        n_seeds: inits per width.
+        loss0: the population loss every run starts at.
+        levels: the loss levels 10^-j at which rates are compared; runs stop at the
+            smallest.
+        separations: angles Delta (degrees) between the teacher's directions, swept.
+        random_teacher: also run a teacher of random directions in the separation sweep.
+        separation_width_factors: widths m = k x each factor of the separation sweep.
+        angle_deg: rotation of each student neuron from its teacher in the local init,
+            before it is scaled to start at loss0.
+        weight_noise: relative noise of the split outer weights in the local init.
+        dtype: float64 (default) or float32 (levels down to 1e-6 only).
+        rtol: relative tolerance of GF's controller (absolute: rtol x 1e-4).
+        t1: cap on the time of every run.
+        n_save: log-spaced save points per run.
+    """
+
     seed: int = 0
     preset: str = setting("default", choices=("default", "full"))
     d: int = setting(5, ge=2)
