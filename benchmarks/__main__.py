@@ -28,6 +28,7 @@ CASES = {
     "4": "case4_scaling",
     "5": "case5_compile",
     "6": "case6_kinks",
+    "7": "case7_continuous",
 }
 RESULTS_MD = pathlib.Path(__file__).with_name("RESULTS.md")
 

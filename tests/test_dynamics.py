@@ -241,7 +241,8 @@ def test_new_values_do_not_recompile(make, caplog):
 
 @pytest.mark.parametrize("dtype", ["float32", pytest.param("float64", marks=pytest.mark.slow)],
                          indirect=True)  # float64: slow (the default suite runs float32)
-@pytest.mark.parametrize("solver, controller", [("tsit5", "pid"), ("dopri5", "i")])
+@pytest.mark.parametrize("solver, controller", [
+    ("tsit5", "pid"), pytest.param("dopri5", "i", marks=pytest.mark.slow)])
 def test_automatic_first_step_is_hairers(dtype, solver, controller):
     # dt0=None starts from Hairer's rule (Solving ODEs I, II.4), written out here from the
     # textbook with q + 1 = 5 for these 5(4) pairs -- not from diffrax's fixed 0.01: the

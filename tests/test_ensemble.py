@@ -72,8 +72,9 @@ _GF = gflow.GradientFlow(rtol=1e-6, atol=1e-8)
 
 
 @pytest.mark.parametrize("scaling, dyn", [
-    ("ntk", gflow.GD(0.2)), ("ntk", _GF), ("mean_field", gflow.GD(0.2)),
-    # mean-field GF: the padding path of NTK GF with another prefactor (mean-field GD above)
+    ("ntk", gflow.GD(0.2)), pytest.param("ntk", _GF, marks=pytest.mark.slow),
+    ("mean_field", gflow.GD(0.2)),
+    # GF (~20 s each): the padding path of GD with the flow's solver
     pytest.param("mean_field", _GF, marks=pytest.mark.slow)])
 def test_width_padding_equals_narrow_runs(data, dyn, scaling):
     widths = [3, 8, 16]

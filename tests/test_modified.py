@@ -64,6 +64,7 @@ def test_field_matches_the_log_series_on_a_quadratic(x64):
         np.testing.assert_allclose(got, want, rtol=1e-14)
 
 
+@pytest.mark.slow  # ~25 s; the quadratic closed-form test checks the orders in the default suite
 def test_global_error_against_gd_has_slope_order(x64):
     """On a tanh net GD(lr) at T = 1 differs from the order-p flow by O(lr^p): the log-log
     slope over lr = 0.1, 0.05, 0.025 is p within 0.1 (measured 1.01, 2.01, 3.01 over four
@@ -105,6 +106,7 @@ def test_order_one_is_gradient_flow_and_float32(dtype):
     assert e2 < e1 / 20, (e1, e2)
 
 
+@pytest.mark.slow  # ~14 s; per-member lr of ensembles: test_ensemble.py
 def test_ensemble_with_per_member_lr(x64):
     """A sweep over lr runs as one ensemble; each member equals its own simulate to rtol-level
     (another compiled program: 1e-9 relative)."""

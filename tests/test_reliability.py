@@ -72,6 +72,7 @@ def test_rerun_from_config_is_identical(tmp_path):
     _same_data(a, b)
 
 
+@pytest.mark.slow  # ~18 s; a single run re-run from its config: test_rerun_from_config_is_identical
 def test_rerun_sweep_from_config_and_toml(tmp_path):
     a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
     assert _run("quickstart", "--out", str(a), *TINY, "--seeds", "2") == 0

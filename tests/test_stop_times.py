@@ -126,7 +126,8 @@ def _same(a, b):
         np.testing.assert_array_equal(x, y)
 
 
-@pytest.mark.parametrize("kinks", [False, pytest.param(True, marks=pytest.mark.slow)])
+@pytest.mark.slow  # ~17 s; a stop inside a segment: test_gf_segments_equal_one_solve
+@pytest.mark.parametrize("kinks", [False, True])
 def test_located_stop_in_segments_equals_one_run(tmp_path, kinks):
     # the stop inside the 3rd save interval, located, whether or not the run is cut
     net, p0, data = _problem("relu" if kinks else "tanh")
@@ -168,6 +169,7 @@ def _snaps(tr):
                      for i in range(len(tr.times))])
 
 
+@pytest.mark.slow  # ~33 s; its validation runs in the default suite
 def test_step_to_saves_makes_every_save_a_step_endpoint(x64, tmp_path):
     net, p0, data, exact = _linear()
     ts = np.linspace(0.0, 30.0, 11)
