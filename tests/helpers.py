@@ -1,4 +1,5 @@
-"""Test helpers: pytree comparison and dtype-dependent tolerances."""
+"""Test helpers: pytree and trajectory comparison, dtype-dependent tolerances, and the
+linear problem several tests solve in closed form."""
 
 import jax
 import numpy as np
@@ -19,3 +20,28 @@ def tree_allclose(a, b, rtol=1e-6, atol=0.0) -> bool:
 def tree_max_abs_diff(a, b) -> float:
     return max(float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
                for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+
+
+def assert_same_run(a, b, attrs=("params_final",)):
+    """Bitwise equal trajectories: stop times, save times, every observable of ``b`` and
+    the parameter pytrees ``attrs`` (for runs that are the same program's steps)."""
+    np.testing.assert_array_equal(a.t_stop, b.t_stop)
+    np.testing.assert_array_equal(a.times, b.times)
+    for k in b.observables:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    for attr in attrs:
+        for x, y in zip(jax.tree.leaves(getattr(a, attr)), jax.tree.leaves(getattr(b, attr)),
+                        strict=True):
+            np.testing.assert_array_equal(x, y, err_msg=attr)
+
+
+def linear_problem():
+    """``(net, p0, data, objective)``: a linear two-layer net with fixed outer weights on 20
+    Gaussian teacher points in d=3, squared loss -- a quadratic loss in ``W``."""
+    import gflow
+
+    k1, k2 = jax.random.split(jax.random.key(0))
+    data = gflow.data.teacher(k1, 20, 3, 2, inputs="gaussian", n_test=0)
+    net = gflow.TwoLayer(4, "linear", bias=False, train_outer=False)
+    p0 = gflow.init.gaussian(k2, net, 3)
+    return net, p0, data, data.objective(net, gflow.losses.get_loss("squared"))

@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 import xarray as xr
+from helpers import assert_same_run
 
 import gflow
 from gflow import checkpoint, cli
@@ -225,13 +226,7 @@ def test_killed_ensemble_resumes_bitwise(tmp_path, monkeypatch, sig, name):
     assert saved == [2]  # only the missing chunk was run
     assert not ck.exists()  # removed once the ensemble finished
     assert list(got.status) == list(ref.status)
-    np.testing.assert_array_equal(got.t_stop, ref.t_stop)
-    np.testing.assert_array_equal(got.times, ref.times)
-    for k in ref.observables:
-        np.testing.assert_array_equal(got[k], ref[k], err_msg=k)
-    for x, y in zip(jax.tree.leaves(got.params_final), jax.tree.leaves(ref.params_final),
-                    strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert_same_run(got, ref)
 
 
 # -- gflow run: checkpoints inside a run ----------------------------------------------------

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from helpers import linear_problem
 from jax.flatten_util import ravel_pytree
 
 import gflow
@@ -15,12 +16,8 @@ import gflow
 def _quadratic():
     """A linear two-layer net with fixed outer weights: the loss is a quadratic in ``W``;
     GD at ``lr = 2.5 / lambda_max`` multiplies the top mode by ``|1 - 2.5| = 1.5`` a step."""
-    k1, k2 = jax.random.split(jax.random.key(0))
-    data = gflow.data.teacher(k1, 20, 3, 2, inputs="gaussian", n_test=0)
-    net = gflow.TwoLayer(4, "linear", bias=False, train_outer=False)
-    p0 = gflow.init.gaussian(k2, net, 3)
+    net, p0, data, obj = linear_problem()
     flat, unravel = ravel_pytree(p0)
-    obj = data.objective(net, gflow.losses.get_loss("squared"))
     W = p0.W.size  # the leading entries of the flat parameters; ``a`` is not trained
     hess = jax.hessian(lambda f: obj.loss(unravel(f)))(flat)[:W, :W]
     lam = np.max(np.linalg.eigvalsh(np.asarray(hess)))

@@ -13,6 +13,7 @@ plain run only to the tolerance.
 import jax
 import numpy as np
 import pytest
+from helpers import assert_same_run
 
 import gflow
 from gflow import checkpoint
@@ -27,14 +28,8 @@ def _problem(activation="tanh", bias=True):
 
 def _same(a, b):
     """Bitwise (see the module docstring)."""
-    assert str(a.status) == str(b.status) and float(a.t_stop) == float(b.t_stop)
-    np.testing.assert_array_equal(a.times, b.times)
-    for k in b.observables:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    for attr in ("params_final", "params"):
-        for x, y in zip(jax.tree.leaves(getattr(a, attr)), jax.tree.leaves(getattr(b, attr)),
-                        strict=True):
-            np.testing.assert_array_equal(x, y, err_msg=attr)
+    assert str(a.status) == str(b.status)
+    assert_same_run(a, b, attrs=("params_final", "params"))
     assert a.stats == b.stats
 
 

@@ -15,6 +15,7 @@ import functools
 import jax
 import numpy as np
 import pytest
+from helpers import assert_same_run, linear_problem
 from jax.flatten_util import ravel_pytree
 from scipy.integrate import solve_ivp
 from scipy.linalg import expm
@@ -117,13 +118,8 @@ def test_stop_at_the_start_stops_at_zero(x64):
 
 def _same(a, b):
     """Bitwise: the segments take the steps of one solve (see tests/test_gf_segments.py)."""
-    assert str(a.status) == str(b.status) and float(a.t_stop) == float(b.t_stop)
-    np.testing.assert_array_equal(a.times, b.times)
-    for k in b.observables:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    for x, y in zip(jax.tree.leaves(a.params_final), jax.tree.leaves(b.params_final),
-                    strict=True):
-        np.testing.assert_array_equal(x, y)
+    assert str(a.status) == str(b.status)
+    assert_same_run(a, b)
 
 
 @pytest.mark.slow  # ~17 s; a stop inside a segment: test_gf_segments_equal_one_solve
@@ -145,12 +141,8 @@ def test_located_stop_in_segments_equals_one_run(tmp_path, kinks):
 def _linear():
     """A linear net with fixed outer weights: GF in ``W`` is the affine linear ODE
     ``W' = -K W - g``, solved in closed form by a matrix exponential."""
-    k1, k2 = jax.random.split(jax.random.key(0))
-    data = gflow.data.teacher(k1, 20, 3, 2, inputs="gaussian", n_test=0)
-    net = gflow.TwoLayer(4, "linear", bias=False, train_outer=False)
-    p0 = gflow.init.gaussian(k2, net, 3)
+    net, p0, data, obj = linear_problem()
     flat0, unravel = ravel_pytree(p0)
-    obj = data.objective(net, gflow.losses.get_loss("squared"))
     grad = lambda f: ravel_pytree(obj.grad(unravel(f)))[0]  # noqa: E731
     K = np.asarray(jax.jacfwd(grad)(flat0))
     g = np.asarray(grad(flat0)) - K @ np.asarray(flat0)
