@@ -1,7 +1,22 @@
-"""Shared fixtures: run a test in float32 and in float64 (``jax.enable_x64``)."""
+"""Shared fixtures: run a test in float32 and in float64 (``jax.enable_x64``).
 
-import jax
-import pytest
+The suite compiles thousands of small XLA programs and runs each only a few times, so most
+of its time is XLA:CPU's backend compilation. LLVM's optimisation passes are switched off for
+the tests (``XLA_FLAGS``, set before the backend starts and inherited by the CLI tests'
+subprocesses): that cuts the suite's CPU time by about a third. Fast math stays off either way;
+results can differ from an optimised build in the last bits (e.g. where LLVM would fuse a
+multiply-add), which no test's tolerance depends on, and the bitwise tests compare two gflow
+runs compiled alike. Benchmarks and users' runs keep XLA's defaults.
+"""
+
+import os
+
+_FAST_COMPILE = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {_FAST_COMPILE}".strip()
+
+import jax  # noqa: E402
+import pytest  # noqa: E402
 
 
 @pytest.fixture(params=["float32", "float64"])
