@@ -1,4 +1,4 @@
-"""Command line: ``gflow run | list | describe | plot``.
+"""Command line: ``gflow run | list | describe | plot | report`` (:mod:`gflow.report`).
 
 ``gflow run EXPERIMENT [--set k=v ...] [--seeds N]`` writes a results folder whose
 ``config.json`` records the settings and their provenance (versions, device, dtype, seed,
@@ -23,15 +23,13 @@ the interrupted call from its last checkpoint; the result is bitwise the one an
 uninterrupted run gives, which is why a resume with other package versions or another
 device is refused unless ``--force``. K is recorded in ``config.json`` (it changes
 gradient-flow results within the solver tolerance, so a resume uses the recorded one);
-``--checkpoint-every 0`` runs without in-run checkpoints. Damaged checkpoints or sweep
-points are reported and computed again.
+``--checkpoint-every 0`` runs without in-run checkpoints.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import math
 import os
 import signal
@@ -48,6 +46,12 @@ def _cmd_list(args) -> int:
 
     print(experiments.describe(args.experiment) if args.experiment else experiments.listing())
     return 0
+
+
+def _cmd_report(args) -> int:
+    from . import report
+
+    return report.run(args.out, args.level, only=args.only)
 
 
 _STOP = threading.Event()
@@ -173,14 +177,6 @@ def _check_provenance(recorded: dict, current: dict, force: bool) -> None:
         print(f"gflow: warning: --force: resuming with {w}", file=sys.stderr)
 
 
-def _status(path: Path):
-    """The ``status`` in a summary.json; ``None`` if there is none or it is unreadable."""
-    try:
-        return json.loads(path.read_text()).get("status")
-    except (OSError, ValueError, RecursionError, AttributeError):
-        return None
-
-
 def _make_folder(out: Path) -> None:
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -215,7 +211,7 @@ def _cmd_run(args) -> int:
             raise ValueError("--resume DIR continues in DIR: drop --out.")
         if not resultsdir.is_gflow_folder(out):
             raise ValueError(f"--resume {str(out)!r}: not a gflow results folder.")
-        if _status(out / "summary.json") == "completed":
+        if resultsdir.status(out) == "completed":
             print(f"{out} is complete; nothing to resume.")
             return 0
     else:
@@ -410,6 +406,10 @@ A new or empty folder is used as it is; a non-empty folder that is not a gflow r
 folder is refused; a gflow results folder that holds results or checkpoints needs
 --overwrite (replace them) or --resume (continue an interrupted run). gflow removes only
 files it wrote, and a folder in use by another gflow run is refused."""
+_REPORT_DESCRIPTION = """\
+Run every research setting (gflow run, one results folder each under OUT/runs) and write
+OUT/index.md, OUT/index.html and OUT/report.json: one row per claim of each paper, with what
+was measured and the verdict. A killed report continues where it stopped when run again."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -458,6 +458,15 @@ def _parser() -> argparse.ArgumentParser:
                                     "trajectory.nc and config.json, and print the files written.")
     pl.add_argument("dir", help="a results folder written by gflow run")
     pl.set_defaults(fn=_cmd_plot)
+    rp = sub.add_parser("report", help="run every research setting; a verdict per claim",
+                        description=_REPORT_DESCRIPTION)
+    rp.add_argument("--quick", action="store_const", const="quick", dest="level",
+                    default="full", help="each setting's defaults (about 15 minutes on 2 cores)")
+    rp.add_argument("--smoke", action="store_const", const="smoke", dest="level",
+                    help="the tests' sizes: that every setting runs, in a few minutes")
+    rp.add_argument("--out", default="report", help="report folder (default ./report)")
+    rp.add_argument("--only", nargs="+", metavar="NAME", help="only these research settings")
+    rp.set_defaults(fn=_cmd_report)
     return p
 
 

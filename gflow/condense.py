@@ -39,10 +39,11 @@ Pieces:
 - :func:`growth_stage_end`, :func:`loss_stage_end`: the end of the initial stage,
   detected from a saved series rather than set by hand (see their docstrings);
   :func:`growth_stage_ends` for many series at once, :func:`stage_end_counts` the counts
-  there for every run of a results dataset;
-- :func:`draw_cosines`, :func:`draw_directions`: the neurons of one layer on a matplotlib
-  axis (cosine matrix ordered by cluster or, as the authors' notebook does, by the top
-  eigenvector, :func:`eigen_order`; directions in the plane); :func:`movement`,
+  there for every run of a results dataset, :func:`headline_counts` the counts at every
+  save and the save each run is judged at;
+- :func:`draw_cosines`: the cosine matrix of one layer's neurons on a matplotlib axis,
+  ordered by cluster or, as the authors' notebook does, by the top eigenvector
+  (:func:`eigen_order`); :func:`movement`,
   :func:`verdict`: whether the neurons moved off their init and how a count compares
   with ``2p``.
 - :func:`first_order_direction`, :func:`alignment`: the p = 1 prediction
@@ -64,34 +65,13 @@ from jaxtyping import Array, Float, Int
 from . import observe
 from .nets import MLP, TwoLayer
 
-__all__ = [
-    "OBSERVABLES",
-    "NORM_FRAC",
-    "COS_THRESHOLD",
-    "cluster_directions",
-    "cluster_order",
-    "cosine_matrix",
-    "count_orientations",
-    "counts_over_saves",
-    "eigen_order",
-    "linkage_clusters",
-    "movement",
-    "orientation_counts",
-    "sensitivity",
-    "verdict",
-    "draw_cosines",
-    "draw_directions",
-    "effective_neurons",
-    "first_order_direction",
-    "alignment",
-    "growth_stage_end",
-    "growth_stage_ends",
-    "stage_end_counts",
-    "input_weights",
-    "input_weights_observable",
-    "loss_stage_end",
-    "orientations_observable",
-]
+__all__ = ["COS_THRESHOLD", "NORM_FRAC", "OBSERVABLES", "alignment", "cluster_directions",
+           "cluster_order", "cosine_matrix", "count_orientations", "counts_over_saves",
+           "draw_cosines", "effective_neurons", "eigen_order", "first_order_direction",
+           "growth_stage_end", "growth_stage_ends", "headline_counts", "input_weights",
+           "input_weights_observable", "linkage_clusters", "loss_stage_end", "movement",
+           "orientation_counts", "orientations_observable", "sensitivity", "snapshot_indices",
+           "stage_end_counts", "verdict"]
 
 #: default: a neuron carries weight if its norm is at least this fraction of the largest
 NORM_FRAC = 0.3
@@ -399,6 +379,36 @@ def stage_end_counts(ds, *, factor: float = 10.0,
     return xr.Dataset(out, coords={d: ds[d] for d in dims if d in ds.coords})
 
 
+def headline_counts(ds, snapshot_times: dict, *, factor: float = 10.0,
+                    cos_threshold: float = COS_THRESHOLD):
+    """Add to a results dataset (dims ``dynamics, seed, save``; input weights ``u_l1``, ...
+    per layer) the counts over all neurons at every save (``orientations``, ``singletons``:
+    :func:`counts_over_saves`), the initial-stage end and the counts there
+    (:func:`stage_end_counts`) and ``headline_index`` (dims ``dynamics, seed, layer``): the
+    save each run is judged at: the last of ``snapshot_times[dynamics]`` (a run counted at
+    fixed times, e.g. Adam's steps), else its initial-stage end, else its last finite save."""
+    per_layer = [counts_over_saves(ds[f"u_l{k}"].values, cos_threshold=cos_threshold)
+                 for k in range(1, ds.sizes["layer"] + 1)]
+    ds = ds.assign({v: (ds["max_input_norm"].dims, np.stack([c[v] for c in per_layer], -1))
+                    for v in ("orientations", "singletons")})
+    ds = ds.merge(stage_end_counts(ds, factor=factor, variables=(
+        "orientations", "singletons", "effective_neurons", "orientations_filtered")))
+    head = np.array(ds["stage_end_index"].transpose("dynamics", "seed", "layer").values)
+    for i, j, k in np.ndindex(head.shape):
+        if (d := ds["dynamics"].values[i]) in snapshot_times:
+            head[i, j, k] = snapshot_indices(ds, snapshot_times[d], i, j)[-1]
+        elif head[i, j, k] < 0:
+            head[i, j, k] = np.flatnonzero(np.isfinite(ds["loss"].values[i, j]))[-1]
+    return ds.assign(headline_index=(("dynamics", "seed", "layer"), head))
+
+
+def snapshot_indices(ds, times, i: int, j: int) -> np.ndarray:
+    """Save indices nearest to ``times`` among the finite saves of run ``(dynamics i,
+    seed j)`` of a results dataset."""
+    t, ok = ds["time"].values, np.flatnonzero(np.isfinite(ds["loss"].values[i, j]))
+    return ok[np.argmin(np.abs(t[ok][None, :] - np.asarray(times)[:, None]), axis=1)]
+
+
 def draw_cosines(ax, U: Float[Array, "m k"], *, order: str = "cluster",
                  norm_frac: float = NORM_FRAC, cos_threshold: float = COS_THRESHOLD,
                  cmap: str = "RdBu_r"):
@@ -418,14 +428,6 @@ def draw_cosines(ax, U: Float[Array, "m k"], *, order: str = "cluster",
         for line in (ax.axhline, ax.axvline):
             line(kept - 0.5, color="k", lw=1)
     return im
-
-
-def draw_directions(ax, U: Float[Array, "m k"], **kw):
-    """The neurons ``U`` on a polar ``ax`` as points (angle of ``(U[:, 0], U[:, 1])``,
-    norm / largest norm); ``kw`` goes to ``ax.scatter``."""
-    U = np.asarray(U)
-    r = np.linalg.norm(U, axis=1)
-    return ax.scatter(np.arctan2(U[:, 1], U[:, 0]), r / r.max(), s=12, **kw)
 
 
 def loss_stage_end(times, loss, *, drop: float = 0.1) -> tuple[int | None, float]:

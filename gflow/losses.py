@@ -1,6 +1,7 @@
 """Losses, each a mean over the n samples of a per-sample loss ``ell(f, y)``.
 
 - ``squared``:     ``1/2 (f - y)^2``
+- ``mse``:         ``(f - y)^2`` (the mean squared error, as ``torch.nn.MSELoss()``)
 - ``logistic``:    ``log(1 + exp(-y f))`` (computed stably with ``softplus``)
 - ``exponential``: ``exp(-y f)``
 """
@@ -20,6 +21,10 @@ def squared(f: Float[Array, " n"], y: Float[Array, " n"]) -> Float[Array, " n"]:
     return 0.5 * (f - y) ** 2
 
 
+def mse(f: Float[Array, " n"], y: Float[Array, " n"]) -> Float[Array, " n"]:
+    return (f - y) ** 2
+
+
 def logistic(f: Float[Array, " n"], y: Float[Array, " n"]) -> Float[Array, " n"]:
     return jax.nn.softplus(-y * f)
 
@@ -28,7 +33,8 @@ def exponential(f: Float[Array, " n"], y: Float[Array, " n"]) -> Float[Array, " 
     return jnp.exp(-y * f)
 
 
-LOSSES: dict[str, Callable] = {"squared": squared, "logistic": logistic, "exponential": exponential}
+LOSSES: dict[str, Callable] = {"squared": squared, "mse": mse, "logistic": logistic,
+                               "exponential": exponential}
 #: losses whose labels must be in {-1, +1}
 CLASSIFICATION = ("logistic", "exponential")
 

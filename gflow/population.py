@@ -53,6 +53,7 @@ __all__ = [
     "PopulationObjective",
     "cluster_weights",
     "level_crossings",
+    "level_table",
     "loss",
     "near_teacher_at_loss",
     "nearest_teacher",
@@ -377,3 +378,29 @@ def _lojasiewicz_ratio(p, c):
 
 #: observables of this module, registered in :mod:`gflow.observe` by ``import gflow``
 OBSERVABLES = {"lojasiewicz_ratio": Observable(_lojasiewicz_ratio)}
+
+
+def level_table(ds, levels) -> dict:
+    """``{time, rate, angle, cluster}`` of each run of a runs dataset (``run`` dim; the
+    variables of :func:`observables`, ``lojasiewicz_ratio`` and ``teacher_weight``) at each
+    level ``10^-k``, each ``(run, level)``: time from the start, ``|grad L|^2/L``, largest
+    angle (degrees) and largest cluster weight error there; NaN where not reached. A stopped
+    run's last save is its located stop, at the stop level to the solver's tolerance (taken
+    as the level)."""
+    lv = 10.0 ** -np.asarray(levels, float)
+    out = {key: np.full((ds.sizes["run"], len(lv)), np.nan)
+           for key in ("time", "rate", "angle", "cluster")}
+    for i, r in enumerate(ds.run.values):
+        sub = ds.sel(run=r)
+        t, L, q = (np.asarray(sub[v].values, float) for v in ("t", "loss", "lojasiewicz_ratio"))
+        ok = np.isfinite(L)
+        ang = np.nanmax(np.asarray(sub["teacher_angle"].values, float)[ok], axis=-1)
+        cw = np.max(np.abs(np.asarray(sub["cluster_weight"].values, float)[ok]
+                           - sub["teacher_weight"].values), axis=-1)
+        t, L, q = t[ok], L[ok], q[ok]
+        if str(sub["status"].values) == "stop_loss":
+            L[-1] = min(L[-1], lv.min())
+        out["time"][i], at = level_crossings(t, L, q, lv, dict(rate=q, angle=ang, cluster=cw))
+        for key, v in at.items():
+            out[key][i] = v
+    return out

@@ -29,7 +29,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["LOCK", "FolderLocked", "check", "has_results", "is_gflow_folder", "locked",
-           "remove_checkpoints", "remove_parts", "remove_results", "remove_temp_files"]
+           "remove_checkpoints", "remove_parts", "remove_results", "remove_temp_files",
+           "status"]
 
 LOCK = ".gflow.lock"
 RESULT_FILES = ("summary.json", "trajectory.nc")
@@ -87,15 +88,20 @@ def _part_files(out: Path) -> list[Path]:
     return [p for p in parts.iterdir() if p.is_file() and _PART.match(p.name)]
 
 
+def status(out) -> str | None:
+    """The ``status`` in ``out/summary.json`` (``"completed"``, ``"interrupted: ..."``,
+    ``"failed: ..."``); ``None`` if there is none or it is unreadable."""
+    try:
+        return json.loads((Path(out) / "summary.json").read_text()).get("status")
+    except (OSError, ValueError, RecursionError, AttributeError):
+        return None
+
+
 def has_results(out) -> bool:
     """Whether a gflow folder holds something a new run would lose: a finished result,
     figures, finished sweep points or checkpoints."""
     out = Path(out)
-    try:
-        status = json.loads((out / "summary.json").read_text()).get("status")
-    except (OSError, ValueError, RecursionError, AttributeError):
-        status = None
-    return (status == "completed" or (out / "trajectory.nc").exists()
+    return (status(out) == "completed" or (out / "trajectory.nc").exists()
             or any(p.exists() for p in _figures(out))
             or bool(_part_files(out)) or any(_CKPT_FILE.match(p.name)
                                              for p in _checkpoint_files(out)))

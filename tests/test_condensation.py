@@ -11,7 +11,7 @@ import optax
 import pytest
 
 import gflow
-from gflow import condense
+from gflow import condense, experiments
 from gflow.experiments import condensation as E
 
 matplotlib.use("Agg")
@@ -119,6 +119,9 @@ def test_authors_scale_tanh_condenses():
     s = res.summary
     assert {k for k in KEYS if "gf" not in k} <= set(s)
     assert s["verdict_adam_by_seed"] == {0: "<= 2p", 1: "<= 2p"}
+    assert not experiments.check_claims(E, s)
+    assert s["claims"]["at_most_2p_adam"]["verdict"] == "holds"
+    assert s["claims"]["at_most_2p_gf"] == experiments.claim("inconclusive", "no gf seeds")
     assert all(c[1:] == [2] * 9 for c in s["orientations_adam_at_snapshots_by_seed"].values())
     assert s["singletons_adam_by_seed"] == {0: 0, 1: 0}
     assert all(sum(z) == 20 and len(z) == 2 for z in s["cluster_sizes_adam_by_seed"].values())

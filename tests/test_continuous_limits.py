@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 
+from gflow import experiments
 from gflow.experiments import continuous_limits as cl
 
 
@@ -43,6 +44,8 @@ def test_tiny_run_measures_the_orders(tmp_path):
                               orders=(1, 2))
     res = cl.run(cfg)
     s = res.summary
+    assert not experiments.check_claims(cl, s)
+    assert s["claims"]["gd_modified_order2"]["verdict"] == "holds"
     for order in (1, 2):
         lo_hi = s[f"gd_vs_modified_order{order}_slope"]
         assert abs(lo_hi[0] - order) < 0.15, lo_hi

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from gflow import io, stats
+from gflow import experiments, io, stats
 from gflow.experiments import coupled_init as ci
 
 
@@ -163,6 +163,7 @@ def test_small_run_summary_and_figures(tmp_path):
     res = ci.run(cfg)
     s = res.summary
     assert s["n_seeds"] == 2
+    assert not experiments.check_claims(ci, s)
     for tag in ("gamma_pw_paired_p50", "gamma_l2_independent_p90", "n_paired_p50",
                 "n_over_lambda_independent_p90"):
         assert len(s[f"width_exponent_{tag}_ci"]) == 2

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 
+from gflow import experiments
 from gflow.experiments import teacher_student as ts
 
 
@@ -18,6 +19,8 @@ def test_small_run():
     cfg = _small()
     res = ts.run(cfg)
     s, ds = res.summary, res.dataset
+    assert not experiments.check_claims(ts, s)
+    assert s["claims"]["local_convergence"]["verdict"] == "holds"
     assert s["dtype"] == "float64" and s["runs"] == 3  # 2 seeds at 90 deg, one at 45 deg
     assert s["runs_reached_last_level"] == 3
     # every run started at loss0 (the scaled init) and stopped at the located crossing of

@@ -28,7 +28,7 @@ import optax
 import gflow
 from gflow import condense
 
-from . import Result, Settings, setting
+from . import Result, Settings, setting, tally
 
 #: the Adam learning rates this experiment uses for the gflow preset (1e-3 unless listed)
 PAPER_ADAM_LR = {"softplus": 8e-4, "relu": 2.5e-4}
@@ -37,13 +37,17 @@ DYNAMICS = ("gf", "adam", "gd")
 PRESETS = {"gflow": {"init_std": 0.005, "adam_steps": 500},
            "authors": {"init_std": 50.0**-4, "adam_steps": 101}}
 CITE = "Zhou, Zhou, Luo, Zhang, Xu, NeurIPS 2022 (arXiv 2105.11686)"
+ACTIVATIONS = ("tanh", "xtanh", "x2tanh")  # p = 1, 2, 3
+#: the claims this experiment judges (``gflow report``), on the first hidden layer
+CLAIMS = {f"at_most_2p_{d}": f"With small initialization, the input weights (w_j, b_j) condense in "
+          f"the initial stage of {d} onto at most 2p orientations, p the multiplicity of the "
+          "activation at 0 (tanh 1, x tanh 2, x^2 tanh 3)." for d in ("adam", "gf")}
+#: the runs of ``gflow report`` per level: the authors' notebook's scale, one per activation
+REPORT = {level: [(a, dict(activation=a, preset="authors", **sizes)) for a in ACTIVATIONS]
+          for level, sizes in (("smoke", dict(seeds=2, hidden=(20,), n=30, d=1, n_save=30)),
+                               ("quick", {}), ("full", dict(seeds=8)))}
 #: measured wall time of ``gflow run condensation`` with the defaults
 RUN_TIME = "25 s of CPU time on 2 cores (50 s wall, load 7); preset=authors 28 s (60 s)"
-
-
-def mean_squared(f, y):
-    """The authors' loss per sample, ``(f - y)^2`` (``torch.nn.MSELoss()`` is its mean)."""
-    return (f - y) ** 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,7 +138,7 @@ def build(cfg: Config):
     scale = dict(gamma=cfg.gamma, outer_std=cfg.outer_scale * cfg.hidden[-1] ** (-cfg.gamma / 2)
                  ) if cfg.gamma > 0 else dict(std=init_std(cfg),
                                               outer_std=cfg.outer_scale * init_std(cfg))
-    loss = mean_squared if cfg.preset == "authors" else "squared"
+    loss = "mse" if cfg.preset == "authors" else "squared"  # the authors': torch's MSELoss
     return net, data, loss, [gflow.init.small(jax.random.key(cfg.seed + 1 + s), net, cfg.d,
                                               **scale) for s in range(cfg.seeds)]
 
@@ -180,29 +184,15 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 
 def snapshot_indices(ds, cfg: Config, i: int, j: int) -> np.ndarray:
     """Save indices of the Adam steps ``cfg.snapshots`` in run ``(dynamics i, seed j)``."""
-    t, ok = ds["time"].values, np.flatnonzero(np.isfinite(ds["loss"].values[i, j]))
-    steps = np.asarray(cfg.snapshots)[:, None] * adam_lr(cfg)
-    return ok[np.argmin(np.abs(t[ok][None, :] - steps), axis=1)]
+    return condense.snapshot_indices(ds, np.asarray(cfg.snapshots) * adam_lr(cfg), i, j)
 
 
 def count(ds, cfg: Config):
-    """Add the counts over all neurons at every save (``orientations``, ``singletons``),
-    the initial-stage end and the counts there (:func:`gflow.condense.stage_end_counts`)
-    and the save each run is judged at (``headline_index``: the last snapshot for Adam,
-    the initial-stage end for GF/GD, else its last save)."""
-    per_layer = [condense.counts_over_saves(ds[f"u_l{k}"].values, cos_threshold=cfg.cos_threshold)
-                 for k in range(1, ds.sizes["layer"] + 1)]
-    ds = ds.assign({v: (ds["max_input_norm"].dims, np.stack([c[v] for c in per_layer], -1))
-                    for v in ("orientations", "singletons")})
-    ds = ds.merge(condense.stage_end_counts(ds, factor=cfg.growth_factor, variables=(
-        "orientations", "singletons", "effective_neurons", "orientations_filtered")))
-    head = np.array(ds["stage_end_index"].transpose("dynamics", "seed", "layer").values)
-    for i, j, k in np.ndindex(head.shape):
-        if ds["dynamics"].values[i] == "adam":
-            head[i, j, k] = snapshot_indices(ds, cfg, i, j)[-1]
-        elif head[i, j, k] < 0:
-            head[i, j, k] = np.flatnonzero(np.isfinite(ds["loss"].values[i, j]))[-1]
-    return ds.assign(headline_index=(("dynamics", "seed", "layer"), head))
+    """The counts at every save and at each run's headline save
+    (:func:`gflow.condense.headline_counts`: Adam at its last snapshot, GF/GD at the
+    initial-stage end)."""
+    return condense.headline_counts(ds, {"adam": np.asarray(cfg.snapshots) * adam_lr(cfg)},
+                                    factor=cfg.growth_factor, cos_threshold=cfg.cos_threshold)
 
 
 def _num(x):
@@ -253,6 +243,9 @@ def summarize(ds, cfg: Config) -> dict:
                     "orientations"].values[i, j, q, k]) for q in snapshot_indices(ds, cfg, i, j)]
                     for j in range(len(seeds))])
         out[f"status_{dname}"] = ",".join(str(x) for x in ds["status"].values[i])
+    out["claims"] = {f"at_most_2p_{d}": tally(list(out.get(f"verdict_{d}_by_seed", {}).values()),
+                                              holds="<= 2p", fails="> 2p", what=f"{d} seeds")
+                     for d in ("adam", "gf")}
     return out
 
 

@@ -36,7 +36,7 @@ import optax
 import gflow
 from gflow import stats
 
-from . import Result, Settings, setting
+from . import Result, Settings, claim, setting
 
 #: measured wall time of ``gflow run continuous_limits`` with the defaults
 RUN_TIME = "about 180 s of CPU time on 2 cores (135 s wall, load 2-4)"
@@ -126,6 +126,25 @@ def _law(lrs, err, se=None):
 SLACK = 0.1
 
 
+#: the claims this experiment judges (``gflow report``): each error's slope in lr
+CLAIMS = {f"gd_modified_order{p}": f"GD with step lr stays within O(lr^{p}) of its order-{p} "
+          "modified flow over a fixed time (backward error analysis; order 2: Barrett & "
+          "Dherin's implicit gradient regularization flow)." for p in (1, 2, 3)} | {
+          f"sgd_sme{p}": f"SGD's expected loss stays within O(lr^{p}) of the order-{p} stochastic "
+          "modified equation's (weak order, Li, Tai & E)." for p in (1, 2)} | {
+          "adam_ode": "Adam with lr and betas 1 - a lr, 1 - b lr tends to its ODE at O(lr) "
+          "(Barakat & Bianchi)."}
+#: the runs of ``gflow report`` per level
+REPORT = {"smoke": [("", dict(lrs=(0.2, 0.1, 0.05), t1=0.4, paths=64, orders=(1, 2)))],
+          "quick": [("", {})], "full": [("", dict(paths=4000))]}
+
+
+def _claim(text: str, what: str) -> dict:
+    """A :func:`_verdict` text as a claim's verdict; ``what`` says what was measured."""
+    v = "holds" if text.startswith("consistent") else text.partition(":")[0]
+    return claim(v, text.partition(": ")[2], what)
+
+
 def _verdict(law, order) -> str:
     if law is None:
         return "inconclusive: fewer than 2 step sizes resolve the difference"
@@ -208,6 +227,12 @@ def _run(cfg: Config, progress: bool) -> Result:
     law, _ = _law(lrs, adam_err)
     summary["adam_vs_ode_slope"] = law and [law.exponent, law.lo, law.hi]
     summary["adam_vs_ode_verdict"] = _verdict(law, 1)
+    what = f"slope (95 %) of the error vs lr = {list(cfg.lrs)}, t = {cfg.t1:g}"
+    summary["claims"] = {c: _claim(summary.get(k, f"inconclusive: order {c[-1]} not run"), what
+                                   + (f", {M} SGD runs and SME paths" if "sme" in k else ""))
+                         for c, k in zip(CLAIMS, [f"gd_vs_modified_order{p}_verdict" for p in (
+                             1, 2, 3)] + [f"sgd_vs_sme{p}_verdict" for p in (1, 2)]
+                             + ["adam_vs_ode_verdict"], strict=True)}
 
     ds = xr.Dataset(
         {"gd_error": (("order", "lr"), gd_err), "adam_error": (("lr",), adam_err),

@@ -38,7 +38,7 @@ import numpy as np
 import gflow
 from gflow import ntk, stats
 
-from . import Result, Settings, setting
+from . import Result, Settings, from_law, setting
 
 #: measured wall time of ``gflow run coupled_init`` with the defaults
 RUN_TIME = "110 s of CPU time on 2 cores (110 s wall, load 4-7)"
@@ -229,10 +229,28 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
             tag, bound = f"{xname}_{iname}_p{round(100 * lev)}", THEORY[key][iname]
             summary |= stats.summary_keys(tag, law, bound)
             summary[f"verdict_{tag}_within_T"] = stats.bound_verdict(within[iname, lev], bound)
+    summary["claims"] = {f"{i}_width_vs_{w}": from_law(summary, f"{x}_{i}_p90", (
+        f"width at 90 % success vs {x}, {cfg.seeds} seeds, widths {min(ws)}-{max(ws)}"))
+        for i in INITS for w, x, ws in (("margin", "gamma_pw", cfg.widths),
+                                        ("n", "n_over_lambda", cfg.n_widths))}
     return Result(summary=summary, dataset=ds)
 
 
-_CITE = "Munteanu, Omlor, Song, Woodruff, ICML 2022 (arXiv 2206.12802)"
+CITE = "Munteanu, Omlor, Song, Woodruff, ICML 2022 (arXiv 2206.12802)"
+#: the claims this experiment judges (``gflow report``), each on the width at 90 % success
+CLAIMS = {
+    "paired_width_vs_margin": "With coupled (paired) init, width ~ 1/gamma^2 (up to log "
+    "factors) suffices for GD on the logistic loss to fit data of NTK margin gamma.",
+    "independent_width_vs_margin": "With independent init, width ~ 1/gamma^8 suffices "
+    "(Ji and Telgarsky, ICLR 2020).",
+    "paired_width_vs_n": "With paired init, width ~ (n/lambda)^2 suffices for GD on the squared "
+    "loss to reach zero training loss.",
+    "independent_width_vs_n": "With independent init, width ~ (n/lambda)^4 suffices (Song and "
+    "Yang, 2019)."}
+#: the runs of ``gflow report`` per level
+REPORT = {"smoke": [("", dict(seeds=2, widths=(2, 4, 16), angles=(1.0, 0.5, 0.25), ns=(4, 8, 16),
+                              n_widths=(2, 4, 16), gamma_d=3, n_d=5, margin_samples=2000))],
+          "quick": [("", {})], "full": [("", {"preset": "full"})]}
 
 
 def figures(ds, cfg: Config) -> dict:
@@ -255,7 +273,7 @@ def figures(ds, cfg: Config) -> dict:
             style(ax, x="log2", xlabel="width m", ylabel="success probability (90% Wilson)",
                   title=f"{iname} init", legend=7)
         figs[f"success_{sw}"] = caption(fig, f"Fraction of {ds.sizes['seed']} seeds reaching "
-                                        f"the target per width ({sw} sweep). {_CITE}.")
+                                        f"the target per width ({sw} sweep). {CITE}.")
         fig, axes = panels(len(xs), size=(5.6, 4.4))
         for ax, (x, xlabel) in zip(axes, xs, strict=True):
             for k, ((iname, lev), law) in enumerate(laws(x, succ, budget, widths, sw,
@@ -268,5 +286,5 @@ def figures(ds, cfg: Config) -> dict:
             "Thresholds within the time budget T, 90% bootstrap intervals over seeds; "
             f"up-triangles: no grid width reached the level; {int(budget.sum())} of "
             f"{budget.size} runs failed at T (budget-bound: see summary). Bound exponents "
-            f"{THEORY[sw]} (upper bounds; constants unknown, not drawn). {_CITE}."))
+            f"{THEORY[sw]} (upper bounds; constants unknown, not drawn). {CITE}."))
     return figs

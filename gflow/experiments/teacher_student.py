@@ -24,7 +24,7 @@ import gflow
 from gflow import population as P
 from gflow import stats
 
-from . import Result, Settings, setting
+from . import Result, Settings, claim, setting
 from ._runs import runs_dataset
 
 #: measured wall time of ``gflow run teacher_student`` with the defaults (mostly compiling)
@@ -143,30 +143,6 @@ def _run(cfg: Config, progress: bool) -> Result:
     return Result(summary=_summary(ds, cfg), dataset=ds)
 
 
-def level_table(ds, levels) -> dict:
-    """``{time, rate, angle, cluster}`` of each run at each level ``10^-k`` ``(run, level)``:
-    time from the start, ``|grad L|^2/L``, largest angle (degrees) and largest cluster weight
-    error there; NaN where not reached. A stopped run's last save is its located stop, at the
-    stop level to the solver's tolerance (taken as the level)."""
-    lv = 10.0 ** -np.asarray(levels, float)
-    out = {key: np.full((ds.sizes["run"], len(lv)), np.nan)
-           for key in ("time", "rate", "angle", "cluster")}
-    for i, r in enumerate(ds.run.values):
-        sub = ds.sel(run=r)
-        t, L, q = (np.asarray(sub[v].values, float) for v in ("t", "loss", "lojasiewicz_ratio"))
-        ok = np.isfinite(L)
-        ang = np.nanmax(np.asarray(sub["teacher_angle"].values, float)[ok], axis=-1)
-        cw = np.max(np.abs(np.asarray(sub["cluster_weight"].values, float)[ok]
-                           - sub["teacher_weight"].values), axis=-1)
-        t, L, q = t[ok], L[ok], q[ok]
-        if str(sub["status"].values) == "stop_loss":
-            L[-1] = min(L[-1], lv.min())
-        out["time"][i], at = P.level_crossings(t, L, q, lv, dict(rate=q, angle=ang, cluster=cw))
-        for key, v in at.items():
-            out[key][i] = v
-    return out
-
-
 def _by_width(ds, cfg, tab, key):
     """``{m: (seeds, levels)}`` of one table entry for the width study (Delta = 90)."""
     sel = (ds["teacher_kind"].values == "equiangular") & (ds["separation"].values == 90.0)
@@ -180,7 +156,7 @@ def _seeds(v) -> dict:
 
 
 def _summary(ds, cfg: Config) -> dict:
-    tab = level_table(ds, cfg.levels)
+    tab = P.level_table(ds, cfg.levels)
     T, Q, A = (_by_width(ds, cfg, tab, key) for key in ("time", "rate", "angle"))
     ms, last, k, fs = list(T), f"1e-{max(cfg.levels)}", cfg.k, cfg.separation_width_factors
     # rate exponent beta: |grad L|^2/L ~ L^beta over the lower half of the levels (0: linear)
@@ -225,21 +201,38 @@ def _summary(ds, cfg: Config) -> dict:
             "constant" if law.lo <= 0.0 <= law.hi else "the rate constant depends on m")
             + (f" (flags: {', '.join(law.flags)})" if law.flags else "") + f"; from m={over[-2]}"
             f" to {over[-1]} it changes by a factor {t_m[-1] / t_m[-2]:.3g}.")
+    n, done = out["runs"], out["runs_reached_last_level"]
+    kept = out["all_neurons_kept_their_teacher"]
+    out["claims"] = {"local_convergence": claim(
+        "does not hold" if not kept else "holds" if done == n else "inconclusive",
+        f"{done} of {n} runs (m = {ms[0]}..{ms[-1]}, {cfg.n_seeds} seeds) reached loss {last} "
+        f"from {cfg.loss0:g} within t = {cfg.t1:g}; every neuron kept its teacher: {kept}; "
+        f"largest angle to it at the stop {out['max_angle_deg_at_stop']:.3g} deg. The theorem's "
+        "loss threshold is not computed: loss0 is a setting.")}
     return out
 
 
-_CITE = "Zhou, Ge, Jin, COLT 2021 (arXiv 2102.02410)"
+CITE = "Zhou, Ge, Jin, COLT 2021 (arXiv 2102.02410)"
+#: the claim this experiment judges (``gflow report``)
+CLAIMS = {"local_convergence": "Started near the teacher (loss below a threshold), gradient flow "
+          "drives the loss of the mildly over-parameterized student (m >= k) to 0, every student "
+          "neuron converging to one of the teacher's neurons."}
+#: the runs of ``gflow report`` per level
+REPORT = {"smoke": [("", dict(d=3, k=2, width_factors=(2,), n_seeds=2, levels=(3, 4, 5),
+                              separations=(45.0,), random_teacher=False,
+                              separation_width_factors=(2,), n_save=60))],
+          "quick": [("", {})], "full": [("", {"preset": "full"})]}
 
 
 def figures(ds, cfg: Config) -> dict:
     from gflow.plot import band, caption, panels, style
 
     cfg = resolved(cfg)
-    tab, levels = level_table(ds, cfg.levels), 10.0 ** -np.asarray(cfg.levels, float)
+    tab, levels = P.level_table(ds, cfg.levels), 10.0 ** -np.asarray(cfg.levels, float)
     setup = (f"teacher: k={cfg.k} unit directions at Delta (width study: 90 deg), a*={cfg.outer}, "
              f"sigma={cfg.activation}, x~N(0,I_{cfg.d}); student m=k..{max(cfg.width_factors)}k, "
              f"both layers; exact population GF from L0={cfg.loss0:g} (local init); "
-             f"{cfg.dtype}; {cfg.n_seeds} seeds (bands: min-max). {_CITE}.")
+             f"{cfg.dtype}; {cfg.n_seeds} seeds (bands: min-max). {CITE}.")
     runs = {m: [r for r in ds.run.values if r.startswith(f"D=90.0 m={m} ")]
             for m in (cfg.k * f for f in cfg.width_factors)}
     figs, log = {}, dict(x="log", y="log")
