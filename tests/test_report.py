@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gflow import experiments, report, stats
@@ -47,6 +48,16 @@ def test_claim_helpers():
     t = tally(["still", "still"], holds="ok", fails="bad")
     assert t["verdict"] == "inconclusive" and "2 of 2 seeds: still" in t["why"]
     assert tally([], holds="ok", fails="bad")["verdict"] == "inconclusive"
+    # a threshold law as stats.summary_keys writes it, with and without a within-T verdict
+    x, grid = np.array([1.0, 2.0, 4.0, 8.0]), np.array([2, 4, 8, 16, 32, 64])
+    success = np.broadcast_to(grid[None, None, :] >= 2 * x[:, None, None], (4, 8, 6))
+    law = stats.threshold_law(x, success, grid, n_resamples=200)
+    summary = stats.summary_keys("x", law, 2.0)
+    c = experiments.from_law(summary, "x", "width vs x")
+    assert c["verdict"] == "holds" and c["measured"].startswith("width vs x: exponent 1.0")
+    summary["verdict_x_within_T"] = {"verdict": "exceeds the bound", "why": "w"}
+    assert "within the time budget T: exceeds the bound (w)" in experiments.from_law(
+        summary, "x", "")["why"]
 
     class Mod:
         CLAIMS = {"a": "claim a", "b": "claim b"}

@@ -44,11 +44,17 @@ def from_bound(bound_verdict: dict, measured: str = "") -> dict:
 
 def from_law(summary: dict, tag: str, what: str) -> dict:
     """:func:`from_bound` on the threshold law that :func:`gflow.stats.summary_keys` wrote
-    under ``tag``, measured as "``what``: exponent e [lo, hi] over k resolved points"."""
+    under ``tag``, measured as "``what``: exponent e [lo, hi] over k resolved points". A
+    verdict on the successes within the time budget alone (``verdict_<tag>_within_T``, where
+    the summary has one) is added to ``why``."""
     lo, hi = summary[f"width_exponent_{tag}_ci"]
     e, k = summary[f"width_exponent_{tag}"], summary[f"width_exponent_{tag}_points"]
-    return from_bound(summary[f"verdict_{tag}"],
-                      f"{what}: exponent {e:.2f} [{lo:.2f}, {hi:.2f}] over {k} resolved points")
+    out = from_bound(summary[f"verdict_{tag}"],
+                     f"{what}: exponent {e:.2f} [{lo:.2f}, {hi:.2f}] over {k} resolved points")
+    if (within := summary.get(f"verdict_{tag}_within_T")) is not None:
+        out["why"] += (f"; counting only the successes within the time budget T: "
+                       f"{within['verdict']} ({within['why']})")
+    return out
 
 
 def tally(outcomes: Sequence[str], *, holds: str, fails: str, what: str = "seeds") -> dict:
