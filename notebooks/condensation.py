@@ -233,3 +233,14 @@ print(f"notebook wall time: {time.perf_counter() - T0:.0f} s")
 #   the cut and the norm filter, which is why cluster sizes and singletons are reported.
 # - **Multi-layer (5-50-50-1 tanh, authors' scale):** layer 2 has 2 orientations under Adam
 #   and gradient flow; layer 1 as in the two-layer net (Adam 4 on data key 0, GF 2).
+
+# %% [markdown]
+# ## Verdicts per claim
+#
+# What the experiment's summary states for the paper's claim, per activation, for the
+# authors' set-up above (`summary["claims"]`; `gflow report` gathers the same verdicts):
+
+# %%
+for a, r in authors.items():
+    for cid, v in r.summary["claims"].items():
+        print(f"{a} {cid}: {v['verdict']} ({v['why']})")

@@ -152,3 +152,14 @@ figs["width_vs_n"]
 #   interpolate: these sizes probe parameter counting, not the worst case.
 # - Not here: the paper's lower-bound instances. Caveats: GD with a fixed step, small $n$ and
 #   $d$, one data set per point (the seeds vary the init only), float32.
+
+# %% [markdown]
+# ## Verdicts per claim
+#
+# What the experiment's summary states for each of the paper's claims at this notebook's
+# sizes (`summary["claims"]`; `gflow report` gathers the same verdicts at the experiment's
+# defaults or presets):
+
+# %%
+for cid, v in s["claims"].items():
+    print(f"{cid}: {v['verdict']}\n    {v['measured']}\n    {v['why']}")

@@ -123,3 +123,14 @@ for m, a in s["max_angle_deg_at_level_by_width"].items():
 #   formula that is not the paper's would mislead. For scale, $L_0 = 10^{-2}$ is about
 #   $1/160$ of the teacher's own loss $E f^{*2}/2 \approx 1.64$; the runs show directly that
 #   this start is local (every neuron stays with its teacher and the loss goes to 0).
+
+# %% [markdown]
+# ## Verdicts per claim
+#
+# What the experiment's summary states for each of the paper's claims at this notebook's
+# sizes (`summary["claims"]`; `gflow report` gathers the same verdicts at the experiment's
+# defaults or presets):
+
+# %%
+for cid, v in s["claims"].items():
+    print(f"{cid}: {v['verdict']}\n    {v['measured']}\n    {v['why']}")
