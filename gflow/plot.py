@@ -37,9 +37,11 @@ def lines(ax, ds, var: str, hue: str, *, time: str = "time", reduce=None, fmt="-
 
 def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | None = None,
            logx: bool = True, logy: bool = True, title: str = "", ylabel: str | None = None,
-           caption: str = ""):
-    """One panel per value of ``panel``, one line per ``hue`` (and linestyle per ``style``)
-    of ``ds[var]`` against time. Time 0 is dropped on a log time axis."""
+           caption: str = "", xlabel="time t (discrete: step x lr)"):
+    """One panel per value of ``panel``, one line per ``hue`` (labelled "``hue`` value"; a
+    linestyle per ``style``) of ``ds[var]`` against time. Time 0 is dropped on a log time
+    axis; a log axis spanning less than a decade gets plain tick labels. ``xlabel`` may be a
+    callable of the panel's value (e.g. to say "step x lr" only for discrete dynamics)."""
     panels = list(ds[panel].values) if panel else [None]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False,
                              sharey=True)
@@ -50,14 +52,21 @@ def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | Non
         for si, s in enumerate(svals):
             lines(ax, sub if s is None else sub.sel({style: s}), var, hue,
                   fmt=styles[si % len(styles)], positive=logy, log_t=logx,
-                  label=None if s is None else (lambda h, s=s: f"{h} ({s})"))
+                  label=lambda h, s=s: f"{hue} {h}" + ("" if s is None else f" ({s})"))
         ax.set_xscale("log" if logx else "linear")
         ax.set_yscale("log" if logy else "linear")
-        ax.set_xlabel("time t (discrete: step x lr)")
+        ax.set_xlabel(xlabel(p) if callable(xlabel) else xlabel)
         ax.set_ylabel(ylabel or var)
         ax.set_title(f"{panel} = {p}" if p is not None else title)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
+    lo, hi = axes[0][0].get_ylim()
+    if logy and 0 < lo and hi < 10 * lo:  # within a decade: 4.3, 4.4, ... not 4.3 x 10^0
+        from matplotlib.ticker import FormatStrFormatter
+
+        for ax in axes[0]:
+            for axis_ in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis_(FormatStrFormatter("%.4g"))
     if title:
         fig.suptitle(title)
     if caption:

@@ -276,6 +276,10 @@ def heatmap_figure(ds, cfg: Config, layer: int = 1, *, snapshots: bool = False):
                    f"cosine similarity (ordered by the top eigenvector)\n{CITE}", title_size=9)
 
 
+def _xlabel(dynamics) -> str:
+    return "time t" if dynamics == "gf" else "time t = step x lr"
+
+
 def counts_figure(ds, cfg: Config, var: str, layer: int = 1):
     """``var`` (``orientations``: all neurons, or ``effective_neurons``) over time, one line
     per seed, one panel per dynamics; dashed: 2p."""
@@ -283,6 +287,7 @@ def counts_figure(ds, cfg: Config, var: str, layer: int = 1):
 
     p = gflow.nets.get_activation(cfg.activation).multiplicity
     fig = curves(ds.isel(layer=layer - 1), var, panel="dynamics", hue="seed", logy=False,
+                 xlabel=_xlabel,
                  title=f"{cfg.activation} (p = {'undefined' if p is None else p}), preset "
                  f"{cfg.preset}, layer {layer}\n{CITE}", ylabel=var.replace("_", " "))
     for ax in fig.axes if p is not None else ():
@@ -303,5 +308,5 @@ def figures(ds, cfg: Config) -> dict:
         for var in ("orientations", "effective_neurons"):
             figs[f"{var}{suffix}"] = counts_figure(ds, cfg, var, layer)
     figs["loss"] = curves(ds, "loss", panel="dynamics", hue="seed", ylabel="training loss",
-                          title=f"{cfg.activation}: training loss ({CITE})")
+                          title=f"{cfg.activation}: training loss ({CITE})", xlabel=_xlabel)
     return figs
