@@ -29,6 +29,7 @@ CASES = {
     "5": "case5_compile",
     "6": "case6_kinks",
     "7": "case7_continuous",
+    "8": "case8_ntk",
 }
 RESULTS_MD = pathlib.Path(__file__).with_name("RESULTS.md")
 

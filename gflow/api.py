@@ -21,6 +21,7 @@ from . import online as online
 from . import population as population
 from . import rotation as rotation
 from . import stats as stats
+from . import tangent as tangent
 from . import trajectory as trajectory
 from .adam_flow import AdamFlow as AdamFlow
 from .data import Dataset as Dataset
