@@ -409,7 +409,8 @@ files it wrote, and a folder in use by another gflow run is refused."""
 _REPORT_DESCRIPTION = """\
 Run every research setting (gflow run, one results folder each under OUT/runs) and write
 OUT/index.md, OUT/index.html and OUT/report.json: one row per claim of each paper, with what
-was measured and the verdict. A killed report continues where it stopped when run again."""
+was measured and the verdict. Without --quick or --smoke it runs each setting's full preset
+(hours). A killed report continues where it stopped when run again."""
 
 
 def _parser() -> argparse.ArgumentParser:
