@@ -36,7 +36,7 @@ from jaxtyping import Array, Float
 from . import lowrank
 from .kernels import kappa
 
-__all__ = ["grid_bound", "grid_search", "grid_size", "grid_subspace"]
+__all__ = ["all_methods", "grid_bound", "grid_search", "grid_size", "grid_subspace"]
 
 #: default cap on the number of subspaces evaluated
 MAX_SUBSPACES = 2_000_000
@@ -132,3 +132,25 @@ def grid_search(
         return lowrank.reference(W0, rank, jax.random.key(0), starts=[start], n_random=0,
                                  steps=polish_steps)
     return start
+
+
+def all_methods(
+    W0: Float[Array, "m d"], rank: int, key, *, iters: int = 10, ref_max_d: int = 4,
+    ref_starts: int = 2, ref_steps: int = 1000, grid_max_d: int = 4, grid_points: int = 11,
+) -> dict:
+    """Rank-r factors ``(U, V)`` of ``W0`` by every method, keyed by name: ``spectral``,
+    ``function`` (:func:`gflow.lowrank.function_space` with ``iters``),
+    ``function_svd_subspace`` (``iters=0``), ``reference`` (Adam from the spectral, the
+    function-space and ``ref_starts`` random starts; only if ``d <= ref_max_d``) and ``grid``
+    (:func:`grid_search`, polished with ``ref_steps`` Adam steps; only if ``d <= grid_max_d``)."""
+    d = W0.shape[1]
+    fac = {"spectral": lowrank.spectral(W0, rank),
+           "function": lowrank.function_space(W0, rank, iters=iters),
+           "function_svd_subspace": lowrank.function_space(W0, rank, iters=0)}
+    if d <= ref_max_d:
+        fac["reference"] = lowrank.reference(
+            W0, rank, key, starts=[fac["spectral"], fac["function"]], n_random=ref_starts,
+            steps=ref_steps)
+    if d <= grid_max_d:
+        fac["grid"] = grid_search(W0, rank, points=grid_points, polish_steps=ref_steps)
+    return fac

@@ -9,7 +9,7 @@ from .laws import PowerLaw
 from .proportions import proportion_interval
 from .verdict import bound_verdict
 
-__all__ = ["TREND_VERDICTS", "paired_lead", "trend_verdict"]
+__all__ = ["TREND_VERDICTS", "lead_text", "paired_lead", "trend_keys", "trend_verdict"]
 
 #: the possible verdicts of :func:`trend_verdict`
 TREND_VERDICTS = ("holds", "does not hold", "inconclusive")
@@ -60,3 +60,34 @@ def paired_lead(a, b, *, confidence: float = 0.95) -> dict:
     lead = int(np.argmin(ahead)) - 1 if not ahead.all() else ahead.size - 1
     return {"k": k, "n": n, "lo": lo, "hi": hi, "ahead": ahead, "behind": hi < 0.5,
             "lead_until": lead}
+
+
+def trend_keys(tag: str, x, values, sign: int) -> dict:
+    """Flat summary.json keys of a trend claim on per-seed ``values`` ``(points, seeds)``
+    over ``x``: the :func:`gflow.stats.power_law` exponent (``<tag>_exponent``, ``..._ci``,
+    ``..._flags``) and :func:`trend_verdict` (``verdict_<tag>``). Points where some seed's
+    value is not positive cannot enter a power law: they are listed
+    (``<tag>_points_dropped_nonpositive``), and fewer than 2 points left is inconclusive."""
+    from .laws import power_law
+
+    x, values = np.asarray(x, float), np.asarray(values, float)
+    ok = np.all(values > 0, axis=1)
+    out = {f"{tag}_points_dropped_nonpositive": [float(v) for v in x[~ok]]}
+    if ok.sum() < 2:
+        return out | {f"verdict_{tag}": {"verdict": "inconclusive",
+                                         "why": "fewer than 2 points positive in every seed"}}
+    law = power_law(x[ok], values[ok])
+    return out | {f"{tag}_exponent": law.exponent, f"{tag}_exponent_ci": [law.lo, law.hi],
+                  f"{tag}_flags": list(law.flags), f"verdict_{tag}": trend_verdict(law, sign)}
+
+
+def lead_text(lead: dict, times, *, what: str = "A ahead of B", unit: str = "step") -> str:
+    """A :func:`paired_lead` result in words: at how many of ``times`` A is ahead / behind,
+    and until which time its lead from the first time lasts."""
+    times = np.asarray(times)
+    lasts = (f"its lead from the first saved {unit} lasts until {unit} "
+             f"{times[lead['lead_until']]:g}" if lead["lead_until"] >= 0
+             else f"no lead at the first saved {unit}")
+    return (f"{what} (Wilson lower bound of P(A < B) over {int(np.max(lead['n']))} paired seeds "
+            f"> 1/2) at {int(lead['ahead'].sum())} of {lead['ahead'].size} saved {unit}s, "
+            f"behind at {int(lead['behind'].sum())}; {lasts}")
