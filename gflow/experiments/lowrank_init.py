@@ -167,9 +167,10 @@ def _approx_summary(cfg: Config, err) -> dict:
                                 [cfg.rank[j] for j in ranks], gap[i_d, ranks], -1)
         out |= stats.trend_keys(f"approx_gap_grows_with_d_{tag}", [cfg.d[i] for i in dims],
                                 gap[dims, j_r], +1)
-    best = np.nanmin(err[:, [M["reference"], M["grid"]]], axis=1)
-    for meth in ("spectral", "function", "function_svd_subspace"):  # where a strong solver ran
-        out[f"approx_{meth}_minus_best_max"] = float(np.nanmax(err[:, M[meth]] - best))
+    best = np.fmin(err[:, M["reference"]], err[:, M["grid"]])  # where a strong solver ran
+    for meth in ("spectral", "function", "function_svd_subspace"):
+        out[f"approx_{meth}_minus_best_max"] = float(np.nanmax(err[:, M[meth]] - best)) \
+            if np.isfinite(best).any() else float("nan")
     out["approx_svd_subspace_minus_function_max"] = float(np.nanmax(
         err[:, M["function_svd_subspace"]] - err[:, M["function"]]))
     return out
