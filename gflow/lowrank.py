@@ -19,7 +19,10 @@ Given a full-rank init ``W0`` (m, d) there are two ways to pick a rank-r ``(U, V
 * **function-space** (:func:`function_space`): approximately minimize the layer-function
   error ``E_x |relu(W0 x) - relu(U V^T x)|^2`` over Gaussian inputs ``x ~ N(0, I_d)``.
 
-The paper gives no code; the practical algorithm here is derived as follows.
+The paper gives no code, and its own algorithms (a provably efficient one at fixed rank r and a
+practical one) are not reproduced here: :func:`function_space` is this module's own practical
+algorithm, derived as follows (:mod:`gflow.lowrank_grid` solves the same problem with a
+certified error bound at small d and r; :mod:`gflow.lowrank_mlp` holds the deep nets).
 
 **Closed form.** For ``x ~ N(0, I_d)`` (the arc-cosine kernel of degree 1, Cho & Saul 2009)
 
