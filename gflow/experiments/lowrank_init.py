@@ -218,7 +218,8 @@ def _train_summary(cfg: Config, ds) -> dict:
         best = tuned_lrs(sel)
         tuned = {init: sel.sel(init=init, lr=lr) for init, lr in best.items()}
         for init, run in tuned.items():
-            out[f"lr_{init}_{sfx}"] = best[init]
+            out[f"lr_{init}_{sfx}"] = best[init]  # at the grid's edge: the tuning is censored
+            out[f"lr_{init}_{sfx}_at_grid_edge"] = best[init] in (min(cfg.lrs), max(cfg.lrs))
             out |= {f"final_{v}_{init}_{sfx}": _spread(run[v].isel(step=-1)) for v in OBSERVE}
         for v in ("loss", "test_loss"):
             lead = stats.paired_lead(tuned["function"][v].values[:, 1:],
