@@ -40,3 +40,18 @@ def test_paired_lead():
     assert out["n"][0] == 0 and out["lead_until"] == -1
     with pytest.raises(ValueError, match="paired"):
         stats.paired_lead(a, b[:, :2])
+
+
+def test_trend_keys_and_lead_text():
+    x = np.array([1.0, 2, 4, 8])
+    vals = (x**-0.5)[:, None] * np.exp(0.01 * np.random.default_rng(1).normal(size=(4, 5)))
+    vals[0, 2] = -1.0  # a non-positive value: the point is listed, not fitted
+    out = stats.trend_keys("gap", x, vals, -1)
+    assert out["gap_points_dropped_nonpositive"] == [1.0]
+    assert out["verdict_gap"]["verdict"] == "holds" and out["gap_exponent"] < 0
+    few = stats.trend_keys("gap", x[:2], vals[:2], -1)
+    assert few["verdict_gap"]["verdict"] == "inconclusive" and "gap_exponent" not in few
+    a, b = np.zeros((5, 3)), np.ones((5, 3))
+    a[:, 2] = 2.0
+    text = stats.lead_text(stats.paired_lead(a, b), [10, 20, 30], what="A ahead of B")
+    assert "at 2 of 3 saved steps, behind at 1" in text and "until step 20" in text
