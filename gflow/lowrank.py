@@ -19,7 +19,10 @@ Given a full-rank init ``W0`` (m, d) there are two ways to pick a rank-r ``(U, V
 * **function-space** (:func:`function_space`): approximately minimize the layer-function
   error ``E_x |relu(W0 x) - relu(U V^T x)|^2`` over Gaussian inputs ``x ~ N(0, I_d)``.
 
-The paper gives no code; the practical algorithm here is derived as follows.
+The paper gives no code, and its own algorithms (a provably efficient one at fixed rank r and a
+practical one) are not reproduced here: :func:`function_space` is this module's own practical
+algorithm, derived as follows (:mod:`gflow.lowrank_grid` solves the same problem with a
+certified error bound at small d and r; :mod:`gflow.lowrank_mlp` holds the deep nets).
 
 **Closed form.** For ``x ~ N(0, I_d)`` (the arc-cosine kernel of degree 1, Cho & Saul 2009)
 
@@ -89,6 +92,7 @@ __all__ = [
     "relative_error",
     "rescale_rows",
     "spectral",
+    "subspace_error",
 ]
 
 #: initialization methods understood by :func:`factorize`
@@ -287,8 +291,10 @@ def rescale_rows(W0: Float[Array, "m d"], Q: Float[Array, "d r"]) -> Float[Array
     return target[:, None] * direction
 
 
-def _subspace_objective(W0, Q):
-    """Population error of :func:`rescale_rows` in closed form: sum |w|^2 (1/2 - 2 kappa^2)."""
+def subspace_error(W0: Float[Array, "m d"], Q: Float[Array, "d r"]) -> Float[Array, ""]:
+    """The population error ``E|relu(W0 x) - relu(W x)|^2`` of :func:`rescale_rows`
+    ``(W0, Q)`` (the best ``W`` with rows in the span of ``Q``'s orthonormal columns) in
+    closed form: ``sum_i |w0_i|^2 (1/2 - 2 kappa(rho_i)^2)``, ``rho_i = |Q^T w0_i| / |w0_i|``."""
     n0sq = jnp.sum(W0**2, -1)
     npsq = jnp.sum((W0 @ Q) ** 2, -1)
     rho = jnp.sqrt(jnp.where(n0sq > 0, npsq / jnp.where(n0sq > 0, n0sq, 1.0), 0.0))
@@ -319,7 +325,7 @@ def function_space(
 def _function_space_weight(W0, rank, iters, rho_min):
     # rank and iters are traced: one compilation per shape of W0
     Q = _top_right(W0, rank)
-    best = _subspace_objective(W0, Q)
+    best = subspace_error(W0, Q)
     n0 = _norm(W0)
 
     def step(_, carry):
@@ -328,7 +334,7 @@ def _function_space_weight(W0, rank, iters, rho_min):
         k, slope = jax.jvp(kappa, (rho,), (jnp.ones_like(rho),))  # kappa, kappa'
         alpha = k * slope / jnp.maximum(rho, rho_min)
         Q = _top_right(jnp.sqrt(alpha)[:, None] * W0, rank)
-        val = _subspace_objective(W0, Q)
+        val = subspace_error(W0, Q)
         better = val < best
         return Q, jnp.where(better, Q, best_Q), jnp.where(better, val, best)
 

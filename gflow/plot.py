@@ -17,7 +17,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["band", "caption", "cdf", "curves", "lines", "over_time", "panels", "scaling",
+__all__ = ["band", "bands", "caption", "cdf", "curves", "lines", "over_time", "panels", "scaling",
            "style"]
 
 
@@ -138,6 +138,20 @@ def band(ax, x, values, *, label=None, color=None, fmt: str = "o-"):
     v = np.asarray(values, float)
     ax.plot(x, np.median(v, axis=0), fmt, color=color, label=label)
     ax.fill_between(x, np.min(v, axis=0), np.max(v, axis=0), color=color, alpha=0.2)
+
+
+def bands(ax, x, series: dict, *, fmt="o-", min_points: int = 1):
+    """One :func:`band` per entry ``{label: values (seeds, x)}`` of ``series``, in colour
+    ``C{i}`` for the i-th entry, over the ``x`` at which every seed is finite (an entry
+    with fewer than ``min_points`` such ``x`` is skipped, its colour kept); ``fmt`` is a
+    format or a ``{label: format}`` dict."""
+    x = np.asarray(x)
+    for i, (label, values) in enumerate(series.items()):
+        v = np.asarray(values, float)
+        ok = np.all(np.isfinite(v), axis=0)
+        if ok.sum() >= min_points:
+            band(ax, x[ok], v[:, ok], label=str(label), color=f"C{i}",
+                 fmt=fmt.get(label, "o-") if isinstance(fmt, dict) else fmt)
 
 
 def scaling(ax, x, y, *, label: str, color=None, exponent: float | None = None,

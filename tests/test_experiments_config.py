@@ -32,8 +32,8 @@ def test_every_experiment_config_is_typed_and_its_defaults_pass():
     # bounds that name another setting report its value
     (lambda: quickstart.Config(batch_size=50, n=40),
      ["quickstart: batch_size=50: must be >= 1 and <= n=40"]),
-    (lambda: lowrank_init.Config(train_rank=9, synth_d=8),
-     ["lowrank_init: train_rank=9", "synth_d=8", "64 features"]),
+    (lambda: lowrank_init.Config(train_rank=9, train_width=8),
+     ["lowrank_init: train_rank=9", "train_width=8", "64 features"]),
     # choices, also of each value of a tuple
     (lambda: condensation.Config(activation="nope"), ["condensation: activation='nope'",
                                                       "must be one of", "'tanh'"]),

@@ -197,7 +197,7 @@ def test_rescale_rows_is_optimal_within_the_subspace(x64):
     G = jax.grad(lambda W: lowrank.population_error(W0, W))(W)
     assert float(jnp.max(jnp.abs(G @ Q))) < 1e-10
     # and the closed-form error of the subspace problem matches the general one
-    np.testing.assert_allclose(lowrank._subspace_objective(W0, Q),
+    np.testing.assert_allclose(lowrank.subspace_error(W0, Q),
                                lowrank.population_error(W0, W), rtol=1e-12)
 
 

@@ -6,12 +6,15 @@ import jax
 import numpy as np
 import pytest
 
-from gflow import experiments, io
+from gflow import experiments, io, stats
 from gflow.experiments import lowrank_init as E
 
-TINY = E.Config(rank=(1, 2, 4), d=(4, 8), n_fresh=4000, ref_max_d=4, ref_starts=1,
-                ref_steps=300, datasets=("teacher",), train_rank=2, train_seeds=2,
-                train_width=16, synth_n=60, synth_d=8, t1=20.0, n_save=5)
+# the reference solver off (tested in test_lowrank_grid.py), one arch (the two-layer path:
+# tests/test_lowrank.py): the slow parts of a run, compiled per shape
+TINY = E.Config(rank=(1, 2, 4), d=(4, 8), seeds=2, ref_max_d=0, ref_steps=200, grid_points=5,
+                archs=("deep",),
+                train_rank=2, train_seeds=2, train_width=16, lrs=(1.0, 4.0), train_steps=20,
+                n_save=5)
 
 
 def test_cli_settings_parse():
@@ -19,12 +22,16 @@ def test_cli_settings_parse():
     assert cfg.rank == (1, 2, 4, 8) and cfg.d == (8, 32)
     with pytest.raises(ValueError, match="rank"):
         E.run(dataclasses.replace(TINY, rank=(0, 1)))
-    with pytest.raises(ValueError, match="datasets"):
-        E.run(dataclasses.replace(TINY, datasets=("mnist",)))
+    with pytest.raises(ValueError, match="archs"):
+        E.run(dataclasses.replace(TINY, archs=("resnet",)))
+    assert E.with_preset(E.Config(preset="full")).seeds == E.FULL["seeds"]
+    assert E.with_preset(E.Config(preset="full", seeds=3)).seeds == 3
 
 
-def test_width_is_superlinear():
+def test_width_laws():
     assert [E.width_for(d, 1.5) for d in (4, 8, 16, 64)] == [8, 23, 64, 512]
+    assert [E.width_for(d, 1.0) for d in (4, 8)] == [4, 8]
+    assert (E.width_tag(1.0), E.width_tag(1.5)) == ("m_d1", "m_d1_5")
 
 
 def test_digits_binary_split():
@@ -45,37 +52,41 @@ def test_digits_binary_split():
 
 def test_run_tiny_summary_dataset_and_figures(tmp_path):
     res = E.run(TINY)
-    s = res.summary
-    for key in ("rel_error_spectral_by_rank", "rel_error_function_by_rank",
-                "final_test_acc_spectral", "final_test_acc_function", "final_test_acc_full"):
-        assert key in s
-    # keyed by rank at the largest d (ranks <= d only)
-    assert set(s["rel_error_spectral_by_rank"]) == {"1", "2", "4"}
-    for r, es in s["rel_error_spectral_by_rank"].items():
-        ef = s["rel_error_function_by_rank"][r]
-        assert 0.0 <= ef <= 1.0 and 0.0 <= es <= 1.0
-    # population errors (closed form): function-space never above spectral. The relative error
-    # is sqrt(E|relu(W0 x) - relu(W x)|^2 / E|relu(W0 x)|^2), its numerator a difference of
-    # O(1) closed-form terms: in float32 (this run) it resolves ~sqrt(eps) = 3.5e-4 and an
-    # exact fit reads as up to ~1e-3 (asserted below); 1.6e-4 seen at r = d = 4 on one CPU
-    pop = res.dataset["rel_error_population"]
-    diff = (pop.sel(scheme="function") - pop.sel(scheme="spectral")).values
-    assert np.all(diff[np.isfinite(diff)] <= 1e-3)
-    # full rank (r = d = 4) is exact for every scheme
-    full = pop.sel(d=4, rank=4).values
-    assert np.all(np.abs(full) < 1e-3)
-    for init in ("full", "spectral", "function"):
-        assert 0.0 <= s[f"final_test_acc_{init}"] <= 1.0
-        assert s[f"status_{init}"] == "completed"
-    assert "function_minus_reference_max" in s
-    assert res.dataset.sizes["seed"] == 2 and 0 <= s["seeds_function_lower_loss_mid"] <= 2
+    s, ds = res.summary, res.dataset
+    for tag in ("m_d1", "m_d1_5"):
+        # keyed by rank r < d at the largest d; [mean, min, max] over seeds
+        assert set(s[f"approx_gap_by_rank_{tag}"]) == {"1", "2", "4"}
+        for r, (mean, lo, hi) in s[f"approx_gap_by_rank_{tag}"].items():
+            assert lo <= mean <= hi and s[f"approx_rel_error_function_by_rank_{tag}"][r][0] <= 1
+        for claim in ("falls_with_rank", "grows_with_d"):
+            assert s[f"verdict_approx_gap_{claim}_{tag}"]["verdict"] in stats.TREND_VERDICTS
+    # closed-form errors in float64: function-space never above spectral (1e-9: rounding of
+    # a sqrt of a difference of O(1) terms), every method exact at full rank r = d = 4
+    err = ds["rel_error"]
+    diff = (err.sel(scheme="function") - err.sel(scheme="spectral")).values
+    assert np.all(diff[np.isfinite(diff)] <= 1e-9)
+    assert np.all(np.abs(err.sel(d=4, rank=4).drop_sel(scheme="reference").values) < 1e-6)
+    # the grid ran only at d <= 4; from its coarse 5-point grid the 200-step polish lands
+    # within 1e-6 of the practical algorithm or below (2e-8 above it seen: Adam not yet
+    # converged); the certificate itself is tested in test_lowrank_grid.py
+    assert np.isnan(err.sel(scheme="grid", d=8).values).all()
+    best = err.sel(scheme="grid", d=4).values
+    assert np.all(best[np.isfinite(best)] <= err.sel(scheme="function", d=4).values[
+        np.isfinite(best)] + 1e-6)
+    assert s["approx_function_minus_best_max"] >= -1e-9
+    for arch in TINY.archs:
+        for init in ("full", "spectral", "function"):
+            assert s[f"lr_{init}_{arch}_digits"] in TINY.lrs
+            assert 0.0 <= s[f"final_test_accuracy_{init}_{arch}_digits"][0] <= 1.0
+        assert "verdict_function_vs_spectral_loss_" + arch + "_digits" in s
+    assert ds.sizes["seed"] == 2 and ds["step"].values[0] == 0 and ds["step"].values[-1] == 20
     # the dataset survives a round trip to disk, and figures are drawn from it alone
     io.write_results(tmp_path, config={"experiment": "lowrank_init",
                                        "settings": dataclasses.asdict(TINY)},
-                     summary=s, dataset=res.dataset)
-    _, _, ds = io.read_results(tmp_path)
-    figs = E.figures(ds, TINY)
-    assert set(figs) == {"error_vs_rank", "error_vs_d", "train_loss", "test_accuracy"}
+                     summary=s, dataset=ds)
+    _, _, back = io.read_results(tmp_path)
+    figs = E.figures(back, TINY)
+    assert set(figs) == {"approximation", "training_digits"}
     import matplotlib.pyplot as plt
 
     for f in figs.values():

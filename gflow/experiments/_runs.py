@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["observables_dataset", "runs_dataset"]
+__all__ = ["lr_grid", "observables_dataset", "runs_dataset"]
 
 
 def _pad(x, shape) -> np.ndarray:
@@ -65,3 +65,23 @@ def observables_dataset(result, *, prefix: str | None = None, shared=()):
         return ds
     ds = ds.rename({dim: f"{prefix}_{dim}" for dim in ds.dims if dim not in shared})
     return ds.rename({v: f"{prefix}_{v}" for v in ds.data_vars})
+
+
+def lr_grid(runs: dict, data, lrs, steps, *, observe=("loss",), loss: str = "logistic",
+            progress: bool = False) -> dict:
+    """Each ``(net, params0)`` of ``runs`` trained by GD at every learning rate of ``lrs``,
+    saved at the same GD ``steps`` (time ``step * lr``), not raising on divergence:
+    ``{observable: (len(runs), len(lrs), len(steps)) array}`` in the order of ``runs``, NaN
+    after a run diverged."""
+    import gflow
+
+    steps = np.asarray(steps, float)
+    out = {v: np.full((len(runs), len(lrs), steps.size), np.nan) for v in observe}
+    for c, (net, p0) in enumerate(runs.values()):
+        for e, lr in enumerate(lrs):
+            tr = gflow.simulate(net, p0, data, loss=loss, dynamics=gflow.GD(lr=lr),
+                                t1=float(steps[-1]) * lr, save=steps * lr, observe=observe,
+                                throw=False, progress=progress)
+            for v in observe:
+                out[v][c, e, :len(tr.times)] = np.asarray(tr[v])
+    return out

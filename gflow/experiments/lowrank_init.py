@@ -1,48 +1,59 @@
 """Low-rank layers: spectral vs function-space initialization (Vodrahalli et al., arXiv 2202.00834).
 
 Vodrahalli, Shivanna, Sathiamoorthy, Jain, Chi, "Nonlinear Initialization Methods for
-Low-Rank Neural Networks", arXiv 2202.00834 (2022).
+Low-Rank Neural Networks", arXiv 2202.00834 (2022). The paper's claim: the function-space
+error of the spectral init (truncated SVD) exceeds that of the best rank-r ReLU layer by a gap
+that grows as the rank r falls, and as the input dimension d grows when the width m is
+super-linear in d.
 
-Part 1, approximation: for each input dimension ``d`` in ``cfg.d`` a full-rank Gaussian
-``W0`` (m, d) with width ``m = ceil(d ** width_power)`` (super-linear in d), and each rank
-``r`` in ``cfg.rank`` (``r < d``), the relative layer-function error
-``sqrt(E|relu(W0 x) - relu(U V^T x)|^2 / E|relu(W0 x)|^2)`` on ``n_fresh`` fresh Gaussian
-inputs, for the spectral init (truncated SVD), the function-space init (practical
-algorithm of :mod:`gflow.lowrank`), its first stage alone (SVD subspace, rows rescaled) and,
-for ``d <= ref_max_d``, the reference solver (Adam on the closed-form error from the
-spectral start and random starts).
+Part 1, approximation: for each width law ``m = ceil(d ** p)`` (``p`` in ``width_powers``:
+1 is width linear in d, 1.5 super-linear), each d and ``seeds`` Gaussian ``W0`` (m, d), the
+relative layer error ``sqrt(E|relu(W0 x) - relu(U V^T x)|^2 / E|relu(W0 x)|^2)`` (closed
+form, Gaussian inputs, float64) of every method at every rank r <= min(m, d): spectral;
+``function`` (gflow's practical algorithm, :func:`gflow.lowrank.function_space`; the paper's
+own algorithms are not reproduced); ``function_svd_subspace`` (its first stage alone);
+``reference`` (Adam from the spectral, function-space and random starts, d <= ref_max_d);
+``grid`` (the certified grid search of :mod:`gflow.lowrank_grid`, polished, d <= grid_max_d).
+The gap ``spectral - function`` is fitted as a power law of r (largest d) and of d (smallest
+r) with bootstrap intervals over seeds; each direction of the claim gets a verdict.
 
-Part 2, training: one full-rank Gaussian init of a two-layer ReLU net (NTK scaling, no bias,
-outer weights ``a = +-1``) is trained by GD with the logistic loss, and so is the rank
-``train_rank`` net ``f(x) = m^-1/2 sum_j a_j relu((U V^T x)_j)`` from each init of that same
-``W0`` (``U``, ``V`` and ``a`` all trained; same ``a``, same data, same steps), on teacher
-data (sign labels, inputs on the sphere) and on scikit-learn's digits (digit < 5 vs >= 5,
-:func:`gflow.datasets.digits`).
+Part 2, training: on scikit-learn's digits (digit < 5 vs >= 5, :func:`gflow.datasets.digits`), a
+two-layer ReLU net (``two_layer``, width m) and a deeper one (``deep``, widths (m, m)), NTK
+scaling, logistic loss, GD: the full-rank net from a Gaussian init, and the rank
+``train_rank`` nets (every hidden weight ``U V^T``) from its spectral and function-space
+factorizations (same ``W0``, same ``a``), each at every learning rate of ``lrs`` for
+``train_steps`` steps and ``train_seeds`` seeds. Each init keeps the learning rate with the
+lowest median final training loss; curves are compared at equal step counts.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gflow
-from gflow import lowrank
+from gflow import lowrank, lowrank_grid, stats
 from gflow.datasets import digits
+from gflow.lowrank_mlp import LowRankMLP, factorize_mlp
 
 from . import Result, Settings, setting
+from ._runs import lr_grid
 
-METHODS = ("spectral", "function", "function_svd_subspace", "reference")
+METHODS = ("spectral", "function", "function_svd_subspace", "reference", "grid")
 INITS = ("full", "spectral", "function")
-DATASETS = ("teacher", "digits")
-OBSERVE = ("loss", "accuracy", "test_loss", "test_accuracy")
-
+ARCHS = ("two_layer", "deep")
+OBSERVE = ("loss", "test_loss", "test_accuracy")
+CITE = "Vodrahalli et al., arXiv 2202.00834"
+#: the settings of ``preset=full`` (wherever a setting is left at its default)
+FULL = dict(d=(4, 8, 16, 32, 64, 128), seeds=10, train_seeds=10, train_steps=3000,
+            lrs=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0), train_width=256, n_save=30)
 
 #: measured wall time of ``gflow run lowrank_init`` with the defaults
-RUN_TIME = 'about 55 s of CPU time on 2 CPU cores (135 s wall with the cores shared, load 9)'
+RUN_TIME = "55 s on 2 CPU cores (60 s wall with imports, load 1.5)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,231 +61,233 @@ class Config(Settings):
     """Settings of the low-rank approximation and training study.
 
     Attributes:
-        seed: seed of W0, the inputs, the data splits and the inits.
-        rank: ranks r of the approximation (each r < d is run).
+        seed: seed of the W0 draws, the data splits and the inits.
+        preset: ``full`` takes the settings of ``FULL`` wherever they are at the default.
+        rank: ranks r of the approximation (each r <= min(m, d) is run).
         d: input dimensions of the approximation part.
-        width_power: the width m = ceil(d ** width_power) of W0 (m, d).
-        n_fresh: fresh Gaussian inputs on which the layer-function error is measured.
+        width_powers: width laws m = ceil(d ** p) of W0 (1: linear in d; > 1: super-linear).
+        seeds: Gaussian W0 per (width law, d).
         iters: iterations of the function-space init's second stage.
         ref_max_d: largest d at which the reference solver runs.
-        ref_starts: random starts of the reference solver (besides the spectral one).
-        ref_steps: Adam steps of the reference solver per start.
-        datasets: data of the training part (``teacher``: synthetic; ``digits``:
-            scikit-learn's digits, digit < 5 vs >= 5).
-        train_rank: rank of the low-rank nets trained.
-        train_seeds: seeds (inits) of the training part.
-        train_width: neurons m of the trained nets.
-        synth_n: training points of the teacher data.
-        synth_d: input dimension of the teacher data.
-        synth_teacher_width: neurons of the teacher.
-        test_fraction: share of each dataset held out for testing.
-        lr: GD's learning rate.
-        t1: end time of training (t = step x lr).
-        n_save: log-spaced save points of the training curves.
+        ref_starts: random starts of the reference solver (besides spectral, function).
+        ref_steps: Adam steps of the reference solver per start (and of the grid's polish).
+        grid_max_d: largest d at which the certified grid search runs.
+        grid_points: grid points per chart entry of the grid search.
+        archs: nets trained (``two_layer``: width m; ``deep``: widths (m, m)).
+        train_rank: rank of every hidden weight of the low-rank nets trained.
+        train_width: m of the trained nets.
+        train_seeds: seeds (inits, paired across the three inits) of the training part.
+        lrs: learning rates tried per init (the lowest median final loss is kept).
+        train_steps: GD steps of every run.
+        n_save: log-spaced saved steps of the training curves.
+        test_fraction: share of the digits held out for testing.
     """
 
     seed: int = 0
+    preset: str = setting("default", choices=("default", "full"))
     rank: tuple[int, ...] = setting((1, 2, 4, 8), ge=1)
-    d: tuple[int, ...] = setting((8, 16, 32, 64), ge=1)
-    width_power: float = 1.5
-    n_fresh: int = 20000
-    iters: int = 10
-    ref_max_d: int = 8
-    ref_starts: int = 2
-    ref_steps: int = 1000
-    datasets: tuple[str, ...] = setting(("teacher", "digits"), choices=DATASETS)
-    train_rank: int = setting(4, ge=1, le=("synth_d", "train_width", 64),
+    d: tuple[int, ...] = setting((4, 8, 16, 32, 64), ge=1)
+    width_powers: tuple[float, ...] = setting((1.0, 1.5), ge=1.0)
+    seeds: int = setting(5, ge=2)
+    iters: int = setting(10, ge=0)
+    ref_max_d: int = 4
+    ref_starts: int = setting(2, ge=0)
+    ref_steps: int = setting(1000, ge=1)
+    grid_max_d: int = setting(4, le=5, why="the grid's size grows as points^(r (d - r))")
+    grid_points: int = setting(11, ge=2)
+    archs: tuple[str, ...] = setting(ARCHS, choices=ARCHS)
+    train_rank: int = setting(4, ge=1, le=("train_width", 64),
                               why="the digits have 64 features")
-    train_seeds: int = setting(3, ge=1)
-    train_width: int = 256
-    synth_n: int = 400
-    synth_d: int = 32
-    synth_teacher_width: int = 4
+    train_width: int = 128
+    train_seeds: int = setting(5, ge=2)
+    lrs: tuple[float, ...] = setting((1.0, 4.0, 16.0), gt=0)
+    train_steps: int = setting(400, ge=2)
+    n_save: int = setting(16, ge=2)
     test_fraction: float = setting(0.3, gt=0, lt=1)
-    lr: float = 1.0
-    t1: float = 1000.0
-    n_save: int = 30
+
+
+def with_preset(cfg: Config) -> Config:
+    """``cfg`` with the :data:`FULL` values wherever a setting is at its default (``full``)."""
+    base = Config()
+    return cfg if cfg.preset != "full" else dataclasses.replace(
+        cfg, **{k: v for k, v in FULL.items() if getattr(cfg, k) == getattr(base, k)})
 
 
 def width_for(d: int, power: float) -> int:
-    """Width super-linear in d: ``ceil(d ** power)``."""
+    """Width of W0: ``ceil(d ** power)``."""
     return int(math.ceil(d**power - 1e-9))
 
 
-def _approximation(cfg: Config, key):
-    """Relative errors (fresh-sample and population) over (scheme, d, rank)."""
-    err = np.full((len(METHODS), len(cfg.d), len(cfg.rank)), np.nan)
-    pop = np.full_like(err, np.nan)
-    for i, d in enumerate(cfg.d):
-        m = width_for(d, cfg.width_power)
-        kw, kx, kr = jax.random.split(jax.random.fold_in(key, d), 3)
-        W0 = jax.random.normal(kw, (m, d), dtype=jnp.result_type(float))
-        X = jax.random.normal(kx, (cfg.n_fresh, d), dtype=W0.dtype)
-        for j, r in ((j, r) for j, r in enumerate(cfg.rank) if r <= min(m, d)):
-            fac = {"spectral": lowrank.spectral(W0, r),
-                   "function": lowrank.function_space(W0, r, iters=cfg.iters),
-                   "function_svd_subspace": lowrank.function_space(W0, r, iters=0)}
-            if d <= cfg.ref_max_d:
-                fac["reference"] = lowrank.reference(
-                    W0, r, jax.random.fold_in(kr, r), starts=[fac["spectral"]],
-                    n_random=cfg.ref_starts, steps=cfg.ref_steps)
-            for k, (U, V) in ((METHODS.index(meth), f) for meth, f in fac.items()):
-                err[k, i, j] = float(lowrank.relative_error(W0, U @ V.T, X))
-                pop[k, i, j] = float(lowrank.relative_error(W0, U @ V.T))
-    return err, pop
+def width_tag(power: float) -> str:
+    """Summary-key tag of a width law: ``m_d1`` (m = d), ``m_d1_5`` (m = d^1.5), ..."""
+    return "m_d" + f"{power:g}".replace(".", "_")
+
+
+def _approximation(cfg: Config, key) -> np.ndarray:
+    """Relative population errors over (width law, method, d, rank, seed), float64."""
+    err = np.full((len(cfg.width_powers), len(METHODS), len(cfg.d), len(cfg.rank), cfg.seeds),
+                  np.nan)
+    with jax.enable_x64(True):
+        for (p, power), (i, d), s in itertools.product(enumerate(cfg.width_powers),
+                                                       enumerate(cfg.d), range(cfg.seeds)):
+            k = jax.random.fold_in(jax.random.fold_in(jax.random.fold_in(key, p), d), s)
+            m = width_for(d, power)
+            W0 = jax.random.normal(k, (m, d), dtype=np.float64)
+            for j, r in ((j, r) for j, r in enumerate(cfg.rank) if r <= min(m, d)):
+                fac = lowrank_grid.all_methods(
+                    W0, r, jax.random.fold_in(k, r), iters=cfg.iters, ref_max_d=cfg.ref_max_d,
+                    ref_starts=cfg.ref_starts, ref_steps=cfg.ref_steps,
+                    grid_max_d=cfg.grid_max_d, grid_points=cfg.grid_points)
+                for meth, (U, V) in fac.items():
+                    err[p, METHODS.index(meth), i, j, s] = float(
+                        lowrank.relative_error(W0, U @ V.T))
+    return err
+
+
+def _spread(v) -> list[float]:
+    return [float(np.mean(v)), float(np.min(v)), float(np.max(v))]
+
+
+def _approx_summary(cfg: Config, err) -> dict:
+    M = {meth: k for k, meth in enumerate(METHODS)}
+    i_d, j_r, D, R = int(np.argmax(cfg.d)), int(np.argmin(cfg.rank)), max(cfg.d), min(cfg.rank)
+    out = {"approx_seeds": cfg.seeds, "approx_d_for_by_rank": D, "approx_rank_for_by_d": R}
+    ranks = [j for j, r in enumerate(cfg.rank) if r < D]
+    dims = [i for i, d in enumerate(cfg.d) if R < d]
+    for p, power in enumerate(cfg.width_powers):
+        tag, e = width_tag(power), err[p]
+        gap = e[M["spectral"]] - e[M["function"]]  # (d, rank, seed)
+        out[f"approx_width_{tag}"] = {str(d): width_for(d, power) for d in cfg.d}
+        out |= {f"approx_rel_error_{meth}_by_rank_{tag}": {
+            str(cfg.rank[j]): _spread(e[M[meth], i_d, j]) for j in ranks}
+            for meth in ("spectral", "function")}
+        out[f"approx_gap_by_rank_{tag}"] = {str(cfg.rank[j]): _spread(gap[i_d, j]) for j in ranks}
+        out[f"approx_gap_by_d_{tag}"] = {str(cfg.d[i]): _spread(gap[i, j_r]) for i in dims}
+        out |= stats.trend_keys(f"approx_gap_falls_with_rank_{tag}",
+                                [cfg.rank[j] for j in ranks], gap[i_d, ranks], -1)
+        out |= stats.trend_keys(f"approx_gap_grows_with_d_{tag}", [cfg.d[i] for i in dims],
+                                gap[dims, j_r], +1)
+    best = np.fmin(err[:, M["reference"]], err[:, M["grid"]])  # where a strong solver ran
+    for meth in ("spectral", "function", "function_svd_subspace"):
+        out[f"approx_{meth}_minus_best_max"] = float(np.nanmax(err[:, M[meth]] - best)) \
+            if np.isfinite(best).any() else float("nan")
+    out["approx_svd_subspace_minus_function_max"] = float(np.nanmax(
+        err[:, M["function_svd_subspace"]] - err[:, M["function"]]))
+    return out
+
+
+def _nets(cfg: Config, arch: str):
+    m, r, kw = cfg.train_width, cfg.train_rank, {"function": {"iters": cfg.iters}}
+    full, low, fac = ((gflow.TwoLayer(m), gflow.LowRankTwoLayer(m, r), lowrank.factorize)
+                      if arch == "two_layer" else (gflow.MLP((m, m)), LowRankMLP((m, m), r),
+                                                   factorize_mlp))
+    return full, low, lambda p, meth: fac(p, r, meth, **kw.get(meth, {}))
 
 
 def _train(cfg: Config, key, progress: bool):
-    k_syn, k_dig, k_init = jax.random.split(key, 3)
-    m, r = cfg.train_width, cfg.train_rank
-    full_net = gflow.TwoLayer(m, "relu", scaling="ntk", bias=False, train_outer=True)
-    low_net = gflow.LowRankTwoLayer(m, r, "relu", scaling="ntk", bias=False, train_outer=True)
-    ts = gflow.LogTimes(cfg.n_save, t_min=cfg.lr).resolve(cfg.t1)
-    ts = np.unique(np.round(ts / cfg.lr)) * cfg.lr
-    trajs, extra = {}, {}
-    for name in cfg.datasets:
-        data = digits(k_dig, test_fraction=cfg.test_fraction) if name == "digits" else \
-            gflow.data.teacher(k_syn, cfg.synth_n, cfg.synth_d, cfg.synth_teacher_width,
-                               labels="sign")
-        for seed in range(cfg.train_seeds):
-            k = jax.random.fold_in(jax.random.fold_in(k_init, data.d), seed)
-            p_full = gflow.init.gaussian(k, full_net, data.d)
-            runs = {"full": (full_net, p_full),
-                    "spectral": (low_net, lowrank.factorize(p_full, r, "spectral")),
-                    "function": (low_net, lowrank.factorize(p_full, r, "function",
-                                                            iters=cfg.iters))}
-            f_full = full_net.apply(p_full, data.X_test)
-            for meth in ("spectral", "function"):
-                f = low_net.apply(runs[meth][1], data.X_test)
-                # layer error on this data's test inputs (not Gaussian inputs)
-                for key_, v in ((f"init_output_rel_diff_{meth}_{name}",
-                                 jnp.linalg.norm(f - f_full) / jnp.linalg.norm(f_full)),
-                                (f"rel_error_data_{meth}_{name}", lowrank.relative_error(
-                                    p_full.W, low_net.weight(runs[meth][1]), data.X_test))):
-                    extra[key_] = extra.get(key_, 0.0) + float(v) / cfg.train_seeds
-            for init, (net, p0) in runs.items():
-                trajs[(name, init, seed)] = gflow.simulate(
-                    net, p0, data, loss="logistic", dynamics=gflow.GD(lr=cfg.lr), t1=cfg.t1,
-                    save=ts, observe=OBSERVE, progress=progress)
-    return trajs, extra
+    """Observables over (arch, init, lr, seed, step) on the digits, NaN after a divergence."""
+    k_dig, k_init = jax.random.split(key)
+    steps = np.concatenate([[0.0], np.unique(np.round(np.geomspace(1, cfg.train_steps,
+                                                                    cfg.n_save - 1)))])
+    shape = (len(cfg.archs), len(INITS), len(cfg.lrs), cfg.train_seeds, steps.size)
+    out = {v: np.full(shape, np.nan) for v in OBSERVE}
+    data = digits(k_dig, test_fraction=cfg.test_fraction)
+    for (b, arch), s in itertools.product(enumerate(cfg.archs), range(cfg.train_seeds)):
+        full, low, fac = _nets(cfg, arch)
+        p_full = gflow.init.gaussian(jax.random.fold_in(k_init, s), full, data.d)
+        runs = {"full": (full, p_full)} | {m: (low, fac(p_full, m)) for m in INITS[1:]}
+        res = lr_grid(runs, data, cfg.lrs, steps, observe=OBSERVE, progress=progress)
+        for v in OBSERVE:
+            out[v][b, :, :, s] = res[v]
+    return out, steps
 
 
-def _stack(trajs):
-    """Observables over (data, init, seed, time), without parameters (shapes differ)."""
-    import xarray as xr
-
-    names = list(dict.fromkeys(key[0] for key in trajs))
-    return xr.concat([gflow.trajectory.combine(
-        {key[1:]: tr.without_params() for key, tr in trajs.items() if key[0] == name},
-        ("init", "seed")) for name in names], dim="data", join="outer").assign_coords(data=names)
+def tuned_lrs(ds) -> dict:
+    """Per init, the learning rate with the lowest median (over seeds) final training loss
+    (a diverged run counts as infinite); ``ds`` has dims (init, lr, seed, step)."""
+    final = ds["loss"].isel(step=-1).fillna(np.inf).median("seed")
+    return {str(i): float(final.sel(init=i).idxmin("lr")) for i in ds["init"].values}
 
 
-def _training_summary(cfg: Config, trajs) -> dict:
-    # an intermediate time: the saved time closest to sqrt(lr * t1) (log-midpoint)
-    times = next(iter(trajs.values())).times
-    i_mid = int(np.argmin(np.abs(np.log(np.maximum(times, 1e-300)) - 0.5 * math.log(
-        cfg.lr * cfg.t1))))
-    out = {"train_rank": cfg.train_rank, "t_mid": float(times[i_mid]),
-           "train_seeds": cfg.train_seeds}
-    for name in cfg.datasets:
-        # the headline keys (no suffix) are for digits, or the last data set trained on;
-        # values are means over the training seeds (independent full-rank inits W0, a)
-        sfx = "" if name == cfg.datasets[-1] else f"_{name}"
-        acc, mid = {}, {}
-        for init in INITS:
-            runs = [trajs[(name, init, seed)] for seed in range(cfg.train_seeds)]
-            acc[init] = np.array([float(tr["test_accuracy"][-1]) for tr in runs])
-            mid[init] = np.array([float(tr["loss"][i_mid]) for tr in runs])
-            bad = [tr.status for tr in runs if tr.status != "completed"]
-            out |= {f"final_test_acc_{init}{sfx}": float(acc[init].mean()),
-                    f"final_test_acc_{init}{sfx}_std": float(acc[init].std()),
-                    f"final_loss_{init}{sfx}": float(np.mean([tr["loss"][-1] for tr in runs])),
-                    f"loss_mid_{init}{sfx}": float(mid[init].mean()),
-                    f"status_{init}{sfx}": bad[0] if bad else "completed"}
-        # per seed: how often the function-space init is ahead of the spectral one
-        fn, sp = "function", "spectral"
-        out[f"seeds_function_lower_loss_mid{sfx}"] = int(np.sum(mid[fn] < mid[sp]))
-        out[f"seeds_function_higher_test_acc{sfx}"] = int(np.sum(acc[fn] > acc[sp]))
+def _train_summary(cfg: Config, ds) -> dict:
+    out = {"train_rank": cfg.train_rank, "train_seeds": cfg.train_seeds,
+           "train_steps": cfg.train_steps}
+    steps = ds["step"].values[1:]
+    for arch in cfg.archs:
+        sfx, sel = f"{arch}_digits", ds.sel(arch=arch)
+        best = tuned_lrs(sel)
+        tuned = {init: sel.sel(init=init, lr=lr) for init, lr in best.items()}
+        for init, run in tuned.items():
+            out[f"lr_{init}_{sfx}"] = best[init]  # at the grid's edge: the tuning is censored
+            out[f"lr_{init}_{sfx}_at_grid_edge"] = best[init] in (min(cfg.lrs), max(cfg.lrs))
+            out |= {f"final_{v}_{init}_{sfx}": _spread(run[v].isel(step=-1)) for v in OBSERVE}
+        for v in ("loss", "test_loss"):
+            lead = stats.paired_lead(tuned["function"][v].values[:, 1:],
+                                     tuned["spectral"][v].values[:, 1:])
+            out[f"function_ahead_{v}_steps_{sfx}"] = [int(t) for t in steps[lead["ahead"]]]
+            out[f"function_behind_{v}_steps_{sfx}"] = [int(t) for t in steps[lead["behind"]]]
+            out[f"function_lead_{v}_lasts_until_step_{sfx}"] = (
+                int(steps[lead["lead_until"]]) if lead["lead_until"] >= 0 else 0)
+            out[f"verdict_function_vs_spectral_{v}_{sfx}"] = stats.lead_text(
+                lead, steps, what="function-space (A) ahead of spectral (B)")
     return out
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
     import xarray as xr
 
+    cfg = with_preset(cfg)
     k_approx, k_train = jax.random.split(jax.random.key(cfg.seed))
-    err, pop = _approximation(cfg, k_approx)
-    trajs, extra = _train(cfg, k_train, progress)
-    widths, dims = [width_for(d, cfg.width_power) for d in cfg.d], ("scheme", "d", "rank")
-    ds = xr.merge([xr.Dataset({"rel_error": (dims, err), "rel_error_population": (dims, pop),
-                               "width": (("d",), np.asarray(widths))}, coords={
-        "scheme": list(METHODS), "d": list(cfg.d), "rank": list(cfg.rank)}), _stack(trajs)])
-
-    i_d, j_r = int(np.argmax(cfg.d)), int(np.argmin(cfg.rank))
-    k = {meth: METHODS.index(meth) for meth in METHODS}
-    by_rank = {meth: {str(r): float(err[k[meth], i_d, j]) for j, r in enumerate(cfg.rank)
-                      if np.isfinite(err[k[meth], i_d, j])} for meth in METHODS[:3]}
-    by_d = {meth: {str(d): float(err[k[meth], i, j_r]) for i, d in enumerate(cfg.d)
-                   if np.isfinite(err[k[meth], i, j_r])} for meth in METHODS[:2]}
-    summary = {"d_for_by_rank": int(cfg.d[i_d]), "width_for_by_rank": int(widths[i_d])}
-    summary |= {f"rel_error_{meth}_by_rank": v for meth, v in by_rank.items()}
-    summary |= {"rank_for_by_d": int(cfg.rank[j_r])}
-    summary |= {f"rel_error_{meth}_by_d": v for meth, v in by_d.items()}
-    summary["gap_by_rank"] = {r: by_rank["spectral"][r] - v for r, v in by_rank["function"].items()}
-    summary["gap_by_d"] = {d: by_d["spectral"][d] - v for d, v in by_d["function"].items()}
-    ref = np.isfinite(pop[k["reference"]])
-    if ref.any():
-        # practical algorithm minus reference solver, in relative population error (> 0: the
-        # reference found a better rank-r layer); full rank (error ~ 0) included
-        for meth in ("function", "spectral"):
-            summary[f"{meth}_minus_reference_max"] = float(
-                np.max(pop[k[meth]][ref] - pop[k["reference"]][ref]))
-    summary |= _training_summary(cfg, trajs) | extra
-    return Result(summary=summary, dataset=ds)
+    err = _approximation(cfg, k_approx)
+    obs, steps = _train(cfg, k_train, progress)
+    widths = [[width_for(d, p) for d in cfg.d] for p in cfg.width_powers]
+    tdims = ("arch", "init", "lr", "seed", "step")
+    ds = xr.Dataset(
+        {"rel_error": (("width_power", "scheme", "d", "rank", "approx_seed"), err),
+         "width": (("width_power", "d"), np.asarray(widths))}
+        | {v: (tdims, obs[v]) for v in OBSERVE},
+        coords={"width_power": list(cfg.width_powers), "scheme": list(METHODS), "d": list(cfg.d),
+                "rank": list(cfg.rank), "arch": list(cfg.archs),
+                "init": list(INITS), "lr": list(cfg.lrs), "step": steps})
+    return Result(summary=_approx_summary(cfg, err) | _train_summary(cfg, ds), dataset=ds)
 
 
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import caption, curves, panels, style
+    from gflow.plot import bands, caption, panels, style
 
-    cite, figs = "Vodrahalli et al., arXiv 2202.00834", {}
-
-    # approximation error vs rank, one panel per d
-    dvals = list(ds["d"].values)
-    fig, axes = panels(len(dvals), size=(3.6, 3.6), sharey=True)
-    fmt = {"spectral": "o-", "function": "s-", "function_svd_subspace": "x:", "reference": "^--"}
-    for ax, d in zip(axes, dvals, strict=True):
-        for meth in ds["scheme"].values:
-            y = ds["rel_error"].sel(scheme=meth, d=d).values
-            if np.isfinite(y).any():
-                ax.plot(ds["rank"].values, y, fmt[str(meth)], label=str(meth))
-        style(ax, x="log2", xlabel="rank r", title=f"d = {d}, m = {int(ds['width'].sel(d=d))}",
-              legend=8 if ax is axes[0] else None)
-    axes[0].set_ylabel("relative layer error (fresh inputs)")
-    figs["error_vs_rank"] = caption(fig, title="ReLU layer approximation by rank-r weights: "
-                                    f"spectral vs function-space ({cite})")
-
-    # error and gap vs d, one line per rank
-    fig, (ax1, ax2) = panels(2, size=(5, 4))
-    for r in ds["rank"].values:
-        es, ef = (ds["rel_error"].sel(scheme=m, rank=r).values for m in ("spectral", "function"))
-        if not np.isfinite(es).any():
-            continue
-        line, = ax1.plot(dvals, es, "o-", label=f"spectral r={r}")
-        ax1.plot(dvals, ef, "s--", color=line.get_color(), label=f"function r={r}")
-        ax2.plot(dvals, es - ef, "o-", color=line.get_color(), label=f"r={r}")
-    xlabel = f"input dimension d (width m = ceil(d^{cfg.width_power:g}))"
-    style(ax1, x="log2", xlabel=xlabel, ylabel="relative layer error", legend=None)
-    ax1.legend(fontsize=7, ncol=2)
-    style(ax2, x="log2", xlabel=xlabel, ylabel="gap: spectral - function-space", legend=8)
-    figs["error_vs_d"] = caption(fig, title=f"Error vs input dimension ({cite})")
-
-    runs = ds[["loss", "test_accuracy"]].mean("seed")
-    setup = (f"mean over {ds.sizes['seed']} seeds; two-layer ReLU, NTK scaling, "
-             f"m={cfg.train_width}; rank {cfg.train_rank} "
-             f"(U, V, a trained) from spectral / function-space init vs the full-rank net from "
-             f"the same W0; GD lr={cfg.lr}, logistic loss. {cite}.")
-    figs["train_loss"] = curves(runs, "loss", panel="data", hue="init", ylabel="training loss",
-                                title="Low-rank training from each init vs full rank",
-                                caption=setup)
-    figs["test_accuracy"] = curves(runs, "test_accuracy", panel="data", hue="init", logy=False,
-                                   ylabel="test accuracy", title="Test accuracy", caption=setup)
+    fmt = {"spectral": "o-", "function": "s-", "function_svd_subspace": "x:",
+           "reference": "^--", "grid": "v--"}
+    wp, d_max = list(ds["width_power"].values), int(ds["d"].max())
+    fig, axes = panels(2 * len(wp), size=(4.0, 3.6))
+    for p, power in enumerate(wp):
+        tag, e = f"m = ceil(d^{power:g})", ds["rel_error"].sel(width_power=power)
+        bands(axes[p], ds["rank"].values, {str(m): e.sel(scheme=m, d=d_max).values.T
+                                           for m in ds["scheme"].values}, fmt=fmt)
+        style(axes[p], x="log2", xlabel="rank r", ylabel="relative layer error",
+              title=f"d = {d_max}, {tag}", legend=7)
+        gap = e.sel(scheme="spectral") - e.sel(scheme="function")
+        gap = gap.where(gap["d"] > gap["rank"]).transpose("rank", "approx_seed", "d")  # r < d
+        bands(axes[len(wp) + p], ds["d"].values, {f"r = {r}": gap.sel(rank=r).values
+                                                   for r in ds["rank"].values}, min_points=2)
+        style(axes[len(wp) + p], x="log2", y="log", xlabel="input dimension d",
+              ylabel="gap: spectral - function-space", title=tag, legend=7)
+    figs = {"approximation": caption(
+        fig, f"Closed-form Gaussian-input errors, median and range over "
+        f"{ds.sizes['approx_seed']} W0 per point. {CITE}.",
+        title="ReLU layer approximation by rank-r weights")}
+    fig, axes = panels(2, nrows=ds.sizes["arch"], size=(4.6, 3.6))
+    for i, arch in enumerate(ds["arch"].values):
+        sel = ds.sel(arch=arch)
+        for j, v in enumerate(("loss", "test_loss")):
+            ax = np.asarray(axes).reshape(-1, 2)[i, j]
+            bands(ax, ds["step"].values[1:], {f"{init} (lr {lr:g})": sel[v].sel(
+                init=init, lr=lr).values[:, 1:] for init, lr in tuned_lrs(sel).items()}, fmt="-")
+            style(ax, x="log", y="log", xlabel="GD step", ylabel=v.replace("_", " "),
+                  title=f"{arch}, digits", legend=7)
+    figs["training_digits"] = caption(
+        fig, f"Rank {cfg.train_rank} nets (every hidden weight U V^T) from spectral and "
+        f"function-space inits of the full-rank init, and the full-rank net; width "
+        f"{cfg.train_width}, NTK scaling, logistic loss, GD at the learning rate of "
+        f"{list(cfg.lrs)} with the lowest median final loss; median and range over "
+        f"{ds.sizes['seed']} seeds. {CITE}.", title="Training from each init (digits)")
     return figs

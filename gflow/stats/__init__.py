@@ -15,6 +15,9 @@ its target) per run; over several settings x (e.g. margins) it gives ``success``
 - :func:`all_succeed`: the smallest grid value at which every seed succeeded (no interval);
 - :func:`bound_verdict`: a measured law against an upper bound's exponent, in plain words
   (:func:`summary_keys`: a law's flat summary.json keys with it);
+- :func:`trend_verdict`: whether a fitted law grows or falls (:func:`trend_keys`: its
+  summary keys); :func:`paired_lead`: whether one method is ahead of another over paired
+  seeds, time by time, and for how long (:func:`lead_text`: in words);
 - :func:`draw`: points, intervals, censored points (own markers) and the fit on a matplotlib axis.
 
 The crossing is read off the isotonic (pool-adjacent-violators) fit of the success frequencies,
@@ -57,6 +60,11 @@ from .laws import threshold_law as threshold_law
 from .proportions import Proportions as Proportions
 from .proportions import proportion_interval as proportion_interval
 from .proportions import proportions as proportions
+from .trend import TREND_VERDICTS as TREND_VERDICTS
+from .trend import lead_text as lead_text
+from .trend import paired_lead as paired_lead
+from .trend import trend_keys as trend_keys
+from .trend import trend_verdict as trend_verdict
 from .verdict import VERDICTS as VERDICTS
 from .verdict import bound_verdict as bound_verdict
 from .verdict import summary_keys as summary_keys
