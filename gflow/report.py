@@ -145,8 +145,9 @@ def gather(out, runs) -> list[dict]:
         figs = sorted(p.name for p in d.glob("*.png")) if d.is_dir() else []
         nb = f"notebooks/{name}.py"
         for cid, text in mod.CLAIMS.items():
-            v = verdicts.get(cid) or {"verdict": "not run", "measured": "",
-                                      "why": summary.get("status") or "no results"}
+            status = summary.get("status") or "no results"
+            v = verdicts.get(cid) or {"verdict": "not run", "measured": "", "why": (
+                "not measured with these settings" if status == "completed" else status)}
             rows.append({"setting": name, "run": folder, "settings": sets, "claim_id": cid,
                          "claim": text, "cite": mod.CITE, **v, "figures": figs,
                          "results": f"runs/{folder}", "notebook": nb,

@@ -131,7 +131,7 @@ for arch in cfg.archs:
               f"{np.round(s[f'final_test_loss_{init}_{sfx}'], 4)}, test accuracy "
               f"{np.round(s[f'final_test_accuracy_{init}_{sfx}'], 3)}")
     for v in ("loss", "test_loss"):
-        print(f"  {v}: {s[f'verdict_function_vs_spectral_{v}_{sfx}']}; ahead at steps "
+        print(f"  {v}: {s[f'verdict_function_vs_spectral_{v}_{sfx}']['why']}; ahead at steps "
               f"{s[f'function_ahead_{v}_steps_{sfx}']}")
 
 # %% [markdown]
@@ -147,3 +147,13 @@ with tempfile.TemporaryDirectory() as tmp:  # figures are drawn from the dataset
     _, _, back = io.read_results(tmp)
     figs = E.figures(back, cfg)
 print(sorted(figs))
+
+# %% [markdown]
+# ## Verdicts per claim
+#
+# What the experiment's summary states for each of the paper's claims at this notebook's
+# sizes (`summary["claims"]`; `gflow report` gathers the same verdicts at the defaults):
+
+# %%
+for cid, v in s["claims"].items():
+    print(f"{cid}: {v['verdict']}\n    {v['why']}")

@@ -113,8 +113,10 @@ def test_modules_stay_small():
 
 #: an experiment module is a thin composition: settings, calls into library pieces, a
 #: summary and figures through shared scaffolds. Counted in lines of code: docstrings,
-#: comments and blank lines are not (documenting a setting never pushes a module over)
-EXPERIMENT_LINES = 200
+#: comments and blank lines are not (documenting a setting never pushes a module over).
+#: 215 = 200 for the study + about 15 for the declarations that gflow report reads (the
+#: paper's claims in words, the runs per report level, the verdict per claim)
+EXPERIMENT_LINES = 215
 #: experiments not yet within the limit, at most at these sizes (they may only shrink)
 OVER_LIMIT = {"low_rotation": 212}
 

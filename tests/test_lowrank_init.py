@@ -53,6 +53,10 @@ def test_digits_binary_split():
 def test_run_tiny_summary_dataset_and_figures(tmp_path):
     res = E.run(TINY)
     s, ds = res.summary, res.dataset
+    # TINY trains the deep net only: the two-layer training claim has no verdict
+    assert experiments.check_claims(E, s) == [
+        "claim 'function_init_trains_better_two_layer' has no verdict"]
+    assert s["claims"]["function_init_trains_better_deep"]["verdict"] in experiments.VERDICTS
     for tag in ("m_d1", "m_d1_5"):
         # keyed by rank r < d at the largest d; [mean, min, max] over seeds
         assert set(s[f"approx_gap_by_rank_{tag}"]) == {"1", "2", "4"}

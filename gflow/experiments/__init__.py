@@ -32,11 +32,12 @@ import typing
 from types import ModuleType
 from typing import Any
 
-from ._claims import VERDICTS, check_claims, claim, from_bound, from_law, tally
+from ._claims import VERDICTS, check_claims, claim, from_bound, from_keys, from_law, tally
 from ._config import Settings, check_config, coerce, experiment_name, from_text, setting
 
 __all__ = ["VERDICTS", "Result", "Settings", "check_claims", "check_config", "claim", "coerce",
-           "combine_points", "config_from_dict", "describe", "from_bound", "from_law", "get",
+           "combine_points", "config_from_dict", "describe", "from_bound", "from_keys", "from_law",
+           "get",
            "grid", "grid_from_dict", "listing", "names", "parse_sets", "setting", "setting_docs",
            "tally"]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-__all__ = ["VERDICTS", "check_claims", "claim", "from_bound", "from_law", "tally"]
+__all__ = ["VERDICTS", "check_claims", "claim", "from_bound", "from_keys", "from_law", "tally"]
 
 #: the verdicts a claim can get
 VERDICTS = ("holds", "does not hold", "inconclusive")
@@ -55,6 +55,14 @@ def from_law(summary: dict, tag: str, what: str) -> dict:
         out["why"] += (f"; counting only the successes within the time budget T: "
                        f"{within['verdict']} ({within['why']})")
     return out
+
+
+def from_keys(summary: dict, keys: dict[str, str], measured: dict | None = None) -> dict:
+    """Claims whose verdicts the summary already holds as ``{"verdict", "why"}`` dicts in the
+    claims' vocabulary (e.g. :func:`gflow.stats.trend_keys`, :func:`gflow.stats.lead_verdict`):
+    ``{claim id: claim(...)}`` for ``keys = {claim id: summary key}``, ``measured`` per id."""
+    return {cid: claim(summary[k]["verdict"], summary[k]["why"], (measured or {}).get(cid, ""))
+            for cid, k in keys.items()}
 
 
 def tally(outcomes: Sequence[str], *, holds: str, fails: str, what: str = "seeds") -> dict:

@@ -40,7 +40,7 @@ from gflow import lowrank, lowrank_grid, stats
 from gflow.datasets import digits
 from gflow.lowrank_mlp import LowRankMLP, factorize_mlp
 
-from . import Result, Settings, setting
+from . import Result, Settings, from_keys, setting
 from ._runs import lr_grid
 
 METHODS = ("spectral", "function", "function_svd_subspace", "reference", "grid")
@@ -48,6 +48,16 @@ INITS = ("full", "spectral", "function")
 ARCHS = ("two_layer", "deep")
 OBSERVE = ("loss", "test_loss", "test_accuracy")
 CITE = "Vodrahalli et al., arXiv 2202.00834"
+#: the claims this experiment judges (``gflow report``); training: test loss on the digits
+CLAIMS = {"gap_grows_as_rank_falls": "The ReLU layer-function error of spectral init exceeds the "
+          "best rank-r function approximation's by a gap that grows as the rank r falls.",
+          "gap_grows_with_d": "With width super-linear in d, that gap grows with the input "
+          "dimension d.", **{f"function_init_trains_better_{a}": "Function-space init trains "
+                             f"low-rank nets ({a}) better than spectral init." for a in ARCHS}}
+REPORT = {"smoke": [("", dict(rank=(1, 2, 4), d=(4, 8), seeds=2, ref_max_d=0, ref_steps=200,
+                              grid_points=5, train_rank=2, train_seeds=2, train_width=16,
+                              lrs=(1.0, 4.0), train_steps=20, n_save=5))],
+          "quick": [("", {})], "full": [("", {"preset": "full"})]}
 #: the settings of ``preset=full`` (wherever a setting is left at its default)
 FULL = dict(d=(4, 8, 16, 32, 64, 128), seeds=10, train_seeds=10, train_steps=3000,
             lrs=(0.5, 1.0, 2.0, 4.0, 8.0, 16.0), train_width=256, n_save=30)
@@ -228,7 +238,7 @@ def _train_summary(cfg: Config, ds) -> dict:
             out[f"function_behind_{v}_steps_{sfx}"] = [int(t) for t in steps[lead["behind"]]]
             out[f"function_lead_{v}_lasts_until_step_{sfx}"] = (
                 int(steps[lead["lead_until"]]) if lead["lead_until"] >= 0 else 0)
-            out[f"verdict_function_vs_spectral_{v}_{sfx}"] = stats.lead_text(
+            out[f"verdict_function_vs_spectral_{v}_{sfx}"] = stats.lead_verdict(
                 lead, steps, what="function-space (A) ahead of spectral (B)")
     return out
 
@@ -249,7 +259,13 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         coords={"width_power": list(cfg.width_powers), "scheme": list(METHODS), "d": list(cfg.d),
                 "rank": list(cfg.rank), "arch": list(cfg.archs),
                 "init": list(INITS), "lr": list(cfg.lrs), "step": steps})
-    return Result(summary=_approx_summary(cfg, err) | _train_summary(cfg, ds), dataset=ds)
+    s, tag = _approx_summary(cfg, err) | _train_summary(cfg, ds), width_tag(max(cfg.width_powers))
+    s["claims"] = from_keys(s, {
+        "gap_grows_as_rank_falls": f"verdict_approx_gap_falls_with_rank_{tag}",
+        "gap_grows_with_d": f"verdict_approx_gap_grows_with_d_{tag}"} | {
+        f"function_init_trains_better_{a}": f"verdict_function_vs_spectral_test_loss_{a}_digits"
+        for a in cfg.archs})
+    return Result(summary=s, dataset=ds)
 
 
 def figures(ds, cfg: Config) -> dict:

@@ -17,7 +17,8 @@ its target) per run; over several settings x (e.g. margins) it gives ``success``
   (:func:`summary_keys`: a law's flat summary.json keys with it);
 - :func:`trend_verdict`: whether a fitted law grows or falls (:func:`trend_keys`: its
   summary keys); :func:`paired_lead`: whether one method is ahead of another over paired
-  seeds, time by time, and for how long (:func:`lead_text`: in words);
+  seeds, time by time, and for how long (:func:`lead_text`: in words; :func:`lead_verdict`:
+  a verdict at the last time);
 - :func:`draw`: points, intervals, censored points (own markers) and the fit on a matplotlib axis.
 
 The crossing is read off the isotonic (pool-adjacent-violators) fit of the success frequencies,
@@ -62,6 +63,7 @@ from .proportions import proportion_interval as proportion_interval
 from .proportions import proportions as proportions
 from .trend import TREND_VERDICTS as TREND_VERDICTS
 from .trend import lead_text as lead_text
+from .trend import lead_verdict as lead_verdict
 from .trend import paired_lead as paired_lead
 from .trend import trend_keys as trend_keys
 from .trend import trend_verdict as trend_verdict

@@ -9,7 +9,8 @@ from .laws import PowerLaw
 from .proportions import proportion_interval
 from .verdict import bound_verdict
 
-__all__ = ["TREND_VERDICTS", "lead_text", "paired_lead", "trend_keys", "trend_verdict"]
+__all__ = ["TREND_VERDICTS", "lead_text", "lead_verdict", "paired_lead", "trend_keys",
+           "trend_verdict"]
 
 #: the possible verdicts of :func:`trend_verdict`
 TREND_VERDICTS = ("holds", "does not hold", "inconclusive")
@@ -79,6 +80,16 @@ def trend_keys(tag: str, x, values, sign: int) -> dict:
     law = power_law(x[ok], values[ok])
     return out | {f"{tag}_exponent": law.exponent, f"{tag}_exponent_ci": [law.lo, law.hi],
                   f"{tag}_flags": list(law.flags), f"verdict_{tag}": trend_verdict(law, sign)}
+
+
+def lead_verdict(lead: dict, times, *, what: str = "A ahead of B", unit: str = "step") -> dict:
+    """A claim "A does better than B" judged by a :func:`paired_lead` result at the last of
+    ``times``: ``"holds"`` if A is ahead there, ``"does not hold"`` if behind, else
+    ``"inconclusive"``; ``why`` is :func:`lead_text`."""
+    v = "holds" if lead["ahead"][-1] else "does not hold" if lead["behind"][-1] else \
+        "inconclusive"
+    return {"verdict": v, "why": f"at the last saved {unit}: {v}; " + lead_text(
+        lead, times, what=what, unit=unit)}
 
 
 def lead_text(lead: dict, times, *, what: str = "A ahead of B", unit: str = "step") -> str:
