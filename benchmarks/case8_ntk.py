@@ -43,7 +43,7 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
         res = {}
         for name, f in paths.items():
             g = jax.jit(f)
-            t = measure(lambda g=g: jax.block_until_ready(g(p, X)), repeats=3)
+            t = measure(lambda g=g, p=p, X=X: jax.block_until_ready(g(p, X)), repeats=3)
             res[name] = {"time": t.asdict(), "temp_mb": _temp_mb(f, p, X)}
         base = res["Jacobian Gram (jacrev)"]
         size = f"n={n}, m={m}"
