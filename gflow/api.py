@@ -23,6 +23,7 @@ from . import rotation as rotation
 from . import stats as stats
 from . import trajectory as trajectory
 from .adam_flow import AdamFlow as AdamFlow
+from .central_flow import CentralFlow as CentralFlow
 from .data import Dataset as Dataset
 from .discrete import GD as GD
 from .discrete import SGD as SGD
