@@ -24,6 +24,7 @@ from . import stats as stats
 from . import tangent as tangent
 from . import trajectory as trajectory
 from .adam_flow import AdamFlow as AdamFlow
+from .central_flow import CentralFlow as CentralFlow
 from .data import Dataset as Dataset
 from .discrete import GD as GD
 from .discrete import SGD as SGD

@@ -53,7 +53,8 @@ from . import observe
 __all__ = ["SLQ", "HessianDensity", "HessianOperator", "LanczosResult", "Sharpness", "SlqResult",
            "TopEigs", "adam_preconditioner",
            "adam_threshold", "density", "hessian_density", "hessian_operator", "lanczos",
-           "preconditioned_sharpness", "sharpness", "slq", "top_eigs", "top_eigs_along"]
+           "preconditioned_sharpness", "sharpness", "slq", "top_eigpairs", "top_eigs",
+           "top_eigs_along"]
 
 
 # -- the operator --------------------------------------------------------------------------
@@ -188,7 +189,11 @@ def _start(op: HessianOperator, seed, v0=None):
     return v0 if op.mask is None else v0 * op.mask
 
 
-def _top(op: HessianOperator, k: int, iters: int, seed: int, v0=None):
+def top_eigpairs(op: HessianOperator, k: int, iters: int, seed: int = 0, v0=None):
+    """``(values (k,), vectors (n, k))``: the ``k`` largest Ritz pairs of ``iters`` Lanczos
+    steps on ``op`` (``iters`` HVPs, capped at ``op.n``), descending, vectors unit-norm on
+    the flattened trainable coordinates; pairs beyond the live directions have value NaN.
+    ``v0``: a start vector (warm start), else one drawn from ``seed``."""
     iters = min(iters, op.n)
     if not 1 <= k <= iters:
         raise ValueError(f"k must be between 1 and iters={iters} (at most the number of "
@@ -212,7 +217,7 @@ def top_eigs(objective, params, k: int = 3, *, iters: int = 30, seed: int = 0,
     ``n``; at ``iters = n`` the result is exact up to rounding; eigenvalues beyond the number
     of live directions (under a neuron mask) are NaN. ``v0``: a start vector on the
     flattened trainable coordinates (warm start); otherwise one drawn from ``seed``."""
-    return _top(hessian_operator(objective, params), k, iters, seed, v0)[0]
+    return top_eigpairs(hessian_operator(objective, params), k, iters, seed, v0)[0]
 
 
 @eqx.filter_jit
@@ -228,7 +233,7 @@ def preconditioned_sharpness(objective, params, precond, *, iters: int = 20,
     like ``params``, positive entries), computed as the top eigenvalue of the symmetric
     ``P^-1/2 H P^-1/2``: ``iters`` HVPs. For Adam, ``precond = adam_preconditioner(...)``
     and the stability threshold is :func:`adam_threshold`."""
-    return _top(hessian_operator(objective, params, precond), 1, iters, seed)[0][0]
+    return top_eigpairs(hessian_operator(objective, params, precond), 1, iters, seed)[0][0]
 
 
 def adam_preconditioner(opt_state, *, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
@@ -337,7 +342,8 @@ def top_eigs_along(objective, params, k: int = 1, *, iters: int = 20, every: int
     op0 = hessian_operator(objective, jax.tree.map(lambda x: x[0], params))
 
     def step(v, p):
-        vals, vecs = _top(hessian_operator(objective, p), k, iters, seed, v if warm else None)
+        op = hessian_operator(objective, p)
+        vals, vecs = top_eigpairs(op, k, iters, seed, v if warm else None)
         return jnp.sum(vecs, axis=1), vals
 
     v0 = _start(op0, seed)
