@@ -59,8 +59,9 @@ def plan(level: str, only=None) -> list[tuple[str, str, dict]]:
 
 
 def _recorded(folder: Path) -> dict | None:
+    """The folder's ``config.json`` (:func:`gflow.provenance.read_config`), None if unreadable."""
     try:
-        return json.loads((folder / "config.json").read_text())
+        return provenance.read_config(folder)
     except (OSError, ValueError):
         return None
 
@@ -78,8 +79,7 @@ def _command(cli: list[str], name: str, folder: Path, sets: dict) -> list[str]:
     """The ``gflow run`` of one planned run: continue it or (re)start it."""
     gflow = [*cli, "run", "--quiet"]
     status = resultsdir.status(folder)
-    if _wanted(folder, name, sets) and status != "completed" and status is not None \
-            and "interrupted" in status:
+    if status is not None and status.startswith("interrupted") and _wanted(folder, name, sets):
         return [*gflow, "--resume", str(folder)]
     sets_args = [a for k, v in sets.items() for a in ("--set", f"{k}={_text(v)}")]
     again = ["--overwrite"] if folder.exists() else []
