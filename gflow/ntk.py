@@ -268,10 +268,27 @@ def kernel_margin(K: Float[Array, "n n"], y: Float[Array, " n"], *, tol: float =
         raise ValueError("K contains NaN or inf.")
     K = 0.5 * (K + K.T)
     Q = (y[:, None] * y[None, :]) * K
-    p = _simplex_qp(Q, tol, max_iter)
-    val = max(float(p @ Q @ p), 0.0)
-    gamma = math.sqrt(val)
-    lower = float(np.min(Q @ p)) / gamma if gamma > 0 else 0.0
+    return _kernel_at(Q, _simplex_qp(Q, tol, max_iter))
+
+
+def _kernel_at(Q: np.ndarray, p: np.ndarray) -> MarginResult:
+    """The kernel margin's bounds at the dual point ``p`` (on the simplex): ``sqrt(p^T Q p)``
+    above, the primal direction built from ``p`` below."""
+    Qp = Q @ p
+    gamma = math.sqrt(max(float(p @ Qp), 0.0))
+    lower = float(np.min(Qp)) / gamma if gamma > 0 else 0.0
+    return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
+
+
+def _pointwise_at(B: np.ndarray, Z: np.ndarray, p: np.ndarray) -> MarginResult:
+    """The pointwise margin's bounds at ``p``: the dual value ``mean_k |A_k p|`` above, the
+    feasible field ``v_k = A_k p / |A_k p|`` below. ``B``: (M, n) activation patterns,
+    ``Z``: (n, d) the rows ``y_i x_i``."""
+    A = (B * p) @ Z  # (M, d): A_k p
+    norm = np.linalg.norm(A, axis=1, keepdims=True)
+    V = np.divide(A, norm, out=np.zeros_like(A), where=norm > 0)  # (M, d): v(w_k)
+    gamma = float(np.mean(norm))
+    lower = float(np.min(np.sum(B * (V @ Z.T), axis=0) / B.shape[0]))
     return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
 
 
@@ -313,7 +330,7 @@ def pointwise_margin(X: Float[Array, "n d"], y: Float[Array, " n"], W: Float[Arr
         raise ValueError("X and W must be finite.")
     B = (W @ X.T > 0).astype(np.float64)  # (M, n) activation patterns
     Z = y[:, None] * X  # (n, d)
-    n, M = X.shape[0], W.shape[0]
+    n = X.shape[0]
     delta = 1e-6 * float(np.max(np.linalg.norm(X, axis=1)))
 
     def value(p, smooth):
@@ -333,12 +350,7 @@ def pointwise_margin(X: Float[Array, "n d"], y: Float[Array, " n"], W: Float[Arr
                    constraints=[{"type": "eq", "fun": lambda p: np.sum(p) - 1.0,
                                  "jac": lambda p: np.ones_like(p)}])
     p = np.clip(res.x, 0.0, None)
-    p = p / p.sum()
-    gamma, A, _ = value(p, 0.0)
-    norm = np.linalg.norm(A, axis=1, keepdims=True)
-    V = np.divide(A, norm, out=np.zeros_like(A), where=norm > 0)  # (M, d): v(w_k)
-    lower = float(np.min(np.sum(B * (V @ Z.T), axis=0) / M))
-    return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
+    return _pointwise_at(B, Z, p / p.sum())
 
 
 def margins_at(X: Float[Array, "n d"], y: Float[Array, " n"], p, W: Float[Array, "M d"]
@@ -373,22 +385,13 @@ def margins_at(X: Float[Array, "n d"], y: Float[Array, " n"], p, W: Float[Array,
         raise ValueError(f"X must be (n, d) and W (M, d) with M >= 1, got {X.shape}, {W.shape}.")
     if y.shape != (X.shape[0],) or not np.all(np.abs(y) == 1.0):
         raise ValueError(f"y must hold ({X.shape[0]},) labels in {{-1, +1}}.")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(W)) and np.all(np.isfinite(p))):
+        raise ValueError("X, W and p must be finite.")
     if p.shape != y.shape or np.any(p < 0) or not p.sum() > 0:
         raise ValueError(f"p must be ({X.shape[0]},) non-negative weights with a positive sum.")
     p = p / p.sum()
     Q = (y[:, None] * y[None, :]) * np.asarray(relu_ntk(X), np.float64)
-    Qp = Q @ p
-    g = math.sqrt(max(float(p @ Qp), 0.0))
-    kernel = MarginResult(gamma=g, lower=min(max(float(np.min(Qp)) / g, 0.0), g) if g > 0
-                          else 0.0, p=p)
-    B = (W @ X.T > 0).astype(np.float64)  # (M, n)
-    Z = y[:, None] * X
-    A = (B * p) @ Z  # (M, d): A_k p
-    norm = np.linalg.norm(A, axis=1, keepdims=True)
-    V = np.divide(A, norm, out=np.zeros_like(A), where=norm > 0)
-    gp = float(np.mean(norm))
-    lower = float(np.min(np.sum(B * (V @ Z.T), axis=0) / W.shape[0]))
-    return kernel, MarginResult(gamma=gp, lower=min(max(lower, 0.0), gp), p=p)
+    return _kernel_at(Q, p), _pointwise_at((W @ X.T > 0).astype(np.float64), y[:, None] * X, p)
 
 
 def symmetric_margins(distribution, W: Float[Array, "M d"]) -> tuple[MarginResult, MarginResult]:
