@@ -49,6 +49,7 @@ from .observe import Observable
 __all__ = [
     "OBSERVABLES",
     "LogRateFit",
+    "approach",
     "approach_verdict",
     "NormOnlyParams",
     "NormOnlyTwoLayer",
@@ -240,19 +241,46 @@ def radius_exit_time(t, movement, radius) -> np.ndarray:
     return np.where(out.any(-1), t[np.argmax(out, axis=-1)], np.nan)
 
 
-def approach_verdict(final, lo, hi, target: float = 1.0) -> str:
-    """A plain-words verdict on "the quantity reaches ``target`` (as ``t -> infinity``)" from
-    its values at the end of the runs ``final`` and the interval ``[lo, hi]`` of each run's
-    extrapolated limit (:func:`log_rate_fit`); arrays of one shape, one entry per run."""
-    final, lo, hi = (np.asarray(v, float) for v in (final, lo, hi))
+def approach_verdict(final, lo, hi, target: float = 1.0) -> dict:
+    """A verdict on "the quantity reaches ``target`` (as ``t -> infinity``)" from its values at
+    the end of the runs ``final`` and the interval ``[lo, hi]`` of each run's extrapolated
+    limit (:func:`log_rate_fit`); arrays of one shape, one entry per run.
+
+    Returns:
+        ``{"verdict": "holds" | "does not hold" | "inconclusive", "why": text}``: holds if
+        every run ends at or above ``target``; does not hold if every run ends below it with
+        its extrapolation's upper end below it too; else inconclusive.
+    """
+    final, lo, hi = (np.asarray(v, float).ravel() for v in (final, lo, hi))
+    ends = f"end values {np.min(final):.3g}..{np.max(final):.3g}"
+    lims = f"extrapolated limits' intervals [{np.nanmin(lo):.3g}, {np.nanmax(hi):.3g}]"
     if np.all(final >= target):
-        return f"holds: at or above {target:g} at the end in every run"
+        return {"verdict": "holds", "why": f"at or above {target:g} at the end in every run "
+                f"({ends})"}
     if np.all(hi < target):
-        return (f"does not hold within reach: below {target:g} at the end and the log-rate "
-                f"extrapolation's upper end below it in every run")
-    return (f"inconclusive: below {target:g} at the end in some run ({np.min(final):.3g} "
-            f"lowest); the log-rate extrapolations' intervals reach {target:g} (the claim "
-            f"is asymptotic)")
+        return {"verdict": "does not hold", "why": f"below {target:g} at the end and the "
+                f"log-rate extrapolation's upper end below it in every run ({ends}; {lims})"}
+    return {"verdict": "inconclusive", "why": f"below {target:g} at the end in some run "
+            f"({ends}); the {lims} reach {target:g}, and the claim is asymptotic"}
+
+
+def approach(t, values, final=None, target: float = 1.0):
+    """Whether a quantity rising at the log rate (e.g. a margin over its maximum) reaches
+    ``target``: every row's :func:`log_rate_limits` and the :func:`approach_verdict` on the
+    rows' values at the end of their runs (``final``; default the last save).
+
+    Arguments:
+        t: (T,) save times.
+        values: (..., T) the quantity per run (NaN after a run stopped).
+        final: (...) each run's value at its stop.
+
+    Returns:
+        ``(limits, verdict)``: (..., 3) ``[limit, lo, hi]`` and the verdict dict.
+    """
+    values = np.asarray(values, float)
+    lim = log_rate_limits(t, values)
+    final = values[..., -1] if final is None else final
+    return lim, approach_verdict(final, lim[..., 1], lim[..., 2], target)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -221,7 +221,10 @@ def test_log_rate_fit_recovers_the_law():
 
 
 def test_approach_verdict_words():
-    v = rotation.approach_verdict
-    assert v([1.0, 1.2], [0.9, 1.0], [1.1, 1.4]).startswith("holds")
-    assert v([0.5, 0.6], [0.4, 0.5], [0.7, 0.8]).startswith("does not hold")
-    assert v([0.5, 1.1], [0.4, 0.9], [1.2, 1.3]).startswith("inconclusive")
+    def v(*a):
+        return rotation.approach_verdict(*a)["verdict"]
+
+    assert v([1.0, 1.2], [0.9, 1.0], [1.1, 1.4]) == "holds"
+    assert v([0.5, 0.6], [0.4, 0.5], [0.7, 0.8]) == "does not hold"
+    assert v([0.5, 1.1], [0.4, 0.9], [1.2, 1.3]) == "inconclusive"
+    assert "0.5..1.1" in rotation.approach_verdict([0.5, 1.1], [0.4, 0.9], [1.2, 1.3])["why"]

@@ -45,13 +45,35 @@ import gflow
 from gflow import ntk, rotation, stats
 from gflow.distributions import SparseParity
 
-from . import Result, Settings, setting
-from ._runs import observables_dataset
+from . import Result, Settings, claim, from_bound, setting, tally
+from ._runs import observables_dataset, over_datasets
 
 REGIMES = ("near_init", "scaling", "neural_collapse", "norm_only")
 CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
-FULL = dict(seeds=4, stop_loss=1e-3, sgd_seeds=16, sgd_steps=16384, nc_seeds=16,
-            norm_widths=(64, 256, 1024, 4096), norm_t1=1e16)
+CLAIMS = {k: f"{v} {CITE}" for k, v in {
+    "near_init_error": "Near initialization, gradient flow on 2-sparse parity reaches low test "
+    "error: population error <= eps once the training loss is small.",
+    "near_init_margin": "GF attains at least the NTK margin (pointwise definition).",
+    "near_init_movement": "Near initialization means weights moved by O(sqrt m): |W - W0| / "
+    "sqrt(m) does not grow with the width m.",
+    "samples_vs_margin": "Online SGD needs samples inversely proportional to the NTK margin "
+    "(exponent 1 in 1/gamma; the kernel regime's d^2/eps is exponent ~2).",
+    "width_vs_margin": "Online SGD needs a width inversely proportional to the NTK margin.",
+    "nc_samples_vs_groups": "With neural collapse, sample complexity scales with the groups k.",
+    "norm_only_max_margin": "With inner weights that change in norm only, GF with large width "
+    "reaches the globally maximal margin over the fixed directions."}.items()}
+#: the settings of ``preset=full`` (wherever a setting is left at its default)
+FULL = dict(seeds=4, stop_loss=1e-3, ds=(4, 6, 8, 10, 12), sgd_widths=(2, 4, 8, 16, 64, 256),
+            sgd_seeds=16, sgd_steps=16384, nc_seeds=16, norm_widths=(64, 256, 1024, 4096),
+            norm_t1=1e16)
+QUICK = dict(ds=(4, 6, 8, 10, 12), sgd_widths=(2, 4, 8, 16, 64, 256), sgd_seeds=8,
+             sgd_steps=4096, nc_seeds=8, norm_ns=(16, 64, 128))
+REPORT = {"smoke": [("", dict(d=4, n=32, widths=(32, 64, 128), stop_loss=0.05, t1=1e4,
+                              ds=(4, 6, 8), sgd_widths=(2, 8), sgd_seeds=2, sgd_steps=256,
+                              nc_ks=(2, 4, 8), nc_ns=(2, 4, 8), nc_width=8, nc_seeds=2, nc_t1=30.0,
+                              norm_widths=(16, 32), norm_ns=(8, 16), norm_t1=1e6, n_save=8,
+                              margin_samples=500))],
+          "quick": [("", QUICK)], "full": [("", {"preset": "full"})]}
 
 #: measured wall time of ``gflow run low_rotation`` with the defaults
 RUN_TIME = "not yet measured"
@@ -110,11 +132,11 @@ class Config(Settings):
     n_save: int = setting(30, ge=4)
     margin_samples: int = setting(4000, ge=100)
     eps: float = setting(0.05, gt=0.0, lt=0.5)
-    ds: tuple[int, ...] = setting((4, 6, 8, 10, 12), ge=2, le=12,
+    ds: tuple[int, ...] = setting((4, 6, 8, 10), ge=2, le=12,
                                   why="the hypercube is enumerated for exact errors")
-    sgd_widths: tuple[int, ...] = (2, 4, 8, 16, 64, 256)
-    sgd_seeds: int = setting(8, ge=2)
-    sgd_steps: int = setting(4096, ge=16)
+    sgd_widths: tuple[int, ...] = (2, 4, 8, 16, 64)
+    sgd_seeds: int = setting(6, ge=2)
+    sgd_steps: int = setting(2048, ge=16)
     sgd_lr: float = setting(1.0, gt=0.0)
     nc_d: int = 16
     nc_ks: tuple[int, ...] = setting((2, 4, 8, 16), ge=2, le="nc_d", why="orthonormal centres")
@@ -122,10 +144,10 @@ class Config(Settings):
     nc_radius: float = 0.05
     nc_width: int = 64
     nc_t1: float = 300.0
-    nc_seeds: int = setting(8, ge=2)
+    nc_seeds: int = setting(4, ge=2)
     n_test: int = 1000
     norm_widths: tuple[int, ...] = (64, 256, 1024)
-    norm_ns: tuple[int, ...] = (16, 64, 128)
+    norm_ns: tuple[int, ...] = (16, 128)
     norm_t1: float = 1e14
 
 
@@ -137,22 +159,16 @@ def _gf(cfg):
     return gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol)
 
 
-def margins(d: int, key, samples: int) -> dict:
-    """Population NTK margins of 2-sparse parity in ``d`` dimensions: exact by symmetry, the
-    pointwise one a Monte-Carlo estimate over ``samples`` w's (:func:`gflow.ntk.margins_at`)."""
+def margins(d: int, key, samples: int):
+    """Population NTK margins ``(l2, pointwise)`` of 2-sparse parity in ``d`` dimensions: exact
+    by symmetry, the pointwise one over ``samples`` w's (:func:`gflow.ntk.symmetric_margins`)."""
     l2, pw = ntk.symmetric_margins(SparseParity(d), jax.random.normal(key, (samples, d)))
-    return {"l2": l2.gamma, "pw": pw.gamma}
-
-
-def _spread(a):
-    """Median and [min, max] over seeds (axis 0), per remaining index, as JSON lists."""
-    a = np.asarray(a, float)
-    return {"median": np.median(a, 0).tolist(), "range": [np.min(a, 0).tolist(),
-                                                          np.max(a, 0).tolist()]}
+    return l2.gamma, pw.gamma
 
 
 def _near_init(cfg, key, progress):
-    dist, g = SparseParity(cfg.d), margins(cfg.d, jax.random.fold_in(key, 99), cfg.margin_samples)
+    dist, (g2, g) = SparseParity(cfg.d), margins(cfg.d, jax.random.fold_in(key, 99),
+                                                 cfg.margin_samples)
 
     def make_run(seed, width):
         k, net = jax.random.fold_in(key, seed), _net(width)
@@ -167,31 +183,33 @@ def _near_init(cfg, key, progress):
     sw = gflow.sweep(make_run, seeds=list(range(cfg.seeds)), width=list(cfg.widths),
                      progress=progress)
     tr, ds = sw.trajectory, observables_dataset(sw, prefix="ni", shared=("seed", "width"))
-    ds = ds.assign(ni_gamma_pw=g["pw"], ni_gamma_l2=g["l2"],  # radius: near_init_radius
-                   ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g["pw"],
-                   ni_population_error=1 - ds["ni_test_accuracy"],
-                   ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g["pw"])
-    err, margin, rad = (tr.final(v) for v in ("test_accuracy", "margin_homogeneous",
-                                              "movement_over_sqrt_m"))
-    err, ratio, rad = 1.0 - err, margin / g["pw"], rad / g["pw"]
-    lim = rotation.log_rate_limits(tr.times, np.asarray(tr["margin_homogeneous"]) / g["pw"])
-    stopped = np.asarray(tr.status) == "stop_loss"
-    s = {f"near_init_{k}": _spread(v) for k, v in (
+    ds = ds.assign(ni_gamma_pw=g, ni_gamma_l2=g2, ni_population_error=1 - ds["ni_test_accuracy"],
+                   ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g,  # near_init_radius
+                   ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g)
+    err, ratio, mov = (np.asarray(tr.final(v)) for v in (
+        "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m"))
+    err, ratio, stopped = 1.0 - err, ratio / g, np.asarray(tr.status) == "stop_loss"
+    runs = f"{int(stopped.sum())} of {stopped.size} runs reached stop_loss={cfg.stop_loss:g}"
+    ok = np.isfinite(mov).all(0)  # widths whose runs all reached a save
+    mov_law = stats.power_law(np.asarray(cfg.widths)[ok], mov[:, ok].T)
+    where = (f"|W - W0| / (gamma_pw sqrt m) = {mov.min() / g:.3g}..{mov.max() / g:.3g} at the "
+             f"stop ({'within' if mov.max() <= g else 'beyond'} the radius scale gamma sqrt m)")
+    lim, v = rotation.approach(tr.times, np.asarray(tr["margin_homogeneous"]) / g, ratio)
+    return {**{f"near_init_{k}": stats.over_seeds(v) for k, v in (
         ("t_stop", tr.t_stop), ("population_error", err), ("margin_over_gamma_pw", ratio),
-        ("margin_over_gamma_l2", margin / g["l2"]), ("margin_limit_over_gamma_pw", lim[..., 0]),
-        ("movement_over_radius", rad), ("radius_exit_time", rotation.radius_exit_time(
-            tr.times, tr["movement_over_sqrt_m"], g["pw"])))}
-    return s | {
-        "near_init_gamma_pw": g["pw"], "near_init_gamma_l2": g["l2"],
-        "near_init_stopped": f"{int(stopped.sum())} of {stopped.size} runs reached stop_loss",
+        ("margin_over_gamma_l2", ratio * g / g2), ("margin_limit_over_gamma_pw", lim[..., 0]),
+        ("movement_over_radius", mov / g), ("radius_exit_time", rotation.radius_exit_time(
+            tr.times, tr["movement_over_sqrt_m"], g)))},
+        "near_init_gamma_pw": g, "near_init_gamma_l2": g2, "near_init_stopped": runs,
         "near_init_margin_limit_ci_over_gamma_pw": lim.tolist(),
-        "verdict_near_init_error": ("holds" if err.max() <= cfg.eps else "does not hold") +
-        f": largest population error {err.max():.3g} over widths and seeds (eps={cfg.eps})",
-        "verdict_near_init_margin": rotation.approach_verdict(
-            ratio[:, -1], lim[:, -1, 1], lim[:, -1, 2]) + " (largest width)",
-        "verdict_near_init_radius": f"|W - W0| / (gamma_pw sqrt m) = {rad.min():.3g}.."
-        f"{rad.max():.3g} at the stop: " + ("within the radius scale" if rad.max() <= 1 else
-                                            "beyond the radius scale, outside the theorem")}, ds
+        **stats.law_keys("near_init_movement", mov_law, (0,)), "claims": {
+            "near_init_error": tally(np.where(stopped, np.where(err <= cfg.eps, "<= eps", "> eps"),
+                                              np.asarray(tr.status)).ravel().tolist(),
+                                     holds="<= eps", fails="> eps", what="runs"),
+            "near_init_margin": claim(**v, measured=f"margin / gamma_pw at the stop, widths "
+                                      f"{list(cfg.widths)}; {runs}; {where}"),
+            "near_init_movement": from_bound(
+                stats.bound_verdict(mov_law, 0), f"|W - W0| / sqrt m ~ m^alpha; {where}")}}, ds
 
 
 def scaling_laws(ds, cfg: Config):
@@ -205,26 +223,29 @@ def scaling_laws(ds, cfg: Config):
 
 
 def _scaling(cfg, key, progress):
-    gam = [margins(d, jax.random.fold_in(key, 99), cfg.margin_samples)["pw"] for d in cfg.ds]
-
     def make_run(seed, width, d):
         k, dist = jax.random.fold_in(jax.random.fold_in(key, d), seed), SparseParity(d)
         return gflow.Run(_net(width), gflow.init.gaussian(k, _net(width), d),
                          gflow.Dataset(*dist.enumerate()[:2]), loss="logistic",
                          dynamics=gflow.OnlineSGD(cfg.sgd_lr, 1, dist, jax.random.fold_in(k, 2)),
-                         t1=cfg.sgd_steps * cfg.sgd_lr, save=gflow.LogTimes(cfg.n_save, t_min=8
-                                                                            * cfg.sgd_lr),
-                         observe=("accuracy", "movement_over_sqrt_m"))
+                         t1=cfg.sgd_steps * cfg.sgd_lr, save=gflow.LogTimes(
+                             cfg.n_save, t_min=8 * cfg.sgd_lr), observe=("accuracy",))
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.sgd_seeds)), width=list(cfg.sgd_widths),
                      d=list(cfg.ds), progress=progress)
     ds = observables_dataset(sw, prefix="sc", shared=("seed", "width"))
-    ds["sc_gamma_pw"] = ("sc_d", gam)
-    n_law, w_law = scaling_laws(ds, cfg)
-    mov = ds["sc_movement_over_sqrt_m"].isel(sc_time=-1, width=-1).median("seed") / gam
-    return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": gam,
+    ds["sc_gamma_pw"] = ("sc_d", [margins(d, jax.random.fold_in(key, 99),
+                                          cfg.margin_samples)[1] for d in cfg.ds])
+    (n_law, w_law), size = scaling_laws(ds, cfg), f"d={list(cfg.ds)}, {cfg.sgd_seeds} seeds"
+    return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": ds["sc_gamma_pw"].values.tolist(),
             **stats.law_keys("samples", n_law, (1, 2)), **stats.law_keys("width", w_law, (1, 2)),
-            "scaling_movement_over_radius": mov.values.tolist()}, ds
+            "claims": {"samples_vs_margin": from_bound(stats.bound_verdict(n_law, 1), (
+                f"online-SGD samples to population error <= {cfg.eps} at width "
+                f"{max(cfg.sgd_widths)} vs 1/gamma_pw, {size}; against the kernel regime's "
+                f"exponent 2: {stats.bound_verdict(n_law, 2)['verdict']}")),
+                "width_vs_margin": from_bound(stats.bound_verdict(w_law, 1), (
+                    f"width (of {list(cfg.sgd_widths)}) to population error <= {cfg.eps} after "
+                    f"{cfg.sgd_steps} samples vs 1/gamma_pw, {size}"))}}, ds
 
 
 def nc_law(ds, cfg: Config):
@@ -246,40 +267,39 @@ def _neural_collapse(cfg, key, progress):
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.nc_seeds)), k=list(cfg.nc_ks),
                      n=list(cfg.nc_ns), progress=progress)
-    ds = observables_dataset(sw, prefix="nc", shared=("seed", "k"))
-    ks = np.array(cfg.nc_ks, float)
-    cc = stats.loglog_slope(ks, ks * np.log(ks / cfg.eps))  # seeing every group: k ln(k / eps)
-    return {"nc_coupon_exponent": cc, **stats.law_keys("nc_samples", nc_law(ds, cfg), (1, cc))}, ds
+    ds, ks = observables_dataset(sw, prefix="nc", shared=("seed", "k")), np.array(cfg.nc_ks, float)
+    cc, law = stats.loglog_slope(ks, ks * np.log(ks / cfg.eps)), nc_law(ds, cfg)  # k ln(k/eps)
+    return {"nc_coupon_exponent": cc, **stats.law_keys("nc_samples", law, (1, cc)), "claims": {
+        "nc_samples_vs_groups": from_bound(stats.bound_verdict(law, 1), (
+            f"training points to test error <= {cfg.eps} vs k={list(cfg.nc_ks)}, n in "
+            f"{list(cfg.nc_ns)}, {cfg.nc_seeds} seeds; seeing every group (coupon collector) "
+            f"alone needs exponent {cc:.2f} here"))}}, ds
 
 
 def _norm_only(cfg, key, progress):
-    import jax.numpy as jnp
     import xarray as xr
 
     dist, ns, parts = SparseParity(cfg.d), list(cfg.norm_ns), []
     datas = [dist.dataset(jax.random.fold_in(key, n), n, n_test=cfg.n_test) for n in ns]
-    data = gflow.data.stack_tiled(datas)  # one ensemble over n
-    for m in cfg.norm_widths:
+    for m in cfg.norm_widths:  # one ensemble over n per width
         net, q0 = gflow.init.norm_only(jax.random.fold_in(key, m), m, cfg.d)
-        traj = gflow.simulate_ensemble(
-            net, jax.tree.map(lambda x: jnp.stack([x] * len(ns)), q0), data, loss="logistic",
-            dynamics=_gf(cfg), t1=cfg.norm_t1, save=gflow.LogTimes(cfg.n_save, t_min=1e-2),
-            observe=("margin_homogeneous", "test_accuracy"), progress=progress)
-        traj.batch_dims, traj.coords = ("no_n",), {"no_n": ns}
-        part = observables_dataset(traj, prefix="no", shared=("no_n",))
+        part = over_datasets(net, q0, datas, dim="no_n", coords=ns, prefix="no", loss="logistic",
+                             dynamics=_gf(cfg), t1=cfg.norm_t1, progress=progress,
+                             save=gflow.LogTimes(cfg.n_save, t_min=1e-2),
+                             observe=("margin_homogeneous", "test_accuracy"))
         part["no_max_margin"] = ("no_n", [rotation.norm_only_max_margin(net, dt.X, dt.y)
                                           or math.nan for dt in datas])
         parts.append(part.expand_dims(no_width=[m]))
     ds = xr.concat(parts, dim="no_width", join="outer")
     ds["no_ratio"] = (ds["no_margin_homogeneous"] / ds["no_max_margin"]).transpose(..., "no_time")
-    ratio = ds["no_ratio"]
-    lim = rotation.log_rate_limits(ds["no_time"].values, ratio.values)
-    end = ratio.isel(no_time=-1).values
+    lim, v = rotation.approach(ds["no_time"].values, ds["no_ratio"].values[-1])
     return {"norm_only_widths": list(cfg.norm_widths), "norm_only_ns": ns,
-            "norm_only_ratio_at_t1": end.tolist(), "norm_only_ratio_limit_ci": lim.tolist(),
-            "norm_only_test_error": (1 - ds["no_test_accuracy"].isel(no_time=-1)).values.tolist(),
-            "verdict_norm_only_max_margin": rotation.approach_verdict(
-                end[-1], lim[-1, :, 1], lim[-1, :, 2]) + " (largest width, every n)"}, ds
+            "norm_only_ratio_at_t1": ds["no_ratio"].values[..., -1].tolist(),
+            "norm_only_ratio_limit_ci": lim.tolist(), "norm_only_test_error": (
+                1 - ds["no_test_accuracy"].isel(no_time=-1)).values.tolist(),
+            "claims": {"norm_only_max_margin": claim(**v, measured=(
+                f"margin / LP maximum at t={cfg.norm_t1:g}, width {max(cfg.norm_widths)}, n in "
+                f"{ns}; limits by the 1/ln t law over the last half of the saves"))}}, ds
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
@@ -289,8 +309,12 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     out = [part(cfg, jax.random.fold_in(jax.random.key(cfg.seed), i), progress) for i, part in
            enumerate((_near_init, _scaling, _neural_collapse, _norm_only))
            if cfg.regime in (REGIMES[i], "all")]
+    claims = {k: claim("inconclusive", f"not run (regime={cfg.regime})") for k in CLAIMS}
     summary = {"regime": cfg.regime, "preset": cfg.preset, "eps": cfg.eps}
-    return Result(summary=summary | {k: v for s, _ in out for k, v in s.items()}, dataset=xr.merge(
+    for s, _ in out:
+        claims |= s.pop("claims")
+        summary |= s
+    return Result(summary=summary | {"claims": claims}, dataset=xr.merge(
         [ds for _, ds in out], combine_attrs="drop", join="outer", compat="no_conflicts"))
 
 
@@ -298,43 +322,30 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 
 
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import caption, lines, panels, style
+    from gflow.plot import laws, variables
 
     figs, cfg = {}, cfg.with_preset(FULL) if cfg.preset == "full" else cfg
     if "ni_loss" in ds:
-        fig, axes = panels(4, size=(4.6, 3.8))
-        for i, var in enumerate(("ni_movement_over_radius", "ni_rotation_weighted_deg",
-                                 "ni_population_error", "ni_margin_over_gamma_pw")):
-            lines(axes[i], ds.isel(seed=0), var, "width", time="ni_time", colors=True,
-                  label=lambda w: f"m={int(w)}")
-            axes[i].axhline(1.0, color="k", lw=0.8) if i in (0, 3) else None
-            style(axes[i], x="log", xlabel="time t", ylabel=var[3:].replace("_", " "))
-        figs["near_init"] = caption(fig, title=f"Near init, GF on 2-sparse parity d={cfg.d}, "
-                                    f"n={cfg.n} (seed 0), only W trained, stopped at loss "
-                                    f"{cfg.stop_loss:g}; radius gamma_pw sqrt(m), gamma_pw="
-                                    f"{float(ds['ni_gamma_pw']):.3g}. {CITE}")
+        figs["near_init"] = variables(
+            ds.isel(seed=0), ("ni_movement_over_radius", "ni_rotation_weighted_deg",
+                              "ni_population_error", "ni_margin_over_gamma_pw"), hue="width",
+            time="ni_time", label=lambda w: f"m={int(w)}", ylabel=lambda v: v[3:].replace(
+                "_", " "), hlines={"ni_movement_over_radius": 1, "ni_margin_over_gamma_pw": 1},
+            title=f"Near init, GF on 2-sparse parity d={cfg.d}, n={cfg.n} (seed 0), only W "
+            f"trained, stopped at loss {cfg.stop_loss:g}; radius gamma_pw sqrt(m), gamma_pw="
+            f"{float(ds['ni_gamma_pw']):.3g}. {CITE}")
     if "sc_accuracy" in ds:
-        fig, axes = panels(2, size=(5.2, 4))
-        for ax, law, what in zip(axes, scaling_laws(ds, cfg), ("samples (SGD steps)", "width"),
-                                 strict=True):
-            stats.draw(ax, law, label=f"{what} to error <= {cfg.eps}")
-            style(ax, x="log", y="log", xlabel=f"1/gamma_pw (d = {cfg.ds})",
-                  ylabel=f"{what} needed", legend=7)
-        figs["scaling"] = caption(fig, title=f"Online SGD (one fresh sample per step, lr "
-                                  f"{cfg.sgd_lr:g}), {cfg.sgd_seeds} seeds, exact population "
-                                  f"error. {CITE}")
+        figs["scaling"] = laws(dict(zip(("samples (SGD steps)", "width"), scaling_laws(
+            ds, cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online SGD "
+            f"(one fresh sample per step, lr {cfg.sgd_lr:g}), {cfg.sgd_seeds} seeds, exact "
+            f"population error, eps={cfg.eps}. {CITE}")
     if "nc_loss" in ds:
-        fig, (ax,) = panels(1, size=(5.2, 4))
-        stats.draw(ax, nc_law(ds, cfg), label=f"n to test error <= {cfg.eps}")
-        style(ax, x="log2", y="log", xlabel="k groups", ylabel="samples needed")
-        figs["neural_collapse"] = caption(fig, title=f"Neural collapse, GF, m={cfg.nc_width}, "
-                                          f"d={cfg.nc_d}, {cfg.nc_seeds} seeds.\n{CITE}")
+        figs["neural_collapse"] = laws({"n": nc_law(ds, cfg)}, xlabel="k groups", x="log2",
+                                       title=f"Neural collapse, GF, m={cfg.nc_width}, d="
+                                       f"{cfg.nc_d}, {cfg.nc_seeds} seeds, eps={cfg.eps}. {CITE}")
     if "no_margin_homogeneous" in ds:
-        fig, (ax,) = panels(1, size=(5.2, 4))
-        lines(ax, ds.isel(no_n=-1), "no_ratio", "no_width", time="no_time", colors=True,
-              label=lambda m: f"m={int(m)}")
-        ax.axhline(1.0, color="k", lw=0.8)
-        style(ax, x="log", xlabel="time t", ylabel=f"margin / LP max, n={max(cfg.norm_ns)}")
-        figs["norm_only"] = caption(fig, title=f"Norm-only w_j = r_j u_j, parity d={cfg.d}.\n"
-                                    f"{CITE}")
+        figs["norm_only"] = variables(
+            ds.isel(no_n=-1), ("no_ratio",), hue="no_width", time="no_time", hlines={
+                "no_ratio": 1}, label=lambda m: f"m={int(m)}", ylabel=lambda _: f"margin / LP "
+            f"max, n={max(cfg.norm_ns)}", title=f"Norm-only w_j = r_j u_j, d={cfg.d}. {CITE}")
     return figs

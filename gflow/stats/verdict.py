@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .laws import PowerLaw
 
-__all__ = ["VERDICTS", "bound_verdict", "law_keys", "summary_keys"]
+__all__ = ["VERDICTS", "bound_verdict", "law_keys", "over_seeds", "summary_keys"]
 
 #: the possible verdicts of :func:`bound_verdict`
 VERDICTS = ("consistent with the bound", "exceeds the bound", "inconclusive")
@@ -77,3 +79,10 @@ def law_keys(tag: str, law: PowerLaw, bounds=()) -> dict:
     for b in bounds:
         out[f"verdict_{tag}_vs_{b:.3g}"] = "{verdict}: {why}".format(**bound_verdict(law, b))
     return out
+
+
+def over_seeds(values, axis: int = 0) -> dict:
+    """``{"median", "min", "max"}`` of ``values`` over its seed ``axis``, as nested lists for
+    summary.json (NaN wherever a seed has no value: a missing run is never hidden)."""
+    v = np.asarray(values, dtype=float)
+    return {f.__name__: f(v, axis=axis).tolist() for f in (np.median, np.min, np.max)}
