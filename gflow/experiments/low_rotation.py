@@ -40,6 +40,7 @@ import math
 
 import jax
 import numpy as np
+import xarray as xr
 
 import gflow
 from gflow import ntk, rotation, stats
@@ -49,30 +50,26 @@ from . import Result, Settings, claim, from_bound, setting, tally
 from ._runs import observables_dataset, over_datasets
 
 REGIMES = ("near_init", "scaling", "neural_collapse", "norm_only")
+OBSERVE = ("loss", "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m",
+           "rotation_weighted_deg")  # near_init's observables
 CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
 CLAIMS = {k: f"{v} {CITE}" for k, v in {
-    "near_init_error": "Near initialization, gradient flow on 2-sparse parity reaches low test "
-    "error: population error <= eps once the training loss is small.",
+    "near_init_error": "Near init, GF on 2-sparse parity reaches population error <= eps.",
     "near_init_margin": "GF attains at least the NTK margin (pointwise definition).",
-    "near_init_movement": "Near initialization means weights moved by O(sqrt m): |W - W0| / "
-    "sqrt(m) does not grow with the width m.",
-    "samples_vs_margin": "Online SGD needs samples inversely proportional to the NTK margin "
-    "(exponent 1 in 1/gamma; the kernel regime's d^2/eps is exponent ~2).",
+    "near_init_movement": "Near init: weights move O(sqrt m) (|W - W0| / sqrt m not growing).",
+    "samples_vs_margin": "Online SGD needs samples inversely proportional to the NTK margin.",
     "width_vs_margin": "Online SGD needs a width inversely proportional to the NTK margin.",
     "nc_samples_vs_groups": "With neural collapse, sample complexity scales with the groups k.",
-    "norm_only_max_margin": "With inner weights that change in norm only, GF with large width "
-    "reaches the globally maximal margin over the fixed directions."}.items()}
+    "norm_only_max_margin": "Norm-only inner weights: wide GF reaches the max margin."}.items()}
 #: the settings of ``preset=full`` (wherever a setting is left at its default)
-FULL = dict(seeds=4, stop_loss=1e-3, ds=(4, 6, 8, 10, 12), sgd_widths=(2, 4, 8, 16, 64, 256),
-            sgd_seeds=16, sgd_steps=16384, nc_seeds=16, norm_widths=(64, 256, 1024, 4096),
-            norm_t1=1e16)
 QUICK = dict(ds=(4, 6, 8, 10, 12), sgd_widths=(2, 4, 8, 16, 64, 256), sgd_seeds=8,
              sgd_steps=4096, nc_seeds=8, norm_ns=(16, 64, 128))
-REPORT = {"smoke": [("", dict(d=4, n=32, widths=(32, 64, 128), stop_loss=0.05, t1=1e4,
-                              ds=(4, 6, 8), sgd_widths=(2, 8), sgd_seeds=2, sgd_steps=256,
-                              nc_ks=(2, 4, 8), nc_ns=(2, 4, 8), nc_width=8, nc_seeds=2, nc_t1=30.0,
-                              norm_widths=(16, 32), norm_ns=(8, 16), norm_t1=1e6, n_save=8,
-                              margin_samples=500))],
+FULL = QUICK | dict(seeds=4, stop_loss=1e-3, sgd_seeds=16, sgd_steps=16384, nc_seeds=16,
+                    norm_widths=(64, 256, 1024, 4096), norm_t1=1e16)
+SMOKE = dict(d=4, n=32, widths=(32, 64, 128), stop_loss=0.05, t1=1e4, ds=(4, 6, 8), sgd_seeds=2,
+             sgd_widths=(2, 8), sgd_steps=256, nc_ks=(2, 4, 8), nc_ns=(2, 4, 8), nc_width=8,
+             nc_seeds=2, nc_t1=30.0, norm_widths=(16, 32), norm_ns=(8, 16), norm_t1=1e6, n_save=8)
+REPORT = {"smoke": [("", SMOKE)],
           "quick": [("", QUICK)], "full": [("", {"preset": "full"})]}
 
 #: measured wall time of ``gflow run low_rotation`` with the defaults
@@ -151,7 +148,7 @@ class Config(Settings):
     norm_t1: float = 1e14
 
 
-def _net(m):
+def _net(m):  # only W trained, as in the paper's near-init and NC analyses
     return gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
 
 
@@ -162,8 +159,8 @@ def _gf(cfg):
 def margins(d: int, key, samples: int):
     """Population NTK margins ``(l2, pointwise)`` of 2-sparse parity in ``d`` dimensions: exact
     by symmetry, the pointwise one over ``samples`` w's (:func:`gflow.ntk.symmetric_margins`)."""
-    l2, pw = ntk.symmetric_margins(SparseParity(d), jax.random.normal(key, (samples, d)))
-    return l2.gamma, pw.gamma
+    return tuple(r.gamma for r in ntk.symmetric_margins(SparseParity(d), jax.random.normal(
+        key, (samples, d))))
 
 
 def _near_init(cfg, key, progress):
@@ -176,40 +173,36 @@ def _near_init(cfg, key, progress):
         return gflow.Run(net, gflow.init.gaussian(jax.random.fold_in(k, 1), net, cfg.d),
                          gflow.Dataset(tr.X, tr.y, *dist.enumerate()[:2]), loss="logistic",
                          dynamics=_gf(cfg), t1=cfg.t1, save=gflow.LogTimes(cfg.n_save, t_min=1.0),
-                         stop_loss=cfg.stop_loss, observe=(
-                             "loss", "test_accuracy", "margin_homogeneous",
-                             "movement_over_sqrt_m", "rotation_weighted_deg"))
+                         stop_loss=cfg.stop_loss, observe=OBSERVE)
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.seeds)), width=list(cfg.widths),
                      progress=progress)
     tr, ds = sw.trajectory, observables_dataset(sw, prefix="ni", shared=("seed", "width"))
-    ds = ds.assign(ni_gamma_pw=g, ni_gamma_l2=g2, ni_population_error=1 - ds["ni_test_accuracy"],
-                   ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g,  # near_init_radius
-                   ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g)
+    ds = ds.assign(ni_gamma_pw=g, ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g,
+                   ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g)  # near_init_radius
     err, ratio, mov = (np.asarray(tr.final(v)) for v in (
         "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m"))
     err, ratio, stopped = 1.0 - err, ratio / g, np.asarray(tr.status) == "stop_loss"
     runs = f"{int(stopped.sum())} of {stopped.size} runs reached stop_loss={cfg.stop_loss:g}"
     ok = np.isfinite(mov).all(0)  # widths whose runs all reached a save
-    mov_law = stats.power_law(np.asarray(cfg.widths)[ok], mov[:, ok].T)
-    where = (f"|W - W0| / (gamma_pw sqrt m) = {mov.min() / g:.3g}..{mov.max() / g:.3g} at the "
-             f"stop ({'within' if mov.max() <= g else 'beyond'} the radius scale gamma sqrt m)")
-    lim, v = rotation.approach(tr.times, np.asarray(tr["margin_homogeneous"]) / g, ratio)
+    mov_law, wide = stats.power_law(np.asarray(cfg.widths)[ok], mov[:, ok].T), mov / g
+    where = f"|W - W0| / (gamma_pw sqrt m) = {wide.min():.3g}..{wide.max():.3g} at the stop"
+    lim, mv = rotation.approach(tr.times, np.asarray(tr["margin_homogeneous"]) / g, ratio)
     return {**{f"near_init_{k}": stats.over_seeds(v) for k, v in (
         ("t_stop", tr.t_stop), ("population_error", err), ("margin_over_gamma_pw", ratio),
         ("margin_over_gamma_l2", ratio * g / g2), ("margin_limit_over_gamma_pw", lim[..., 0]),
-        ("movement_over_radius", mov / g), ("radius_exit_time", rotation.radius_exit_time(
+        ("movement_over_radius", wide), ("radius_exit_time", rotation.radius_exit_time(
             tr.times, tr["movement_over_sqrt_m"], g)))},
         "near_init_gamma_pw": g, "near_init_gamma_l2": g2, "near_init_stopped": runs,
-        "near_init_margin_limit_ci_over_gamma_pw": lim.tolist(),
-        **stats.law_keys("near_init_movement", mov_law, (0,)), "claims": {
+        "near_init_margin_limit_ci_over_gamma_pw": lim.tolist(), "claims": {
             "near_init_error": tally(np.where(stopped, np.where(err <= cfg.eps, "<= eps", "> eps"),
-                                              np.asarray(tr.status)).ravel().tolist(),
-                                     holds="<= eps", fails="> eps", what="runs"),
-            "near_init_margin": claim(**v, measured=f"margin / gamma_pw at the stop, widths "
+                                              tr.status).ravel().tolist(), holds="<= eps",
+                                     fails="> eps", what="runs"),
+            "near_init_margin": claim(**mv, measured=f"margin / gamma_pw at the stop, widths "
                                       f"{list(cfg.widths)}; {runs}; {where}"),
             "near_init_movement": from_bound(
-                stats.bound_verdict(mov_law, 0), f"|W - W0| / sqrt m ~ m^alpha; {where}")}}, ds
+                stats.bound_verdict(mov_law, 0), f"|W - W0| / sqrt m ~ m^alpha; {where}")},
+        **stats.law_keys("near_init_movement", mov_law, (0,))}, ds
 
 
 def scaling_laws(ds, cfg: Config):
@@ -228,8 +221,8 @@ def _scaling(cfg, key, progress):
         return gflow.Run(_net(width), gflow.init.gaussian(k, _net(width), d),
                          gflow.Dataset(*dist.enumerate()[:2]), loss="logistic",
                          dynamics=gflow.OnlineSGD(cfg.sgd_lr, 1, dist, jax.random.fold_in(k, 2)),
-                         t1=cfg.sgd_steps * cfg.sgd_lr, save=gflow.LogTimes(
-                             cfg.n_save, t_min=8 * cfg.sgd_lr), observe=("accuracy",))
+                         t1=cfg.sgd_steps * cfg.sgd_lr, observe=("accuracy",),
+                         save=gflow.LogTimes(cfg.n_save, t_min=8 * cfg.sgd_lr))
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.sgd_seeds)), width=list(cfg.sgd_widths),
                      d=list(cfg.ds), progress=progress)
@@ -240,12 +233,10 @@ def _scaling(cfg, key, progress):
     return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": ds["sc_gamma_pw"].values.tolist(),
             **stats.law_keys("samples", n_law, (1, 2)), **stats.law_keys("width", w_law, (1, 2)),
             "claims": {"samples_vs_margin": from_bound(stats.bound_verdict(n_law, 1), (
-                f"online-SGD samples to population error <= {cfg.eps} at width "
-                f"{max(cfg.sgd_widths)} vs 1/gamma_pw, {size}; against the kernel regime's "
-                f"exponent 2: {stats.bound_verdict(n_law, 2)['verdict']}")),
+                f"samples to error <= eps at width {max(cfg.sgd_widths)}, {size}; vs the kernel's "
+                f"exponent 2 (d^2/eps): {stats.bound_verdict(n_law, 2)['verdict']}")),
                 "width_vs_margin": from_bound(stats.bound_verdict(w_law, 1), (
-                    f"width (of {list(cfg.sgd_widths)}) to population error <= {cfg.eps} after "
-                    f"{cfg.sgd_steps} samples vs 1/gamma_pw, {size}"))}}, ds
+                    f"width of {list(cfg.sgd_widths)} after {cfg.sgd_steps} samples, {size}"))}}, ds
 
 
 def nc_law(ds, cfg: Config):
@@ -271,14 +262,11 @@ def _neural_collapse(cfg, key, progress):
     cc, law = stats.loglog_slope(ks, ks * np.log(ks / cfg.eps)), nc_law(ds, cfg)  # k ln(k/eps)
     return {"nc_coupon_exponent": cc, **stats.law_keys("nc_samples", law, (1, cc)), "claims": {
         "nc_samples_vs_groups": from_bound(stats.bound_verdict(law, 1), (
-            f"training points to test error <= {cfg.eps} vs k={list(cfg.nc_ks)}, n in "
-            f"{list(cfg.nc_ns)}, {cfg.nc_seeds} seeds; seeing every group (coupon collector) "
-            f"alone needs exponent {cc:.2f} here"))}}, ds
+            f"n of {list(cfg.nc_ns)} to test error <= eps vs k, {cfg.nc_seeds} seeds; seeing "
+            f"every group (coupon collector) alone has exponent {cc:.2f}"))}}, ds
 
 
 def _norm_only(cfg, key, progress):
-    import xarray as xr
-
     dist, ns, parts = SparseParity(cfg.d), list(cfg.norm_ns), []
     datas = [dist.dataset(jax.random.fold_in(key, n), n, n_test=cfg.n_test) for n in ns]
     for m in cfg.norm_widths:  # one ensemble over n per width
@@ -293,28 +281,24 @@ def _norm_only(cfg, key, progress):
     ds = xr.concat(parts, dim="no_width", join="outer")
     ds["no_ratio"] = (ds["no_margin_homogeneous"] / ds["no_max_margin"]).transpose(..., "no_time")
     lim, v = rotation.approach(ds["no_time"].values, ds["no_ratio"].values[-1])
-    return {"norm_only_widths": list(cfg.norm_widths), "norm_only_ns": ns,
-            "norm_only_ratio_at_t1": ds["no_ratio"].values[..., -1].tolist(),
-            "norm_only_ratio_limit_ci": lim.tolist(), "norm_only_test_error": (
+    return {"norm_only_widths": list(cfg.norm_widths), "norm_only_ns": ns, "norm_only_ratio_at_t1":
+            ds["no_ratio"].values[..., -1].tolist(), "norm_only_ratio_limit_ci": lim.tolist(),
+            "norm_only_test_error": (
                 1 - ds["no_test_accuracy"].isel(no_time=-1)).values.tolist(),
             "claims": {"norm_only_max_margin": claim(**v, measured=(
-                f"margin / LP maximum at t={cfg.norm_t1:g}, width {max(cfg.norm_widths)}, n in "
-                f"{ns}; limits by the 1/ln t law over the last half of the saves"))}}, ds
+                f"margin / LP max at t={cfg.norm_t1:g}, width {max(cfg.norm_widths)}, n in {ns}; "
+                f"limits by a 1/ln t law"))}}, ds
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
-    import xarray as xr
-
     cfg = cfg.with_preset(FULL) if cfg.preset == "full" else cfg
     out = [part(cfg, jax.random.fold_in(jax.random.key(cfg.seed), i), progress) for i, part in
            enumerate((_near_init, _scaling, _neural_collapse, _norm_only))
            if cfg.regime in (REGIMES[i], "all")]
     claims = {k: claim("inconclusive", f"not run (regime={cfg.regime})") for k in CLAIMS}
-    summary = {"regime": cfg.regime, "preset": cfg.preset, "eps": cfg.eps}
-    for s, _ in out:
-        claims |= s.pop("claims")
-        summary |= s
-    return Result(summary=summary | {"claims": claims}, dataset=xr.merge(
+    claims |= {k: v for s, _ in out for k, v in s.pop("claims").items()}
+    return Result(summary={"regime": cfg.regime, "preset": cfg.preset, "eps": cfg.eps, **{
+        k: v for s, _ in out for k, v in s.items()}, "claims": claims}, dataset=xr.merge(
         [ds for _, ds in out], combine_attrs="drop", join="outer", compat="no_conflicts"))
 
 
@@ -328,24 +312,22 @@ def figures(ds, cfg: Config) -> dict:
     if "ni_loss" in ds:
         figs["near_init"] = variables(
             ds.isel(seed=0), ("ni_movement_over_radius", "ni_rotation_weighted_deg",
-                              "ni_population_error", "ni_margin_over_gamma_pw"), hue="width",
-            time="ni_time", label=lambda w: f"m={int(w)}", ylabel=lambda v: v[3:].replace(
-                "_", " "), hlines={"ni_movement_over_radius": 1, "ni_margin_over_gamma_pw": 1},
-            title=f"Near init, GF on 2-sparse parity d={cfg.d}, n={cfg.n} (seed 0), only W "
-            f"trained, stopped at loss {cfg.stop_loss:g}; radius gamma_pw sqrt(m), gamma_pw="
-            f"{float(ds['ni_gamma_pw']):.3g}. {CITE}")
+                              "ni_test_accuracy", "ni_margin_over_gamma_pw"), hue="width",
+            time="ni_time", label=lambda w: f"m={int(w)}", hlines=dict.fromkeys(
+                ("ni_movement_over_radius", "ni_margin_over_gamma_pw"), 1), title=f"Near init, "
+            f"GF, 2-sparse parity d={cfg.d}, n={cfg.n}, seed 0, only W trained, stop at loss "
+            f"{cfg.stop_loss:g}; radius gamma_pw sqrt m, gamma_pw {ds['ni_gamma_pw'].item():.3g}. "
+            f"{CITE}")
     if "sc_accuracy" in ds:
         figs["scaling"] = laws(dict(zip(("samples (SGD steps)", "width"), scaling_laws(
-            ds, cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online SGD "
-            f"(one fresh sample per step, lr {cfg.sgd_lr:g}), {cfg.sgd_seeds} seeds, exact "
-            f"population error, eps={cfg.eps}. {CITE}")
+            ds, cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online SGD, "
+            f"one fresh sample per step, lr {cfg.sgd_lr:g}, {cfg.sgd_seeds} seeds. {CITE}")
     if "nc_loss" in ds:
-        figs["neural_collapse"] = laws({"n": nc_law(ds, cfg)}, xlabel="k groups", x="log2",
-                                       title=f"Neural collapse, GF, m={cfg.nc_width}, d="
-                                       f"{cfg.nc_d}, {cfg.nc_seeds} seeds, eps={cfg.eps}. {CITE}")
+        figs["neural_collapse"] = laws({"n": nc_law(ds, cfg)}, xlabel="k groups", x="log2", title=(
+            f"Neural collapse, GF, m={cfg.nc_width}, d={cfg.nc_d}, {cfg.nc_seeds} seeds. {CITE}"))
     if "no_margin_homogeneous" in ds:
-        figs["norm_only"] = variables(
-            ds.isel(no_n=-1), ("no_ratio",), hue="no_width", time="no_time", hlines={
-                "no_ratio": 1}, label=lambda m: f"m={int(m)}", ylabel=lambda _: f"margin / LP "
-            f"max, n={max(cfg.norm_ns)}", title=f"Norm-only w_j = r_j u_j, d={cfg.d}. {CITE}")
+        figs["norm_only"] = variables(ds.isel(no_n=-1), ("no_ratio",), hue="no_width",
+                                      time="no_time", hlines={"no_ratio": 1}, label=lambda m: f"m="
+                                      f"{int(m)}", title=f"Norm-only, d={cfg.d}, n="
+                                      f"{max(cfg.norm_ns)}: margin / LP max. {CITE}")
     return figs
