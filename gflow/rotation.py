@@ -319,7 +319,7 @@ def log_rate_fit(t, margin, *, t_from: float | None = None, confidence: float = 
     """Extrapolate a normalized margin that rises at the logarithmic rate of the logistic
     loss (``margin(t) = limit - slope / ln t + o(1 / ln t)``, as for gradient flow on
     separable data) to ``t -> infinity``: OLS of ``margin`` on ``1 / ln t`` over the
-    finite points with ``t >= t_from`` (default: the last half of the points in ``ln t``,
+    finite points with ``t >= t_from`` (default: the later half of the finite points at
     ``t > 1``), with the t interval of the intercept. The model, not the data, says the
     approach is logarithmic: the residuals are the check.
 
@@ -334,8 +334,7 @@ def log_rate_fit(t, margin, *, t_from: float | None = None, confidence: float = 
         raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
     ok = np.isfinite(v) & np.isfinite(t) & (t > 1)
     if t_from is None and ok.any():
-        lt = np.log(t[ok])
-        t_from = float(math.exp(lt.min() + 0.5 * (lt.max() - lt.min())))
+        t_from = float(np.sort(t[ok])[ok.sum() // 2])
     ok &= t >= (t_from or 1.0)
     if ok.sum() < 2 or np.ptp(1.0 / np.log(t[ok])) == 0:
         raise ValueError(f"log_rate_fit needs at least 2 finite points at distinct t > 1 from "
