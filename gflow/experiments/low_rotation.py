@@ -31,6 +31,14 @@ Regimes (``regime=near_init|scaling|neural_collapse|norm_only|all``):
   (:class:`gflow.rotation.NormOnlyTwoLayer`), per width and ``n``; the 2-homogeneous margin
   against the LP maximum over the fixed directions (:func:`gflow.rotation.norm_only_max_margin`)
   over time, and its log-rate extrapolation.
+
+Every claim of :data:`CLAIMS` gets a verdict in ``summary["claims"]`` (a regime not run:
+"inconclusive", not run). Margins and errors are read where each run stopped
+(:attr:`gflow.Trajectory.at_stop`). Asymptotic claims (a margin reaching a target as
+``t -> infinity``) hold only if every run is already there at its end, fail only if the
+``1/ln t`` extrapolation's interval lies below the target too
+(:func:`gflow.rotation.approach_verdict`), and are inconclusive otherwise. ``preset=full``
+takes :data:`FULL`; ``gflow report`` runs :data:`SMOKE`, :data:`QUICK` and :data:`FULL`.
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ REGIMES = ("near_init", "scaling", "neural_collapse", "norm_only")
 OBSERVE = ("loss", "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m",
            "rotation_weighted_deg")  # near_init's observables
 CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
+NET = dict(activation="relu", scaling="ntk", bias=False, train_outer=False)  # only W trained
 CLAIMS = {k: f"{v} {CITE}" for k, v in {
     "near_init_error": "Near init, GF on 2-sparse parity reaches population error <= eps.",
     "near_init_margin": "GF attains at least the NTK margin (pointwise definition).",
@@ -137,7 +146,7 @@ class Config(Settings):
     sgd_lr: float = setting(1.0, gt=0.0)
     nc_d: int = 16
     nc_ks: tuple[int, ...] = setting((2, 4, 8, 16), ge=2, le="nc_d", why="orthonormal centres")
-    nc_ns: tuple[int, ...] = (2, 4, 8, 16, 32, 64)
+    nc_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     nc_radius: float = 0.05
     nc_width: int = 64
     nc_t1: float = 300.0
@@ -148,27 +157,18 @@ class Config(Settings):
     norm_t1: float = 1e14
 
 
-def _net(m):  # only W trained, as in the paper's near-init and NC analyses
-    return gflow.TwoLayer(m, "relu", "ntk", bias=False, train_outer=False)
-
-
 def _gf(cfg):
     return gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol)
 
 
-def margins(d: int, key, samples: int):
-    """Population NTK margins ``(l2, pointwise)`` of 2-sparse parity in ``d`` dimensions: exact
-    by symmetry, the pointwise one over ``samples`` w's (:func:`gflow.ntk.symmetric_margins`)."""
-    return tuple(r.gamma for r in ntk.symmetric_margins(SparseParity(d), jax.random.normal(
-        key, (samples, d))))
-
-
 def _near_init(cfg, key, progress):
-    dist, (g2, g) = SparseParity(cfg.d), margins(cfg.d, jax.random.fold_in(key, 99),
-                                                 cfg.margin_samples)
+    # population NTK margins, exact by the cube's symmetry (pointwise: over margin_samples w's)
+    dist, ws = SparseParity(cfg.d), jax.random.normal(jax.random.fold_in(key, 99), (
+        cfg.margin_samples, cfg.d))
+    g2, g = (r.gamma for r in ntk.symmetric_margins(dist, ws))
 
     def make_run(seed, width):
-        k, net = jax.random.fold_in(key, seed), _net(width)
+        k, net = jax.random.fold_in(key, seed), gflow.TwoLayer(width, **NET)
         tr = dist.dataset(jax.random.fold_in(k, 0), cfg.n, n_test=0)
         return gflow.Run(net, gflow.init.gaussian(jax.random.fold_in(k, 1), net, cfg.d),
                          gflow.Dataset(tr.X, tr.y, *dist.enumerate()[:2]), loss="logistic",
@@ -180,12 +180,11 @@ def _near_init(cfg, key, progress):
     tr, ds = sw.trajectory, observables_dataset(sw, prefix="ni", shared=("seed", "width"))
     ds = ds.assign(ni_gamma_pw=g, ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g,
                    ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g)  # near_init_radius
-    err, ratio, mov = (np.asarray(tr.final(v)) for v in (
-        "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m"))
+    err, ratio, mov = (np.asarray(tr.final(v)) for v in OBSERVE[1:4])  # at each run's stop
     err, ratio, stopped = 1.0 - err, ratio / g, np.asarray(tr.status) == "stop_loss"
     runs = f"{int(stopped.sum())} of {stopped.size} runs reached stop_loss={cfg.stop_loss:g}"
-    ok = np.isfinite(mov).all(0)  # widths whose runs all reached a save
-    mov_law, wide = stats.power_law(np.asarray(cfg.widths)[ok], mov[:, ok].T), mov / g
+    wide, ok = mov / g, np.isfinite(mov).all(0)  # ok: widths whose runs all reached a save
+    mov_law = stats.power_law(np.asarray(cfg.widths)[ok], mov[:, ok].T)
     where = f"|W - W0| / (gamma_pw sqrt m) = {wide.min():.3g}..{wide.max():.3g} at the stop"
     lim, mv = rotation.approach(tr.times, np.asarray(tr["margin_homogeneous"]) / g, ratio)
     return {**{f"near_init_{k}": stats.over_seeds(v) for k, v in (
@@ -209,7 +208,8 @@ def scaling_laws(ds, cfg: Config):
     """Samples needed (online-SGD steps to population error ``<= eps`` at the largest width)
     and width needed (after ``sgd_steps``) against ``1 / gamma_pw``: two
     :func:`gflow.stats.threshold_law` results."""
-    ok = (1.0 - ds["sc_accuracy"].transpose("sc_d", "seed", "width", "sc_time")).values <= cfg.eps
+    acc = ds["sc_accuracy"].dropna("seed", how="all")  # seeds of this part only
+    ok = (1.0 - acc.transpose("sc_d", "seed", "width", "sc_time")).values <= cfg.eps
     x, steps = 1.0 / ds["sc_gamma_pw"].values, ds["sc_time"].values / cfg.sgd_lr
     return (stats.threshold_law(x, ok[:, :, -1, 1:], steps[1:]),
             stats.threshold_law(x, ok[:, :, :, -1], ds["width"].values))
@@ -217,8 +217,9 @@ def scaling_laws(ds, cfg: Config):
 
 def _scaling(cfg, key, progress):
     def make_run(seed, width, d):
-        k, dist = jax.random.fold_in(jax.random.fold_in(key, d), seed), SparseParity(d)
-        return gflow.Run(_net(width), gflow.init.gaussian(k, _net(width), d),
+        k, dist, net = jax.random.fold_in(jax.random.fold_in(key, d), seed), SparseParity(d), \
+            gflow.TwoLayer(width, **NET)
+        return gflow.Run(net, gflow.init.gaussian(k, net, d),
                          gflow.Dataset(*dist.enumerate()[:2]), loss="logistic",
                          dynamics=gflow.OnlineSGD(cfg.sgd_lr, 1, dist, jax.random.fold_in(k, 2)),
                          t1=cfg.sgd_steps * cfg.sgd_lr, observe=("accuracy",),
@@ -227,8 +228,8 @@ def _scaling(cfg, key, progress):
     sw = gflow.sweep(make_run, seeds=list(range(cfg.sgd_seeds)), width=list(cfg.sgd_widths),
                      d=list(cfg.ds), progress=progress)
     ds = observables_dataset(sw, prefix="sc", shared=("seed", "width"))
-    ds["sc_gamma_pw"] = ("sc_d", [margins(d, jax.random.fold_in(key, 99),
-                                          cfg.margin_samples)[1] for d in cfg.ds])
+    ds["sc_gamma_pw"] = ("sc_d", [ntk.symmetric_margins(SparseParity(d), jax.random.normal(
+        jax.random.fold_in(key, 99), (cfg.margin_samples, d)))[1].gamma for d in cfg.ds])
     (n_law, w_law), size = scaling_laws(ds, cfg), f"d={list(cfg.ds)}, {cfg.sgd_seeds} seeds"
     return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": ds["sc_gamma_pw"].values.tolist(),
             **stats.law_keys("samples", n_law, (1, 2)), **stats.law_keys("width", w_law, (1, 2)),
@@ -241,17 +242,19 @@ def _scaling(cfg, key, progress):
 
 def nc_law(ds, cfg: Config):
     """Samples needed for test error ``<= eps`` against ``k`` (a threshold law)."""
-    err = 1.0 - ds["nc_test_accuracy"].isel(nc_time=-1).transpose("k", "seed", "nc_n").values
+    acc = ds["nc_test_accuracy"].isel(nc_time=-1).dropna("seed", how="all")  # this part's seeds
+    err = 1.0 - acc.transpose("k", "seed", "nc_n").values
     return stats.threshold_law(ds["k"].values, err <= cfg.eps, ds["nc_n"].values)
 
 
 def _neural_collapse(cfg, key, progress):
     def make_run(seed, k, n):
         kd, ki = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, seed), k))
+        net = gflow.TwoLayer(cfg.nc_width, **NET)
         data = gflow.data.groups(jax.random.fold_in(kd, n), n, cfg.nc_d, k, radius=cfg.nc_radius,
                                  n_test=cfg.n_test)
         # one compiled ensemble for all n: tiling leaves the full-batch flow unchanged
-        return gflow.Run(_net(cfg.nc_width), gflow.init.gaussian(ki, _net(cfg.nc_width), cfg.nc_d),
+        return gflow.Run(net, gflow.init.gaussian(ki, net, cfg.nc_d),
                          gflow.data.tile_samples(data, math.lcm(*cfg.nc_ns)), loss="logistic",
                          dynamics=_gf(cfg), t1=cfg.nc_t1, save=gflow.LogTimes(8, t_min=1e-2),
                          observe=("loss", "test_accuracy"))
