@@ -62,17 +62,18 @@ OBSERVE = ("loss", "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m"
            "rotation_weighted_deg")  # near_init's observables
 CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
 NET = dict(activation="relu", scaling="ntk", bias=False, train_outer=False)  # only W trained
-CLAIMS = {k: f"{v} {CITE}" for k, v in {
+CLAIMS = {
     "near_init_error": "Near init, GF on 2-sparse parity reaches population error <= eps.",
     "near_init_margin": "GF attains at least the NTK margin (pointwise definition).",
     "near_init_movement": "Near init: weights move O(sqrt m) (|W - W0| / sqrt m not growing).",
     "samples_vs_margin": "Online SGD needs samples inversely proportional to the NTK margin.",
     "width_vs_margin": "Online SGD needs a width inversely proportional to the NTK margin.",
     "nc_samples_vs_groups": "With neural collapse, sample complexity scales with the groups k.",
-    "norm_only_max_margin": "Norm-only inner weights: wide GF reaches the max margin."}.items()}
-#: the settings of ``preset=full`` (wherever a setting is left at its default)
+    "norm_only_max_margin": "Norm-only inner weights: wide GF reaches the max margin."}
+#: the settings of ``gflow report --quick``; ``preset=full`` adds those of FULL
 QUICK = dict(ds=(4, 6, 8, 10, 12), sgd_widths=(2, 4, 8, 16, 64, 256), sgd_seeds=8,
              sgd_steps=4096, nc_seeds=8, norm_ns=(16, 64, 128))
+#: the settings of ``preset=full`` (wherever a setting is left at its default)
 FULL = QUICK | dict(seeds=4, stop_loss=1e-3, sgd_seeds=16, sgd_steps=16384, nc_seeds=16,
                     norm_widths=(64, 256, 1024, 4096), norm_t1=1e16)
 SMOKE = dict(d=4, n=32, widths=(32, 64, 128), stop_loss=0.05, t1=1e4, ds=(4, 6, 8), sgd_seeds=2,
