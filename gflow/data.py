@@ -44,6 +44,7 @@ __all__ = [
     "parity_points",
     "sine_data",
     "sparse_parity",
+    "stack_tiled",
     "tangent_directions",
     "teacher",
     "teacher_points",
@@ -396,6 +397,19 @@ def tile_samples(data: Dataset, n: int) -> Dataset:
     reps = n // data.n
     return Dataset(jnp.tile(data.X, (reps, 1)), jnp.tile(data.y, reps), data.X_test,
                    data.y_test, meta=data.meta | {"tiled_from": data.n})
+
+
+def stack_tiled(datas) -> Dataset:
+    """Datasets of different sizes as one ensemble dataset: each training set tiled
+    (:func:`tile_samples`) to the least common multiple of their sizes, then every array
+    stacked on a leading member axis (test sets must share one shape). Full-batch flows of
+    the members are those of the untiled datasets."""
+    datas = list(datas)
+    n = math.lcm(*(dt.n for dt in datas))
+    tiled = [tile_samples(dt, n) for dt in datas]
+    stack = lambda f: None if getattr(tiled[0], f) is None else jnp.stack(  # noqa: E731
+        [getattr(dt, f) for dt in tiled])
+    return Dataset(stack("X"), stack("y"), stack("X_test"), stack("y_test"))
 
 
 def gaussian_teacher(key, n: int, d: int, k: int, *, activation: str = "abs",

@@ -208,6 +208,10 @@ def simulate_ensemble(
                 shape = [1] * out["obs"][k].ndim
                 shape[0], shape[ax] = len(widths), net.width
                 out["obs"][k] = np.where(live.reshape(shape), out["obs"][k], np.nan)
+                if k in out.get("obs_final", {}):
+                    shape.pop(1)  # no time axis
+                    out["obs_final"][k] = np.where(live.reshape(shape), out["obs_final"][k],
+                                                   np.nan)
     status = np.asarray(_status.NAMES)[np.asarray(out["status"])]
     traj = Trajectory(
         times=np.asarray(out["ts"], dtype=np.float64),
@@ -218,6 +222,7 @@ def simulate_ensemble(
         dynamics=dynamics.describe(),
         obs_dims={k: o.dims for k, o in observer.observables.items()},
         batch_dims=("member",),
+        at_stop={k: np.asarray(v) for k, v in out.get("obs_final", {}).items()},
     )
     if throw and not traj.ok:
         bad = np.flatnonzero(~np.isin(status, ("completed", "stop_loss", "stop_grad")))

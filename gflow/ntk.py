@@ -76,6 +76,8 @@ __all__ = [
     "kernel_margin",
     "lambda_min",
     "margin",
+    "margins_at",
+    "symmetric_margins",
     "pad_width",
     "pointwise_margin",
     "relu_ntk",
@@ -266,10 +268,27 @@ def kernel_margin(K: Float[Array, "n n"], y: Float[Array, " n"], *, tol: float =
         raise ValueError("K contains NaN or inf.")
     K = 0.5 * (K + K.T)
     Q = (y[:, None] * y[None, :]) * K
-    p = _simplex_qp(Q, tol, max_iter)
-    val = max(float(p @ Q @ p), 0.0)
-    gamma = math.sqrt(val)
-    lower = float(np.min(Q @ p)) / gamma if gamma > 0 else 0.0
+    return _kernel_at(Q, _simplex_qp(Q, tol, max_iter))
+
+
+def _kernel_at(Q: np.ndarray, p: np.ndarray) -> MarginResult:
+    """The kernel margin's bounds at the dual point ``p`` (on the simplex): ``sqrt(p^T Q p)``
+    above, the primal direction built from ``p`` below."""
+    Qp = Q @ p
+    gamma = math.sqrt(max(float(p @ Qp), 0.0))
+    lower = float(np.min(Qp)) / gamma if gamma > 0 else 0.0
+    return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
+
+
+def _pointwise_at(B: np.ndarray, Z: np.ndarray, p: np.ndarray) -> MarginResult:
+    """The pointwise margin's bounds at ``p``: the dual value ``mean_k |A_k p|`` above, the
+    feasible field ``v_k = A_k p / |A_k p|`` below. ``B``: (M, n) activation patterns,
+    ``Z``: (n, d) the rows ``y_i x_i``."""
+    A = (B * p) @ Z  # (M, d): A_k p
+    norm = np.linalg.norm(A, axis=1, keepdims=True)
+    V = np.divide(A, norm, out=np.zeros_like(A), where=norm > 0)  # (M, d): v(w_k)
+    gamma = float(np.mean(norm))
+    lower = float(np.min(np.sum(B * (V @ Z.T), axis=0) / B.shape[0]))
     return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
 
 
@@ -311,7 +330,7 @@ def pointwise_margin(X: Float[Array, "n d"], y: Float[Array, " n"], W: Float[Arr
         raise ValueError("X and W must be finite.")
     B = (W @ X.T > 0).astype(np.float64)  # (M, n) activation patterns
     Z = y[:, None] * X  # (n, d)
-    n, M = X.shape[0], W.shape[0]
+    n = X.shape[0]
     delta = 1e-6 * float(np.max(np.linalg.norm(X, axis=1)))
 
     def value(p, smooth):
@@ -331,12 +350,58 @@ def pointwise_margin(X: Float[Array, "n d"], y: Float[Array, " n"], W: Float[Arr
                    constraints=[{"type": "eq", "fun": lambda p: np.sum(p) - 1.0,
                                  "jac": lambda p: np.ones_like(p)}])
     p = np.clip(res.x, 0.0, None)
+    return _pointwise_at(B, Z, p / p.sum())
+
+
+def margins_at(X: Float[Array, "n d"], y: Float[Array, " n"], p, W: Float[Array, "M d"]
+               ) -> tuple[MarginResult, MarginResult]:
+    """Both NTK margins certified at one dual point ``p`` (no optimization): the L2 relaxation
+    of :func:`margin` and the pointwise margin of :func:`pointwise_margin` on the sample ``W``.
+
+    Any ``p`` on the simplex gives upper bounds (``sqrt(p^T Q p)``, ``mean_k |A_k p|``) and
+    the primal directions built from it lower bounds, as in :func:`kernel_margin` and
+    :func:`pointwise_margin`. Where the data are invariant under a group acting transitively
+    on the points and preserving ``Q`` (the whole hypercube under a sparse parity: every
+    coordinate sign flip maps the cube onto itself and keeps ``y_i y_j`` and ``x_i . x_j``),
+    the convex dual has a symmetric minimizer, the uniform ``p``: the kernel bounds then meet
+    (the exact population L2 margin of :class:`gflow.distributions.SparseParity` from its
+    support, with no QP over ``2^d`` points), and the pointwise value at the uniform ``p`` is
+    an unbiased Monte-Carlo estimate of the population pointwise margin (standard error
+    ``std_k |A_k p| / sqrt(M)``; a finite sample of ``w`` is not symmetric, so its own
+    lower bound stays below).
+
+    Arguments:
+        X: (n, d) inputs (n up to a few thousand: the Gram matrix is formed).
+        y: (n,) labels in {-1, +1}.
+        p: (n,) dual weights (normalized to sum 1), e.g. ``np.full(n, 1 / n)``.
+        W: (M, d) sample of ``w ~ N(0, I_d)`` for the pointwise margin.
+
+    Returns:
+        ``(kernel, pointwise)`` :class:`MarginResult` at ``p``.
+    """
+    X, y, W = (np.asarray(a, dtype=np.float64) for a in (X, y, W))
+    p = np.asarray(p, dtype=np.float64)
+    if X.ndim != 2 or W.ndim != 2 or W.shape[1] != X.shape[1] or W.shape[0] < 1:
+        raise ValueError(f"X must be (n, d) and W (M, d) with M >= 1, got {X.shape}, {W.shape}.")
+    if y.shape != (X.shape[0],) or not np.all(np.abs(y) == 1.0):
+        raise ValueError(f"y must hold ({X.shape[0]},) labels in {{-1, +1}}.")
+    if not (np.all(np.isfinite(X)) and np.all(np.isfinite(W)) and np.all(np.isfinite(p))):
+        raise ValueError("X, W and p must be finite.")
+    if p.shape != y.shape or np.any(p < 0) or not p.sum() > 0:
+        raise ValueError(f"p must be ({X.shape[0]},) non-negative weights with a positive sum.")
     p = p / p.sum()
-    gamma, A, _ = value(p, 0.0)
-    norm = np.linalg.norm(A, axis=1, keepdims=True)
-    V = np.divide(A, norm, out=np.zeros_like(A), where=norm > 0)  # (M, d): v(w_k)
-    lower = float(np.min(np.sum(B * (V @ Z.T), axis=0) / M))
-    return MarginResult(gamma=gamma, lower=min(max(lower, 0.0), gamma), p=p)
+    Q = (y[:, None] * y[None, :]) * np.asarray(relu_ntk(X), np.float64)
+    return _kernel_at(Q, p), _pointwise_at((W @ X.T > 0).astype(np.float64), y[:, None] * X, p)
+
+
+def symmetric_margins(distribution, W: Float[Array, "M d"]) -> tuple[MarginResult, MarginResult]:
+    """:func:`margins_at` the support of a finite ``distribution`` (its ``enumerate()``) with
+    the support probabilities as ``p``: the population NTK margins (L2 and pointwise) of a
+    distribution whose symmetry makes that ``p`` the dual optimum, e.g.
+    :class:`gflow.distributions.SparseParity` (uniform on the hypercube; see
+    :func:`margins_at`). Otherwise the results are upper bounds with their certificates."""
+    X, y, w = distribution.enumerate()
+    return margins_at(X, y, w, W)
 
 
 def pad_width(net, params, width: int):

@@ -4,11 +4,13 @@ line draws with Agg.
 
 - :func:`curves`: a variable against time, one panel per value of a dim, one line per another;
 - :func:`panels`: a figure with a row (or grid) of axes;
+- :func:`variables`: several variables against time, a panel each, one line per a dim's value;
 - :func:`lines`: one line per value of a dim against time, on a given axis;
 - :func:`over_time`: one line against time, keeping what a log time axis can show;
 - :func:`style`: scales, labels, grid and legend of an axis, in one call;
 - :func:`band`: the median over seeds with their range; :func:`cdf`: an empirical CDF;
 - :func:`scaling`: points on log axes with their fitted log-log slope and a reference law;
+- :func:`laws`: one panel per fitted threshold law (:func:`gflow.stats.draw`);
 - :func:`caption`: the setup and citation under a figure, its title over it.
 """
 
@@ -17,8 +19,8 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["band", "bands", "caption", "cdf", "curves", "lines", "over_time", "panels", "scaling",
-           "style"]
+__all__ = ["band", "bands", "caption", "cdf", "curves", "laws", "lines", "over_time", "panels",
+           "scaling", "style", "variables"]
 
 
 def lines(ax, ds, var: str, hue: str, *, time: str = "time", reduce=None, fmt="-",
@@ -168,6 +170,34 @@ def scaling(ax, x, y, *, label: str, color=None, exponent: float | None = None,
         xs = np.array([x.min(), x.max()])
         ax.plot(xs, y[ok][0] * (xs / x[ok][0]) ** exponent, ":", color=color,
                 label=f"{label}: {reference} {exponent:g}")
+
+
+def variables(ds, names, *, hue: str, time: str = "time", label=None, hlines=None,
+              ylabel=None, title: str = ""):
+    """One panel per variable of ``names`` against time (log axis), one line per value of
+    the dim ``hue`` (:func:`lines`, coloured in order; ``label`` a callable of the value);
+    ``hlines`` = ``{name: y}`` draws a reference line at ``y`` on that panel; ``ylabel`` a
+    callable of the name (default: the name); ``title`` over the figure."""
+    fig, axes = panels(len(names), size=(4.6, 3.8))
+    for ax, name in zip(axes, names, strict=True):
+        lines(ax, ds, name, hue, time=time, colors=True, label=label)
+        if name in (hlines or {}):
+            ax.axhline(hlines[name], color="k", lw=0.8)
+        style(ax, x="log", xlabel="time t", ylabel=ylabel(name) if ylabel else name)
+    return caption(fig, title=title)
+
+
+def laws(laws: dict, *, xlabel: str, title: str, x: str = "log", legend: str = "{} needed"):
+    """One panel per ``{name: PowerLaw}`` (e.g. :func:`gflow.stats.threshold_law`): points,
+    intervals, censored points and the fit (:func:`gflow.stats.draw`) on log-log axes, the
+    y label ``legend`` formatted with the name; ``title`` goes over the figure."""
+    from .stats import draw
+
+    fig, axes = panels(len(laws), size=(5.2, 4))
+    for ax, (name, law) in zip(axes, laws.items(), strict=True):
+        draw(ax, law, label=legend.format(name))
+        style(ax, x=x, y="log", xlabel=xlabel, ylabel=legend.format(name), legend=7)
+    return caption(fig, title=title)
 
 
 def cdf(ax, values, *, label=None, **kw):

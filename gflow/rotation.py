@@ -33,6 +33,7 @@ regime: a linear predictor moved by ``R`` in the NTK feature space has margin at
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import equinox as eqx
@@ -47,12 +48,19 @@ from .observe import Observable
 
 __all__ = [
     "OBSERVABLES",
+    "LogRateFit",
+    "approach",
+    "approach_verdict",
     "NormOnlyParams",
     "NormOnlyTwoLayer",
     "homogeneity",
     "inner_weights",
+    "log_rate_fit",
+    "log_rate_limits",
     "max_margin_fixed_features",
     "movement_over_sqrt_m",
+    "near_init_radius",
+    "radius_exit_time",
     "norm_only_max_margin",
     "normalized_margin",
     "rotation_angles",
@@ -198,6 +206,162 @@ def normalized_margin(net, params, X: Float[Array, "n d"], y: Float[Array, " n"]
     sq = _trained_norm_sq(net, params)
     scale = jnp.sqrt(sq) if L == 1 else sq
     return jnp.min(y * net.apply(params, X)) / scale
+
+
+def near_init_radius(gamma: float, width: int, c: float = 1.0) -> float:
+    """The movement scale ``c gamma sqrt(m)`` of Telgarsky's near-initialization regime
+    (ICLR 2023, Section 2: weights may move ``O(sqrt m)``, far beyond the NTK's ``O(1)``).
+
+    Why ``gamma sqrt(m)``: moving ``W`` by ``R`` (Frobenius) along the NTK's unit direction
+    ``theta_bar`` moves each ``w_j`` by at most ``R / sqrt m``, so a neuron's activation at
+    ``x`` can flip only where ``|w_j(0) . x| <= R / sqrt m`` (probability ``O(R / sqrt m)``
+    for Gaussian ``w_j(0)``, ``|x| <= 1``); the flips change ``f`` by ``O(R^2 / sqrt m)``,
+    below the linear part's margin ``gamma R`` while ``R <= gamma sqrt(m) / c``. ``c``: the
+    theorem's absolute constant (default 1: the scale itself).
+    """
+    if not (isinstance(gamma, int | float) and gamma > 0):
+        raise ValueError(f"gamma must be a number > 0 (an NTK margin), got {gamma!r}.")
+    if isinstance(width, bool) or not isinstance(width, int | np.integer) or width < 1:
+        raise ValueError(f"width must be an integer >= 1, got {width!r}.")
+    if not (isinstance(c, int | float) and c > 0):
+        raise ValueError(f"c must be a number > 0, got {c!r}.")
+    return c * float(gamma) * math.sqrt(int(width))
+
+
+def radius_exit_time(t, movement, radius) -> np.ndarray:
+    """The first save time at which ``movement`` exceeds ``radius`` (NaN where it never does).
+
+    Arguments:
+        t: (T,) save times.
+        movement: (..., T) e.g. ``movement_over_sqrt_m`` of a sweep.
+        radius: scalar or broadcastable to ``movement.shape[:-1]``, in the same units.
+    """
+    t, mv = np.asarray(t, float), np.asarray(movement, float)
+    out = mv > np.asarray(radius, float)[..., None]
+    return np.where(out.any(-1), t[np.argmax(out, axis=-1)], np.nan)
+
+
+def approach_verdict(final, lo, hi, target: float = 1.0) -> dict:
+    """A verdict on "the quantity reaches ``target`` (as ``t -> infinity``)" from its values at
+    the end of the runs ``final`` and the interval ``[lo, hi]`` of each run's extrapolated
+    limit (:func:`log_rate_fit`); arrays of one shape, one entry per run.
+
+    Returns:
+        ``{"verdict": "holds" | "does not hold" | "inconclusive", "why": text}``: holds if
+        every run ends at or above ``target``; does not hold if every run ends below it with
+        its extrapolation's upper end below it too; else inconclusive.
+    """
+    final, lo, hi = (np.asarray(v, float).ravel() for v in (final, lo, hi))
+    ends = f"end values {np.min(final):.3g}..{np.max(final):.3g}"
+    lims = f"extrapolated limits' intervals [{np.nanmin(lo):.3g}, {np.nanmax(hi):.3g}]"
+    if np.all(final >= target):
+        return {"verdict": "holds", "why": f"at or above {target:g} at the end in every run "
+                f"({ends})"}
+    if np.all(hi < target):
+        return {"verdict": "does not hold", "why": f"below {target:g} at the end and the "
+                f"log-rate extrapolation's upper end below it in every run ({ends}; {lims})"}
+    return {"verdict": "inconclusive", "why": f"below {target:g} at the end in some run "
+            f"({ends}); the {lims} reach {target:g}, and the claim is asymptotic"}
+
+
+def approach(t, values, final=None, target: float = 1.0):
+    """Whether a quantity rising at the log rate (e.g. a margin over its maximum) reaches
+    ``target``: every row's :func:`log_rate_limits` and the :func:`approach_verdict` on the
+    rows' values at the end of their runs (``final``; default the last save).
+
+    Arguments:
+        t: (T,) save times.
+        values: (..., T) the quantity per run (NaN after a run stopped).
+        final: (...) each run's value at its stop.
+
+    Returns:
+        ``(limits, verdict)``: (..., 3) ``[limit, lo, hi]`` and the verdict dict.
+    """
+    values = np.asarray(values, float)
+    lim = log_rate_limits(t, values)
+    final = values[..., -1] if final is None else final
+    return lim, approach_verdict(final, lim[..., 1], lim[..., 2], target)
+
+
+@dataclasses.dataclass(frozen=True)
+class LogRateFit:
+    """``margin(t) ~ limit - slope / ln t``, fitted by least squares in ``1 / ln t``.
+
+    Attributes:
+        limit: the extrapolated ``t -> infinity`` value; ``[lo, hi]`` its OLS t interval at
+            ``confidence`` (infinite with fewer than 3 points).
+        lo: lower end of the interval of ``limit``.
+        hi: upper end of the interval of ``limit``.
+        slope: the coefficient of ``-1 / ln t``.
+        confidence: level of the interval.
+        t_from: the earliest time used.
+        n_points: points fitted.
+    """
+
+    limit: float
+    lo: float
+    hi: float
+    slope: float
+    confidence: float
+    t_from: float
+    n_points: int
+
+    def time_to(self, level: float) -> float:
+        """The time at which the fitted law reaches ``level``: ``exp(slope / (limit -
+        level))``; ``inf`` if ``level >= limit`` (never, on this law)."""
+        if level >= self.limit or not self.slope > 0:
+            return math.inf if level >= self.limit else 1.0
+        return math.exp(min(self.slope / (self.limit - level), 700.0))
+
+
+def log_rate_fit(t, margin, *, t_from: float | None = None, confidence: float = 0.95
+                 ) -> LogRateFit:
+    """Extrapolate a normalized margin that rises at the logarithmic rate of the logistic
+    loss (``margin(t) = limit - slope / ln t + o(1 / ln t)``, as for gradient flow on
+    separable data) to ``t -> infinity``: OLS of ``margin`` on ``1 / ln t`` over the
+    finite points with ``t >= t_from`` (default: the later half of the finite points at
+    ``t > 1``), with the t interval of the intercept. The model, not the data, says the
+    approach is logarithmic: the residuals are the check.
+
+    Arguments:
+        t: (T,) save times.
+        margin: (T,) the margin at those times (NaN where not reached).
+    """
+    t, v = np.asarray(t, np.float64), np.asarray(margin, np.float64)
+    if t.shape != v.shape or t.ndim != 1:
+        raise ValueError(f"t and margin must be 1-d of one shape, got {t.shape}, {v.shape}.")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}.")
+    ok = np.isfinite(v) & np.isfinite(t) & (t > 1)
+    if t_from is None and ok.any():
+        t_from = float(np.sort(t[ok])[ok.sum() // 2])
+    ok &= t >= (t_from or 1.0)
+    if ok.sum() < 2 or np.ptp(1.0 / np.log(t[ok])) == 0:
+        raise ValueError(f"log_rate_fit needs at least 2 finite points at distinct t > 1 from "
+                         f"t_from={t_from}, got {int(ok.sum())}.")
+    import scipy.stats
+
+    u, y = 1.0 / np.log(t[ok]), v[ok]
+    r = scipy.stats.linregress(u, y)
+    n = int(ok.sum())
+    half = (scipy.stats.t.ppf(0.5 + confidence / 2, n - 2) * r.intercept_stderr if n > 2
+            else math.inf)
+    return LogRateFit(limit=float(r.intercept), lo=float(r.intercept - half),
+                      hi=float(r.intercept + half), slope=float(-r.slope),
+                      confidence=float(confidence), t_from=float(t_from), n_points=n)
+
+
+def log_rate_limits(t, values) -> np.ndarray:
+    """:func:`log_rate_fit` of every row of ``values (..., T)``: ``(..., 3)`` of ``[limit,
+    lo, hi]``, NaN for a row with fewer than 3 finite points at ``t > 1`` (e.g. a ratio to
+    a maximal margin of 0)."""
+    t, v = np.asarray(t, float), np.asarray(values, float)
+    out = np.full(v.shape[:-1] + (3,), np.nan)
+    for i in np.ndindex(v.shape[:-1]):
+        if np.isfinite(v[i][t > 1]).sum() >= 3:
+            f = log_rate_fit(t, v[i])
+            out[i] = f.limit, f.lo, f.hi
+    return out
 
 
 # -- convex programs ----------------------------------------------------------------------

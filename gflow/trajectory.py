@@ -58,6 +58,9 @@ class Trajectory:
         dynamics: a description of the dynamics that produced it.
         obs_dims: name -> names of each observable's trailing axes.
         batch_dims: names of the leading batch axes (``()`` for a single run).
+        at_stop: name -> (*batch, *obs_shape) observables at each run's end point where it
+            ended before ``t1`` (an ensemble's saves stop at the last one before; a single
+            run's trajectory ends at the point itself); empty if not recorded.
     """
 
     times: np.ndarray
@@ -72,6 +75,7 @@ class Trajectory:
     obs_dims: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
     batch_dims: tuple[str, ...] = ()
     coords: dict[str, Any] = dataclasses.field(default_factory=dict)
+    at_stop: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self):
         self.status = np.asarray(self.status, dtype=str)
@@ -143,8 +147,10 @@ class Trajectory:
         return done | (times <= self.t_stop[..., None] * (1 + _STOP_SLACK))
 
     def final(self, name: str | None = None):
-        """Observable ``name`` (all of them, as a dict, when ``None``) at each run's last
-        reached save: shape (*batch, *obs_shape)."""
+        """Observable ``name`` (all of them, as a dict, when ``None``) where each run ended:
+        at its stop point if a stop criterion or ``max_steps`` ended it before ``t1``
+        (``at_stop``, where recorded), else at its last reached save (a diverged or failed
+        run's last finite state): shape (*batch, *obs_shape)."""
         if name is None:
             return {k: self.final(k) for k in self.observables}
         v = np.asarray(self[name])
@@ -156,6 +162,10 @@ class Trajectory:
         if np.issubdtype(out.dtype, np.floating):
             out = np.where(np.reshape(last >= 0, last.shape + (1,) * (out.ndim - nb)), out,
                            np.nan)
+        if name in self.at_stop:  # a valid end point: not where a run diverged or failed
+            early = np.isin(self.status, ("stop_loss", "stop_grad", "max_steps"))
+            early = np.reshape(early, last.shape + (1,) * (out.ndim - nb))
+            out = np.where(early, np.asarray(self.at_stop[name], out.dtype), out)
         return out
 
     def without_params(self) -> Trajectory:
@@ -185,6 +195,8 @@ class Trajectory:
             if len(dims) != extra:
                 dims = tuple(f"{k}_dim{i}" for i in range(extra))
             data[k] = (b + ("time",) + dims, v)
+            if b and k in self.at_stop:
+                data[f"at_stop_{k}"] = (b + dims, np.asarray(self.at_stop[k]))
         for prefix, p in (("params0", self.params0), ("params_final", self.params_final)):
             for name, arr in _param_fields(p).items():
                 generic = tuple(f"{name}_dim{i}" for i in range(arr.ndim - len(b)))
@@ -210,7 +222,11 @@ class Trajectory:
         times = np.asarray(ds["t"].values if "t" in ds.coords else ds["time"].values)
         batch = tuple(d for d in ds["status"].dims) if "status" in ds else ()
         obs, dims, params = {}, {}, {"params0": {}, "params_final": {}}
+        at_stop = {k[8:]: np.asarray(v.values) for k, v in ds.data_vars.items()
+                   if k.startswith("at_stop_")}
         for k, v in ds.data_vars.items():
+            if k.startswith("at_stop_"):
+                continue
             if k.startswith(("params0_", "params_final_")):
                 prefix, name = k.rsplit("_", 1)
                 params[prefix][name] = np.asarray(v.values)
@@ -236,7 +252,7 @@ class Trajectory:
         return cls(times=times, observables=obs, params0=rebuild(params["params0"]),
                    params_final=rebuild(params["params_final"]), stats=stats, status=status,
                    t_stop=t_stop, dynamics=ds.attrs.get("dynamics", ""), obs_dims=dims,
-                   batch_dims=batch)
+                   batch_dims=batch, at_stop=at_stop)
 
 
 def combine(trajs: dict[tuple, Trajectory], dims: tuple[str, ...]):
@@ -313,4 +329,6 @@ def stack(results: list[tuple[Trajectory, int]], axes: dict[str, list]) -> Traje
         status=gather(lambda t, j: t.status[j]), t_stop=gather(lambda t, j: t.t_stop[j]),
         dynamics=t0.dynamics, obs_dims=t0.obs_dims, batch_dims=tuple(axes),
         coords={k: np.asarray(v) for k, v in axes.items()},
+        at_stop={k: gather(lambda t, j, k=k: t.at_stop[k][j]) for k in t0.at_stop
+                 if all(k in t.at_stop for t, _ in results)},
     )

@@ -16,31 +16,35 @@
 #
 # Matus Telgarsky, "Feature selection and low test error in shallow low-rotation ReLU
 # networks", ICLR 2023 (arXiv 2208.02789). The paper has no code; this simulation is new.
+# The text available to us is the abstract and introduction, so the claims below are the
+# abstract's, with the introduction's numbers for 2-sparse parity (width $O(d^2)$, and
+# $d^2/\epsilon$ samples for networks near initialization, as in the kernel regime).
 #
 # **Setting.** $f(x) = \frac{1}{\sqrt m}\sum_j a_j\,\mathrm{ReLU}(w_j\cdot x)$,
-# $w_j(0)\sim N(0, I_d)$, $a_j\sim\mathrm{Unif}\{\pm1\}$, $\|x\|\le 1$, $y\in\{\pm1\}$,
-# logistic loss; gradient flow (GF, adaptive Tsit5) and SGD (step 1, batch 16) side by side.
-# Running example: 2-sparse parity, $x$ uniform on $\{\pm 1/\sqrt d\}^d$,
-# $y = \mathrm{sign}(x_1x_2)$, whose NTK margin is $\Theta(1/d)$.
+# $w_j(0)\sim N(0, I_d)$, $a_j\sim\mathrm{Unif}\{\pm1\}$, logistic loss, only $W$ trained
+# (except in the norm-only part). Running example: 2-sparse parity on the hypercube,
+# $y = x_1x_2$, whose NTK margin is $\Theta(1/d)$.
 #
-# **Claims.**
-# 1. *Near initialization* (only $W$ trained here): until the weights have moved by
-#    $O(\sqrt m)$ — far beyond the $O(1)$ of the NTK analysis — width and samples
-#    $\propto 1/\gamma_{ntk}$ suffice for low test error, and GF attains at least the NTK margin
-#    $\gamma_{ntk}$ (so it escapes bad KKT points of the margin objective).
-# 2. *Neural collapse*: data in $k$ tight, well-separated groups with one label each; the
-#    sample complexity scales with the number of groups.
-# 3. *Norm-only*: $w_j = r_j u_j$ with $u_j = w_j(0)/\|w_j(0)\|$ frozen, $r$ and $a$ trained;
-#    GF at large width reaches the globally maximal margin over the fixed directions.
+# **Claims tested** (one verdict each at the end):
+# 1. Near initialization, GF reaches low test error, its normalized margin reaches at least
+#    the NTK margin $\gamma_{ntk}$, and the weights move by $O(\sqrt m)$ (not $O(1)$).
+# 2. Online SGD (one fresh sample per step) needs samples and width $\propto 1/\gamma_{ntk}$.
+# 3. Neural collapse ($k$ tight groups): the sample complexity scales with $k$.
+# 4. Norm-only ($w_j = r_j u_j$, $u_j$ frozen): wide GF reaches the globally maximal margin.
 #
-# **Measured.** Rotation angles $\angle(w_j(t), w_j(0))$, movement $\|W_t - W_0\|_F/\sqrt m$,
-# the normalized margin $\min_i y_i f(x_i)/\|W_t\|$ (the margin objective of the
-# 1-homogeneous net; for norm-only the 2-homogeneous $\min_i y_i f(x_i)/(\|r\|^2+\|a\|^2)$),
-# the NTK margin $\gamma_{ntk}$ of the training set (kernel hard-margin SVM,
-# `gflow.ntk.margin`), the maximal norm-only margin (a linear program:
-# $\max_{\|c\|_1\le1}\min_i y_i\sum_j c_j\mathrm{ReLU}(u_j\cdot x_i)$ divided by
-# $2\sqrt m$, since $\|r\|^2+\|a\|^2 \ge 2\sum_j|r_ja_j|$), and test error on 2000 fresh samples.
-# The run below is the default of `gflow run low_rotation` (about a minute on 2 cores).
+# **How it is measured.** Test error is the *population* error: the test set is the whole
+# hypercube, enumerated. Both NTK margins are computed for the population, exactly: the
+# cube's sign-flip symmetry makes the uniform dual weights optimal (`gflow.ntk.symmetric_margins`),
+# for the L2 relaxation and for Ji and Telgarsky's pointwise margin (the paper's assumption;
+# a Monte-Carlo average over $w$). GF stops on a convergence criterion (training loss below
+# `stop_loss`), and margins and errors are read at the stop point. Movement is compared with
+# the scale $\gamma\sqrt m$ (`gflow.rotation.near_init_radius`). Asymptotic claims
+# ($t\to\infty$) are judged by the value at the end and a $1/\ln t$ extrapolation with its
+# interval (`gflow.rotation.log_rate_fit`), never by the extrapolation alone.
+#
+# The sizes below are smaller than `gflow run low_rotation`'s defaults (fewer SGD seeds,
+# samples and widths) to keep the notebook short; `gflow run low_rotation --set preset=full`
+# runs the full study and `gflow report` runs every level.
 
 # %%
 import tempfile
@@ -51,107 +55,107 @@ import numpy as np
 from gflow import io
 from gflow.experiments import low_rotation as lr
 
-cfg = lr.Config()
+cfg = lr.Config(n_save=20, sgd_widths=(2, 8, 64), sgd_seeds=4, sgd_steps=1024, nc_seeds=3,
+                norm_t1=1e12)
 res = lr.run(cfg)
 s, ds = res.summary, res.dataset
-print(cfg)
+figs = lr.figures(ds, cfg)
 
 # %% [markdown]
-# ## 1. Near initialization (2-sparse parity, d = 8, n = 128, widths 32, 128, 512)
+# ## 1. Near initialization (2-sparse parity, GF)
 
 # %%
-gamma = s["near_init_ntk_margin"]
-print(f"NTK margin of the training set: {gamma:.4f}   (1/d = {1 / cfg.d:.4f})")
-print(f"{'width':>6} {'dyn':>4} {'max |W-W0|/sqrt m':>18} {'test err':>9} "
-      f"{'margin/gamma':>13} {'margin per movement/gamma':>26}")
-for dyn, tag in (("gf", ""), ("sgd", "sgd_")):
-    for w in cfg.widths:
-        print(f"{w:>6} {dyn:>4} "
-              f"{s[f'near_init_{tag}max_movement_over_sqrt_m_by_width'][str(w)]:>18.3f} "
-              f"{s[f'near_init_{tag}test_error_by_width'][str(w)]:>9.4f} "
-              f"{s[f'near_init_{tag}margin_over_ntk_margin_by_width'][str(w)]:>13.3f} "
-              f"{s[f'near_init_{tag}margin_per_movement_over_ntk_margin_by_width'][str(w)]:>26.3f}")
-print("|a|-weighted mean rotation at the end (GF, largest width): "
-      f"{s['near_init_rotation_weighted_deg']:.1f} deg")
+g = s["near_init_gamma_pw"]
+print(f"population NTK margins at d={cfg.d}: pointwise {g:.4f}, L2 relaxation "
+      f"{s['near_init_gamma_l2']:.4f}   (1/d = {1 / cfg.d:.4f})")
+print(s["near_init_stopped"])
+print(f"{'width':>6} {'t_stop':>9} {'pop. error':>10} {'margin/g_pw':>12} {'margin/g_l2':>12} "
+      f"{'|W-W0|/(g sqrt m)':>18}")
+for i, w in enumerate(cfg.widths):
+    print(f"{w:>6} {s['near_init_t_stop']['median'][i]:>9.0f} "
+          f"{s['near_init_population_error']['max'][i]:>10.3f} "
+          f"{s['near_init_margin_over_gamma_pw']['median'][i]:>12.3f} "
+          f"{s['near_init_margin_over_gamma_l2']['median'][i]:>12.3f} "
+          f"{s['near_init_movement_over_radius']['median'][i]:>18.1f}")
+print(f"|W - W0| / sqrt m ~ m^{s['near_init_movement_exponent']:.2f} "
+      f"{np.round(s['near_init_movement_ci'], 2).tolist()}")
 
 # %%
-figs = lr.figures(ds, cfg)
 figs["near_init"]
 
-# %%
-figs["near_init_rotation_cdf"]
-
 # %% [markdown]
-# **What the theory predicts and what this run shows (near init).**
-# The weights move far beyond $O(1)$: by $t = 10^4$ the movement is of order $\sqrt m$
-# ($\|W_t-W_0\|/\sqrt m$ between about 2 and 7, largest at the smallest width), and test error
-# on fresh samples is 0 at every width, with $n = 128$ samples in $d = 8$. GF and SGD
-# (step 1, batch 16) are indistinguishable on these curves.
+# **Reading it.** The population error at the stop is printed per width: 2-sparse parity is
+# learned from the training sample at every width here. The movement $\|W-W_0\|$ is of order
+# one in absolute terms at every width, so $\|W-W_0\|/\sqrt m$ *falls* like $m^{-1/2}$: the
+# runs are well within "$O(\sqrt m)$" in the sense of the exponent. Measured against the scale
+# $\gamma\sqrt m$ itself (constant 1), however, they have moved tens of times beyond it, so the
+# theorem's regime, if its constant is of order one, is not where these runs end; the
+# exponent suggests widths of order $10^5$ before the movement fits inside $\gamma\sqrt m$.
 #
-# The margin claim is asymptotic ($t\to\infty$). At this time budget the normalized margin
-# $\min_i y_if(x_i)/\|W_t\|$ exceeds $\gamma_{ntk}$ only at the smallest width; at the larger
-# widths it is still below (about $0.9\gamma_{ntk}$ at $m=128$ and $0.6\gamma_{ntk}$ at
-# $m=512$) and still rising, because $\|W_t\|$ is dominated by $\|W_0\|\approx\sqrt{md}$ until
-# the weights have moved by more than that. The margin per unit of movement,
-# $\min_i y_if(x_i)/\|W_t-W_0\|$ — what a linearized (NTK) predictor moved by $R$ attains at
-# most $\gamma_{ntk}R$ — is at or above $\gamma_{ntk}$ at every width. So the run supports
-# "at least the NTK margin" for the movement-normalized margin, and shows the homogeneous
-# margin on its way there without reaching it for $m \ge 128$ within $t=10^4$.
-#
-# "Low rotation" is relative: neurons do rotate (a mean of tens of degrees at the end), since
-# moving by $O(\sqrt m)$ in total is comparable to the initial norms $\|w_j(0)\|\approx\sqrt d$;
-# the rotation shrinks with width at fixed time.
+# The margin claim is asymptotic. At the stop, the normalized margin
+# $\min_i y_i f(x_i)/\|W\|$ is above $\gamma_{ntk}$ at the smallest width and below it at the
+# larger widths (printed above), because $\|W\|$ is dominated by $\|W_0\|\approx\sqrt{md}$
+# while the weights have moved by $O(1)$. Its $1/\ln t$ extrapolations lie above
+# $\gamma_{ntk}$, but an extrapolation is a model, so the verdict below is "inconclusive"
+# unless every run is already at or above $\gamma_{ntk}$ at its stop.
 
 # %% [markdown]
-# ## 2. Norm-only flow ($w_j = r_j u_j$, m = 256)
+# ## 2. Online SGD: samples and width needed against $1/\gamma_{ntk}$
 
 # %%
-print(f"max rotation angle over neurons, times and n: {s['norm_only_max_rotation_deg']:.2e} deg")
-print(f"{'n':>5} {'LP max margin':>14} {'GF margin / max':>16} {'test err':>9}")
-for n in cfg.norm_ns:
-    print(f"{n:>5} {s['norm_only_max_margin_by_n'][str(n)]:>14.3e} "
-          f"{s['norm_only_margin_ratio_by_n'][str(n)]:>16.3f} "
-          f"{s['norm_only_test_error_by_n'][str(n)]:>9.4f}")
-ratio = (ds["no_margin_homogeneous"] / ds["no_max_margin"]).sel(no_n=max(cfg.norm_ns))
-for t in (1e4, 1e6, 1e8, 1e10, 1e12, 1e14):
-    i = int(np.argmin(np.abs(np.log(ds["no_time"].values[1:] / t)))) + 1
-    print(f"t = {ds['no_time'].values[i]:.1e}: margin / max margin = {float(ratio[i]):.3f}")
-
-# %%
-figs["norm_only"]
+print("d:", list(cfg.ds), " 1/gamma_pw:", np.round(1 / np.array(s["scaling_gamma_pw"]), 2))
+for tag, what in (("samples", "samples (= steps)"), ("width", "width")):
+    print(f"{what} needed: {np.round(s[f'{tag}_y'], 1).tolist()}  exponent "
+          f"{s[f'{tag}_exponent']:.2f} {np.round(s[f'{tag}_ci'], 2).tolist()}  "
+          f"flags {s[f'{tag}_flags']}")
+    print("   ", s[f"verdict_{tag}_vs_1"])
+figs["scaling"]
 
 # %% [markdown]
-# **What the theory predicts and what this run shows (norm-only).**
-# The directions never change: the largest rotation angle is of the order of float32 rounding
-# ($10^{-5}$ degrees). (A neuron with $r_j(0) < |a_j(0)|$ could cross $r_j = 0$ and flip to
-# $-u_j$, since GF conserves $r_j^2-a_j^2$; the init is conditioned on $\|w_j(0)\|>1$ to rule
-# this out, which removes about 0.2% of Gaussian neurons at $d=8$.) The normalized margin rises
-# towards the globally maximal margin from the linear program but only logarithmically in time,
-# as expected for the logistic loss: about 0.7 of the maximum at $t=10^8$ and about 0.8 at
-# $t=10^{14}$ for $n=128$. So convergence to the maximum is consistent with the run but not
-# reached within it. Test error falls with $n$ (large at $n=16$, small at $n=64$, 0 at $n=128$).
+# **Reading it.** With one fresh sample per step and the exact population error, the number
+# of samples needed to reach population error $\le \epsilon$ at the largest width grows with
+# $1/\gamma_{ntk}$ faster than linearly at these sizes: its exponent's interval lies above 1
+# and contains 2, i.e. it matches the kernel regime's $d^2/\epsilon$ rather than the
+# $1/\gamma$ reading of the abstract. The $x$ range is under a decade (d from 4 to 10), which
+# is flagged. The width needed after the sample budget does not grow with $1/\gamma$ at all
+# over this range (a few neurons suffice), which is consistent with any bound of the form
+# width $\lesssim 1/\gamma$ but says nothing about its tightness.
 
 # %% [markdown]
-# ## 3. Neural collapse: k tight groups (radius 0.05, orthonormal centers in d = 16), m = 64
+# ## 3. Neural collapse: $k$ tight groups
 
 # %%
-print(f"{'k':>3} " + " ".join(f"n={n:>3}" for n in cfg.nc_ns))
-for k in cfg.nc_ks:
-    row = s[f"nc_test_error_k{k}_by_n"]
-    print(f"{k:>3} " + " ".join(f"{row[str(n)]:>5.3f}" for n in cfg.nc_ns))
-print(f"largest rotation angle: {s['nc_max_rotation_deg']:.1f} deg")
-
-# %%
+print("k:", list(cfg.nc_ks), " n needed:", np.round(s["nc_samples_y"], 1).tolist(),
+      " censored:", s["nc_samples_censored"])
+print(f"exponent in k: {s['nc_samples_exponent']:.2f} {np.round(s['nc_samples_ci'], 2).tolist()}"
+      f", coupon-collector reference {s['nc_coupon_exponent']:.2f}")
 figs["neural_collapse"]
 
 # %% [markdown]
-# **What the theory predicts and what this run shows (neural collapse).**
-# The sample complexity should scale with the number of groups $k$, not with $d$: once every
-# group has been seen, test error is 0. Here every $k \le 8$ reaches 0 test error by $n=16$
-# samples in $d=16$; below that, errors come from groups absent from the training sample.
-# With only 2 seeds per point the small-$n$ errors are noisy and the ordering in $k$ is not
-# clean at every $n$ (e.g. $k=2$ at $n=4$ can be unlucky); a finer test of the scaling would need
-# more seeds and larger $k$.
+# **Reading it.** Once every group has been seen, the test error is 0: the number of samples
+# needed grows with $k$. Where the smallest training set already suffices the point is a
+# censored upper bound ("below"), shown with its own marker and not fitted; with few seeds
+# the exponent's interval is wide, so whether it is linear in $k$ stays open here.
+
+# %% [markdown]
+# ## 4. Norm-only flow ($w_j = r_j u_j$)
+
+# %%
+print("widths:", s["norm_only_widths"], " n:", s["norm_only_ns"])
+print("margin / LP max at t1 (rows: widths, columns: n):")
+print(np.round(s["norm_only_ratio_at_t1"], 3))
+print("extrapolated limits [limit, lo, hi]:")
+print(np.round(s["norm_only_ratio_limit_ci"], 3))
+figs["norm_only"]
+
+# %% [markdown]
+# **Reading it.** The directions cannot rotate in this parameterization, so a rotation plot
+# would be true by construction; what is measured is the margin. The LP maximum over the
+# fixed directions is the global maximum for those features. GF's margin rises at the
+# logarithmic rate of the logistic loss and, at these widths, the wider the net the further it
+# is from the maximum at the same time (the maximum over more directions is larger and is
+# approached more slowly). Whether GF reaches it as $t\to\infty$ is what the extrapolation
+# addresses; at the sizes run here the extrapolated limits for the widest net lie below 1.
 
 # %%
 # the same figures are redrawn from the dataset written to disk (as `gflow plot DIR` does)
@@ -160,3 +164,13 @@ with tempfile.TemporaryDirectory() as tmp:
     _, _, ds2 = io.read_results(tmp)
     print(sorted(lr.figures(ds2, cfg)))
 plt.close("all")
+
+# %% [markdown]
+# ## Verdicts per claim
+#
+# What the experiment's summary states for each of the paper's claims at this notebook's
+# sizes (`summary["claims"]`; `gflow report` gathers the same verdicts at the defaults):
+
+# %%
+for cid, v in s["claims"].items():
+    print(f"{cid}: {v['verdict']}\n    {v['why']}\n    measured: {v['measured']}")

@@ -118,7 +118,7 @@ def test_modules_stay_small():
 #: paper's claims in words, the runs per report level, the verdict per claim)
 EXPERIMENT_LINES = 215
 #: experiments not yet within the limit, at most at these sizes (they may only shrink)
-OVER_LIMIT = {"low_rotation": 212}
+OVER_LIMIT: dict[str, int] = {}
 
 
 def _lines(path: Path) -> int:

@@ -129,3 +129,20 @@ def test_sine_data():
     np.testing.assert_allclose(y, np.sum(3.5 * np.sin(5 * X + 1), axis=1), rtol=1e-5, atol=1e-5)
     with pytest.raises(ValueError, match="high > low"):
         gflow.data.sine_data(jax.random.key(0), low=1.0, high=0.0)
+
+
+def test_stack_tiled_is_an_ensemble_of_the_untiled_flows(x64):
+    datas = [gflow.data.sparse_parity(jax.random.key(k), n, 4, n_test=8)
+             for k, n in ((5, 4), (6, 6))]
+    both = gflow.data.stack_tiled(datas)
+    assert both.X.shape == (2, 12, 4) and both.X_test.shape == (2, 8, 4)
+    net = gflow.TwoLayer(5, "relu", "ntk", bias=False, train_outer=False)
+    p = gflow.init.gaussian(jax.random.key(3), net, 4)
+    loss = get_loss("logistic")
+    for i, dt in enumerate(datas):
+        (l1, g1) = Objective(net, loss, dt.X, dt.y).value_and_grad(p)
+        (l2, g2) = Objective(net, loss, both.X[i], both.y[i]).value_and_grad(p)
+        assert float(l2) == pytest.approx(float(l1), rel=1e-13)  # summation order only
+        np.testing.assert_allclose(g2.W, g1.W, rtol=1e-12, atol=1e-15)
+        np.testing.assert_array_equal(both.X_test[i], dt.X_test)
+    assert gflow.data.stack_tiled([gflow.data.Dataset(dt.X, dt.y) for dt in datas]).X_test is None

@@ -160,3 +160,12 @@ def test_describe_prints_meanings_constraints_and_run_time(capsys):
     assert out.count(" = ") >= len(dataclasses.fields(quickstart.Config))
     assert cli.main(["describe", "nope"]) == 2
     assert "unknown experiment 'nope'" in capsys.readouterr().err
+
+
+def test_with_preset_fills_only_defaults():
+    base = lowrank_init.Config()
+    full = {"seeds": base.seeds + 3, "d": (4, 8)}
+    got = lowrank_init.Config(d=(16,)).with_preset(full)
+    assert got.seeds == base.seeds + 3 and got.d == (16,)  # the explicit d is kept
+    with pytest.raises(ValueError, match="seeds"):  # a preset value is checked like any other
+        lowrank_init.Config().with_preset({"seeds": 0})

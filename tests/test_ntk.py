@@ -289,3 +289,57 @@ def test_pointwise_margin_bad_inputs():
         ntk.pointwise_margin(np.eye(2), np.ones(2), np.ones((5, 3)))
     with pytest.raises(ValueError, match="finite"):
         ntk.pointwise_margin(np.eye(2), np.ones(2), np.full((5, 2), np.nan))
+
+
+def test_margins_at_reproduces_the_optimized_margins():
+    # at the optimizers' own dual points, margins_at gives their bounds back
+    rng = np.random.default_rng(3)
+    X, y = (np.asarray(v, np.float64) for v in gflow.data.margin_data(jax.random.key(4), 10,
+                                                                      3, 0.3))
+    W = rng.standard_normal((3000, 3))
+    k, pw = ntk.kernel_margin(ntk.relu_ntk(X), y), ntk.pointwise_margin(X, y, W)
+    k_at, _ = ntk.margins_at(X, y, k.p, W)
+    _, pw_at = ntk.margins_at(X, y, pw.p, W)
+    assert (k_at.gamma, k_at.lower) == pytest.approx((k.gamma, k.lower), rel=1e-12)
+    assert (pw_at.gamma, pw_at.lower) == pytest.approx((pw.gamma, pw.lower), rel=1e-12)
+    # at any other dual point they are upper bounds of the optimum, with valid lower bounds
+    q = rng.dirichlet(np.ones(10))
+    k_q, pw_q = ntk.margins_at(X, y, q, W)
+    assert k_q.gamma >= k.gamma - 1e-9 and k_q.lower <= k.gamma + 1e-9
+    assert pw_q.gamma >= pw.gamma - 1e-9 and pw_q.lower <= pw.gamma + 1e-9
+
+
+@pytest.mark.parametrize("d", [3, 5])
+def test_symmetric_margins_of_sparse_parity_are_exact(d):
+    # the cube under a 2-sparse parity is invariant under every coordinate sign flip, which
+    # acts transitively on it and keeps Q: the uniform p is a dual optimum, so the L2
+    # kernel's two bounds meet (a certificate) and agree with the QP over all 2^d points
+    dist = gflow.distributions.SparseParity(d)
+    X, y, _ = (np.asarray(v, np.float64) for v in dist.enumerate())
+    W = np.random.default_rng(d).standard_normal((20_000, d))
+    l2, pw = ntk.symmetric_margins(dist, W)
+    assert l2.gap < 1e-12 * l2.gamma
+    assert l2.gamma == pytest.approx(ntk.margin(X, y), rel=1e-6)  # SLSQP at tol 1e-12
+    # pointwise: the value at the uniform p is an upper bound of the sample's optimum (equal
+    # in the population); its Monte-Carlo error: terms |A_k p| lie in [0, max|x|], so two
+    # independent samples of M = 2e4 differ by < 5 sqrt(2) max|x| / (2 sqrt M)
+    W2 = W[:1000]
+    opt = ntk.pointwise_margin(X, y, W2)
+    _, at = ntk.margins_at(X, y, np.full(len(y), 1 / len(y)), W2)
+    rad = float(np.max(np.linalg.norm(X, axis=1)))
+    assert at.gamma >= opt.gamma - 1e-6 * rad  # the solver's smoothing moves it <= 1e-6 rad
+    assert pw.lower <= pw.gamma <= l2.gamma + 1e-12
+    _, pw2 = ntk.symmetric_margins(dist, np.random.default_rng(99).standard_normal((20_000, d)))
+    assert abs(pw.gamma - pw2.gamma) < 5 * math.sqrt(2) * rad / (2 * math.sqrt(20_000))
+
+
+def test_margins_at_bad_inputs():
+    X, y, W = np.eye(2), np.ones(2), np.ones((4, 2))
+    with pytest.raises(ValueError, match="p must"):
+        ntk.margins_at(X, y, np.array([-1.0, 2.0]), W)
+    with pytest.raises(ValueError, match="p must"):
+        ntk.margins_at(X, y, np.zeros(2), W)
+    with pytest.raises(ValueError, match="finite"):
+        ntk.margins_at(X, y, np.array([np.nan, 1.0]), W)
+    with pytest.raises(ValueError, match="labels"):
+        ntk.margins_at(X, np.array([1.0, 0.0]), np.ones(2), W)

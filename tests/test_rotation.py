@@ -178,3 +178,53 @@ def test_observables_match_functions():
         float(jnp.min(data.y * f) / jnp.linalg.norm(pf.W)), rel=1e-4)
     assert tr["margin_per_movement"][-1] == pytest.approx(
         float(jnp.min(data.y * f) / jnp.linalg.norm(pf.W - p0.W)), rel=1e-4)
+
+
+def test_near_init_radius_and_exit_time():
+    assert rotation.near_init_radius(0.1, 400) == pytest.approx(2.0)
+    assert rotation.near_init_radius(0.1, 400, c=0.5) == pytest.approx(1.0)
+    for name, bad in (("gamma", dict(gamma=0.0, width=4)), ("width", dict(gamma=0.1, width=0)),
+                      ("width", dict(gamma=0.1, width=2.5)),
+                      ("c must", dict(gamma=0.1, width=4, c=-1.0))):
+        with pytest.raises(ValueError, match=name):
+            rotation.near_init_radius(**bad)
+    t = np.array([1.0, 2.0, 4.0, 8.0])
+    mv = np.array([[0.1, 0.5, 1.5, 3.0], [0.1, 0.2, 0.3, 0.4]])
+    got = rotation.radius_exit_time(t, mv, 1.0)
+    assert got[0] == 4.0 and np.isnan(got[1])
+    np.testing.assert_array_equal(rotation.radius_exit_time(t, mv, np.array([0.05, 0.25])),
+                                  [1.0, 4.0])
+
+
+def test_log_rate_fit_recovers_the_law():
+    t = np.logspace(1, 12, 30)
+    exact = rotation.log_rate_fit(t, 0.7 - 2.0 / np.log(t))
+    assert exact.limit == pytest.approx(0.7, abs=1e-12) and exact.slope == pytest.approx(2.0)
+    assert exact.hi - exact.lo < 1e-10 and exact.n_points == 15  # the last half in ln t
+    # the law's inverse: 0.7 - 2 / ln t = 0.5 at t = e^10
+    assert exact.time_to(0.5) == pytest.approx(math.exp(10.0), rel=1e-9)
+    assert exact.time_to(0.7) == math.inf
+    # with noise, the 95 % interval covers the truth in about 95 % of draws
+    rng, cover = np.random.default_rng(0), 0
+    for _ in range(200):
+        f = rotation.log_rate_fit(t, 0.7 - 2.0 / np.log(t) + 0.01 * rng.standard_normal(30),
+                                  t_from=10.0)
+        cover += f.lo <= 0.7 <= f.hi
+    assert 180 <= cover <= 198  # binomial(200, 0.95): mean 190, sd 3.1
+    # rows, NaN where too few points; bad input
+    rows = rotation.log_rate_limits(t, np.stack([0.7 - 2.0 / np.log(t), np.full(30, np.nan)]))
+    assert rows.shape == (2, 3) and rows[0, 0] == pytest.approx(0.7) and np.isnan(rows[1]).all()
+    with pytest.raises(ValueError, match="at least 2"):
+        rotation.log_rate_fit(t[:1], np.ones(1))
+    with pytest.raises(ValueError, match="confidence"):
+        rotation.log_rate_fit(t, np.ones(30), confidence=1.0)
+
+
+def test_approach_verdict_words():
+    def v(*a):
+        return rotation.approach_verdict(*a)["verdict"]
+
+    assert v([1.0, 1.2], [0.9, 1.0], [1.1, 1.4]) == "holds"
+    assert v([0.5, 0.6], [0.4, 0.5], [0.7, 0.8]) == "does not hold"
+    assert v([0.5, 1.1], [0.4, 0.9], [1.2, 1.3]) == "inconclusive"
+    assert "0.5..1.1" in rotation.approach_verdict([0.5, 1.1], [0.4, 0.9], [1.2, 1.3])["why"]

@@ -269,3 +269,16 @@ def test_draw_marks_censored_points(tmp_path):
     plt.close(fig)
     with pytest.raises(ValueError, match="PowerLaw or Proportions"):
         stats.draw(ax1, 3.0)
+
+
+def test_law_keys_flatten_any_law_with_verdicts():
+    x = np.array([1.0, 2.0, 4.0, 8.0])
+    grid = np.array([1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0])
+    succ = grid[None, None, :] >= (4.0 * x)[:, None, None]  # threshold 4 x: exponent 1
+    law = stats.threshold_law(x, np.repeat(succ, 3, axis=1), grid)
+    keys = stats.law_keys("n", law, (1, 2))
+    assert keys["n_exponent"] == pytest.approx(1.0, abs=0.2)
+    assert keys["n_ci"] == [law.lo, law.hi] and keys["n_x"] == list(law.x)
+    assert set(keys) >= {"n_flags", "n_y", "n_censored", "verdict_n_vs_1", "verdict_n_vs_2"}
+    assert keys["verdict_n_vs_2"] == "{verdict}: {why}".format(**stats.bound_verdict(law, 2))
+    json.dumps(keys)  # summary.json-ready

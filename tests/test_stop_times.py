@@ -204,3 +204,25 @@ def test_step_to_saves_is_validated():
         gflow.GradientFlow(step_to_saves=True, controller="constant", dt0=0.1)
     with pytest.raises(ValueError, match="step_to_saves must be True or False"):
         gflow.GradientFlow(step_to_saves=1)
+
+
+def test_ensemble_final_is_at_the_stop_point(x64, tmp_path):
+    # an ensemble's saves end at the last one before each member's stop; Trajectory.final
+    # reads the stop point itself, as for a single run, also through a sweep and a
+    # round trip through xarray. Members: one stops at t* = 4.2, one (lower level) later,
+    # one with a level never reached completes at t1.
+    net, p0, data = _problem("tanh")
+    dyn = gflow.GradientFlow(rtol=1e-8, atol=1e-10)
+    single = gflow.simulate(net, p0, data, dynamics=dyn, t1=T1, save=gflow.LinTimes(11),
+                            observe=("loss",), stop_loss=LEVELS["loss"])
+    sw = gflow.sweep(lambda stop_loss: gflow.Run(
+        net, p0, data, dynamics=dyn, t1=T1, save=gflow.LinTimes(11), observe=("loss",),
+        stop_loss=stop_loss), stop_loss=[LEVELS["loss"], 0.5 * LEVELS["loss"], 1e-9])
+    tr = sw.trajectory
+    assert list(tr.status) == ["stop_loss", "stop_loss", "completed"]
+    final = tr.final("loss")
+    np.testing.assert_allclose(final[:2], [LEVELS["loss"], 0.5 * LEVELS["loss"]], rtol=1e-9)
+    assert final[0] == pytest.approx(float(single.final("loss")), rel=1e-9)
+    assert final[2] == tr["loss"][2, -1]  # completed: the save at t1
+    back = gflow.Trajectory.from_xarray(tr.to_xarray())
+    np.testing.assert_array_equal(back.final("loss"), final)

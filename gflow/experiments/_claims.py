@@ -65,17 +65,18 @@ def from_keys(summary: dict, keys: dict[str, str], measured: dict | None = None)
             for cid, k in keys.items()}
 
 
-def tally(outcomes: Sequence[str], *, holds: str, fails: str, what: str = "seeds") -> dict:
+def tally(outcomes: Sequence[str], *, holds: str, fails: str, what: str = "seeds",
+          measured: str = "") -> dict:
     """A claim judged per seed (or run): does not hold if any outcome is ``fails``, holds if
     every other outcome is ``holds`` and at least one is, else inconclusive (every run gave
     neither, e.g. did not move). ``why`` counts each outcome."""
     counts = {o: list(outcomes).count(o) for o in dict.fromkeys(outcomes)}
     text = ", ".join(f"{n} of {len(outcomes)} {what}: {o}" for o, n in counts.items())
     if counts.get(fails):
-        return claim("does not hold", text)
+        return claim("does not hold", text, measured)
     if counts.get(holds):
-        return claim("holds", text)
-    return claim("inconclusive", text or f"no {what}")
+        return claim("holds", text, measured)
+    return claim("inconclusive", text or f"no {what}", measured)
 
 
 def check_claims(module, summary: dict) -> list[str]:

@@ -211,3 +211,10 @@ class Settings(metaclass=_Checked):
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, coerce(type(self), f.name, getattr(self, f.name)))
         check_config(self)
+
+    def with_preset(self, values: dict):
+        """This config with ``values`` (setting -> value) wherever a setting is left at its
+        class default: a preset that never overrides what was set explicitly."""
+        base = type(self)()
+        return dataclasses.replace(self, **{k: v for k, v in values.items()
+                                            if getattr(self, k) == getattr(base, k)})

@@ -10,6 +10,8 @@ made of parts with their own time grids keeps each part's observables under a ta
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = ["lr_grid", "observables_dataset", "runs_dataset"]
@@ -65,6 +67,23 @@ def observables_dataset(result, *, prefix: str | None = None, shared=()):
         return ds
     ds = ds.rename({dim: f"{prefix}_{dim}" for dim in ds.dims if dim not in shared})
     return ds.rename({v: f"{prefix}_{v}" for v in ds.data_vars})
+
+
+def over_datasets(net, params0, datas, *, dim: str, coords, prefix: str, **simulate) -> Any:
+    """One ``(net, params0)`` trained on each dataset of ``datas`` (training sets of different
+    sizes, tiled to one by :func:`gflow.data.stack_tiled`: one compiled ensemble, the same
+    full-batch flows) by :func:`gflow.simulate_ensemble` with ``simulate`` (loss, dynamics,
+    t1, save, observe, ...): :func:`observables_dataset` with the member dim ``dim`` at
+    ``coords``."""
+    import jax
+    import jax.numpy as jnp
+
+    import gflow
+
+    p0 = jax.tree.map(lambda x: jnp.stack([x] * len(datas)), params0)
+    traj = gflow.simulate_ensemble(net, p0, gflow.data.stack_tiled(datas), **simulate)
+    traj.batch_dims, traj.coords = (dim,), {dim: list(coords)}
+    return observables_dataset(traj, prefix=prefix, shared=(dim,))
 
 
 def lr_grid(runs: dict, data, lrs, steps, *, observe=("loss",), loss: str = "logistic",

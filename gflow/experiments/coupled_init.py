@@ -96,9 +96,7 @@ class Config(Settings):
 
 def with_preset(cfg: Config) -> Config:
     """``cfg`` with the :data:`FULL` values wherever a setting is at its default (``full``)."""
-    base = Config()
-    return cfg if cfg.preset != "full" else dataclasses.replace(
-        cfg, **{k: v for k, v in FULL.items() if getattr(cfg, k) == getattr(base, k)})
+    return cfg.with_preset(FULL) if cfg.preset == "full" else cfg
 
 
 def _init(name, key, net, d):

@@ -1,305 +1,337 @@
 """Low-rotation regimes of shallow ReLU nets (Telgarsky, ICLR 2023, arXiv 2208.02789).
 
 ``f(x) = (1/sqrt m) sum_j a_j relu(w_j . x)``, ``w_j(0) ~ N(0, I_d)``, ``a_j ~ Unif{+-1}``,
-logistic loss, gradient flow (GF; Tsit5 + PI) and SGD (step ``sgd_lr``, batch ``batch_size``)
-side by side. Three regimes (``regime=near_init|neural_collapse|norm_only|all``):
+logistic loss. The paper's claims, as its abstract states them: near initialization,
+"until the weights have moved by O(sqrt m)", "GF and SGD only need a network width and
+number of samples inversely proportional to the NTK margin", and "GF attains at least the
+NTK margin itself"; in the neural-collapse setting "the sample complexity scales with the
+number of groups"; with inner weights that change "in norm only", "GF with large widths
+achieves globally maximal margins". (The stored text of the paper available here is its
+abstract and introduction: the theorems' constants are not quoted; the introduction gives
+width ``O(d^2)`` for 2-sparse parity, against the kernel regime's ``d^2 / eps`` samples.)
 
-- ``near_init``: 2-sparse parity on ``{+-1/sqrt d}^d`` (:func:`gflow.data.sparse_parity`),
-  only ``W`` trained (``a`` fixed), widths ``widths``. Observed: rotation angles, movement
-  ``|W_t - W_0| / sqrt m``, the normalized margin ``min_i y_i f(x_i) / |W_t|`` (the margin
-  objective of the 1-homogeneous net) and ``min_i y_i f(x_i) / |W_t - W_0|``, both against
-  the NTK margin ``gamma_ntk`` of the training set (:func:`gflow.ntk.margin`), and test error.
-- ``neural_collapse``: ``k`` tight orthonormal groups, one label each
-  (:func:`gflow.data.groups`); GF from standard init (only ``W`` trained); test error vs
-  ``n`` for each ``k`` (mean over ``nc_seeds`` seeds).
-- ``norm_only``: ``w_j = r_j u_j`` with ``u_j`` frozen, ``r`` and ``a`` trained
-  (:class:`gflow.rotation.NormOnlyTwoLayer`), init conditioned on ``|w_j(0)| > 1`` so that
-  no norm crosses 0 (:func:`gflow.init.norm_only`); GF's 2-homogeneous normalized margin
-  ``min_i y_i f(x_i)/(|r|^2 + |a|^2)`` against the globally maximal one over the fixed
-  directions (a linear program, :func:`gflow.rotation.norm_only_max_margin`); test error vs n.
+Regimes (``regime=near_init|scaling|neural_collapse|norm_only|all``):
+
+- ``near_init``: 2-sparse parity (:class:`gflow.distributions.SparseParity`), ``n`` training
+  points, only ``W`` trained, gradient flow (GF) per width and seed, stopped once the
+  training loss is below ``stop_loss`` (``t1`` only a budget). The test set is the whole
+  hypercube, so the test error is the exact population error. NTK margins of the
+  distribution in both definitions (L2 relaxation and Ji-Telgarsky's pointwise one, the
+  paper's assumption), exact by symmetry (:func:`gflow.ntk.margins_at`); movement against
+  the radius ``gamma sqrt(m)`` (:func:`gflow.rotation.near_init_radius`); the normalized
+  margin at the stop and its log-rate extrapolation (:func:`gflow.rotation.log_rate_fit`).
+- ``scaling``: the paper's online SGD (:class:`gflow.OnlineSGD`, one fresh sample per step,
+  so step = sample) for every ``d`` in ``ds``, width and seed; exact population error on the
+  cube at log-spaced steps. Samples needed (first step with error ``<= eps``, largest width)
+  and width needed (after ``sgd_steps`` samples) against ``1 / gamma_pw`` as power laws with
+  bootstrap intervals (:func:`gflow.stats.threshold_law`), verdicts against exponents 1 and 2.
+- ``neural_collapse``: ``k`` tight orthonormal groups (:func:`gflow.data.groups`), GF,
+  test error on fresh points; the samples needed against ``k`` with an interval.
+- ``norm_only``: ``w_j = r_j u_j``, ``u_j`` frozen, ``r`` and ``a`` trained
+  (:class:`gflow.rotation.NormOnlyTwoLayer`), per width and ``n``; the 2-homogeneous margin
+  against the LP maximum over the fixed directions (:func:`gflow.rotation.norm_only_max_margin`)
+  over time, and its log-rate extrapolation.
+
+Every claim of :data:`CLAIMS` gets a verdict in ``summary["claims"]`` (a regime not run:
+"inconclusive", not run). Margins and errors are read where each run stopped
+(:attr:`gflow.Trajectory.at_stop`). Asymptotic claims (a margin reaching a target as
+``t -> infinity``) hold only if every run is already there at its end, fail only if the
+``1/ln t`` extrapolation's interval lies below the target too
+(:func:`gflow.rotation.approach_verdict`), and are inconclusive otherwise. ``preset=full``
+takes :data:`FULL`; ``gflow report`` runs :data:`SMOKE`, :data:`QUICK` and :data:`FULL`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import jax
 import numpy as np
+import xarray as xr
 
 import gflow
-from gflow import ntk, rotation
+from gflow import ntk, rotation, stats
+from gflow.distributions import SparseParity
 
-from . import Result, Settings, setting
-from ._runs import observables_dataset
+from . import Result, Settings, claim, from_bound, setting, tally
+from ._runs import observables_dataset, over_datasets
 
-REGIMES = ("near_init", "neural_collapse", "norm_only")
-OBSERVE = ("loss", "test_accuracy", "max_rotation_deg", "rotation_weighted_deg",
-           "movement_over_sqrt_m", "margin_homogeneous", "margin_per_movement")
+REGIMES = ("near_init", "scaling", "neural_collapse", "norm_only")
+OBSERVE = ("loss", "test_accuracy", "margin_homogeneous", "movement_over_sqrt_m",
+           "rotation_weighted_deg")  # near_init's observables
 CITE = "Telgarsky, ICLR 2023 (arXiv 2208.02789)"
-
+NET = dict(activation="relu", scaling="ntk", bias=False, train_outer=False)  # only W trained
+CLAIMS = {
+    "near_init_error": "Near init, GF on 2-sparse parity reaches population error <= eps.",
+    "near_init_margin": "GF attains at least the NTK margin (pointwise definition).",
+    "near_init_movement": "Near init: weights move O(sqrt m) (|W - W0| / sqrt m not growing).",
+    "samples_vs_margin": "Online SGD needs samples inversely proportional to the NTK margin.",
+    "width_vs_margin": "Online SGD needs a width inversely proportional to the NTK margin.",
+    "nc_samples_vs_groups": "With neural collapse, sample complexity scales with the groups k.",
+    "norm_only_max_margin": "Norm-only inner weights: wide GF reaches the max margin."}
+#: the settings of ``gflow report --quick``; ``preset=full`` adds those of FULL
+QUICK = dict(ds=(4, 6, 8, 10, 12), sgd_widths=(2, 4, 8, 16, 64, 256), sgd_seeds=8,
+             sgd_steps=4096, nc_seeds=8, norm_ns=(16, 64, 128))
+#: the settings of ``preset=full`` (wherever a setting is left at its default)
+FULL = QUICK | dict(seeds=4, stop_loss=1e-3, sgd_seeds=16, sgd_steps=16384, nc_seeds=16,
+                    norm_widths=(64, 256, 1024, 4096), norm_t1=1e16)
+SMOKE = dict(d=4, n=32, widths=(32, 64, 128), stop_loss=0.05, t1=1e4, ds=(4, 6, 8), sgd_seeds=2,
+             sgd_widths=(2, 8), sgd_steps=256, nc_ks=(2, 4, 8), nc_ns=(2, 4, 8), nc_width=8,
+             nc_seeds=2, nc_t1=30.0, norm_widths=(16, 32), norm_ns=(8, 16), norm_t1=1e6, n_save=8)
+REPORT = {"smoke": [("", SMOKE)], "quick": [("", QUICK)], "full": [("", {"preset": "full"})]}
 
 #: measured wall time of ``gflow run low_rotation`` with the defaults
-RUN_TIME = 'about 85 s of CPU time on 2 CPU cores (240 s wall with the cores shared, load 9)'
+RUN_TIME = "227 s on 2 cores shared with other jobs (load about 3.5), 2026-12-02"
 
 
 @dataclasses.dataclass(frozen=True)
 class Config(Settings):
-    """Settings of the three low-rotation regimes.
+    """Settings of the four parts.
 
     Attributes:
-        seed: seed of data, init and SGD batches.
-        regime: which regime to run (``all``: the three).
-        d: input dimension of the 2-sparse parity data (near_init and norm_only).
+        seed: seed of data, inits, SGD samples and the margins' sample of w.
+        regime: which part to run (``all``: every one).
+        preset: ``full`` takes the settings of ``FULL`` (more seeds, lower stop_loss, longer
+            SGD, wider norm-only nets) wherever they are left at their defaults.
+        d: input dimension of near_init and norm_only (2-sparse parity).
         n: training points of near_init.
-        n_test: test points (fresh draws from the hypercube).
-        widths: neurons m of the near_init nets (one run per width).
-        t1: end time of near_init (GF; SGD at t = step x sgd_lr).
-        sgd_lr: SGD's learning rate.
-        batch_size: SGD's minibatch size.
-        rtol: relative tolerance of GF's controller (every regime).
-        atol: absolute tolerance of GF's controller (every regime).
+        widths: neurons m of the near_init nets.
+        seeds: seeds per width of near_init.
+        stop_loss: near_init's GF stops once the training loss is below this.
+        t1: near_init's time budget (a run still above stop_loss at t1 is budget-bound).
+        rtol: relative tolerance of GF's controller (every GF run).
+        atol: absolute tolerance of GF's controller (every GF run).
         n_save: log-spaced save points per run.
-        norm_width: neurons of the norm-only net.
-        norm_t1: end time of the norm-only runs (the margin grows like log t).
-        norm_ns: training-set sizes of the norm-only runs.
+        margin_samples: sampled w's of the pointwise NTK margin.
+        eps: target population (or test) error of the sample and width thresholds.
+        ds: input dimensions of the scaling part (the cube is enumerated: d <= 12).
+        sgd_widths: widths of the scaling part.
+        sgd_seeds: seeds per (d, width) of the scaling part.
+        sgd_steps: online-SGD steps (= samples) per run.
+        sgd_lr: online SGD's step size.
         nc_d: input dimension of the neural-collapse groups.
-        nc_ks: numbers k of groups.
+        nc_ks: numbers k of groups (k <= nc_d).
         nc_ns: training-set sizes of the neural-collapse runs.
         nc_radius: radius of each group around its centre.
         nc_width: neurons of the neural-collapse nets.
         nc_t1: end time of the neural-collapse runs.
         nc_seeds: seeds per (k, n) of the neural-collapse regime.
+        n_test: fresh test points of the neural-collapse regime.
+        norm_widths: neurons of the norm-only nets.
+        norm_ns: training-set sizes of the norm-only runs.
+        norm_t1: end time of the norm-only runs (the margin grows like log t).
     """
 
     seed: int = 0
     regime: str = setting("all", choices=(*REGIMES, "all"))
-    # near_init (and the data of norm_only): 2-sparse parity
-    d: int = 8
-    n: int = 128
-    n_test: int = 2000
+    preset: str = setting("default", choices=("default", "full"),
+                          why="full: the settings of FULL wherever they are left at the default")
+    d: int = setting(8, ge=2, le=12, why="the hypercube is enumerated for exact errors")
+    n: int = setting(128, ge=2)
     widths: tuple[int, ...] = (32, 128, 512)
-    t1: float = 1e4
-    sgd_lr: float = 1.0
-    batch_size: int = setting(16, ge=1, le="n", why="SGD draws at most n samples per batch")
+    seeds: int = setting(2, ge=1)
+    stop_loss: float = setting(1e-2, gt=0.0)
+    t1: float = setting(1e6, gt=0.0)
     rtol: float = 1e-4
     atol: float = 1e-6
-    n_save: int = 30
-    # norm_only
-    norm_width: int = 256
-    norm_t1: float = 1e14
-    norm_ns: tuple[int, ...] = (16, 64, 128)
-    # neural_collapse
+    n_save: int = setting(30, ge=4)
+    margin_samples: int = setting(4000, ge=100)
+    eps: float = setting(0.05, gt=0.0, lt=0.5)
+    ds: tuple[int, ...] = setting((4, 6, 8, 10), ge=2, le=12,
+                                  why="the hypercube is enumerated for exact errors")
+    sgd_widths: tuple[int, ...] = (2, 4, 8, 16, 64)
+    sgd_seeds: int = setting(6, ge=2)
+    sgd_steps: int = setting(2048, ge=16)
+    sgd_lr: float = setting(1.0, gt=0.0)
     nc_d: int = 16
-    nc_ks: tuple[int, ...] = (2, 4, 8)
-    nc_ns: tuple[int, ...] = (4, 8, 16, 32)
+    nc_ks: tuple[int, ...] = setting((2, 4, 8, 16), ge=2, le="nc_d", why="orthonormal centres")
+    nc_ns: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
     nc_radius: float = 0.05
     nc_width: int = 64
     nc_t1: float = 300.0
-    nc_seeds: int = 2
+    nc_seeds: int = setting(4, ge=2)
+    n_test: int = 1000
+    norm_widths: tuple[int, ...] = (64, 256, 1024)
+    norm_ns: tuple[int, ...] = (16, 128)
+    norm_t1: float = 1e14
 
 
-def _gf(cfg: Config):
+def _gf(cfg):
     return gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.atol)
 
 
-def _observed(result, pre: str):
-    """A regime's observables, tagged (the regimes have their own time grids)."""
-    return observables_dataset(result, prefix=pre, shared=("width", "k", "seed", "dynamics"))
+def _near_init(cfg, key, progress):
+    # population NTK margins, exact by the cube's symmetry (pointwise: over margin_samples w's)
+    dist, ws = SparseParity(cfg.d), jax.random.normal(jax.random.fold_in(key, 99), (
+        cfg.margin_samples, cfg.d))
+    g2, g = (r.gamma for r in ntk.symmetric_margins(dist, ws))
+
+    def make_run(seed, width):
+        k, net = jax.random.fold_in(key, seed), gflow.TwoLayer(width, **NET)
+        tr = dist.dataset(jax.random.fold_in(k, 0), cfg.n, n_test=0)
+        return gflow.Run(net, gflow.init.gaussian(jax.random.fold_in(k, 1), net, cfg.d),
+                         gflow.Dataset(tr.X, tr.y, *dist.enumerate()[:2]), loss="logistic",
+                         dynamics=_gf(cfg), t1=cfg.t1, save=gflow.LogTimes(cfg.n_save, t_min=1.0),
+                         stop_loss=cfg.stop_loss, observe=OBSERVE)
+
+    sw = gflow.sweep(make_run, seeds=list(range(cfg.seeds)), width=list(cfg.widths),
+                     progress=progress)
+    tr, ds = sw.trajectory, observables_dataset(sw, prefix="ni", shared=("seed", "width"))
+    ds = ds.assign(ni_gamma_pw=g, ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g,
+                   ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g)  # near_init_radius
+    err, ratio, mov = (np.asarray(tr.final(v)) for v in OBSERVE[1:4])  # at each run's stop
+    err, ratio, stopped = 1.0 - err, ratio / g, np.asarray(tr.status) == "stop_loss"
+    runs = f"{int(stopped.sum())} of {stopped.size} runs reached stop_loss={cfg.stop_loss:g}"
+    wide, ok = mov / g, np.isfinite(mov).all(0)  # ok: widths whose runs all reached a save
+    mov_law = stats.power_law(np.asarray(cfg.widths)[ok], mov[:, ok].T)
+    where = f"|W - W0| / (gamma_pw sqrt m) = {wide.min():.3g}..{wide.max():.3g} at the stop"
+    lim, mv = rotation.approach(tr.times, np.asarray(tr["margin_homogeneous"]) / g, ratio)
+    return {**{f"near_init_{k}": stats.over_seeds(v) for k, v in (
+        ("t_stop", tr.t_stop), ("population_error", err), ("margin_over_gamma_pw", ratio),
+        ("margin_over_gamma_l2", ratio * g / g2), ("margin_limit_over_gamma_pw", lim[..., 0]),
+        ("movement_over_radius", wide), ("radius_exit_time", rotation.radius_exit_time(
+            tr.times, tr["movement_over_sqrt_m"], g)))},
+        "near_init_gamma_pw": g, "near_init_gamma_l2": g2, "near_init_stopped": runs,
+        "near_init_margin_limit_ci_over_gamma_pw": lim.tolist(), "claims": {
+            "near_init_error": tally(np.where(stopped, np.where(err <= cfg.eps, "<= eps", "> eps"),
+                                              tr.status).ravel().tolist(), holds="<= eps",
+                                     fails="> eps", what="runs", measured=f"population error "
+                                     f"(whole cube) at the stop, largest {err.max():.3g}; {runs}"),
+            "near_init_margin": claim(**mv, measured=f"margin / gamma_pw at the stop, widths "
+                                      f"{list(cfg.widths)}; {runs}; {where}"),
+            "near_init_movement": from_bound(
+                stats.bound_verdict(mov_law, 0), f"|W - W0| / sqrt m ~ m^alpha; {where}")},
+        **stats.law_keys("near_init_movement", mov_law, (0,))}, ds
 
 
-def _near_init(cfg: Config, keys, progress: bool):
-    import xarray as xr
-
-    k_data, k_init, k_sgd, _ = keys
-    data = gflow.data.sparse_parity(k_data, cfg.n, cfg.d, n_test=cfg.n_test)
-    gamma = ntk.margin(data.X, data.y, layers="inner")
-    save = gflow.LogTimes(cfg.n_save, t_min=cfg.sgd_lr)
-    dyns = {"gf": _gf(cfg),
-            "sgd": gflow.SGD(lr=cfg.sgd_lr, batch_size=cfg.batch_size, key=k_sgd)}
-
-    parts = []
-    for name, dyn in dyns.items():
-        def make_run(width, dyn=dyn):
-            net = gflow.TwoLayer(width, "relu", "ntk", bias=False, train_outer=False)
-            p0 = gflow.init.gaussian(k_init, net, cfg.d)
-            return gflow.Run(net, p0, data, loss="logistic", dynamics=dyn, t1=cfg.t1,
-                             save=save, observe=OBSERVE + ("rotation_deg",))
-        sw = gflow.sweep(make_run, width=list(cfg.widths), progress=progress)
-        parts.append(_observed(sw, "ni").expand_dims(dynamics=[name]))
-    ds = xr.concat(parts, dim="dynamics", join="outer")
-    ds["ni_ntk_margin"] = gamma
-
-    s: dict = {"near_init_ntk_margin": gamma}
-    wmax = max(cfg.widths)
-    for dname in dyns:
-        tag = "" if dname == "gf" else "sgd_"
-        sub = ds.sel(dynamics=dname)
-        last = sub.isel(ni_time=-1)
-        per = {"max_movement_over_sqrt_m": sub["ni_movement_over_sqrt_m"].max("ni_time"),
-               "test_error": 1.0 - last["ni_test_accuracy"],
-               "margin_over_ntk_margin": last["ni_margin_homogeneous"] / gamma,
-               "margin_per_movement_over_ntk_margin": last["ni_margin_per_movement"] / gamma,
-               "rotation_weighted_deg": last["ni_rotation_weighted_deg"]}
-        for key, arr in per.items():
-            s[f"near_init_{tag}{key}"] = float(arr.sel(width=wmax))
-            if key != "rotation_weighted_deg":
-                s[f"near_init_{tag}{key}_by_width"] = {
-                    str(int(w)): float(arr.sel(width=w)) for w in cfg.widths}
-    s["near_init_final_loss"] = float(ds["ni_loss"].sel(dynamics="gf", width=wmax)[-1])
-    return s, ds
+def scaling_laws(ds, cfg: Config):
+    """Samples needed (online-SGD steps to population error ``<= eps`` at the largest width)
+    and width needed (after ``sgd_steps``) against ``1 / gamma_pw``: two
+    :func:`gflow.stats.threshold_law` results."""
+    acc = ds["sc_accuracy"].dropna("seed", how="all")  # seeds of this part only
+    ok = (1.0 - acc.transpose("sc_d", "seed", "width", "sc_time")).values <= cfg.eps
+    x, steps = 1.0 / ds["sc_gamma_pw"].values, ds["sc_time"].values / cfg.sgd_lr
+    return (stats.threshold_law(x, ok[:, :, -1, 1:], steps[1:]),
+            stats.threshold_law(x, ok[:, :, :, -1], ds["width"].values))
 
 
-def _norm_only(cfg: Config, keys, progress: bool):
-    import jax.numpy as jnp
-    import xarray as xr
+def _scaling(cfg, key, progress):
+    def make_run(seed, width, d):
+        k, dist, net = jax.random.fold_in(jax.random.fold_in(key, d), seed), SparseParity(d), \
+            gflow.TwoLayer(width, **NET)
+        return gflow.Run(net, gflow.init.gaussian(k, net, d),
+                         gflow.Dataset(*dist.enumerate()[:2]), loss="logistic",
+                         dynamics=gflow.OnlineSGD(cfg.sgd_lr, 1, dist, jax.random.fold_in(k, 2)),
+                         t1=cfg.sgd_steps * cfg.sgd_lr, observe=("accuracy",),
+                         save=gflow.LogTimes(cfg.n_save, t_min=8 * cfg.sgd_lr))
 
-    k_data, k_init = keys[:2]
-    net, q0 = gflow.init.norm_only(k_init, cfg.norm_width, cfg.d)
-    ns = list(cfg.norm_ns)
-    datas = [gflow.data.sparse_parity(k_data, n, cfg.d, n_test=cfg.n_test) for n in ns]
-    gstar = [rotation.norm_only_max_margin(net, dt.X, dt.y) for dt in datas]
-    # all sample sizes in one compiled ensemble: tiling leaves the full-batch flow unchanged
-    tiled = [gflow.data.tile_samples(dt, max(ns)) for dt in datas]
-    stack = [jnp.stack([getattr(dt, f) for dt in tiled]) for f in ("X", "y", "X_test", "y_test")]
-    q0s = jax.tree.map(lambda x: jnp.stack([x] * len(ns)), q0)
-    traj = gflow.simulate_ensemble(net, q0s, gflow.Dataset(*stack), loss="logistic",
-                                   dynamics=_gf(cfg), t1=cfg.norm_t1,
-                                   save=gflow.LogTimes(cfg.n_save, t_min=1e-2), observe=OBSERVE,
-                                   progress=progress)
-    traj.batch_dims, traj.coords = ("n",), {"n": ns}
-    ds = _observed(traj, "no")
-    ds["no_max_margin"] = xr.DataArray(gstar, dims=("no_n",), coords={"no_n": ns})
-    ratio = [float(m / g) for m, g in zip(traj.final("margin_homogeneous"), gstar, strict=True)]
-    err = 1.0 - traj.final("test_accuracy")
-    n0 = cfg.n if cfg.n in ns else max(ns)
-    return {
-        "norm_only_max_rotation_deg": float(np.nanmax(ds["no_max_rotation_deg"].values)),
-        "norm_only_margin_ratio": ratio[ns.index(n0)],
-        "norm_only_margin_ratio_n": n0,
-        "norm_only_margin_ratio_by_n": dict(zip(map(str, ns), ratio, strict=True)),
-        "norm_only_max_margin_by_n": {str(n): g for n, g in zip(ns, gstar, strict=True)},
-        "norm_only_test_error_by_n": {str(n): float(e) for n, e in zip(ns, err, strict=True)},
-        "norm_only_max_movement_over_sqrt_m": float(
-            np.nanmax(ds["no_movement_over_sqrt_m"].sel(no_n=n0).values)),
-    }, ds
+    sw = gflow.sweep(make_run, seeds=list(range(cfg.sgd_seeds)), width=list(cfg.sgd_widths),
+                     d=list(cfg.ds), progress=progress)
+    ds = observables_dataset(sw, prefix="sc", shared=("seed", "width"))
+    ds["sc_gamma_pw"] = ("sc_d", [ntk.symmetric_margins(SparseParity(d), jax.random.normal(
+        jax.random.fold_in(key, 99), (cfg.margin_samples, d)))[1].gamma for d in cfg.ds])
+    (n_law, w_law), size = scaling_laws(ds, cfg), f"d={list(cfg.ds)}, {cfg.sgd_seeds} seeds"
+    return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": ds["sc_gamma_pw"].values.tolist(),
+            **stats.law_keys("samples", n_law, (1, 2)), **stats.law_keys("width", w_law, (1, 2)),
+            "claims": {"samples_vs_margin": from_bound(stats.bound_verdict(n_law, 1), (
+                f"samples to error <= eps at width {max(cfg.sgd_widths)}, {size}; vs the kernel's "
+                f"exponent 2 (d^2/eps): {stats.bound_verdict(n_law, 2)['verdict']}")),
+                "width_vs_margin": from_bound(stats.bound_verdict(w_law, 1), (
+                    f"width of {list(cfg.sgd_widths)} after {cfg.sgd_steps} samples, {size}"))}}, ds
 
 
-def _neural_collapse(cfg: Config, keys, progress: bool):
-    import math
+def nc_law(ds, cfg: Config):
+    """Samples needed for test error ``<= eps`` against ``k`` (a threshold law)."""
+    acc = ds["nc_test_accuracy"].isel(nc_time=-1).dropna("seed", how="all")  # this part's seeds
+    err = 1.0 - acc.transpose("k", "seed", "nc_n").values
+    return stats.threshold_law(ds["k"].values, err <= cfg.eps, ds["nc_n"].values)
 
-    save = gflow.LogTimes(cfg.n_save, t_min=1e-2)
-    ns = list(cfg.nc_ns)
 
+def _neural_collapse(cfg, key, progress):
     def make_run(seed, k, n):
-        kd, ki = jax.random.split(jax.random.fold_in(jax.random.fold_in(keys[3], seed), k))
+        kd, ki = jax.random.split(jax.random.fold_in(jax.random.fold_in(key, seed), k))
+        net = gflow.TwoLayer(cfg.nc_width, **NET)
         data = gflow.data.groups(jax.random.fold_in(kd, n), n, cfg.nc_d, k, radius=cfg.nc_radius,
                                  n_test=cfg.n_test)
-        net = gflow.TwoLayer(cfg.nc_width, "relu", "ntk", bias=False, train_outer=False)
         # one compiled ensemble for all n: tiling leaves the full-batch flow unchanged
         return gflow.Run(net, gflow.init.gaussian(ki, net, cfg.nc_d),
-                         gflow.data.tile_samples(data, math.lcm(*ns)), loss="logistic",
-                         dynamics=_gf(cfg), t1=cfg.nc_t1, save=save,
-                         observe=("loss", "test_accuracy", "max_rotation_deg",
-                                  "movement_over_sqrt_m"))
+                         gflow.data.tile_samples(data, math.lcm(*cfg.nc_ns)), loss="logistic",
+                         dynamics=_gf(cfg), t1=cfg.nc_t1, save=gflow.LogTimes(8, t_min=1e-2),
+                         observe=("loss", "test_accuracy"))
 
-    sw = gflow.sweep(make_run, seeds=list(range(cfg.nc_seeds)), k=list(cfg.nc_ks), n=ns,
-                     progress=progress)
-    ds = _observed(sw, "nc")
-    err = (1.0 - ds["nc_test_accuracy"].isel(nc_time=-1)).mean("seed")
-    s = {"nc_test_error": {str(k): float(err.sel(k=k, nc_n=max(ns))) for k in cfg.nc_ks},
-         "nc_test_error_n": max(ns), "nc_max_rotation_deg": float(ds["nc_max_rotation_deg"].max())}
-    for k in cfg.nc_ks:
-        s[f"nc_test_error_k{k}_by_n"] = {str(n): float(err.sel(k=k, nc_n=n)) for n in ns}
-    return s, ds
+    sw = gflow.sweep(make_run, seeds=list(range(cfg.nc_seeds)), k=list(cfg.nc_ks),
+                     n=list(cfg.nc_ns), progress=progress)
+    ds, ks = observables_dataset(sw, prefix="nc", shared=("seed", "k")), np.array(cfg.nc_ks, float)
+    cc, law = stats.loglog_slope(ks, ks * np.log(ks / cfg.eps)), nc_law(ds, cfg)  # k ln(k/eps)
+    return {"nc_coupon_exponent": cc, **stats.law_keys("nc_samples", law, (1, cc)), "claims": {
+        "nc_samples_vs_groups": from_bound(stats.bound_verdict(law, 1), (
+            f"n of {list(cfg.nc_ns)} to test error <= eps vs k, {cfg.nc_seeds} seeds; seeing "
+            f"every group (coupon collector) alone has exponent {cc:.2f}"))}}, ds
+
+
+def _norm_only(cfg, key, progress):
+    dist, ns, parts = SparseParity(cfg.d), list(cfg.norm_ns), []
+    datas = [dist.dataset(jax.random.fold_in(key, n), n, n_test=cfg.n_test) for n in ns]
+    for m in cfg.norm_widths:  # one ensemble over n per width
+        net, q0 = gflow.init.norm_only(jax.random.fold_in(key, m), m, cfg.d)
+        part = over_datasets(net, q0, datas, dim="no_n", coords=ns, prefix="no", loss="logistic",
+                             dynamics=_gf(cfg), t1=cfg.norm_t1, progress=progress,
+                             save=gflow.LogTimes(cfg.n_save, t_min=1e-2),
+                             observe=("margin_homogeneous", "test_accuracy"))
+        part["no_max_margin"] = ("no_n", [rotation.norm_only_max_margin(net, dt.X, dt.y)
+                                          or math.nan for dt in datas])
+        parts.append(part.expand_dims(no_width=[m]))
+    ds = xr.concat(parts, dim="no_width", join="outer")
+    ds["no_ratio"] = (ds["no_margin_homogeneous"] / ds["no_max_margin"]).transpose(..., "no_time")
+    lim, v = rotation.approach(ds["no_time"].values, ds["no_ratio"].values[-1])
+    return {"norm_only_widths": list(cfg.norm_widths), "norm_only_ns": ns, "norm_only_ratio_at_t1":
+            ds["no_ratio"].values[..., -1].tolist(), "norm_only_ratio_limit_ci": lim.tolist(),
+            "norm_only_test_error": (
+                1 - ds["no_test_accuracy"].isel(no_time=-1)).values.tolist(),
+            "claims": {"norm_only_max_margin": claim(**v, measured=(
+                f"margin / LP max at t={cfg.norm_t1:g}, width {max(cfg.norm_widths)}, n in {ns}; "
+                f"limits by a 1/ln t law"))}}, ds
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
-    import xarray as xr
-
-    keys = jax.random.split(jax.random.key(cfg.seed), 4)  # data, init, sgd, neural collapse
-    summary: dict = {"regime": cfg.regime}
-    parts = []
-    for regime, part in (("near_init", _near_init), ("norm_only", _norm_only),
-                         ("neural_collapse", _neural_collapse)):
-        if cfg.regime in (regime, "all"):
-            s, ds = part(cfg, keys, progress)
-            summary.update(s)
-            parts.append(ds)
-    ds = xr.merge(parts, combine_attrs="drop", join="outer", compat="no_conflicts")
-    return Result(summary=summary, dataset=ds)
+    cfg = cfg.with_preset(FULL) if cfg.preset == "full" else cfg
+    out = [part(cfg, jax.random.fold_in(jax.random.key(cfg.seed), i), progress) for i, part in
+           enumerate((_near_init, _scaling, _neural_collapse, _norm_only))
+           if cfg.regime in (REGIMES[i], "all")]
+    claims = {k: claim("inconclusive", f"not run (regime={cfg.regime})") for k in CLAIMS}
+    claims |= {k: v for s, _ in out for k, v in s.pop("claims").items()}
+    return Result(summary={"regime": cfg.regime, "preset": cfg.preset, "eps": cfg.eps, **{
+        k: v for s, _ in out for k, v in s.items()}, "claims": claims}, dataset=xr.merge(
+        [ds for _, ds in out], combine_attrs="drop", join="outer", compat="no_conflicts"))
 
 
 # -- figures ------------------------------------------------------------------------------
 
 
 def figures(ds, cfg: Config) -> dict:
-    from gflow.plot import caption, cdf, lines, over_time, panels, style
+    from gflow.plot import laws, variables
 
-    figs = {}
-    fmts = {"gf": "-", "sgd": "--"}
+    figs, cfg = {}, cfg.with_preset(FULL) if cfg.preset == "full" else cfg
     if "ni_loss" in ds:
-        t = ds["ni_time"].values
-        gamma = float(ds["ni_ntk_margin"])
-        fig, axes = panels(4, size=(5, 4))
-        rows = (("ni_movement_over_sqrt_m", r"$|W_t-W_0|_F/\sqrt{m}$", "linear", None),
-                ("ni_rotation_weighted_deg", r"mean angle$(w_j(t), w_j(0))$, $|a_j|$-weighted"
-                 " [deg]", "linear", None),
-                ("ni_test_accuracy", "test error", "log", lambda v: 1.0 - v),
-                ("ni_margin_homogeneous", r"margin / $\gamma_{ntk}$", "linear",
-                 lambda v: v / gamma))
-        for ax, (var, ylabel, yscale, shown) in zip(axes, rows, strict=True):
-            for dname in ds["dynamics"].values:
-                lines(ax, ds.sel(dynamics=dname), var, "width", time="ni_time", colors=True,
-                      reduce=shown, fmt=fmts.get(str(dname), ":"),
-                      label=lambda w, d=dname: f"{d}, m={int(w)}")
-            if var == "ni_margin_homogeneous":
-                mm = ds["ni_margin_per_movement"].sel(dynamics="gf",
-                                                      width=ds["width"].values[-1]).values
-                over_time(ax, t, mm / gamma, r"gf, $\min y f/|W_t-W_0|$, largest m", "-.",
-                          color="C7")
-                ax.axhline(1.0, color="k", lw=0.8, label=r"$\gamma_{ntk}$")
-                ax.set_ylim(-0.5, 1.6)
-            style(ax, x="log", y=yscale, xlabel="time t (SGD: step x lr)", ylabel=ylabel)
-        figs["near_init"] = caption(fig, title=f"Near initialization, 2-sparse parity d={cfg.d}, "
-                                    f"n={cfg.n}, only W trained; NTK margin {gamma:.3g}. {CITE}")
-
-        fig, (ax,) = panels(1, size=(5.5, 4))
-        rot = ds["ni_rotation_deg"].sel(dynamics="gf").isel(ni_time=-1)
-        for w in ds["width"].values:
-            cdf(ax, rot.sel(width=w).values, label=f"m={int(w)}")
-        style(ax, xlabel=r"angle$(w_j(T), w_j(0))$ [deg]", ylabel="fraction of neurons (CDF)",
-              legend=10)
-        ax.set_title(f"Near init: rotation at t={t[-1]:.3g} (GF). {CITE}", fontsize=9)
-        figs["near_init_rotation_cdf"] = fig
-
-    if "no_loss" in ds:
-        fig, axes = panels(3, size=(5, 4))
-        for ax, var, reduce in ((axes[0], "no_margin_ratio", None),
-                                (axes[1], "no_max_rotation_deg", lambda v: np.maximum(v, 1e-12))):
-            lines(ax, ds.assign(no_margin_ratio=ds["no_margin_homogeneous"] / ds["no_max_margin"]),
-                  var, "no_n", time="no_time", reduce=reduce, label=lambda n: f"n={int(n)}")
-        axes[0].axhline(1.0, color="k", lw=0.8, label="LP max margin")
-        axes[0].set_ylim(-0.2, 1.1)
-        err = 1.0 - ds["no_test_accuracy"].isel(no_time=-1).values
-        axes[2].plot(ds["no_n"].values, np.maximum(err, 1e-4), "o-", label="norm-only GF, final")
-        style(axes[0], x="log", xlabel="time t", legend=8,
-              ylabel=r"margin$(t)$ / max margin over fixed $u_j$")
-        style(axes[1], x="log", y="log", xlabel="time t", legend=8,
-              ylabel="max rotation angle [deg] (numerical zero)")
-        style(axes[2], x="log2", y="log", xlabel="n (training samples)", legend=8,
-              ylabel="test error (floored at 1e-4)")
-        figs["norm_only"] = caption(fig, title=f"Norm-only flow w_j = r_j u_j (r, a trained), "
-                                    f"m={cfg.norm_width}, 2-sparse parity d={cfg.d}. {CITE}")
-
+        figs["near_init"] = variables(
+            ds.isel(seed=0), ("ni_movement_over_radius", "ni_rotation_weighted_deg",
+                              "ni_test_accuracy", "ni_margin_over_gamma_pw"), hue="width",
+            time="ni_time", label=lambda w: f"m={int(w)}", hlines=dict.fromkeys(
+                ("ni_movement_over_radius", "ni_margin_over_gamma_pw"), 1), title=f"Near init, "
+            f"GF, 2-sparse parity d={cfg.d}, n={cfg.n}, seed 0, only W trained, stop at loss "
+            f"{cfg.stop_loss:g}; radius gamma_pw sqrt m, gamma_pw {ds['ni_gamma_pw'].item():.3g}. "
+            f"{CITE}")
+    if "sc_accuracy" in ds:
+        figs["scaling"] = laws(dict(zip(("samples (SGD steps)", "width"), scaling_laws(
+            ds, cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online SGD, "
+            f"one fresh sample per step, lr {cfg.sgd_lr:g}, {cfg.sgd_seeds} seeds. {CITE}")
     if "nc_loss" in ds:
-        fig, (ax,) = panels(1, size=(6, 4.2))
-        err = (1.0 - ds["nc_test_accuracy"].isel(nc_time=-1)).mean("seed")
-        for k in ds["k"].values:
-            ax.plot(ds["nc_n"].values, np.maximum(err.sel(k=k).values, 1e-4), "o-",
-                    label=f"k={int(k)} groups")
-        style(ax, x="log2", y="log", xlabel="n (training samples)", legend=10,
-              ylabel=f"test error (mean of {ds.sizes['seed']} seeds, floored at 1e-4)")
-        ax.set_title(f"Neural collapse: k groups, radius {cfg.nc_radius}, d={cfg.nc_d}, "
-                     f"m={cfg.nc_width}, GF.\n{CITE}", fontsize=9)
-        figs["neural_collapse"] = caption(fig)
+        figs["neural_collapse"] = laws({"n": nc_law(ds, cfg)}, xlabel="k groups", x="log2", title=(
+            f"Neural collapse, GF, m={cfg.nc_width}, d={cfg.nc_d}, {cfg.nc_seeds} seeds. {CITE}"))
+    if "no_margin_homogeneous" in ds:
+        figs["norm_only"] = variables(ds.isel(no_n=-1), ("no_ratio",), hue="no_width",
+                                      time="no_time", hlines={"no_ratio": 1}, label=lambda m: f"m="
+                                      f"{int(m)}", title=f"Norm-only, d={cfg.d}, n="
+                                      f"{max(cfg.norm_ns)}: margin / LP max. {CITE}")
     return figs

@@ -150,11 +150,6 @@ def _by_width(ds, cfg, tab, key):
             (cfg.k * f for f in cfg.width_factors)}
 
 
-def _seeds(v) -> dict:
-    """Median, min and max over seeds (axis 0) as lists, for summary.json."""
-    return {f.__name__: f(v, axis=0).tolist() for f in (np.median, np.min, np.max)}
-
-
 def _summary(ds, cfg: Config) -> dict:
     tab = P.level_table(ds, cfg.levels)
     T, Q, A = (_by_width(ds, cfg, tab, key) for key in ("time", "rate", "angle"))
@@ -166,10 +161,10 @@ def _summary(ds, cfg: Config) -> dict:
     out = {"dtype": cfg.dtype, "loss0": cfg.loss0, "levels": [f"1e-{j}" for j in cfg.levels],
            "n_seeds": cfg.n_seeds, "runs": int(ds.sizes["run"]),
            "runs_reached_last_level": int(np.sum(ds["status"].values == "stop_loss")),
-           "time_to_level_by_width": {m: _seeds(T[m]) for m in ms},
-           "rate_at_level_by_width": {m: _seeds(Q[m]) for m in ms},
-           "rate_exponent_beta_by_width": {m: _seeds(beta[m]) for m in ms},
-           "max_angle_deg_at_level_by_width": {m: _seeds(A[m]) for m in ms},
+           "time_to_level_by_width": {m: stats.over_seeds(T[m]) for m in ms},
+           "rate_at_level_by_width": {m: stats.over_seeds(Q[m]) for m in ms},
+           "rate_exponent_beta_by_width": {m: stats.over_seeds(beta[m]) for m in ms},
+           "max_angle_deg_at_level_by_width": {m: stats.over_seeds(A[m]) for m in ms},
            "init_angle_deg_range": [float(ds["init_angle"].min()), float(ds["init_angle"].max())],
            "max_angle_deg_at_stop": float(ds["final_teacher_angle"].max()),
            "max_cluster_weight_error_at_stop": float(np.abs(

@@ -14,7 +14,8 @@ its target) per run; over several settings x (e.g. margins) it gives ``success``
   (:func:`loglog_slope`: its exponent, invalid points dropped);
 - :func:`all_succeed`: the smallest grid value at which every seed succeeded (no interval);
 - :func:`bound_verdict`: a measured law against an upper bound's exponent, in plain words
-  (:func:`summary_keys`: a law's flat summary.json keys with it);
+  (:func:`summary_keys`: a width law's flat summary.json keys with it; :func:`law_keys`: any
+  law's, against several bounds; :func:`over_seeds`: median and range of a measurement);
 - :func:`trend_verdict`: whether a fitted law grows or falls (:func:`trend_keys`: its
   summary keys); :func:`paired_lead`: whether one method is ahead of another over paired
   seeds, time by time, and for how long (:func:`lead_text`: in words; :func:`lead_verdict`:
@@ -69,4 +70,6 @@ from .trend import trend_keys as trend_keys
 from .trend import trend_verdict as trend_verdict
 from .verdict import VERDICTS as VERDICTS
 from .verdict import bound_verdict as bound_verdict
+from .verdict import law_keys as law_keys
+from .verdict import over_seeds as over_seeds
 from .verdict import summary_keys as summary_keys

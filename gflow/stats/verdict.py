@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .laws import PowerLaw
 
-__all__ = ["VERDICTS", "bound_verdict", "summary_keys"]
+__all__ = ["VERDICTS", "bound_verdict", "law_keys", "over_seeds", "summary_keys"]
 
 #: the possible verdicts of :func:`bound_verdict`
 VERDICTS = ("consistent with the bound", "exceeds the bound", "inconclusive")
@@ -64,3 +66,23 @@ def summary_keys(tag: str, law: PowerLaw, bound: float) -> dict:
             f"width_at_{tag}_ci": dict(zip(xs, ([c.lo, c.hi] for c in pts), strict=True)),
             f"width_at_{tag}_censored": dict(zip(xs, kinds, strict=True)),
             f"verdict_{tag}": bound_verdict(law, bound)}
+
+
+def law_keys(tag: str, law: PowerLaw, bounds=()) -> dict:
+    """Flat summary.json keys of any :class:`PowerLaw` (a threshold in samples, width, ...):
+    ``<tag>_exponent`` and ``<tag>_ci``, ``<tag>_flags``, every point (``<tag>_x``,
+    ``<tag>_y``, ``<tag>_censored``) and, per exponent ``b`` in ``bounds``,
+    ``verdict_<tag>_vs_<b>``: :func:`bound_verdict` as one line of text."""
+    out = {f"{tag}_exponent": law.exponent, f"{tag}_ci": [law.lo, law.hi],
+           f"{tag}_flags": list(law.flags), f"{tag}_x": list(law.x), f"{tag}_y": list(law.y),
+           f"{tag}_censored": list(law.censored)}
+    for b in bounds:
+        out[f"verdict_{tag}_vs_{b:.3g}"] = "{verdict}: {why}".format(**bound_verdict(law, b))
+    return out
+
+
+def over_seeds(values, axis: int = 0) -> dict:
+    """``{"median", "min", "max"}`` of ``values`` over its seed ``axis``, as nested lists for
+    summary.json (NaN wherever a seed has no value: a missing run is never hidden)."""
+    v = np.asarray(values, dtype=float)
+    return {f.__name__: f(v, axis=axis).tolist() for f in (np.median, np.min, np.max)}
