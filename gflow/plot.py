@@ -28,10 +28,14 @@ def lines(ax, ds, var: str, hue: str, *, time: str = "time", reduce=None, fmt="-
     """One line of ``ds[var]`` against time per value of the dim ``hue``: ``time`` names
     the time coordinate, or a variable holding each line's own times; ``reduce`` maps each
     line's values (e.g. a max over neurons); ``fmt`` and ``label`` may be callables of the
-    hue value; ``colors`` gives the i-th line colour ``C{i}``. Points as :func:`over_time`."""
+    hue value; ``colors`` gives the i-th line colour ``C{i}``. Points as :func:`over_time`;
+    a hue value with no finite point (e.g. a width another part of a merged dataset ran) gets
+    no line and no legend entry."""
     for i, h in enumerate(ds[hue].values):
         sub = ds.sel({hue: h})
         y = np.asarray(sub[var].values, dtype=float)
+        if not np.isfinite(y).any():
+            continue
         over_time(ax, sub[time].values, y if reduce is None else reduce(y),
                   label(h) if callable(label) else f"{h}", fmt(h) if callable(fmt) else fmt,
                   positive=positive, log_t=log_t, **({"color": f"C{i}"} if colors else {}))
@@ -174,16 +178,22 @@ def scaling(ax, x, y, *, label: str, color=None, exponent: float | None = None,
 
 def variables(ds, names, *, hue: str, time: str = "time", label=None, hlines=None,
               ylabel=None, title: str = ""):
-    """One panel per variable of ``names`` against time (log axis), one line per value of
-    the dim ``hue`` (:func:`lines`, coloured in order; ``label`` a callable of the value);
-    ``hlines`` = ``{name: y}`` draws a reference line at ``y`` on that panel; ``ylabel`` a
-    callable of the name (default: the name); ``title`` over the figure."""
-    fig, axes = panels(len(names), size=(4.6, 3.8))
-    for ax, name in zip(axes, names, strict=True):
+    """One panel per variable of ``names`` against time (log axis), two panels per row,
+    one line per value of the dim ``hue`` (:func:`lines`, coloured in order, the legend on
+    the first panel; ``label`` a callable of the value); ``hlines`` = ``{name: y}`` draws a
+    reference line at ``y`` on that panel; ``ylabel`` a callable of the name (default: the
+    name); ``title`` over the figure."""
+    cols = min(len(names), 2)
+    fig, grid = panels(cols, size=(4.8, 3.6), nrows=-(-len(names) // cols))
+    axes = list(np.ravel(grid))
+    for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
         lines(ax, ds, name, hue, time=time, colors=True, label=label)
         if name in (hlines or {}):
             ax.axhline(hlines[name], color="k", lw=0.8)
-        style(ax, x="log", xlabel="time t", ylabel=ylabel(name) if ylabel else name)
+        style(ax, x="log", xlabel="time t", ylabel=ylabel(name) if ylabel else name,
+              legend=7 if i == 0 else None)
+    for ax in axes[len(names):]:
+        ax.set_visible(False)
     return caption(fig, title=title)
 
 
@@ -196,8 +206,9 @@ def laws(laws: dict, *, xlabel: str, title: str, x: str = "log", legend: str = "
     fig, axes = panels(len(laws), size=(5.2, 4))
     for ax, (name, law) in zip(axes, laws.items(), strict=True):
         draw(ax, law, label=legend.format(name))
-        style(ax, x=x, y="log", xlabel=xlabel, ylabel=legend.format(name), legend=7)
-    return caption(fig, title=title)
+        style(ax, x=x, y="log", xlabel=xlabel, ylabel=legend.format(name), legend=None)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.16))  # the fit's
+    return caption(fig, title=title)  # long label (exponent, interval, flags) below the axes
 
 
 def cdf(ax, values, *, label=None, **kw):

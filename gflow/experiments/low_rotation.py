@@ -209,11 +209,11 @@ def scaling_laws(ds, cfg: Config):
     """Samples needed (online-SGD steps to population error ``<= eps`` at the largest width)
     and width needed (after ``sgd_steps``) against ``1 / gamma_pw``: two
     :func:`gflow.stats.threshold_law` results."""
-    acc = ds["sc_accuracy"].dropna("seed", how="all")  # seeds of this part only
+    acc = ds["sc_accuracy"].dropna("seed", how="all").dropna("width", how="all")  # this part's
     ok = (1.0 - acc.transpose("sc_d", "seed", "width", "sc_time")).values <= cfg.eps
     x, steps = 1.0 / ds["sc_gamma_pw"].values, ds["sc_time"].values / cfg.sgd_lr
     return (stats.threshold_law(x, ok[:, :, -1, 1:], steps[1:]),
-            stats.threshold_law(x, ok[:, :, :, -1], ds["width"].values))
+            stats.threshold_law(x, ok[:, :, :, -1], acc["width"].values))
 
 
 def _scaling(cfg, key, progress):
