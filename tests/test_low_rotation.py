@@ -36,6 +36,12 @@ def test_all_regimes_every_claim_gets_a_verdict(tmp_path):
     io.write_results(tmp_path, config={}, summary=res.summary, dataset=res.dataset)
     _, _, ds2 = io.read_results(tmp_path)
     assert set(lr.figures(ds2, TINY)) == {"near_init", "scaling", "neural_collapse", "norm_only"}
+    # the figures' laws, recomputed from the merged dataset (seeds and widths of every part),
+    # are those of the summary, computed from each part alone
+    n_law, w_law = lr.scaling_laws(ds2, TINY)
+    assert list(n_law.y) == pytest.approx(res.summary["samples_y"], nan_ok=True)
+    assert list(w_law.y) == pytest.approx(res.summary["width_y"], nan_ok=True)
+    assert list(lr.nc_law(ds2, TINY).y) == pytest.approx(res.summary["nc_samples_y"], nan_ok=True)
 
 
 def test_near_init_matches_the_dataset_and_the_theory(near):
