@@ -33,7 +33,7 @@ at this order, so fixed by the linear test equation ``f = -a theta``: the root o
 starting value of that root's component (starting from rest leaves the iterates behind the
 flow by ``h beta / c^2 g``: ``theta_k = (1 + h beta a / c^2 + O(h^2)) r^k theta_0 + O(beta^k)``
 on the test equation). The regularizer is ``(1 + beta) / (1 - beta)`` times GD's at the
-effective step ``h / (1 - beta)``, as Ghosh, Lyu, Zhang & Wei (ICLR 2023, arXiv 2302.00849)
+effective step ``h / (1 - beta)``, as Ghosh, Lyu, Zhang & Wang (ICLR 2023, arXiv 2302.00849)
 state for heavy-ball momentum; ``beta = 0`` is GD's modified flow. The third order is not
 derived for ``beta > 0`` and is refused.
 
