@@ -68,7 +68,8 @@ E.figures(res.dataset, cfg)["continuous_limits"]
 # * **SGD vs its SMEs: inconclusive at this size.** The differences of the mean final loss are
 #   $2\text{–}7\cdot 10^{-4}$ for order 1 and smaller for order 2, but at most one step size
 #   per order exceeds 3 Monte-Carlo standard errors (about $1\text{–}3\cdot 10^{-4}$ with 1000
-#   paths), so no slope can be fitted; the unresolved ones are drawn as upper bounds. The spreads agree: the standard deviation of
+#   paths), so no slope can be fitted; the unresolved ones are drawn as upper bounds. The spreads
+#   agree: the standard deviation of
 #   the final loss over SME paths is 0.97–1.01 times SGD's. Resolving an $O(\mathrm{lr}^2)$ weak
 #   error well below the present standard errors needs $\gtrsim 10^3$ times more paths
 #   (`--set paths=...`); the closed-form check on linear regression in `tests/test_sme.py`

@@ -38,7 +38,8 @@
 # cube's sign-flip symmetry makes the uniform dual weights optimal
 # (`gflow.ntk.symmetric_margins`): the L2 relaxation's margin is then exact for the
 # population, and Ji and Telgarsky's pointwise margin (the paper's assumption) uses the same
-# dual weights, averaged over 4000 sampled $w$. GF stops on a convergence criterion (training loss below
+# dual weights, averaged over 4000 sampled $w$. GF stops on a convergence criterion (training loss
+# below
 # `stop_loss`), and margins and errors are read at the stop point. Movement is compared with
 # the scale $\gamma\sqrt m$ (`gflow.rotation.near_init_radius`). Asymptotic claims
 # ($t\to\infty$) are judged by the value at the end and a $1/\ln t$ extrapolation with its
@@ -140,7 +141,8 @@ figs["neural_collapse"]
 
 # %% [markdown]
 # **Reading it.** The number of samples needed grows with $k$; seeing every group once (the
-# coupon-collector reference, printed) has exponent `nc_coupon_exponent`. Where the smallest training set already suffices the point is a
+# coupon-collector reference, printed) has exponent `nc_coupon_exponent`. Where the smallest
+# training set already suffices the point is a
 # censored upper bound ("below"), shown with its own marker and not fitted; with few seeds
 # the exponent's interval is wide, so whether it is linear in $k$ stays open here.
 

@@ -92,7 +92,8 @@ for m, a in s["max_angle_deg_at_level_by_width"].items():
 #
 # - **Loss → 0 from a local start, every width** — holds: all 21 runs reach $10^{-8}$
 #   (`runs_reached_last_level`), at the located crossing (`stop_loss_rel_error_max` ≈
-#   $10^{-7}$, set by locating the stop on the dense output at rtol $= 10^{-9}$). Locality is measured, not assumed: no student neuron
+#   $10^{-7}$, set by locating the stop on the dense output at rtol $= 10^{-9}$). Locality is
+#   measured, not assumed: no student neuron
 #   changed its nearest teacher (`all_neurons_kept_their_teacher`).
 # - **Directions converge to the teachers** — the largest angle falls level by level, slowly
 #   for $m > k$ (the verdict below rests on the loss and the teacher assignment; the angles are
