@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["atomic_path", "default_mode", "read_part", "read_results", "remove_parts",
+__all__ = ["TIME_ATTRS", "VARIABLE_ATTRS", "atomic_path", "default_mode", "describe_dataset",
+           "read_part", "read_results", "remove_parts",
            "write_dataset", "write_figure", "write_json", "write_part", "write_results"]
 
 
@@ -99,13 +100,54 @@ def write_figure(path, fig) -> None:
     plt.close(fig)
 
 
+#: what a results dataset's attributes say of its time axes (CF ``long_name``/``units``)
+TIME_ATTRS = {"long_name": "time t: gradient-flow time; a discrete method's iterate k sits at "
+              "the sum of its first k step sizes (k * lr)", "units": "1"}
+#: attributes of the variables every trajectory dataset carries
+VARIABLE_ATTRS = {
+    "status": {"long_name": "why the run ended: completed (t1), stop_loss, stop_grad, "
+               "diverged, max_steps or solver_failed"},
+    "t_stop": {"long_name": "time at which the run ended (t1 when completed)", "units": "1"},
+}
+
+
+def describe_dataset(ds, *, config: dict | None = None, title: str = ""):
+    """``ds`` with self-describing attributes (CF conventions where they apply): every time
+    coordinate (``time`` or ``*_time``) gets :data:`TIME_ATTRS`, each variable named in
+    :data:`VARIABLE_ATTRS` (or ``<prefix>_<name>``) its ``long_name``, a variable
+    ``at_stop_<v>`` says it holds ``v`` at the run's stop point, and the dataset gets
+    ``Conventions``, ``title``, ``source`` (gflow's version) and the run's ``config`` (JSON).
+    Attributes already set are kept."""
+    from . import __version__
+
+    ds = ds.copy()
+    for name in list(ds.coords) + list(ds.data_vars):
+        base, attrs = str(name), {}
+        if base == "time" or base.endswith("_time"):
+            attrs = TIME_ATTRS
+        elif (key := next((k for k in VARIABLE_ATTRS if base == k or base.endswith(f"_{k}")),
+                          None)) is not None:
+            attrs = VARIABLE_ATTRS[key]
+        elif "at_stop_" in base:
+            attrs = {"long_name": f"{base.split('at_stop_', 1)[1]} at the run's stop point "
+                     "(where it ended before t1; the time series' saves end before it)"}
+        ds[name].attrs = {**attrs, **ds[name].attrs}
+    extra = {"Conventions": "CF-1.8", "title": title, "source": f"gflow {__version__}"}
+    if config is not None:
+        extra["config"] = json.dumps(_jsonable(config), sort_keys=True)
+    ds.attrs = {**{k: v for k, v in extra.items() if v}, **ds.attrs}
+    return ds
+
+
 def write_results(out_dir, *, config: dict, summary: dict, dataset=None, figures=None) -> Path:
-    """Write a results folder; returns its path."""
+    """Write a results folder; returns its path. The dataset is written with
+    :func:`describe_dataset`'s attributes (the config, the time axes' definition)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", config)
     if dataset is not None:
-        write_dataset(out / "trajectory.nc", dataset)
+        write_dataset(out / "trajectory.nc", describe_dataset(
+            dataset, config=config, title=str(summary.get("experiment", ""))))
     for name, fig in (figures or {}).items():
         write_figure(out / f"{name}.png", fig)
     # last: its presence marks a complete folder; it lists the figures (what a later

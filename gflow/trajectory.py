@@ -182,6 +182,8 @@ class Trajectory:
         b = tuple(self.batch_dims)
         times = np.asarray(self.times)
         coords: dict[str, Any] = dict(self.coords)
+        for i, dim in enumerate(b):  # an unlabelled batch axis (an ensemble's member) is
+            coords.setdefault(dim, np.arange(np.shape(self.status)[i]))  # numbered from 0
         if times.ndim == 1:
             coords["time"] = times
         else:  # per-member actual times

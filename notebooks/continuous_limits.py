@@ -66,13 +66,14 @@ E.figures(res.dataset, cfg)["continuous_limits"]
 #   integers: at the largest step sizes the next term of the series bends the line; the verdict
 #   allows 0.1 for that.
 # * **SGD vs its SMEs: inconclusive at this size.** The differences of the mean final loss are
-#   $2\text{–}7\cdot 10^{-4}$ for order 1 and smaller for order 2, but every one lies within 3
-#   Monte-Carlo standard errors (about $1\text{–}3\cdot 10^{-4}$ with 1000 paths), so no slope
-#   can be measured; they are drawn as upper bounds. The spreads agree: the standard deviation of
+#   $2\text{–}7\cdot 10^{-4}$ for order 1 and smaller for order 2, but at most one step size
+#   per order exceeds 3 Monte-Carlo standard errors (about $1\text{–}3\cdot 10^{-4}$ with 1000
+#   paths), so no slope can be fitted; the unresolved ones are drawn as upper bounds. The spreads
+#   agree: the standard deviation of
 #   the final loss over SME paths is 0.97–1.01 times SGD's. Resolving an $O(\mathrm{lr}^2)$ weak
-#   error of $10^{-5}$ needs standard errors below it, i.e. $\gtrsim 10^3$ times more paths
+#   error well below the present standard errors needs $\gtrsim 10^3$ times more paths
 #   (`--set paths=...`); the closed-form check on linear regression in `tests/test_sme.py`
-#   measures the slopes 1.10 and 2.09 without Monte-Carlo error.
+#   finds slopes within 0.15 of 1 and 2 without Monte-Carlo error.
 # * **Adam vs its ODE: holds.** With $\beta_1 = 1 - 2\,\mathrm{lr}$, $\beta_2 = 1 - 0.2\,
 #   \mathrm{lr}$ the error falls with slope about 0.93, interval containing 1.
 

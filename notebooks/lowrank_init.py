@@ -31,8 +31,7 @@
 #
 # **The paper's algorithms are not reproduced here.** The paper states a provably efficient
 # algorithm for the ReLU low-rank approximation problem at fixed rank $r$ and a practical
-# algorithm no more expensive than the SVD; their statements could not be read while building
-# this notebook (only the abstract was at hand), so gflow implements, under its own names:
+# algorithm no more expensive than the SVD; gflow implements, under its own names:
 #
 # * `function` (`gflow.lowrank.function_space`): gflow's own practical algorithm. With
 #   $\kappa(\rho) = (\sqrt{1-\rho^2} + (\pi - \arccos\rho)\rho)/(2\pi)$,
@@ -112,8 +111,8 @@ for power in cfg.width_powers:
 # %% [markdown]
 # The paper claims growth with $d$ only for width super-linear in $d$; at these sizes the gap
 # also grows with $d$ at $m = d$, so the super-linear condition is not what makes it grow here
-# (the verdicts above say whether each trend is resolved). The gap's size is bounded by the
-# prediction above (about 0.05 as $d \to \infty$ at $r = 1$).
+# (the verdicts above say whether each trend is resolved). The prediction above (about 0.05
+# as $d \to \infty$ at $r = 1$) is a limit, not a bound: compare it with the printed gaps.
 
 # %% [markdown]
 # ## Training: does the better approximation train better? (digits)
@@ -138,8 +137,9 @@ for arch in cfg.archs:
 # **Verdict on training.** The paper's claim is an advantage in training; at these sizes the
 # function-space init is ahead of the spectral one (in all paired seeds) only early in
 # training, for the steps printed above, and the two end level (final losses and accuracies
-# within each other's seed range). Both low-rank nets fit the training set faster than the
-# full-rank net from the same init but generalize worse (higher final test loss).
+# within each other's seed range). At the last step both low-rank nets have a lower training
+# loss than the full-rank net from the same init and a higher test loss (printed above; not
+# judged by a verdict).
 
 # %%
 with tempfile.TemporaryDirectory() as tmp:  # figures are drawn from the dataset on disk alone

@@ -127,7 +127,72 @@ def test_ensemble_with_per_member_lr(x64):
     (lambda: gflow.ModifiedFlow(lambda k: 0.1), "schedule"),
     (lambda: gflow.ModifiedFlow(0.1, kinks=True), "kinks"),
     (lambda: gflow.ModifiedFlow(0.1, solver="nope"), "solver"),
+    (lambda: gflow.ModifiedFlow(0.1, 2, beta=1.0), "beta"),
+    (lambda: gflow.ModifiedFlow(0.1, 2, beta=-0.1), "beta"),
+    (lambda: gflow.ModifiedFlow(0.1, 3, beta=0.5), "order 3"),
 ])
 def test_bad_settings(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def _momentum_errors(net, p0, ds, lrs, beta, T, orders):
+    """|theta_Momentum(T) - theta_p(T)| per lr (one ensemble over lr per dynamics)."""
+    P = jax.tree.map(lambda x: jnp.stack([x] * len(lrs)), p0)
+    kw = dict(t1=T, save=[0.0, T])
+    hb = gflow.simulate_ensemble(net, P, ds, dynamics=gflow.Momentum(lrs, beta),
+                                 **kw).params_final
+    out = {}
+    for order in orders:
+        mf = gflow.simulate_ensemble(net, P, ds, **kw, dynamics=gflow.ModifiedFlow(
+            lrs, order, beta=beta, rtol=1e-12, atol=1e-14)).params_final
+        out[order] = np.array([np.linalg.norm(
+            _flat(jax.tree.map(lambda x, i=i: x[i], mf))
+            - _flat(jax.tree.map(lambda x, i=i: x[i], hb))) for i in range(len(lrs))])
+    return out
+
+
+def test_momentum_flows_have_global_error_of_their_order(x64):
+    """Heavy-ball momentum (beta = 0.5) against its modified flows on a quadratic loss (a
+    linear net, outer weights fixed): the global error at T = 4 has log-log slope 1 for
+    order 1 (GF sped up by 1 / (1 - beta)) and 2 for order 2 (with its starting point), over
+    lr = 0.1 ... 0.0125 (40 to 320 steps: the fast mode beta^k is below 1e-12 by then).
+    Slopes within 0.1 of the order; order 2 is the closer at every lr."""
+    ds = gflow.data.teacher(jax.random.key(2), 12, 3)
+    net = gflow.TwoLayer(4, activation="linear", train_outer=False)
+    p0 = gflow.init.gaussian(jax.random.key(3), net, 3)
+    lrs = np.array([0.1, 0.05, 0.025, 0.0125])
+    err = _momentum_errors(net, p0, ds, lrs, 0.5, 4.0, (1, 2))
+    for order, e in err.items():
+        slope = np.polyfit(np.log(lrs), np.log(e), 1)[0]
+        assert abs(slope - order) < 0.1, (order, slope, e)
+    assert np.all(err[2] < err[1])
+
+
+@pytest.mark.slow  # ~20 s; the quadratic test above checks both orders in the default suite
+def test_momentum_flows_on_a_tanh_net(x64):
+    """The same on a tanh net, where H varies: slopes 1 and 2 within 0.15."""
+    net, p0, ds = _tanh_setup()
+    lrs = np.array([0.1, 0.05, 0.025, 0.0125])
+    err = _momentum_errors(net, p0, ds, lrs, 0.5, 4.0, (1, 2))
+    for order, e in err.items():
+        slope = np.polyfit(np.log(lrs), np.log(e), 1)[0]
+        assert abs(slope - order) < 0.15, (order, slope, e)
+
+
+def test_momentum_field_on_a_quadratic_and_beta_zero_is_gd(x64):
+    """modified_field with beta on grad L = A theta is -(A / c + h (1 + beta) A^2 / (2 c^3))
+    theta, c = 1 - beta (the principal root's expansion); beta = 0 gives GD's field."""
+    A = jnp.array([[2.0, 0.5], [0.5, 1.0]])
+    theta, h, beta = jnp.array([0.3, -1.2]), 0.1, 0.7
+    c = 1 - beta
+    got = modified_field(lambda t: A @ t, theta, h, 2, beta)
+    want = -(A / c + h * (1 + beta) * A @ A / (2 * c**3)) @ theta
+    np.testing.assert_allclose(got, want, rtol=1e-14)
+    # the log of the exact principal root, to first order in h, per eigenvalue
+    for a in np.linalg.eigvalsh(np.asarray(A)):
+        r = np.max(np.roots([1.0, -(1 + beta - h * a), beta]).real)
+        series = -a / c - h * a * a * (1 + beta) / (2 * c**3)
+        assert abs(np.log(r) / h - series) < 10 * h * h * a**3 / c**5
+    np.testing.assert_array_equal(modified_field(lambda t: A @ t, theta, h, 2, 0.0),
+                                  modified_field(lambda t: A @ t, theta, h, 2))

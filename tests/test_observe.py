@@ -72,6 +72,33 @@ def test_trajectory_xarray_roundtrip(tmp_path):
     assert back.status == "completed" and back.stats["num_steps"] == tr.stats["num_steps"]
 
 
+def test_results_dataset_describes_itself(tmp_path):
+    # an ensemble's member axis is numbered; on disk the time axes say what t is, status and
+    # stop times what they are, and the dataset carries the config and gflow's version
+    import json
+
+    import xarray as xr
+
+    from gflow import io
+
+    net, p0, ds = _setup()
+    P = jax.tree.map(lambda x: jnp.stack([x, x]), p0)
+    tr = gflow.simulate_ensemble(net, P, ds, t1=1.0, dynamics=gflow.GD(0.1),
+                                 save=gflow.LinTimes(3), observe=("loss",), stop_loss=1e9)
+    xd = tr.to_xarray()
+    np.testing.assert_array_equal(xd["member"].values, [0, 1])
+    io.write_results(tmp_path, config={"lr": 0.1, "widths": (2, 4)},
+                     summary={"experiment": "demo"}, dataset=xd)
+    back = xr.load_dataset(tmp_path / "trajectory.nc", engine="h5netcdf")
+    assert "k * lr" in back["time"].attrs["long_name"] and back["time"].attrs["units"] == "1"
+    assert "stop_loss" in back["status"].attrs["long_name"]
+    assert "stop point" in back["at_stop_loss"].attrs["long_name"]
+    assert json.loads(back.attrs["config"]) == {"lr": 0.1, "widths": [2, 4]}
+    assert back.attrs["title"] == "demo" and back.attrs["source"].startswith("gflow ")
+    assert "long_name" not in xd["time"].attrs  # the caller's dataset is left as it was
+    np.testing.assert_array_equal(back["at_stop_loss"], tr.at_stop["loss"])
+
+
 def test_trajectory_save_load_and_repr(tmp_path):
     """save/load round-trip a single run and an ensemble bitwise (netCDF stores the numbers
     as they are); an existing file is refused; the repr is one short line."""
