@@ -14,14 +14,23 @@ step for the step-to-step measures) into those quantities:
   loss rose, and the loss's fall over that window;
 - :func:`running_mean`: GD's loss averaged over its oscillations (a centred window), the
   quantity the central flow (:class:`gflow.CentralFlow`) predicts;
-- :func:`relative_gap`: ``|a - b| / |b|`` per save, e.g. a flow's loss against GD's average.
+- :func:`relative_gap`: ``|a - b| / |b|`` per save, e.g. a flow's loss against GD's average;
+- :func:`param_distance`: the distance between two runs' saved parameters, per save;
+- :func:`central_loss_along`: the central flow's predicted GD loss ``L + tr(X)/lr`` at saved
+  parameters (one compiled program for every lr, which the in-solve observable
+  :func:`gflow.central_flow.CentralLoss` is not: it holds its flow, lr included, as a
+  static part of the solve, so each lr compiles anew).
 """
 
 from __future__ import annotations
 
+import equinox as eqx
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["first_crossing", "edge_measures", "relative_gap", "running_mean"]
+__all__ = ["central_loss_along", "edge_measures", "first_crossing", "param_distance",
+           "relative_gap", "running_mean"]
 
 
 def first_crossing(sharpness, threshold) -> np.ndarray:
@@ -93,3 +102,50 @@ def relative_gap(a, b) -> np.ndarray:
     mean)."""
     a, b = np.asarray(a, float), np.asarray(b, float)
     return np.abs(a - b) / np.abs(b)
+
+
+def param_distance(a, b, lead: int = 2) -> np.ndarray:
+    """``|a - b|`` (Euclidean, over every leaf) of two parameter pytrees saved along a
+    trajectory, per entry of their ``lead`` leading axes (e.g. ``(members, saves)`` of
+    ensembles run with ``save_params=True``; ``lead=1`` for one run's saves)."""
+    la, lb = jax.tree.leaves(a), jax.tree.leaves(b)
+    if len(la) != len(lb):
+        raise ValueError(f"a and b must have the same structure, got {len(la)} and {len(lb)} "
+                         "leaves.")
+    sq = [np.sum((np.asarray(x, float) - np.asarray(y, float)).reshape(
+        np.shape(x)[:lead] + (-1,)) ** 2, -1) for x, y in zip(la, lb, strict=True)]
+    return np.sqrt(sum(sq))
+
+
+@eqx.filter_jit
+def _central_loss(flow, net, loss, X, y, params):
+    from .objective import Objective
+
+    def member(X, y, p):
+        obj = Objective(net, loss, X, y)
+        return jax.lax.map(lambda q: flow.predicted_loss(obj, q), p)
+
+    return jax.vmap(member)(X, y, params)
+
+
+def central_loss_along(lr: float, net, loss, X, y, params, **flow) -> np.ndarray:
+    """:meth:`gflow.CentralFlow.predicted_loss` (``L + tr(X)/lr``) at saved parameters.
+
+    Arguments:
+        lr: GD's step.
+        net: the net.
+        loss: the loss name or per-sample callable.
+        X: ``(members, n, d)`` each member's inputs.
+        y: ``(members, n)`` its targets.
+        params: parameters with leading ``(members, saves)`` axes (``traj.params`` of an
+            ensemble run with ``save_params=True``).
+        **flow: the other arguments of :class:`gflow.CentralFlow` (``k``, ``iters``,
+            ``edge_rate``, ...), which must match the flow that was run.
+
+    Returns:
+        ``(members, saves)``; one compiled program serves every ``lr`` (it is traced).
+    """
+    from .central_flow import CentralFlow
+
+    cf = CentralFlow(jnp.asarray(lr, jnp.result_type(float)), **flow)
+    return np.asarray(_central_loss(cf, net, loss, X, y, params))

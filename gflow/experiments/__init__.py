@@ -33,13 +33,21 @@ from types import ModuleType
 from typing import Any
 
 from ._claims import VERDICTS, check_claims, claim, from_bound, from_keys, from_law, tally
-from ._config import Settings, check_config, coerce, experiment_name, from_text, setting
+from ._config import (
+    Settings,
+    check_config,
+    coerce,
+    experiment_name,
+    from_text,
+    setting,
+    with_preset,
+)
 
 __all__ = ["VERDICTS", "Result", "Settings", "check_claims", "check_config", "claim", "coerce",
            "combine_points", "config_from_dict", "describe", "from_bound", "from_keys", "from_law",
            "get",
            "grid", "grid_from_dict", "listing", "names", "parse_sets", "setting", "setting_docs",
-           "tally"]
+           "tally", "with_preset"]
 
 
 @dataclasses.dataclass

@@ -27,7 +27,7 @@ import typing
 from typing import Any
 
 __all__ = ["Rule", "Settings", "check_config", "coerce", "experiment_name", "from_text",
-           "setting"]
+           "setting", "with_preset"]
 
 _INT64 = 2**63
 Bound = float | str | tuple  # a number, the name of another setting, or several (the tightest)
@@ -211,3 +211,14 @@ class Settings(metaclass=_Checked):
         for f in dataclasses.fields(self):
             object.__setattr__(self, f.name, coerce(type(self), f.name, getattr(self, f.name)))
         check_config(self)
+
+
+def with_preset(cfg, values: dict, name: str = "full"):
+    """``cfg`` with ``values`` (``{setting: value}``) wherever a setting is at its default,
+    if ``cfg.preset == name``; else ``cfg`` itself. A preset so fills in the larger study's
+    sizes while keeping every setting given explicitly."""
+    if cfg.preset != name:
+        return cfg
+    base = type(cfg)()
+    return dataclasses.replace(cfg, **{k: v for k, v in values.items()
+                                       if getattr(cfg, k) == getattr(base, k)})

@@ -39,6 +39,7 @@ import gflow
 from gflow import ntk, stats
 
 from . import Result, Settings, from_law, setting
+from . import with_preset as preset
 
 #: measured wall time of ``gflow run coupled_init`` with the defaults
 RUN_TIME = "110 s of CPU time on 2 cores (110 s wall, load 4-7)"
@@ -96,9 +97,7 @@ class Config(Settings):
 
 def with_preset(cfg: Config) -> Config:
     """``cfg`` with the :data:`FULL` values wherever a setting is at its default (``full``)."""
-    base = Config()
-    return cfg if cfg.preset != "full" else dataclasses.replace(
-        cfg, **{k: v for k, v in FULL.items() if getattr(cfg, k) == getattr(base, k)})
+    return preset(cfg, FULL)
 
 
 def _init(name, key, net, d):

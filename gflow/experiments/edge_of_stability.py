@@ -33,10 +33,9 @@ import numpy as np
 
 import gflow
 from gflow import edge, stats
-from gflow.central_flow import CentralLoss
 from gflow.curvature import Sharpness, density, hessian_density
 
-from . import Result, Settings, claim, setting
+from . import Result, Settings, claim, setting, with_preset
 
 RUN_TIME = "not measured yet"
 CITE = ("Cohen, Kaur, Li, Kolter & Talwalkar, ICLR 2021 (arXiv 2103.00065); Cohen, Damian, "
@@ -56,7 +55,7 @@ REPORT = {"smoke": [("", dict(seeds=2, steps=60, widths=(16, 16), n=48, lrs=(4.0
           "full": [(f"{a}_{lo}", dict(preset="full", activation=a, loss=lo))
                    for a in ("tanh", "relu") for lo in ("squared", "logistic")]}
 #: the settings of ``preset=full`` (wherever a setting is left at its default)
-FULL = dict(seeds=8, lrs=(1.5, 2.0, 3.0, 4.0, 5.0), widths=(64, 64), steps=600)
+FULL = dict(seeds=8, lrs=(2.0, 3.0, 4.0, 5.0, 6.0), widths=(64, 64), steps=600)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,21 +92,14 @@ class Config(Settings):
     widths: tuple[int, ...] = setting((32, 32), ge=1)
     activation: str = setting("tanh", choices=("tanh", "relu"))
     loss: str = setting("squared", choices=("squared", "logistic"))
-    lrs: tuple[float, ...] = setting((2.0, 3.0, 4.0), gt=0)
+    lrs: tuple[float, ...] = setting((3.0, 4.0, 5.0), gt=0)
     steps: int = setting(300, ge=2)
-    iters: int = setting(20, ge=2)
+    iters: int = setting(16, ge=2)
     band: float = setting(0.1, gt=0, lt=1)
     avg_steps: int = setting(10, ge=1, le="steps")
     central_substeps: int = setting(4, ge=1)
     rtol: float = setting(1e-6, gt=0)
     snapshots: int = setting(3, ge=1, le="steps")
-
-
-def with_preset(cfg: Config) -> Config:
-    """``cfg`` with the :data:`FULL` values wherever a setting is at its default (``full``)."""
-    base = Config()
-    return cfg if cfg.preset != "full" else dataclasses.replace(
-        cfg, **{k: v for k, v in FULL.items() if getattr(cfg, k) == getattr(base, k)})
 
 
 def _problem(cfg: Config):
@@ -124,13 +116,6 @@ def _problem(cfg: Config):
     return net, data, P
 
 
-def _dist(a, b):
-    """``|a - b|`` over every leaf, per member and save: ``(seeds, saves)``."""
-    sq = [jnp.sum((x - y).reshape(x.shape[:2] + (-1,)) ** 2, -1)
-          for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)]
-    return np.sqrt(np.asarray(sum(sq)))
-
-
 def _runs(cfg: Config, net, data, P, progress: bool):
     """Per lr: GD, GF and the central flow at every GD step, as ``(lr, seed, step)`` arrays."""
     out = {k: np.full((len(cfg.lrs), cfg.seeds, cfg.steps + 1), np.nan) for k in (
@@ -144,19 +129,20 @@ def _runs(cfg: Config, net, data, P, progress: bool):
         cf = gflow.CentralFlow(lr, iters=cfg.iters, edge_rate=float(cfg.central_substeps),
                                solver="euler", controller="constant",
                                dt0=lr / cfg.central_substeps)
-        runs = {"gd": (gflow.GD(lr), ()),
-                "gf": (gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.rtol / 100), ()),
-                "cf": (cf, (CentralLoss(cf),))}
+        runs = {"gd": gflow.GD(lr), "cf": cf,
+                "gf": gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.rtol / 100)}
         tr = {}
-        for name, (dyn, extra) in runs.items():
+        for name, dyn in runs.items():
             with gflow.progress.stage(f"{name}, lr {lr:g} ({i + 1} of {len(cfg.lrs)})"):
                 tr[name] = gflow.simulate_ensemble(net, P, data, dynamics=dyn, t1=ts[-1],
-                                                   save=ts, observe=("loss", sharp, *extra),
-                                                   **kw)
+                                                   save=ts, observe=("loss", sharp), **kw)
             for v in tr[name].observables:
                 out[f"{name}_{v}"][i] = np.asarray(tr[name][v])
-        out["dist_gd_gf"][i] = _dist(tr["gd"].params, tr["gf"].params)
-        out["dist_gd_cf"][i] = _dist(tr["gd"].params, tr["cf"].params)
+        out["cf_central_loss"][i] = edge.central_loss_along(
+            lr, net, cfg.loss, data.X, data.y, tr["cf"].params, iters=cfg.iters,
+            edge_rate=float(cfg.central_substeps))
+        out["dist_gd_gf"][i] = edge.param_distance(tr["gd"].params, tr["gf"].params)
+        out["dist_gd_cf"][i] = edge.param_distance(tr["gd"].params, tr["cf"].params)
         gd_params.append(tr["gd"].params)
     return out, gd_params
 
@@ -202,46 +188,49 @@ def _iv(v) -> str:
     return f"{v[0]:.3g} [{v[1]:.3g}, {v[2]:.3g}]"
 
 
+def _combine(verdicts: list[str]) -> str:
+    return "inconclusive" if not verdicts else "does not hold" if "does not hold" in verdicts \
+        else "holds" if all(v == "holds" for v in verdicts) else "inconclusive"
+
+
 def _claims(cfg: Config, s: dict, o: dict) -> dict:
     sizes = f"{cfg.seeds} seeds, n = {cfg.n}, widths {cfg.widths}, {cfg.activation}, {cfg.loss}"
-    r = stats.median_interval(o["gf_sharpness"][-1, :, -1] / o["gf_sharpness"][-1, :, 0])
-    s["gf_sharpness_ratio"] = r
-    v = "holds" if r[1] > 1 else "does not hold" if r[2] < 1 else "inconclusive"
-    out = {"progressive_sharpening": claim(v, f"GF sharpness at t = {cfg.steps * cfg.lrs[-1]:g} "
-                                           f"over t = 0: {_iv(r)} (median, 95 % interval over "
-                                           "seeds; holds if the interval lies above 1)", sizes)}
+    r = s["gf_sharpness_ratio"] = stats.median_interval(o["gf_sharpness"][-1, :, -1]
+                                                        / o["gf_sharpness"][-1, :, 0])
+    out = {"progressive_sharpening": claim(stats.side_verdict(r, 1.0), (
+        f"GF sharpness at t = {cfg.steps * cfg.lrs[-1]:g} over t = 0: {_iv(r)} (median, 95 % "
+        "interval over seeds; holds if the interval lies above 1)"), sizes)}
     tags = [f"lr{lr:g}" for lr in cfg.lrs if s[f"gd_crossed_seeds_lr{lr:g}"] == cfg.seeds]
-    b = cfg.band
-    ok = [1 - b <= s[f"gd_ratio_median_{t}"][1] and s[f"gd_ratio_median_{t}"][2] <= 1 + b
-          and s[f"gd_in_band_{t}"][0] >= 0.5 and s[f"gd_loss_ratio_{t}"][2] < 1
-          and s[f"gd_loss_rises_{t}"][1] > 0 for t in tags]
-    why = "; ".join(f"{t}: S lr/2 {_iv(s[f'gd_ratio_median_{t}'])}, within {b:g} of the edge "
-                    f"{_iv(s[f'gd_in_band_{t}'])} of steps, loss rose at "
-                    f"{_iv(s[f'gd_loss_rises_{t}'])} of steps, fell by x"
-                    f"{_iv(s[f'gd_loss_ratio_{t}'])}" for t in tags)
+    b, g = cfg.band, lambda k, t: s[f"gd_{k}_{t}"]  # noqa: E731
+    ok = [1 - b <= g("ratio_median", t)[1] and g("ratio_median", t)[2] <= 1 + b
+          and g("in_band", t)[0] >= 0.5 and g("loss_ratio", t)[2] < 1
+          and g("loss_rises", t)[1] > 0 for t in tags]
+    why = "; ".join(f"{t}: S lr/2 {_iv(g('ratio_median', t))}, within {b:g} of the edge at "
+                    f"{_iv(g('in_band', t))} of steps, loss rose at {_iv(g('loss_rises', t))} "
+                    f"of steps and fell by x{_iv(g('loss_ratio', t))}" for t in tags)
     missing = [lr for lr in cfg.lrs if s[f"gd_crossed_seeds_lr{lr:g}"] < cfg.seeds]
-    why += f"; lr {missing} not reached by every seed (censored)" if missing else ""
-    v = "inconclusive" if not tags else "holds" if all(ok) else "does not hold"
-    out["edge_of_stability"] = claim(v, (why or "no lr crossed 2/lr on every seed") + (
-        f". Holds if at every lr the median S lr/2 after the first crossing is within {b:g} of "
-        "1, at least half the steps are in that band, the loss fell and rose at some steps"),
+    why += f"; lr {missing}: 2/lr not reached by every seed (censored)" if missing else ""
+    out["edge_of_stability"] = claim(_combine(["holds" if k else "does not hold" for k in ok]),
+                                     (why or "no lr crossed 2/lr on every seed") + (
+        f". Holds if at every lr the median S lr/2 from the first crossing on is within {b:g} "
+        "of 1, at least half the steps are in that band, the loss fell and rose at some steps"),
         sizes + f", {cfg.steps} steps per lr")
-    ratios = [s[f"{k}_ratio_cf_over_gf_{t}"] for t in tags for k in ("loss_error", "dist")]
-    v = "inconclusive" if not tags else "does not hold" if any(x[1] > 1 for x in ratios) \
-        else "holds" if all(x[2] < 1 for x in ratios) else "inconclusive"
-    why = "; ".join(f"{t}: loss error {_iv(s[f'cf_loss_rel_error_{t}'])} vs GF "
+    v = _combine([stats.side_verdict(s[f"{k}_ratio_cf_over_gf_{t}"], 1.0, above=False)
+                  for t in tags for k in ("loss_error", "dist")])
+    why = "; ".join(f"{t}: loss error {_iv(s[f'cf_loss_rel_error_{t}'])} vs GF's "
                     f"{_iv(s[f'gf_loss_rel_error_{t}'])}, distance to GD over GF's "
                     f"{_iv(s[f'dist_ratio_cf_over_gf_{t}'])}" for t in tags)
     out["central_flow_tracks_gd"] = claim(v, (why or "no lr crossed on every seed") + (
         f". Relative error of the predicted loss against GD's loss averaged over {cfg.avg_steps}"
-        " steps, from GD's crossing on; holds if every ratio to GF's interval is below 1"), sizes)
+        " steps, from GD's crossing on, and distance at the last step; holds if every ratio to "
+        "GF's has its interval below 1"), sizes)
     return out
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
     import xarray as xr
 
-    cfg = with_preset(cfg)
+    cfg = with_preset(cfg, FULL)
     net, data, P = _problem(cfg)
     o, gd_params = _runs(cfg, net, data, P, progress)
     mid = len(cfg.lrs) // 2

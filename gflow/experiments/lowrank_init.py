@@ -41,6 +41,7 @@ from gflow.datasets import digits
 from gflow.lowrank_mlp import LowRankMLP, factorize_mlp
 
 from . import Result, Settings, from_keys, setting
+from . import with_preset as preset
 from ._runs import lr_grid
 
 METHODS = ("spectral", "function", "function_svd_subspace", "reference", "grid")
@@ -118,9 +119,7 @@ class Config(Settings):
 
 def with_preset(cfg: Config) -> Config:
     """``cfg`` with the :data:`FULL` values wherever a setting is at its default (``full``)."""
-    base = Config()
-    return cfg if cfg.preset != "full" else dataclasses.replace(
-        cfg, **{k: v for k, v in FULL.items() if getattr(cfg, k) == getattr(base, k)})
+    return preset(cfg, FULL)
 
 
 def width_for(d: int, power: float) -> int:
