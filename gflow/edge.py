@@ -90,6 +90,8 @@ def running_mean(x, window: int) -> np.ndarray:
     if isinstance(window, bool) or not isinstance(window, int | np.integer) or window < 1:
         raise ValueError(f"window must be an integer >= 1, got {window!r}.")
     x = np.asarray(x, dtype=float)
+    if window == 1:
+        return x
     n = x.shape[-1]
     c = np.concatenate([np.zeros(x.shape[:-1] + (1,)), np.cumsum(x, axis=-1)], axis=-1)
     i = np.arange(n)

@@ -76,7 +76,9 @@ class Config(Settings):
         steps: GD steps per lr (GF and the central flow run to the same time steps x lr).
         iters: Lanczos iterations (HVPs) per sharpness evaluation.
         band: relative half-width of the band around 2/lr counted as at the edge.
-        avg_steps: GD steps in the centred window of GD's averaged loss.
+        avg_steps: GD steps in the centred window of GD's averaged loss (it must span
+            GD's oscillations: at the edge these are slow cycles of sharpening and
+            catapult, tens of steps long, besides the period-2 flip).
         central_substeps: Euler steps of the central flow per GD step (its edge_rate too).
         rtol: relative tolerance of gradient flow (absolute: rtol / 100).
         snapshots: Hessian densities (SLQ) of GD at the middle lr, first seed, at this many
@@ -96,7 +98,7 @@ class Config(Settings):
     steps: int = setting(300, ge=2)
     iters: int = setting(16, ge=2)
     band: float = setting(0.1, gt=0, lt=1)
-    avg_steps: int = setting(10, ge=1, le="steps")
+    avg_steps: int = setting(50, ge=1, le="steps")
     central_substeps: int = setting(4, ge=1)
     rtol: float = setting(1e-6, gt=0)
     snapshots: int = setting(3, ge=1, le="steps")
