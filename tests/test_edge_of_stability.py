@@ -62,7 +62,7 @@ def test_running_mean_and_distance():
         edge.running_mean(x, 0)
     a = {"u": np.full((2, 3, 4), 2.0), "v": np.zeros((2, 3))}
     b = {"u": np.zeros((2, 3, 4)), "v": np.full((2, 3), 3.0)}
-    np.testing.assert_allclose(edge.param_distance(a, b), np.full((2, 3), 5.0))  # sqrt(4 * 2^2 + 3^2)
+    np.testing.assert_allclose(edge.param_distance(a, b), np.full((2, 3), 5.0))  # 4 * 2^2 + 3^2
     np.testing.assert_allclose(edge.relative_gap([1.5, 0.5], [1.0, 1.0]), [0.5, 0.5])
 
 
