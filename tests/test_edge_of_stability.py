@@ -19,6 +19,7 @@ from gflow.experiments import edge_of_stability as E
     (dict(lrs=(0.0,)), "lrs=(0.0,): each value must be > 0"),
     (dict(snapshots=0), "snapshots=0: must be >= 1"),
     (dict(loss="exponential"), "must be one of"),
+    (dict(lrs=(3.0, 3.0)), "the step sizes must differ"),
 ])
 def test_bad_settings(kw, words):
     with pytest.raises(ValueError, match=words.replace("(", r"\(").replace(")", r"\)")):

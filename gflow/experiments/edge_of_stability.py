@@ -104,6 +104,11 @@ class Config(Settings):
     rtol: float = setting(1e-6, gt=0)
     snapshots: int = setting(3, ge=1, le="steps")
 
+    def __post_init__(self):
+        super().__post_init__()
+        if len({f"{lr:g}" for lr in self.lrs}) != len(self.lrs):
+            raise ValueError(f"edge_of_stability: lrs={self.lrs!r}: the step sizes must differ.")
+
 
 def _problem(cfg: Config):
     """The net, the stacked per-seed data and the stacked per-seed inits."""
