@@ -80,8 +80,7 @@ def test_median_interval_and_side_verdict():
     assert stats.side_verdict([np.nan] * 3, 1.0) == "inconclusive"
 
 
-TINY = dict(seeds=2, steps=40, widths=(8, 8), n=32, d=4, lrs=(4.0,), avg_steps=5, iters=8,
-            snapshots=2)
+TINY = dict(E.REPORT["smoke"][0][1])  # the size gflow report --smoke runs in CI
 
 
 @pytest.fixture(scope="module")

@@ -50,8 +50,8 @@ CLAIMS = {
     "central_flow_tracks_gd": "The central flow tracks GD's time-averaged trajectory at the "
     "edge of stability: its predicted loss L + tr(X)/lr matches GD's loss averaged over the "
     "oscillations, and it stays closer to GD than gradient flow does (Cohen et al. 2025)."}
-REPORT = {"smoke": [("", dict(seeds=2, steps=60, widths=(16, 16), n=48, lrs=(4.0,),
-                             avg_steps=6, iters=12))],
+REPORT = {"smoke": [("", dict(seeds=2, steps=40, widths=(8, 8), n=32, d=4, lrs=(4.0,),
+                             avg_steps=5, iters=8, snapshots=2))],
           "quick": [("tanh_squared", {}), ("tanh_logistic", dict(loss="logistic"))],
           "full": [(f"{a}_{lo}", dict(preset="full", activation=a, loss=lo))
                    for a in ("tanh", "relu") for lo in ("squared", "logistic")]}
