@@ -89,10 +89,8 @@ def tiny():
     return cfg, E.run(cfg)
 
 
-@pytest.mark.slow  # 40-60 s on the shared 2-core machine (GD, GF, the central flow, its
-# predicted loss and SLQ each compile); the default suite tests the measures on known series
-# (test_edge_measures_on_known_series, test_running_mean_and_distance), the settings, and the
-# declarations (test_report.py); CI's `gflow report --smoke` runs the experiment end to end
+# the module fixture's run: 34-60 s on the shared 2-core machine depending on its load
+# (GD, GF, the central flow, its predicted loss and SLQ each compile once)
 def test_tiny_run_summary_matches_its_dataset(tiny):
     cfg, res = tiny
     s, ds = res.summary, res.dataset
