@@ -37,8 +37,8 @@ from gflow.curvature import Sharpness, density, hessian_density
 
 from . import Result, Settings, claim, setting, with_preset
 
-RUN_TIME = ("about 110-130 s of CPU time on 2 cores (120-150 s wall while other jobs loaded "
-            "the machine, load 4-5)")
+RUN_TIME = ("about 107 s of CPU time on 2 cores (107-150 s wall while other jobs loaded the "
+            "machine, load 4-6); preset=full not measured")
 CITE = ("Cohen, Kaur, Li, Kolter & Talwalkar, ICLR 2021 (arXiv 2103.00065); Cohen, Damian, "
         "Talwalkar, Kolter & Lee, ICLR 2025 (arXiv 2410.24206)")
 CLAIMS = {
