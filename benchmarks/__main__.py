@@ -30,6 +30,7 @@ CASES = {
     "6": "case6_kinks",
     "7": "case7_continuous",
     "8": "case8_ntk",
+    "9": "case9_sharpness",
 }
 RESULTS_MD = pathlib.Path(__file__).with_name("RESULTS.md")
 

@@ -169,3 +169,10 @@ def test_with_preset_fills_only_defaults():
     assert got.seeds == base.seeds + 3 and got.d == (16,)  # the explicit d is kept
     with pytest.raises(ValueError, match="seeds"):  # a preset value is checked like any other
         lowrank_init.Config().with_preset({"seeds": 0})
+
+
+def test_with_preset_by_name_applies_only_to_that_preset():
+    full = {"seeds": lowrank_init.Config().seeds + 3}
+    assert lowrank_init.Config().with_preset(full, "full") == lowrank_init.Config()
+    got = lowrank_init.Config(preset="full").with_preset(full, "full")
+    assert got.seeds == full["seeds"]

@@ -212,9 +212,12 @@ class Settings(metaclass=_Checked):
             object.__setattr__(self, f.name, coerce(type(self), f.name, getattr(self, f.name)))
         check_config(self)
 
-    def with_preset(self, values: dict):
+    def with_preset(self, values: dict, name: str | None = None):
         """This config with ``values`` (setting -> value) wherever a setting is left at its
-        class default: a preset that never overrides what was set explicitly."""
+        class default: a preset that never overrides what was set explicitly. With ``name``,
+        only if the config's ``preset`` setting is ``name`` (else the config itself)."""
+        if name is not None and getattr(self, "preset", None) != name:
+            return self
         base = type(self)()
         return dataclasses.replace(self, **{k: v for k, v in values.items()
                                             if getattr(self, k) == getattr(base, k)})

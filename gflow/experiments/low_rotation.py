@@ -295,7 +295,7 @@ def _norm_only(cfg, key, progress):
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
-    cfg = cfg.with_preset(FULL) if cfg.preset == "full" else cfg
+    cfg = cfg.with_preset(FULL, "full")
     out = [part(cfg, jax.random.fold_in(jax.random.key(cfg.seed), i), progress) for i, part in
            enumerate((_near_init, _scaling, _neural_collapse, _norm_only))
            if cfg.regime in (REGIMES[i], "all")]
@@ -312,7 +312,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 def figures(ds, cfg: Config) -> dict:
     from gflow.plot import laws, variables
 
-    figs, cfg = {}, cfg.with_preset(FULL) if cfg.preset == "full" else cfg
+    figs, cfg = {}, cfg.with_preset(FULL, "full")
     if "ni_loss" in ds:
         figs["near_init"] = variables(
             ds.isel(seed=0), ("ni_movement_over_radius", "ni_rotation_weighted_deg",

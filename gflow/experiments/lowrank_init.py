@@ -118,7 +118,7 @@ class Config(Settings):
 
 def with_preset(cfg: Config) -> Config:
     """``cfg`` with the :data:`FULL` values wherever a setting is at its default (``full``)."""
-    return cfg.with_preset(FULL) if cfg.preset == "full" else cfg
+    return cfg.with_preset(FULL, "full")
 
 
 def width_for(d: int, power: float) -> int:

@@ -20,6 +20,8 @@ its target) per run; over several settings x (e.g. margins) it gives ``success``
   summary keys); :func:`paired_lead`: whether one method is ahead of another over paired
   seeds, time by time, and for how long (:func:`lead_text`: in words; :func:`lead_verdict`:
   a verdict at the last time);
+- :func:`median_interval`: the median of a per-seed measurement with its bootstrap interval
+  (:func:`side_verdict`: whether such an interval lies above or below a threshold);
 - :func:`draw`: points, intervals, censored points (own markers) and the fit on a matplotlib axis.
 
 The crossing is read off the isotonic (pool-adjacent-violators) fit of the success frequencies,
@@ -62,6 +64,8 @@ from .laws import threshold_law as threshold_law
 from .proportions import Proportions as Proportions
 from .proportions import proportion_interval as proportion_interval
 from .proportions import proportions as proportions
+from .spread import median_interval as median_interval
+from .spread import side_verdict as side_verdict
 from .trend import TREND_VERDICTS as TREND_VERDICTS
 from .trend import lead_text as lead_text
 from .trend import lead_verdict as lead_verdict
