@@ -69,8 +69,8 @@ CLAIMS = {**{f"gap_shrinks_{i}": f"At {i} init the gap between finite-width grad
              "the width grows (lazy training)." for i in LAZY},
           "rich_at_small_init": "At small init the kernel moves by O(1) and the linearization "
           "fails to describe the trained net (rich regime; Chizat, Oyallon, Bach 2019)."}
-REPORT = {"smoke": [("", dict(widths=(32, 64, 128), seeds=2, small_widths=(32,), n=16,
-                              n_test=16, small_t1=200.0, saves=5))],
+REPORT = {"smoke": [("", dict(widths=(32, 64), seeds=2, small_widths=(32,), n=16,
+                              n_test=16, small_t1=200.0, saves=3))],
           "quick": [("", {})], "full": [("", {"preset": "full"})]}
 #: the settings of ``preset=full`` (wherever a setting is left at its default)
 FULL = dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), seeds=5,
