@@ -29,9 +29,17 @@ the empirical NTK Gram on the training inputs and the fraction of flipped activa
 power law through the median over seeds with a bootstrap interval over seeds
 (:func:`gflow.stats.power_law`).
 
-The solver: with ``kinks=True`` the steps grow slowly with the width (the kinks crossed grow
-with it); with ``kinks=False`` the adaptive controller rejects steps at every kink (set
-``kinks=false`` to compare; the step counts are in the dataset, ``num_steps``).
+The solver (measured on this data, n = 32, d = 8, T = 30, one init per row, float64):
+with ``kinks=True`` the step count grows smoothly with the width, about one step per
+activation-pattern switch (standard init 62 / 99 / 267 steps at m = 64 / 256 / 1024 with
+rtol 1e-7, 86 / 110 / 267 with rtol 1e-9; paired 44 / 60 / 99), no step rejected. The plain
+PID controller (``kinks=False``) rejects steps at every kink and its cost is erratic, neither
+monotone in the width nor in the init: 6636 / 1854 / 412 steps (standard, rtol 1e-7),
+over 200,000 / 179,058 / 19,313 at rtol 1e-9, and paired 863 / 4892 / 72,721 at rtol 1e-9.
+A kink-aware step costs more (it locates the switches), so the wall time gains are smaller
+than the step ratios (m = 1024, rtol 1e-9: 9.5 s against 17.8 s, standard init). The step
+counts of a run are in its dataset (``num_steps``); ``--set kinks=false`` runs the plain
+controller.
 """
 
 from __future__ import annotations
@@ -76,7 +84,7 @@ REPORT = {"smoke": [("", dict(widths=(32, 64), seeds=2, small_widths=(32,), n=16
 FULL = dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), seeds=5,
             small_widths=(64, 128, 256, 512, 1024), small_t1=1000.0)
 #: measured wall time of ``gflow run lazy_vs_rich`` with the defaults
-RUN_TIME = "not measured"
+RUN_TIME = "about 200 s wall on 2 CPU cores shared with other jobs (load 3-5)"
 
 
 @dataclasses.dataclass(frozen=True)
