@@ -9,14 +9,17 @@ import pytest
 import gflow
 from gflow import experiments
 from gflow.experiments import lazy_vs_rich as lr
+from gflow.linearized import against_gradient_flow
 from gflow.ntk import gram, relu_ntk
 
+# the plain controller: it compiles in about half the time of the kink-aware solve (which
+# tests/test_kinks.py covers, and `gflow report --smoke` runs through this experiment)
 TINY = dict(n=8, n_test=4, d=3, widths=(8, 16), seeds=2, small_widths=(8,), t1=5.0,
-            small_t1=20.0, saves=3)
+            small_t1=20.0, saves=3, kinks=False)
 
 
 @pytest.mark.parametrize("kw, words", [
-    (dict(widths=(64,)), "at least 2 widths"),
+    (dict(widths=(64,)), "at least 2"),
     (dict(widths=(128, 64)), "distinct and increasing"),
     (dict(small_widths=(64, 64)), "distinct and increasing"),
     (dict(widths=(63, 128)), "multiple of 2"),
@@ -84,7 +87,7 @@ def test_tiny_run_summary_agrees_with_dataset(tiny):
         e, (lo, hi) = s[f"gap_test_{init}_exponent"], s[f"gap_test_{init}_exponent_ci"]
         assert lo <= e <= hi
         assert f"{e:.2f}" in s["claims"][f"gap_shrinks_{init}"]["measured"]
-    assert ds["t"].sel(init="small").values[-1] == cfg.small_t1
+    assert ds["t"].sel(init="small").values[-1] == cfg.small_t1 and ds.attrs["kinks"] == 0
     assert np.all(ds["num_steps"].values[np.isfinite(ds["num_steps"].values)] >= 1)
     figs = lr.figures(ds, cfg)
     assert set(figs) == {"gap_vs_width", "kernel_movement", "outputs"}
@@ -101,3 +104,31 @@ def test_rich_verdict_counts_runs(tiny):
     ds["movement"].loc[dict(init="small")] = 0.01
     v = lr.summarize(ds, cfg)["claims"]["rich_at_small_init"]
     assert v["verdict"] == "does not hold"
+
+
+def test_against_gradient_flow_agrees_to_second_order_in_time(x64, tiny):
+    """GF and its linearization have the same velocity at t = 0 (the NTK at init), so they
+    part at O(t^2): doubling a small time quadruples the gap (to 10 %: the t^3 term and a
+    1e-12 solve); the kernel flow with the empirical NTK is the linearization itself. (The
+    sizes and options of the tiny run, so its compiled solve is reused.)"""
+    cfg, _ = tiny
+    ds = gflow.data.teacher(jax.random.key(5), cfg.n, cfg.d, cfg.teacher_width,
+                            n_test=cfg.n_test)
+    net = gflow.TwoLayer(cfg.widths[0])
+    p0 = gflow.init.gaussian(jax.random.key(6), net, cfg.d)
+    K = (gram(net, p0, ds.X), gram(net, p0, ds.X_test, ds.X))
+    dyn = gflow.GradientFlow(rtol=1e-12, atol=1e-14, max_steps=1_000_000)
+    h, n = 1e-3, cfg.n
+    _, out = against_gradient_flow(net, p0, ds, [0.0, h, 2 * h], kernel=K, dynamics=dyn,
+                                   observe=tuple(lr.PER_SAVE.values()))
+    assert out["f_gf"].shape == out["f_lin"].shape == (3, n + cfg.n_test)
+    np.testing.assert_allclose(out["f_kernel"], out["f_lin"], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(out["f_gf"][0, n:], net.apply(p0, ds.X_test), atol=1e-14)
+    gap = np.linalg.norm(out["f_gf"] - out["f_lin"], axis=1)
+    assert gap[0] < 1e-14 and gap[1] > 1e-9
+    assert 3.6 < gap[2] / gap[1] < 4.4, gap
+    with pytest.raises(ValueError, match="start"):
+        against_gradient_flow(net, p0, ds, [0.5, 1.0])
+    with pytest.raises(ValueError, match="test inputs"):
+        against_gradient_flow(net, p0, gflow.data.teacher(jax.random.key(0), 4, 3, n_test=0),
+                              [0.0, 1.0])

@@ -47,19 +47,17 @@ from __future__ import annotations
 import dataclasses
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 import gflow
 from gflow import stats
-from gflow.linearized import kernel_flow, linearized_mse
+from gflow.linearized import against_gradient_flow
 from gflow.ntk import relu_ntk
 
 from . import Result, Settings, claim, from_bound, setting, tally
 
 INITS = ("standard", "paired", "small")
 LAZY = ("standard", "paired")
-OBSERVE = ("loss", "output", "activation_flips", "ntk_movement")
 CITE = ("Chizat, Oyallon, Bach, NeurIPS 2019 (arXiv 1812.07956); Lee et al., NeurIPS 2019 "
         "(arXiv 1902.06720)")
 #: the lazy-training bound on the gap's width exponent (Lee et al., Theorem 2.1: O(m^-1/2))
@@ -127,13 +125,10 @@ class Config(Settings):
 
     def __post_init__(self):
         super().__post_init__()
-        for name in ("widths", "small_widths"):
-            w = getattr(self, name)
-            if list(w) != sorted(set(w)):
-                raise ValueError(f"lazy_vs_rich: {name}={w!r}: must be distinct and increasing.")
-        if len(self.widths) < 2:
-            raise ValueError(f"lazy_vs_rich: widths={self.widths!r}: give at least 2 widths "
-                             "(the gap's width exponent needs them).")
+        for name, least in (("widths", 2), ("small_widths", 1)):
+            if list(w := getattr(self, name)) != sorted(set(w)) or len(w) < least:
+                raise ValueError(f"lazy_vs_rich: {name}={w!r}: must be distinct and increasing, "
+                                 f"at least {least} (the gap's width exponent needs 2).")
 
 
 def with_preset(cfg: Config) -> Config:
@@ -158,67 +153,54 @@ def _kernel_scale(init: str, m: int, small_gamma: float) -> float:
     return float(m) ** -small_gamma if init == "small" else 1.0
 
 
-def _one(cfg: Config, data, init: str, m: int, key, K_inf):
-    """One run: GF outputs on train and test points with the linearized and infinite-width
-    predictions at the save times, kernel movement, flips, loss and solver stats."""
-    net = gflow.TwoLayer(m)
-    p0 = init_params(init, key, net, cfg.d, cfg.small_gamma)
-    T = cfg.small_t1 if init == "small" else cfg.t1
-    ts = np.linspace(0.0, T, cfg.saves)
-    probes = jnp.concatenate([data.X, data.X_test])
+PER_SAVE = {"loss": "loss", "flips": "activation_flips", "movement": "ntk_movement"}
+
+
+def _one(cfg: Config, data, init: str, m: int, key, K_inf) -> dict:
+    """One run: outputs of GF, its linearization and the infinite-width kernel on the train
+    then test points at the save times, the :data:`PER_SAVE` observables and solver steps."""
+    net, c = gflow.TwoLayer(m), _kernel_scale(init, m, cfg.small_gamma)
+    ts = np.linspace(0.0, cfg.small_t1 if init == "small" else cfg.t1, cfg.saves)
     dyn = gflow.GradientFlow(rtol=cfg.rtol, atol=cfg.rtol / 100, kinks=cfg.kinks,
                              max_steps=1_000_000)
-    tr = gflow.simulate(net, p0, data, t1=T, save=ts, observe=OBSERVE, probes=probes,
-                        dynamics=dyn)
-    lin = linearized_mse(net, p0, data.X, data.y, ts, X_test=data.X_test)
-    c, f0 = _kernel_scale(init, m, cfg.small_gamma), np.asarray(tr["output"])[0]
-    inf = kernel_flow(c * K_inf[0], f0[:cfg.n], data.y, ts, K_star=c * K_inf[1],
-                      f0_star=f0[cfg.n:])
-    return {"t": ts, "f_gf": np.asarray(tr["output"]),
-            "f_lin": np.concatenate([np.asarray(v) for v in lin], axis=1),
-            "f_inf": np.concatenate([np.asarray(v) for v in inf], axis=1),
-            "loss": np.asarray(tr["loss"]), "flips": np.asarray(tr["activation_flips"]),
-            "movement": np.asarray(tr["ntk_movement"]),
-            "num_steps": int(tr.stats["num_steps"])}
+    tr, out = against_gradient_flow(net, init_params(init, key, net, cfg.d, cfg.small_gamma),
+                                    data, ts, kernel=(c * K_inf[0], c * K_inf[1]),
+                                    dynamics=dyn, observe=tuple(PER_SAVE.values()))
+    return {"t": ts, "f_inf": out.pop("f_kernel"), **out, "num_steps": tr.stats["num_steps"],
+            **{k: np.asarray(tr[v]) for k, v in PER_SAVE.items()}}
 
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
     with jax.enable_x64(True):
-        return _run(with_preset(cfg), progress)
+        return _run(with_preset(cfg))
 
 
-def _run(cfg: Config, progress: bool) -> Result:
+def _run(cfg: Config) -> Result:
     import xarray as xr
 
     k_data, k_init = jax.random.split(jax.random.key(cfg.seed))
     data = gflow.data.teacher(k_data, cfg.n, cfg.d, cfg.teacher_width, n_test=cfg.n_test)
     K_inf = (relu_ntk(data.X, layers="both"), relu_ntk(data.X_test, data.X, layers="both"))
-    widths = sorted(set(cfg.widths) | set(cfg.small_widths))
-    keys = jax.random.split(k_init, cfg.seeds)
-    shape = (len(INITS), len(widths), cfg.seeds)
-    per_save = {v: np.full(shape + (cfg.saves,), np.nan) for v in ("loss", "flips", "movement")}
-    outs = {v: np.full(shape + (cfg.saves, cfg.n + cfg.n_test), np.nan)
-            for v in ("f_gf", "f_lin", "f_inf")}
-    steps, times = np.full(shape, np.nan), np.zeros((len(INITS), cfg.saves))
+    widths, keys = sorted(set(cfg.widths) | set(cfg.small_widths)), jax.random.split(
+        k_init, cfg.seeds)
+    dims = {v: ("init", "width", "seed", "save") for v in PER_SAVE} | {
+        v: ("init", "width", "seed", "save", "point") for v in ("f_gf", "f_lin", "f_inf")} | {
+        "num_steps": ("init", "width", "seed"), "t": ("init", "save")}
+    size = dict(init=len(INITS), width=len(widths), seed=cfg.seeds, save=cfg.saves,
+                point=cfg.n + cfg.n_test)
+    arr = {v: np.full([size[k] for k in dd], np.nan) for v, dd in dims.items()}
     for i, init in enumerate(INITS):
         for j, m in enumerate(widths):
-            if m not in (cfg.small_widths if init == "small" else cfg.widths):
-                continue
-            for s in range(cfg.seeds):
+            for s in range(cfg.seeds) if m in (cfg.small_widths if init == "small"
+                                              else cfg.widths) else ():
                 with gflow.progress.stage(f"{init}, m = {m}, seed {s + 1} of {cfg.seeds}"):
                     r = _one(cfg, data, init, m, keys[s], K_inf)
-                for v in (*per_save, *outs):
-                    (per_save | outs)[v][i, j, s] = r[v]
-                steps[i, j, s], times[i] = r["num_steps"], r["t"]
-    point = np.r_[np.zeros(cfg.n, int), np.ones(cfg.n_test, int)]
-    ds = xr.Dataset(
-        {v: (("init", "width", "seed", "save"), a) for v, a in per_save.items()}
-        | {v: (("init", "width", "seed", "save", "point"), a) for v, a in outs.items()}
-        | {"num_steps": (("init", "width", "seed"), steps), "t": (("init", "save"), times),
-           "is_test": (("point",), point.astype(bool)), "y": (("point",), np.r_[
-               np.asarray(data.y), np.asarray(data.y_test)])},
-        coords={"init": list(INITS), "width": widths})
-    ds.attrs.update(kinks=int(cfg.kinks))
+                for v in dims:
+                    arr[v][(i,) if v == "t" else (i, j, s)] = r[v]
+    ds = xr.Dataset({v: (dd, arr[v]) for v, dd in dims.items()} | {
+        "is_test": (("point",), np.arange(size["point"]) >= cfg.n),
+        "y": (("point",), np.r_[np.asarray(data.y), np.asarray(data.y_test)])},
+        coords={"init": list(INITS), "width": widths}, attrs={"kinks": int(cfg.kinks)})
     return Result(summary=summarize(ds, cfg), dataset=ds)
 
 
@@ -236,82 +218,68 @@ def _law_text(law) -> str:
     return f"exponent {law.exponent:.2f} [{law.lo:.2f}, {law.hi:.2f}]"
 
 
+NOT_FITTED, LAZY_FIT = ("not fitted by T (loss above half its initial value)",
+                        "fitted without O(1) kernel movement and gap")
+
+
 def summarize(ds, cfg: Config) -> dict:
     """Headline figures and a verdict per claim from the dataset (``run``'s summary)."""
     s: dict = {"cite": CITE, "seeds": cfg.seeds, "kinks": cfg.kinks}
-    g = {sp: gaps(ds, "f_lin", sp) for sp in ("train", "test")}
-    g_inf, move = gaps(ds, "f_inf"), gaps(ds, "move")
     mov, claims = ds["movement"].isel(save=-1), {}
+    g = {"gap_test": gaps(ds), "gap_train": gaps(ds, split="train"),
+         "gap_inf_test": gaps(ds, "f_inf")}
+    g |= {"relative_gap_test": g["gap_test"] / gaps(ds, "move"), "kernel_movement": mov,
+          "flips": ds["flips"].isel(save=-1), "final_loss": ds["loss"].isel(save=-1),
+          "num_steps": ds["num_steps"]}
     for init in INITS:
-        sel = dict(init=init)
-        ok = np.isfinite(g["test"].sel(sel).values).all(axis=1)
+        ok = np.isfinite(g["gap_test"].sel(init=init).values).all(axis=1)
         w = ds["width"].values[ok]
-        s[f"widths_{init}"] = w.tolist()
-        for key, a in (("gap_test", g["test"]), ("gap_train", g["train"]), ("gap_inf_test", g_inf),
-                       ("relative_gap_test", g["test"] / move), ("kernel_movement", mov),
-                       ("flips", ds["flips"].isel(save=-1)), ("final_loss", ds["loss"].isel(
-                           save=-1)), ("num_steps", ds["num_steps"])):
-            s[f"{key}_{init}"] = np.median(a.sel(sel).values[ok], axis=1).tolist()
-        if init not in LAZY:
-            continue
+        s |= {f"widths_{init}": w.tolist()} | {f"{k}_{init}": np.median(a.sel(
+            init=init).values[ok], axis=1).tolist() for k, a in g.items()}
         what = (f"{init} init, m = {w.tolist()}, {cfg.seeds} seeds, n = {cfg.n}, d = {cfg.d}, "
                 f"T = {cfg.t1:g}")
-        for tag, a in (("gap_test", g["test"]), ("gap_train", g["train"]),
-                       ("kernel_movement", mov)):
-            law = stats.power_law(w, a.sel(sel).values[ok])
-            s[f"{tag}_{init}_exponent"] = law.exponent
-            s[f"{tag}_{init}_exponent_ci"] = [law.lo, law.hi]
-            s[f"{tag}_{init}_flags"] = list(law.flags)
+        for tag in ("gap_test", "gap_train", "kernel_movement") if init in LAZY else ():
+            law = stats.power_law(w, g[tag].sel(init=init).values[ok])
+            s |= {f"{tag}_{init}_exponent": law.exponent, f"{tag}_{init}_flags": list(law.flags),
+                  f"{tag}_{init}_exponent_ci": [law.lo, law.hi]}
+            tr, text = stats.trend_verdict(law, -1), f"{_law_text(law)}; {what}"
             if tag == "gap_test":
-                tr = stats.trend_verdict(law, -1)
-                claims[f"gap_shrinks_{init}"] = claim(
-                    tr["verdict"], tr["why"], f"test-output gap GF vs linearized, {_law_text(law)}"
-                    f"; {what}")
+                claims[f"gap_shrinks_{init}"] = claim(tr["verdict"], tr["why"],
+                                                      f"test-output gap GF vs linearized, {text}")
                 claims[f"gap_within_lazy_rate_{init}"] = from_bound(
-                    stats.bound_verdict(law, LAZY_EXPONENT),
-                    f"test-output gap {_law_text(law)} against {LAZY_EXPONENT:g} (the issue "
-                    f"quotes about -0.75 at m = 256...4096); {what}")
-            if tag == "kernel_movement":
-                tr = stats.trend_verdict(law, -1)
+                    stats.bound_verdict(law, LAZY_EXPONENT), f"test-output gap {text}, against "
+                    f"{LAZY_EXPONENT:g} (the issue quotes about -0.75 at m = 256...4096)")
+            elif tag == "kernel_movement":
                 claims[f"kernel_movement_shrinks_{init}"] = claim(
-                    tr["verdict"], tr["why"], f"||K_T - K_0||/||K_0||, {_law_text(law)}; {what}")
-    sel = dict(init="small")
-    ok = np.isfinite(g["test"].sel(sel).values)
-    loss = ds["loss"].sel(sel).values
-    fitted = loss[..., -1] <= loss[..., 0] / 2
-    rich = (mov.sel(sel).values >= RICH_MOVEMENT) & ((g["test"] / move).sel(sel).values >= RICH_GAP)
-    outcomes = np.where(~fitted, "not fitted by T (loss above half its initial value)",
-                        np.where(rich, "rich", "fitted without O(1) kernel movement and gap"))
-    claims["rich_at_small_init"] = tally(
-        list(outcomes[ok]), holds="rich", fails="fitted without O(1) kernel movement and gap",
-        what="runs")
-    claims["rich_at_small_init"]["measured"] = (
+                    tr["verdict"], tr["why"], f"||K_T - K_0||/||K_0||, {text}")
+    # per small-init run: rich, fitted without it, or not fitted by T (never evidence)
+    ok, small = np.isfinite(g["gap_test"].sel(init="small").values), dict(init="small")
+    loss, rich = ds["loss"].sel(small).values, (mov.sel(small).values >= RICH_MOVEMENT) & (
+        g["relative_gap_test"].sel(small).values >= RICH_GAP)
+    rich = tally(list(np.where(loss[..., -1] > loss[..., 0] / 2, NOT_FITTED, np.where(
+        rich, "rich", LAZY_FIT))[ok]), holds="rich", fails=LAZY_FIT, what="runs")
+    rich["measured"] = (
         f"small init (variance m^-{cfg.small_gamma:g}), m = {s['widths_small']}, {cfg.seeds} "
         f"seeds, T = {cfg.small_t1:g}: rich = kernel movement >= {RICH_MOVEMENT:g} and relative "
         f"test gap >= {RICH_GAP:g}; median movement {np.round(s['kernel_movement_small'], 2)}, "
         f"relative gap {np.round(s['relative_gap_test_small'], 2)}")
-    s["claims"] = claims
-    return s
+    return s | {"claims": claims | {"rich_at_small_init": rich}}
 
 
 def figures(ds, cfg: Config) -> dict:
     from gflow.plot import bands, caption, panels, style
 
-    cfg = with_preset(cfg)
-    w = ds["width"].values
+    cfg, w = with_preset(cfg), ds["width"].values
     fig, axes = panels(3, size=(4.4, 3.6))
     for ax, (split, ref) in zip(axes, (("test", "f_lin"), ("train", "f_lin"), ("test", "f_inf")),
                                 strict=True):
-        g = gaps(ds, ref, split)
-        series = {i: g.sel(init=i).values.T for i in INITS}
+        series = {i: gaps(ds, ref, split).sel(init=i).values.T for i in INITS}
         bands(ax, w, series, min_points=2)
         for k, i in enumerate(LAZY):
-            med = np.median(series[i], axis=0)
-            ok = np.isfinite(med)
-            if ok.sum() >= 2:
-                law = stats.power_law(w[ok], series[i][:, ok].T)
-                ax.plot(w[ok], law.prefactor * w[ok] ** law.exponent, ":", color=f"C{k}",
-                        label=f"{i}: fit {_law_text(law)}")
+            ok = np.isfinite(series[i]).all(axis=0)
+            law = stats.power_law(w[ok], series[i][:, ok].T)
+            ax.plot(w[ok], law.prefactor * w[ok] ** law.exponent, ":", color=f"C{k}",
+                    label=f"{i}: fit {_law_text(law)}")
         ax.plot(w, np.nanmax(series["standard"]) * (w / w[0]) ** LAZY_EXPONENT, "k--", lw=0.8,
                 label="m^-1/2")
         style(ax, x="log2", y="log", xlabel="width m", ylabel=f"rms gap on {split} points",
@@ -323,28 +291,24 @@ def figures(ds, cfg: Config) -> dict:
         f"{cfg.t1:g}, small at T = {cfg.small_t1:g}. {CITE}.",
         title="Finite-width gradient flow against its linearization")}
     fig, axes = panels(3, size=(4.4, 3.6))
-    for ax, (v, label) in zip(axes[:2], (("movement", "||K_T - K_0|| / ||K_0||"),
-                                         ("flips", "flipped activation patterns")), strict=True):
-        bands(ax, w, {i: ds[v].sel(init=i).isel(save=-1).values.T for i in INITS})
-        style(ax, x="log2", y="log", xlabel="width m", ylabel=label, title=f"{label} at T")
-    bands(axes[2], w, {i: ds["num_steps"].sel(init=i).values.T for i in INITS})
-    style(axes[2], x="log2", y="log", xlabel="width m", ylabel="solver steps to T",
-          title=f"gradient-flow steps (kinks={bool(ds.attrs.get('kinks', 1))})")
-    figs["kernel_movement"] = caption(fig, f"Empirical NTK on the training inputs, computed "
-                                      f"in-solve; median and range over seeds. {CITE}.",
-                                      title="Kernel movement per init scale")
+    for ax, (v, label) in zip(axes, (("movement", "||K_T - K_0|| / ||K_0|| at T"), (
+            "flips", "flipped activation patterns at T"), ("num_steps", "solver steps to T")),
+            strict=True):
+        a = ds[v].isel(save=-1) if "save" in ds[v].dims else ds[v]
+        bands(ax, w, {i: a.sel(init=i).values.T for i in INITS})
+        style(ax, x="log2", y="log", xlabel="width m", ylabel=label, title=label)
+    figs["kernel_movement"] = caption(fig, f"Empirical NTK on the training inputs, in-solve; "
+                                      f"kinks={bool(ds.attrs.get('kinks', 1))}; median and "
+                                      f"range over seeds. {CITE}.", title="Kernel movement")
     fig, axes = panels(len(INITS), size=(4.4, 3.6))
-    test = np.flatnonzero(ds["is_test"].values)[:3]
     for ax, init in zip(axes, INITS, strict=True):
-        sel = ds.sel(init=init).isel(seed=0)
-        m = sel["f_gf"].dropna("width", how="all")["width"].values[-1]
-        t = ds["t"].sel(init=init).values
-        for k, p in enumerate(test):
+        sel = ds.sel(init=init).isel(seed=0).dropna("width", how="all", subset=["f_gf"])
+        for k, p in enumerate(np.flatnonzero(ds["is_test"].values)[:3]):
             for v, fmt, name in (("f_gf", "-", "GF"), ("f_lin", "--", "linearized"),
                                  ("f_inf", ":", "infinite width")):
-                ax.plot(t, sel[v].sel(width=m).values[:, p], fmt, color=f"C{k}",
-                        label=name if k == 0 else None)
-        style(ax, xlabel="t", ylabel="f(x) on test points", title=f"{init} init, m = {m}")
-    figs["outputs"] = caption(fig, "Three test points, seed 0, the largest width run; colour: "
-                              "point, line style: model.", title="Outputs over time")
-    return figs
+                ax.plot(ds["t"].sel(init=init), sel[v].isel(width=-1).values[:, p], fmt,
+                        color=f"C{k}", label=name if k == 0 else None)
+        style(ax, xlabel="t", ylabel="f(x) on test points",
+              title=f"{init} init, m = {int(sel['width'][-1])}")
+    return figs | {"outputs": caption(fig, "Three test points, seed 0, the largest width run; "
+                                      "colour: point, line style: model.", title="Outputs")}
