@@ -116,7 +116,7 @@ class Config(Settings):
     widths: tuple[int, ...] = setting((64, 128, 256, 512, 1024), ge=2, multiple_of=2)
     seeds: int = setting(3, ge=2)
     t1: float = setting(30.0, gt=0)
-    small_widths: tuple[int, ...] = setting((64, 128, 256), ge=2, multiple_of=2)
+    small_widths: tuple[int, ...] = setting((64, 128), ge=2, multiple_of=2)
     small_gamma: float = setting(1.0, gt=0)
     small_t1: float = setting(300.0, gt=0)
     saves: int = setting(9, ge=2)
