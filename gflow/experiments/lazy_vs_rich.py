@@ -82,7 +82,7 @@ REPORT = {"smoke": [("", dict(widths=(32, 64), seeds=2, small_widths=(32,), n=16
 FULL = dict(widths=(64, 128, 256, 512, 1024, 2048, 4096), seeds=5,
             small_widths=(64, 128, 256, 512, 1024), small_t1=1000.0)
 #: measured wall time of ``gflow run lazy_vs_rich`` with the defaults
-RUN_TIME = "about 200 s wall on 2 CPU cores shared with other jobs (load 3-5)"
+RUN_TIME = "about 210 s wall on 2 CPU cores shared with other jobs (load 4-6)"
 
 
 @dataclasses.dataclass(frozen=True)
