@@ -10,9 +10,9 @@ multiplied by the ``s`` (neural-tangents' convention), so the ``s`` enter the NN
 NTK's "own layer" terms carry none.
 
 As all widths go to infinity, each unit's pre-activations at two inputs are jointly Gaussian
-with covariance ``Sigma_l`` (Neal 1996; Lee et al., ICLR 2018, eq. 4; Matthews et al., ICLR
-2018), and the NTK is deterministic (Jacot, Gabriel, Hongler, NeurIPS 2018, Theorem 1;
-Arora et al., NeurIPS 2019, eqs. 4-5; Lee et al., NeurIPS 2019, eq. 15 and Appendix C)::
+with covariance ``Sigma_l`` (Neal 1996; Lee et al., ICLR 2018; Matthews et al., ICLR 2018),
+and the NTK is deterministic (Jacot, Gabriel, Hongler, NeurIPS 2018, Theorem 1; Arora et al.,
+NeurIPS 2019; Lee et al., NeurIPS 2019), here written out for gflow's parameterization::
 
     Sigma_1 = s_1^2 x.x' + s_{b,1}^2,         Theta_1 = x.x' + [b trained]
     Sigma_l = s_l^2 E[sigma(u) sigma(v)] + s_{b,l}^2
