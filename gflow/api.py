@@ -15,6 +15,7 @@ from . import init as init
 from . import kernels as kernels
 from . import losses as losses
 from . import lowrank as lowrank
+from . import mlp_kernels as mlp_kernels
 from . import ntk as ntk
 from . import observe as observe
 from . import online as online

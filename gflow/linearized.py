@@ -24,6 +24,10 @@ dynamics. Its output is linear in ``theta``, so gradient flow on gflow's squared
 ``Theta(X*, X) v = 0`` and it is dropped. The same formula with any kernel (e.g. the infinite-width
 :func:`gflow.ntk.relu_ntk`, with ``f_0 = 0`` for a paired init) gives the kernel-regime
 prediction of that kernel.
+
+:func:`against_gradient_flow` puts the three side by side for one net: its gradient flow,
+its linearization and a fixed kernel's flow, on the training and test inputs at the same
+times (the lazy-vs-rich comparison of ``gflow run lazy_vs_rich``).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from jaxtyping import Array, Float
 from .nets import AbstractNet
 from .ntk import gram
 
-__all__ = ["Linearized", "kernel_flow", "linearized_mse"]
+__all__ = ["Linearized", "against_gradient_flow", "kernel_flow", "linearized_mse"]
 
 
 class Linearized(AbstractNet):
@@ -134,3 +138,47 @@ def linearized_mse(net, params0, X: Float[Array, "n d"], y: Float[Array, " n"], 
     X_test = jnp.asarray(X_test)
     return kernel_flow(gram(net, params0, X), f0, y, ts, K_star=gram(net, params0, X_test, X),
                        f0_star=net.apply(params0, X_test))
+
+
+def against_gradient_flow(net, params0, data, ts, *, kernel=None, dynamics=None,
+                          observe=("loss",)):
+    """Gradient flow of ``net`` from ``params0`` on the squared loss of ``data`` (a
+    :class:`gflow.Dataset` with test data), next to its linearization around ``params0``
+    (:func:`linearized_mse`) and, if given, the flow of the fixed ``kernel = (K (n, n),
+    K_star (p, n))`` (e.g. the infinite-width NTK) started from the net's own outputs at
+    ``params0``.
+
+    Args:
+        net: a gflow net.
+        params0: its parameters at ``t = 0``.
+        data: training inputs (n, d) and test inputs (p, d) with targets.
+        ts: save times (T,), the first 0.
+        kernel: ``(K, K_star)`` or ``None``.
+        dynamics: a gradient-flow dynamics (default ``gflow.GradientFlow()``).
+        observe: observables of the gradient-flow run (``"output"`` is added).
+
+    Returns:
+        ``(traj, outputs)``: the gradient-flow :class:`gflow.Trajectory` and
+        ``{"f_gf", "f_lin", "f_kernel"}``, each (T, n + p) on the training then the test
+        inputs (``f_kernel`` ``None`` without ``kernel``).
+    """
+    from .simulate import simulate
+
+    if data.X_test is None:
+        raise ValueError("against_gradient_flow needs a dataset with test inputs (X_test).")
+    n, ts = data.X.shape[0], np.asarray(ts, dtype=np.float64)
+    if ts.ndim != 1 or ts[0] != 0:
+        raise ValueError(f"ts must be 1-d save times starting at 0, got {ts!r}.")
+    probes = jnp.concatenate([data.X, data.X_test])
+    traj = simulate(net, params0, data, loss="squared", dynamics=dynamics, t1=float(ts[-1]),
+                    save=ts, observe=tuple(dict.fromkeys((*observe, "output"))),
+                    probes=probes)
+    f_gf = np.asarray(traj["output"])
+    lin = linearized_mse(net, params0, data.X, data.y, ts, X_test=data.X_test)
+    out = {"f_gf": f_gf, "f_lin": np.concatenate([np.asarray(v) for v in lin], axis=1),
+           "f_kernel": None}
+    if kernel is not None:
+        fk = kernel_flow(kernel[0], f_gf[0, :n], data.y, ts, K_star=kernel[1],
+                         f0_star=f_gf[0, n:])
+        out["f_kernel"] = np.concatenate([np.asarray(v) for v in fk], axis=1)
+    return traj, out

@@ -71,7 +71,8 @@ def test_claim_helpers():
 
 def test_research_settings_declare_claims_and_report_runs():
     names = report.settings()
-    assert {"condensation", "coupled_init", "teacher_student", "continuous_limits"} <= set(names)
+    assert {"condensation", "coupled_init", "teacher_student", "continuous_limits",
+            "lazy_vs_rich"} <= set(names)
     assert "quickstart" not in names
     for name in names:
         mod = experiments.get(name)
