@@ -82,7 +82,7 @@ SMOKE = dict(d=4, n=32, widths=(32, 64, 128), stop_loss=0.05, t1=1e4, ds=(4, 6, 
 REPORT = {"smoke": [("", SMOKE)], "quick": [("", QUICK)], "full": [("", {"preset": "full"})]}
 
 #: measured wall time of ``gflow run low_rotation`` with the defaults
-RUN_TIME = "227 s on 2 cores shared with other jobs (load about 3.5), 2026-12-02"
+RUN_TIME = "137 s on 2 idle cores (165 s CPU); 227 s at load 3.5 (2026-12-02)"
 
 
 @dataclasses.dataclass(frozen=True)
