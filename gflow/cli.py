@@ -317,7 +317,7 @@ def _run_sweep(mod, axes, configs, out, *, quiet, resume=False, ck=None):
     (``DIR/parts``), and with ``resume`` points already there are read back, not re-run.
     A point runs checkpointed in ``DIR/checkpoints/point_NNNNN`` (removed once its part
     is written)."""
-    from . import experiments, io, progress, resultsdir
+    from . import experiments, io, plot, progress, resultsdir
 
     summaries, datasets, figs = [], [], {}
     points = progress.bar("sweep", iterable=configs, unit="run", disable=quiet, delay=0)
@@ -339,10 +339,9 @@ def _run_sweep(mod, axes, configs, out, *, quiet, resume=False, ck=None):
             label = "_".join(f"{k}{getattr(cfg, k)}" for k in axes)
             figs |= {f"{name}_{label}": f for name, f in mod.figures(dataset, cfg).items()}
     shape = [len(v) for v in axes.values()]
-    summary = {"sweep": axes}
-    for key in summaries[0]:
-        vals = [s.get(key) for s in summaries]
-        summary[key] = _nest(vals, shape)
+    summary = {"sweep": axes, **{key: _nest([s.get(key) for s in summaries], shape)
+                                 for key in summaries[0]}}
+    figs |= plot.sweep_summary(summary)
     return summary, experiments.combine_points(datasets, axes), figs
 
 
@@ -355,7 +354,7 @@ def _nest(vals, shape):
 
 
 def _cmd_plot(args) -> int:
-    from . import experiments, io, resultsdir
+    from . import experiments, io, plot, resultsdir
 
     out = Path(args.dir)
     config, summary, ds = io.read_results(out)
@@ -381,6 +380,7 @@ def _cmd_plot(args) -> int:
             sub = ds.sel(point)
             figs |= {f"{name}_{label}": fig for name, fig in
                      mod.figures(sub, dataclasses.replace(cfg, **point)).items()}
+        figs |= plot.sweep_summary({"sweep": axes, **summary})
     with resultsdir.locked(out):
         written = []
         for name, fig in figs.items():

@@ -11,6 +11,7 @@ line draws with Agg.
 - :func:`band`: the median over seeds with their range; :func:`cdf`: an empirical CDF;
 - :func:`scaling`: points on log axes with their fitted log-log slope and a reference law;
 - :func:`laws`: one panel per fitted threshold law (:func:`gflow.stats.draw`);
+- :func:`sweep_summary`: a sweep's scalar summary values over its swept parameter;
 - :func:`caption`: the setup and citation under a figure, its title over it.
 """
 
@@ -20,7 +21,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 __all__ = ["band", "bands", "caption", "cdf", "curves", "laws", "lines", "over_time", "panels",
-           "scaling", "style", "variables"]
+           "scaling", "style", "sweep_summary", "variables"]
 
 
 def lines(ax, ds, var: str, hue: str, *, time: str = "time", reduce=None, fmt="-",
@@ -195,6 +196,49 @@ def variables(ds, names, *, hue: str, time: str = "time", label=None, hlines=Non
     for ax in axes[len(names):]:
         ax.set_visible(False)
     return caption(fig, title=title)
+
+
+def sweep_summary(summary: dict, *, max_panels: int = 6) -> dict:
+    """``{"sweep_summary": figure}`` for a CLI sweep's summary (``summary["sweep"]`` the
+    axes, every other key nested lists over them): each key holding one number per point
+    (up to ``max_panels`` of them, in order) against the first swept setting other than
+    ``seed`` with numeric values (log axis if all positive and spanning a decade), one line
+    per value of the other axes (NaN: a point without the value). ``{}`` when nothing can
+    be drawn (e.g. a sweep over seeds alone)."""
+    axes = dict(summary.get("sweep") or {})
+    xs = [k for k, v in axes.items() if k != "seed" and len(v) > 1 and all(
+        isinstance(x, int | float) and not isinstance(x, bool) for x in v)]
+    if not xs:
+        return {}
+    x, shape = xs[0], tuple(len(v) for v in axes.values())
+    keys = []
+    for key, val in summary.items():
+        try:
+            arr = np.asarray(val, dtype=float)
+        except (TypeError, ValueError):
+            continue
+        if key != "sweep" and arr.shape == shape and np.isfinite(arr).any():
+            keys.append((key, np.moveaxis(arr, list(axes).index(x), -1)))
+    if not keys:
+        return {}
+    keys, xv = keys[:max_panels], np.asarray(axes[x], float)
+    others = [k for k in axes if k != x]
+    cols = min(len(keys), 3)
+    fig, grid = panels(cols, size=(4.4, 3.4), nrows=-(-len(keys) // cols))
+    ax_list = list(np.ravel(grid))
+    import itertools
+
+    combos = list(itertools.product(*(range(len(axes[k])) for k in others)))
+    for i, (ax, (key, arr)) in enumerate(zip(ax_list, keys, strict=False)):
+        for c in combos:
+            label = ", ".join(f"{k} {axes[k][j]}" for k, j in zip(others, c, strict=True))
+            ax.plot(xv, arr[c], "o-", label=label or None)
+        log = bool(np.all(xv > 0) and xv.max() >= 10 * xv.min())
+        style(ax, x="log" if log else "linear", xlabel=x, title=key,
+              legend=7 if i == 0 and others else None)
+    for ax in ax_list[len(keys):]:
+        ax.set_visible(False)
+    return {"sweep_summary": caption(fig, title=f"summary values over {x} (one point per run)")}
 
 
 def laws(laws: dict, *, xlabel: str, title: str, x: str = "log", legend: str = "{} needed"):

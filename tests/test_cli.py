@@ -103,6 +103,23 @@ def test_cli_sweep_seeds_and_list_settings(tmp_path):
     ds.close()
     assert cli.main(["plot", str(out)]) == 0
     assert (out / "loss_seed1_width16.png").exists()
+    assert "sweep_summary.png" in json.loads((out / "summary.json").read_text())["figures"]
+
+
+def test_sweep_summary_figure_over_the_swept_setting():
+    from gflow import plot
+
+    summary = {"sweep": {"seed": [0, 1], "width": [8, 16, 32]}, "status": "completed",
+               "final_loss": [[1.0, 0.5, 0.25], [1.1, 0.6, None]], "name": [["a"] * 3] * 2,
+               "curve": [[[1.0, 2.0]] * 3] * 2}
+    figs = plot.sweep_summary(summary)
+    (ax,) = [a for a in figs["sweep_summary"].axes if a.get_visible()]
+    assert ax.get_title() == "final_loss" and ax.get_xlabel() == "width"  # one number per point
+    ys = [line.get_ydata() for line in ax.get_lines()]  # one line per seed, NaN where missing
+    np.testing.assert_array_equal(ys[0], [1.0, 0.5, 0.25])
+    assert np.isnan(ys[1][2]) and [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "seed 0", "seed 1"]
+    assert plot.sweep_summary({"sweep": {"seed": [0, 1]}, "final_loss": [1.0, 2.0]}) == {}
 
 
 # -- bad command-line input: `gflow: error: ...` naming the setting, exit code 2 ----------
