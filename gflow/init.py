@@ -23,7 +23,7 @@ import numpy as np
 
 from . import lowrank, rotation
 from ._random import normal as _normal
-from .nets import MLP, MLPParams, TwoLayer, TwoLayerParams, check_int
+from .nets import MLP, MLPParams, TwoLayer, TwoLayerParams, check_int, per_layer
 
 __all__ = ["gaussian", "low_rank", "near_teacher", "norm_only", "paired", "small"]
 
@@ -92,18 +92,10 @@ def _gaussian_arrays(key, std, bias_std, outer_std, m: int, d: int, bias: bool, 
     return W, b, a
 
 
-def _per_layer(v, L: int, name: str) -> tuple[float, ...]:
-    vals = tuple(float(x) for x in v) if hasattr(v, "__len__") else (float(v),) * L
-    if len(vals) != L or not all(x >= 0 for x in vals):
-        raise ValueError(f"{name} must be a number >= 0 or {L} numbers >= 0 (one per hidden "
-                         f"layer), got {v!r}.")
-    return vals
-
-
 def _gaussian_mlp(key, net: MLP, d: int, std, outer, outer_std, bias_std) -> MLPParams:
     L = net.depth
-    stds = _per_layer(std, L, "std")
-    bstds = stds if bias_std is None else _per_layer(bias_std, L, "bias_std")
+    stds = per_layer(std, L, "std")
+    bstds = stds if bias_std is None else per_layer(bias_std, L, "bias_std")
     keys = jax.random.split(key, 2 * L + 1)
     fan_in = (d,) + net.widths[:-1]
     Ws = tuple(s * _normal(k, (m, f))

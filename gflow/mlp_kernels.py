@@ -54,6 +54,7 @@ import jax.numpy as jnp
 from jaxtyping import Array, Float
 
 from . import kernels
+from .nets import per_layer
 
 __all__ = ["KERNEL_ACTIVATIONS", "mlp_kernels"]
 
@@ -81,14 +82,6 @@ def _recursed_angle(c, q1, q2, same: bool):
     norm = jnp.sqrt(q1 * q2)
     theta = jnp.arccos(jnp.clip(c / jnp.where(norm > 0, norm, 1.0), -1.0, 1.0))
     return jnp.where(jnp.eye(c.shape[0], c.shape[1], dtype=bool), 0.0, theta) if same else theta
-
-
-def _per_layer(v, L: int, name: str) -> tuple[float, ...]:
-    vals = tuple(float(x) for x in v) if hasattr(v, "__len__") else (float(v),) * L
-    if len(vals) != L or not all(x >= 0 for x in vals):
-        raise ValueError(f"{name} must be a number >= 0 or {L} numbers >= 0 (one per hidden "
-                         f"layer), got {v!r}.")
-    return vals
 
 
 def mlp_kernels(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, *,
@@ -125,8 +118,8 @@ def mlp_kernels(X: Float[Array, "n d"], X2: Float[Array, "n2 d"] | None = None, 
     if X.ndim != 2 or X2.ndim != 2 or X.shape[1] != X2.shape[1]:
         raise ValueError(f"X and X2 must have shapes (n, d) and (n2, d), got {X.shape} and "
                          f"{X2.shape}.")
-    s = _per_layer(std, depth, "std")
-    sb = s if bias_std is None else _per_layer(bias_std, depth, "bias_std")
+    s = per_layer(std, depth, "std")
+    sb = s if bias_std is None else per_layer(bias_std, depth, "bias_std")
     return _kernels(X, X2, same, depth, activation, bool(bias), s,
                     sb if bias else (0.0,) * depth, float(outer_std), bool(train_outer))
 

@@ -110,6 +110,16 @@ def check_int(v, name: str, lo: int = 1) -> int:
     return int(v)
 
 
+def per_layer(v, L: int, name: str) -> tuple[float, ...]:
+    """``v`` (a number, or one per hidden layer of an :class:`MLP` with ``L`` of them) as
+    ``L`` floats >= 0, or a ``ValueError`` naming ``name``."""
+    vals = tuple(float(x) for x in v) if hasattr(v, "__len__") else (float(v),) * L
+    if len(vals) != L or not all(x >= 0 for x in vals):
+        raise ValueError(f"{name} must be a number >= 0 or {L} numbers >= 0 (one per hidden "
+                         f"layer), got {v!r}.")
+    return vals
+
+
 def check_scaling(scaling: str) -> str:
     if scaling not in _SCALINGS:
         raise ValueError(f"scaling={scaling!r} is unknown; valid values are {list(_SCALINGS)}.")
