@@ -3,7 +3,7 @@ are built from. The backend is the caller's (inline in a notebook); ``gflow`` on
 line draws with Agg.
 
 - :func:`curves`: a variable against time, one panel per value of a dim, one line per another;
-- :func:`panels`: a figure with a row (or grid) of axes;
+- :func:`panels`: a figure with a row (or grid) of axes; :func:`grid`: n axes wrapped in rows;
 - :func:`variables`: several variables against time, a panel each, one line per a dim's value;
 - :func:`lines`: one line per value of a dim against time, on a given axis;
 - :func:`over_time`: one line against time, keeping what a log time axis can show;
@@ -17,11 +17,13 @@ line draws with Agg.
 
 from __future__ import annotations
 
+import itertools
+
 import matplotlib.pyplot as plt
 import numpy as np
 
-__all__ = ["band", "bands", "caption", "cdf", "curves", "laws", "lines", "over_time", "panels",
-           "scaling", "style", "sweep_summary", "variables"]
+__all__ = ["band", "bands", "caption", "cdf", "curves", "grid", "laws", "lines", "over_time",
+           "panels", "scaling", "style", "sweep_summary", "variables"]
 
 
 def lines(ax, ds, var: str, hue: str, *, time: str = "time", reduce=None, fmt="-",
@@ -88,6 +90,17 @@ def panels(n: int, *, size=(5.0, 4.0), nrows: int = 1, **kw):
     fig, axes = plt.subplots(nrows, n, figsize=(size[0] * n, size[1] * nrows), squeeze=False,
                              **kw)
     return fig, (axes[0] if nrows == 1 else axes)
+
+
+def grid(n: int, *, cols: int, size=(5.0, 4.0)):
+    """``(fig, axes)``: ``n`` axes of ``size`` inches, ``cols`` to a row (fewer if ``n`` is
+    smaller); the unused places of the last row are hidden, ``axes`` lists the ``n``."""
+    cols = min(n, cols)
+    fig, rows = panels(cols, size=size, nrows=-(-n // cols))
+    axes = list(np.ravel(rows))
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
 
 
 def over_time(ax, t, y, label=None, fmt: str = "-", *, positive: bool = False,
@@ -184,17 +197,13 @@ def variables(ds, names, *, hue: str, time: str = "time", label=None, hlines=Non
     the first panel; ``label`` a callable of the value); ``hlines`` = ``{name: y}`` draws a
     reference line at ``y`` on that panel; ``ylabel`` a callable of the name (default: the
     name); ``title`` over the figure."""
-    cols = min(len(names), 2)
-    fig, grid = panels(cols, size=(4.8, 3.6), nrows=-(-len(names) // cols))
-    axes = list(np.ravel(grid))
-    for i, (ax, name) in enumerate(zip(axes, names, strict=False)):
+    fig, axes = grid(len(names), cols=2, size=(4.8, 3.6))
+    for i, (ax, name) in enumerate(zip(axes, names, strict=True)):
         lines(ax, ds, name, hue, time=time, colors=True, label=label)
         if name in (hlines or {}):
             ax.axhline(hlines[name], color="k", lw=0.8)
         style(ax, x="log", xlabel="time t", ylabel=ylabel(name) if ylabel else name,
               legend=7 if i == 0 else None)
-    for ax in axes[len(names):]:
-        ax.set_visible(False)
     return caption(fig, title=title)
 
 
@@ -223,21 +232,15 @@ def sweep_summary(summary: dict, *, max_panels: int = 6) -> dict:
         return {}
     keys, xv = keys[:max_panels], np.asarray(axes[x], float)
     others = [k for k in axes if k != x]
-    cols = min(len(keys), 3)
-    fig, grid = panels(cols, size=(4.4, 3.4), nrows=-(-len(keys) // cols))
-    ax_list = list(np.ravel(grid))
-    import itertools
-
+    fig, ax_list = grid(len(keys), cols=3, size=(4.4, 3.4))
     combos = list(itertools.product(*(range(len(axes[k])) for k in others)))
-    for i, (ax, (key, arr)) in enumerate(zip(ax_list, keys, strict=False)):
+    for i, (ax, (key, arr)) in enumerate(zip(ax_list, keys, strict=True)):
         for c in combos:
             label = ", ".join(f"{k} {axes[k][j]}" for k, j in zip(others, c, strict=True))
             ax.plot(xv, arr[c], "o-", label=label or None)
         log = bool(np.all(xv > 0) and xv.max() >= 10 * xv.min())
         style(ax, x="log" if log else "linear", xlabel=x, title=key,
               legend=7 if i == 0 and others else None)
-    for ax in ax_list[len(keys):]:
-        ax.set_visible(False)
     return {"sweep_summary": caption(fig, title=f"summary values over {x} (one point per run)")}
 
 
