@@ -20,7 +20,7 @@ def test_one_hidden_layer_is_the_two_layer_relu_kernel(x64):
     np.testing.assert_allclose(k["first_layer"], relu_ntk(X), rtol=0, atol=1e-14)
     np.testing.assert_allclose(k["outer"], relu_ntk(X, layers="outer"), rtol=0, atol=1e-14)
     np.testing.assert_allclose(k["nngp"], k["outer"])
-    assert k["ntk"][4, 5] == pytest.approx(3 * k["ntk"][4, 4], rel=1e-14)
+    assert float(k["ntk"][4, 5]) == pytest.approx(3 * float(k["ntk"][4, 4]), rel=1e-14)
     # linear units: Sigma_L = x.x' (no bias, std 1) and every derivative factor 1
     lin = mlp_kernels(X, depth=3, activation="linear", train_outer=False)
     np.testing.assert_allclose(lin["layers"], np.broadcast_to(X @ X.T, (3, 6, 6)), atol=1e-14)
