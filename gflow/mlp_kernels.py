@@ -7,7 +7,11 @@ b_l`` (``l = 2..L``), ``h_l = sigma(z_l)``, ``f = a . h_L / sqrt(m_L)``, initial
 s_{b,l}^2)``, ``E a^2 = s_a^2``. Note: no ``1/sqrt(d)`` on the first layer (neural-tangents
 has one), and the trained parameters are ``W, b, a`` themselves, not standard normals
 multiplied by the ``s`` (neural-tangents' convention), so the ``s`` enter the NNGP but the
-NTK's "own layer" terms carry none.
+NTK's "own layer" terms carry none. A parameter scaled by ``s`` has ``s`` times the gradient,
+so neural-tangents' NTK parameterization with ``sigma_w = s_l`` (``s_1 sqrt(d)`` on the first
+layer), ``sigma_b = s_{b,l} = s_l`` and readout ``sigma_a = s_a`` has the NTK ``sum_l s_l^2
+layers[l] + s_a^2 outer`` and the same NNGP (tests/test_mlp_kernels.py holds this against the
+published recursions, transcribed there).
 
 As all widths go to infinity, each unit's pre-activations at two inputs are jointly Gaussian
 with covariance ``Sigma_l`` (Neal 1996; Lee et al., ICLR 2018; Matthews et al., ICLR 2018),
