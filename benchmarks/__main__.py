@@ -1,9 +1,12 @@
-"""Run the benchmark suite: ``python -m benchmarks [--quick] [--cases 1,3] [--out DIR]``.
+"""Run the benchmark suite: ``python -m benchmarks [--quick] [--device] [--cases 1,3] [--out DIR]``.
 
 Measures the f32 GEMM peak first, then runs the cases, prints one table, writes
 ``DIR/results.json`` (and case 4's ``DIR/scaling.png``), and appends the table to
 ``benchmarks/RESULTS.md`` with the date, the machine and the library versions
 (``--quick`` runs tiny sizes as a smoke test and records nothing unless ``--record``).
+``--device`` runs on JAX's accelerator (GPU/TPU) at the cases' device sizes, cases
+:data:`DEVICE_CASES` unless ``--cases`` is given, with the GEMM peak measured on that device;
+it is refused when JAX sees only the CPU.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import tempfile
 import time
 import traceback
 
+from . import _common
 from ._common import Metric, machine
 from .gemm_peak import gemm_peak
 
@@ -31,8 +35,11 @@ CASES = {
     "7": "case7_continuous",
     "8": "case8_ntk",
     "9": "case9_sharpness",
+    "10": "case10_weak_scaling",
 }
 RESULTS_MD = pathlib.Path(__file__).with_name("RESULTS.md")
+#: the throughput cases, run by ``--device`` unless ``--cases`` says otherwise
+DEVICE_CASES = "1,2,3,4"
 
 
 def _table(rows: list[Metric]) -> str:
@@ -56,7 +63,10 @@ def _json_default(o):
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test (~1 min)")
-    p.add_argument("--cases", default=",".join(CASES), help="comma-separated, e.g. 1,3")
+    p.add_argument("--cases", default=None, help="comma-separated, e.g. 1,3 (default: all; "
+                   f"with --device: {DEVICE_CASES})")
+    p.add_argument("--device", action="store_true", help="run on JAX's GPU/TPU at the device "
+                   "sizes; the torch peers (a CPU build) are left out")
     p.add_argument("--out", default=None, help="folder for results.json and figures "
                    "(default: a new temporary folder)")
     p.add_argument("--note", default="", help="label recorded with the rows, e.g. "
@@ -65,6 +75,16 @@ def main(argv=None) -> int:
     rec.add_argument("--record", action="store_true", help="append to RESULTS.md even with --quick")
     rec.add_argument("--no-record", action="store_true", help="do not append to RESULTS.md")
     args = p.parse_args(argv)
+    if args.device:
+        import jax
+
+        if jax.default_backend() == "cpu":
+            p.error("--device needs a GPU or TPU, but JAX's default backend is the CPU "
+                    f"(devices: {jax.devices()}); install jax for the accelerator "
+                    "(docs/install.md) or run without --device.")
+        _common.DEVICE_RUN = True
+    if args.cases is None:
+        args.cases = DEVICE_CASES if args.device else ",".join(CASES)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -76,14 +96,15 @@ def main(argv=None) -> int:
     info = machine()
     print(f"machine: {info['cpu']}, {info['cores']} cores, jax {info['jax']} "
           f"({info['jax_backend']}: {info['jax_device']}), torch {info['torch']}", flush=True)
-    peak = gemm_peak(quick=args.quick)
+    peak = gemm_peak(quick=args.quick, device=args.device)
     print(f"f32 GEMM peak: jnp.dot {peak['jax']:.1f} GFLOP/s"
           + (f", torch.mm {peak['torch']:.1f} GFLOP/s" if peak.get("torch") else ""), flush=True)
     rows = [Metric("0 GEMM peak", "jnp.dot f32 peak", peak["jax"], "GFLOP/s",
                    note=f"best of sizes {peak['sizes']}")]
     if peak.get("torch"):
         rows.append(Metric("0 GEMM peak", "torch.mm f32 peak", peak["torch"], "GFLOP/s"))
-    results = {"machine": info, "quick": args.quick, "gemm_peak": peak, "cases": {}}
+    results = {"machine": info, "quick": args.quick, "device": args.device, "gemm_peak": peak,
+               "cases": {}}
     failed = []
     for c in cases:
         t0 = time.perf_counter()
@@ -103,7 +124,7 @@ def main(argv=None) -> int:
                                "details": res["details"]}
         print(_table(res["rows"]).split("\n", 2)[2] + f"\n  (case {c}: {wall:.0f} s)", flush=True)
     # the peak again: a large change means the machine was disturbed during the run
-    peak_end = gemm_peak(quick=args.quick, torch=False)
+    peak_end = gemm_peak(quick=args.quick, torch=False, device=args.device)
     results["gemm_peak_end"] = peak_end
     drift = peak_end["jax"] / peak["jax"] - 1
     rows.append(Metric("0 GEMM peak", "jnp.dot f32 peak, re-measured at the end",
@@ -130,7 +151,9 @@ def _record(info: dict, table: str, args, total: float) -> None:
             f"Machine: {info['cpu']}, {info['cores']} cores; JAX backend {info['jax_backend']} "
             f"({info['jax_device']}). Versions: jax {info['jax']}, torch {info['torch']}, "
             f"torchdiffeq {info['torchdiffeq']}, gflow {info['gflow']}, Python {info['python']}. "
-            f"Cases {args.cases}{' (quick sizes)' if args.quick else ''}; suite wall time "
+            f"Cases {args.cases}{' (quick sizes)' if args.quick else ''}"
+            f"{' at the device sizes (--device; torch peers left out)' if args.device else ''}; "
+            f"suite wall time "
             f"{total:.0f} s.\n\n")
     if not RESULTS_MD.exists():
         RESULTS_MD.write_text("# Benchmark results\n\nAppended by `python -m benchmarks`; "

@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["MIN_TIME", "Metric", "Timing", "cores", "machine", "measure", "torch_threads"]
+__all__ = ["MIN_TIME", "Metric", "Timing", "cores", "machine", "measure", "sizes", "torch_threads"]
 
 
 def cores() -> int:
@@ -27,8 +27,25 @@ def cores() -> int:
         return os.cpu_count() or 1
 
 
+#: set by ``python -m benchmarks --device``: the cases run at their ``DEVICE`` sizes on JAX's
+#: accelerator, and the torch peers (the ``bench`` extra installs torch's CPU build) are left
+#: out, since a CPU peer against an accelerator measures the hardware, not the code
+DEVICE_RUN = False
+
+
+def sizes(full: dict, quick_sizes: dict, device: dict | None, quick: bool) -> dict:
+    """A case's sizes: ``quick_sizes`` with ``--quick``, else ``device`` on a ``--device`` run
+    (when the case has device sizes), else ``full``."""
+    if quick:
+        return quick_sizes
+    return device if DEVICE_RUN and device is not None else full
+
+
 def torch_threads():
-    """Import torch with one intra-op thread per available core; ``None`` if not installed."""
+    """Import torch with one intra-op thread per available core; ``None`` if not installed
+    or on a ``--device`` run (:data:`DEVICE_RUN`)."""
+    if DEVICE_RUN:
+        return None
     try:
         import torch
     except ImportError:

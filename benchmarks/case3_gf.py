@@ -28,12 +28,14 @@ import numpy as np
 
 import gflow
 
-from ._common import MIN_TIME, Metric, measure, torch_threads
+from ._common import MIN_TIME, Metric, measure, sizes, torch_threads
 from ._problem import problem, torch_loss, torch_manual_grad
 
 NAME = "3 adaptive GF"
 FULL = {"n": 1000, "d": 100, "m": 1000, "T": 50.0, "repeats": 3}
 QUICK = {"n": 200, "d": 20, "m": 200, "T": 50.0, "repeats": 2}
+#: ``--device``: 4nm(d+1) = 0.4 TFLOP per gradient evaluation
+DEVICE = {"n": 10000, "d": 1000, "m": 10000, "T": 50.0, "repeats": 3}
 # part (b): the loss still falls exponentially at T (n < d: a well-conditioned NTK Gram)
 EMU = {"n": 100, "d": 400, "m": 1000, "T": 2.0}
 EMU_QUICK = {"n": 50, "d": 200, "m": 200, "T": 2.0}
@@ -166,7 +168,7 @@ def gd_emulation(p, T, gf_final: float, gf_curve: np.ndarray | None = None,
 
 
 def run(peak: dict, *, quick: bool = False, out=None) -> dict:
-    s = QUICK if quick else FULL
+    s = sizes(FULL, QUICK, DEVICE, quick)
     n, d, m, T, R = s["n"], s["d"], s["m"], s["T"], s["repeats"]
     p = problem(n, d, m)
     rows, det = [], {"sizes": s, "rtol": RTOL, "atol": ATOL}

@@ -18,7 +18,7 @@ import numpy as np
 
 import gflow
 
-from ._common import MIN_TIME, Metric, measure
+from ._common import MIN_TIME, Metric, measure, sizes
 from ._problem import gd_flops, problem
 
 NAME = "4 scaling"
@@ -31,6 +31,12 @@ QUICK = {"base": {"n": 128, "m": 128, "d": 16},
          "grid": {"n": [64, 128, 256], "m": [64, 128, 256], "d": [8, 16, 32]},
          "members": {"base": {"n": 32, "d": 4, "m": 16}, "E": [2, 4, 8]},
          "K": (5, 50), "repeats": 2}
+#: ``--device``: the same sweeps 8x wider in n and m, 4x in d, 16x in members
+DEVICE = {"base": {"n": 8192, "m": 8192, "d": 512},
+          "grid": {"n": [2048, 4096, 8192, 16384, 32768], "m": [2048, 4096, 8192, 16384, 32768],
+                   "d": [128, 256, 512, 1024, 2048]},
+          "members": {"base": {"n": 256, "d": 16, "m": 128}, "E": [128, 256, 512, 1024]},
+          "K": (2, 12), "repeats": 5}
 MAX_SLOPE = 1.15
 LR = 0.05
 
@@ -58,7 +64,7 @@ def _slope(x, t) -> float:
 
 
 def run(peak: dict, *, quick: bool = False, out=None) -> dict:
-    s = QUICK if quick else FULL
+    s = sizes(FULL, QUICK, DEVICE, quick)
     K, R = s["K"], s["repeats"]
     rows, det, series = [], {"settings": s, "times": {}}, {}
     base = s["base"]

@@ -1,7 +1,7 @@
 """The machine's float32 GEMM peak, measured in the same run as the cases.
 
 ``jnp.dot`` of two square ``N x N`` float32 matrices (jitted, on JAX's default device;
-N = 1024, 2048, 3072), ``2 N^3`` FLOPs per product, best of ``repeats`` per size: the highest
+N = 1024, 2048, 3072; 4096, 8192, 16384 on an accelerator), ``2 N^3`` FLOPs per product, best of ``repeats`` per size: the highest
 GFLOP/s is the peak every case compares against. ``torch.mm`` is measured the same way for
 context (the torch peers use torch's own BLAS, which can be slower or faster than XLA's on a
 given CPU).
@@ -19,6 +19,8 @@ __all__ = ["gemm_peak"]
 
 SIZES = (1024, 2048, 3072)
 QUICK_SIZES = (256, 512)
+#: on an accelerator (``python -m benchmarks --device``): large enough to saturate a GPU/TPU
+DEVICE_SIZES = (4096, 8192, 16384)
 
 
 def _jax_gflops(N: int, repeats: int) -> float:
@@ -41,10 +43,12 @@ def _torch_gflops(torch, N: int, repeats: int) -> float:
     return 2 * N**3 / t.min / 1e9
 
 
-def gemm_peak(quick: bool = False, repeats: int = 5, torch: bool = True) -> dict:
+def gemm_peak(quick: bool = False, repeats: int = 5, torch: bool = True,
+              device: bool = False) -> dict:
     """Measured f32 GEMM GFLOP/s: ``{"jax": peak, "jax_by_size": {N: GFLOP/s}, "torch": ...}``
-    (``torch=False``: JAX only)."""
-    sizes = QUICK_SIZES if quick else SIZES
+    (``torch=False``: JAX only; ``device``: the accelerator sizes, JAX only)."""
+    sizes = QUICK_SIZES if quick else DEVICE_SIZES if device else SIZES
+    torch = torch and not device
     by_size = {N: _jax_gflops(N, repeats) for N in sizes}
     out = {"jax": max(by_size.values()), "jax_by_size": by_size, "sizes": list(sizes)}
     torch = torch_threads() if torch else None
