@@ -25,7 +25,9 @@ def test_small_run():
     assert s["runs_reached_last_level"] == 3
     # every run started at loss0 (the scaled init) and stopped at the located crossing of
     # 1e-5: to the solver's tolerance (rtol 1e-9), far below 1e-6
-    np.testing.assert_allclose(ds["loss"].isel(save=0), cfg.loss0, rtol=1e-9)
+    assert list(ds.children) == ["run000", "run001", "run002"]  # one group per run
+    np.testing.assert_allclose([g["loss"].isel(time=0) for g in ds.children.values()],
+                               cfg.loss0, rtol=1e-9)
     assert s["stop_loss_rel_error_max"] < 1e-6
     t = s["time_to_level_by_width"][4]
     for key in ("median", "min", "max"):  # time from loss0 grows with each level
