@@ -48,7 +48,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["MASK_ATTRS", "TIME_ATTRS", "VARIABLE_ATTRS", "as_tree", "atomic_path", "default_mode",
-           "describe_dataset", "describe_tree", "json_key", "neuron_mask", "read_part", "read_results",
+           "describe_dataset", "describe_tree", "groups", "json_key", "neuron_mask", "read_part", "read_results",
            "read_trajectory", "remove_parts", "write_dataset", "write_figure", "write_json",
            "write_part", "write_results"]
 
@@ -244,6 +244,12 @@ def describe_tree(groups, *, config: dict | None = None, title: str = ""):
                                  for name, node in tree.children.items()})
     out.attrs = root.attrs
     return out
+
+
+def groups(tree) -> dict:
+    """``{name: xarray.Dataset}`` of a results tree's groups (or of ``{name: Dataset}``
+    itself), in order."""
+    return {k: v.to_dataset() for k, v in as_tree(tree).children.items()}
 
 
 def neuron_mask(widths, neurons: int):

@@ -127,11 +127,12 @@ def test_authors_scale_tanh_condenses():
     assert all(sum(z) == 20 and len(z) == 2 for z in s["cluster_sizes_adam_by_seed"].values())
     # the two orientations are opposite: min cosine -1 (to rounding) at step 100
     ds = res.dataset
-    U = ds["u_l1"].sel(dynamics="adam", seed=0).values[
-        int(ds["headline_index"].sel(dynamics="adam", seed=0).values[0])]
+    assert list(ds.children) == ["adam"]  # one group per dynamics run, its own save times
+    adam = ds["adam"]
+    U = adam["u_l1"].sel(seed=0).values[int(adam["headline_index"].sel(seed=0).values[0])]
     assert float(np.min(condense.cosine_matrix(jnp.asarray(U)))) < -0.99
     # at init the 20 directions are spread over many clusters: the count is not forced
-    assert len(condense.orientation_counts(U0 := ds["u_l1"].values[0, 0, 0])["sizes"]) > 4
+    assert len(condense.orientation_counts(U0 := adam["u_l1"].values[0, 0])["sizes"]) > 4
     assert U0.shape == (20, 2)
     figs = E.figures(ds, cfg)
     assert {"cosine_heatmap", "cosine_heatmap_snapshots", "orientations", "loss"} <= set(figs)

@@ -244,6 +244,12 @@ def _combine_group(datasets: list, axes: dict[str, list]):
     # index every bare dim (neuron, input, ...) so that outer alignment pads with NaN
     datasets = [ds.assign_coords({d: np.arange(n) for d, n in ds.sizes.items()
                                   if d not in ds.coords}) for ds in datasets]
+    neurons = [ds.sizes.get("neuron", 0) for ds in datasets]
+    if len(set(neurons)) > 1:  # nets of several widths: say which neurons each point has
+        datasets = [ds if "neuron_valid" in ds else ds.assign(neuron_valid=(
+            "neuron", np.ones(n, bool))) for ds, n in zip(datasets, neurons, strict=True)]
     stacked = xr.concat(datasets, dim="point", join="outer", combine_attrs="drop_conflicts")
+    if "neuron_valid" in stacked:
+        stacked["neuron_valid"] = stacked["neuron_valid"].fillna(False).astype(bool)
     stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "point"))
     return stacked.unstack("point").transpose(*axes, ...)

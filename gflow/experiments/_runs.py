@@ -17,7 +17,8 @@ import numpy as np
 
 from gflow.io import neuron_mask
 
-__all__ = ["lr_grid", "observables_dataset", "run_groups", "runs_dataset", "runs_view"]
+__all__ = ["dynamics_groups", "lr_grid", "observables_dataset", "run_groups", "runs_dataset",
+           "runs_view"]
 
 
 def _pad(x, shape) -> np.ndarray:
@@ -61,6 +62,22 @@ def runs_dataset(trajs: dict):
     data["t_stop"] = (("run",), np.array([float(t.t_stop) for t in runs]))
     data["num_steps"] = (("run",), np.array([int(t.stats["num_steps"]) for t in runs]))
     return xr.Dataset(data, coords={"run": names})
+
+
+def dynamics_groups(trajs: dict, dims: tuple[str, ...], *, at: int = 0) -> dict:
+    """Trajectories labelled ``(..., dynamics name, ...)`` (the name at position ``at``) as
+    one results group per dynamics name, in first-seen order: the runs of each stacked over
+    the other labels, ``dims`` (:func:`gflow.trajectory.combine`, its own save times), the
+    dynamics' description in the group's attribute ``dynamics``."""
+    import gflow
+
+    out = {}
+    for name in dict.fromkeys(k[at] for k in trajs):
+        ds = gflow.trajectory.combine({k[:at] + k[at + 1:]: t for k, t in trajs.items()
+                                       if k[at] == name}, dims)
+        out[name] = ds.drop_vars("dynamics").assign_attrs(
+            dynamics=str(ds["dynamics"].values.flat[0]))
+    return out
 
 
 _RUN_VARS = ("params0_", "params_final_", "stats_", "at_stop_")
