@@ -17,7 +17,7 @@ def fake_run(cfg, *, progress=False):
         time.sleep(20)
     x = np.random.default_rng(cfg.seed).standard_normal(cfg.n_save) * cfg.width
     return Result({"final": float(x[-1]), "status_gf": "completed"},
-                  xr.Dataset({"loss": (("time",), x)}))
+                  {"gf": xr.Dataset({"loss": (("time",), x)})})
 quickstart.run = fake_run
 quickstart.figures = lambda ds, cfg: {}
 """

@@ -35,6 +35,20 @@ def assert_same_run(a, b, attrs=("params_final",)):
             np.testing.assert_array_equal(x, y, err_msg=attr)
 
 
+def assert_same_results(a, b):
+    """Bitwise equal results folders: the same groups in ``trajectory.nc``, each with the
+    same variables and values (same machine, dtype, settings and seed)."""
+    from gflow import io
+
+    ta, tb = io.read_trajectory(a), io.read_trajectory(b)
+    assert list(ta.children) == list(tb.children) and ta.children
+    for name in ta.children:
+        ga, gb = ta[name].to_dataset(), tb[name].to_dataset()
+        assert set(ga.variables) == set(gb.variables), name
+        for k in ga.variables:
+            np.testing.assert_array_equal(ga[k].values, gb[k].values, err_msg=f"{name}/{k}")
+
+
 def linear_problem():
     """``(net, p0, data, objective)``: a linear two-layer net with fixed outer weights on 20
     Gaussian teacher points in d=3, squared loss -- a quadratic loss in ``W``."""
