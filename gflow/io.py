@@ -47,10 +47,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["MASK_ATTRS", "TIME_ATTRS", "VARIABLE_ATTRS", "as_tree", "atomic_path", "default_mode",
-           "describe_dataset", "describe_tree", "groups", "json_key", "neuron_mask", "read_part", "read_results",
-           "read_trajectory", "remove_parts", "write_dataset", "write_figure", "write_json",
-           "write_part", "write_results"]
+__all__ = ["MASK_ATTRS", "TIME_ATTRS", "VARIABLE_ATTRS", "as_tree", "atomic_path",
+           "default_mode", "describe_dataset", "describe_tree", "groups", "json_key",
+           "neuron_mask", "read_part", "read_results", "read_trajectory", "remove_parts",
+           "write_dataset", "write_figure", "write_json", "write_part", "write_results"]
 
 
 def _umask() -> int:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import cli, experiments, io
 
@@ -36,6 +37,7 @@ def test_run_quickstart_writes_results(tmp_path, capsys):
     # GD at lr=0.1 tracks GF closely on this time axis (both saved at the same times)
     np.testing.assert_array_equal(tree["gd"]["time"], tree["gf"]["time"])
     assert summary["gd_gf_max_rel_loss_gap_gaussian"] < 0.05
+    assert_results_layout(experiments.Result(summary, tree), tmp_path / "again")
     (out / "loss.png").unlink()
     assert cli.main(["plot", str(out)]) == 0 and (out / "loss.png").exists()
 

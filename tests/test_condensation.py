@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 import optax
 import pytest
+from helpers import assert_results_layout
 
 import gflow
 from gflow import condense, experiments
@@ -110,7 +111,7 @@ def test_adam_matches_torch_step_for_step(x64):
 AUTHORS_1D = dict(preset="authors", seeds=2, hidden=(20,), n=30, d=1, n_save=30)
 
 
-def test_authors_scale_tanh_condenses():
+def test_authors_scale_tanh_condenses(tmp_path):
     # 1-d input, 20 neurons, the notebook's scale and Adam. tanh (p = 1): all 20 neurons
     # on 2 opposite orientations at every snapshot from step 20 on (gradient flow from the
     # same init: the slow test below).
@@ -134,6 +135,7 @@ def test_authors_scale_tanh_condenses():
     # at init the 20 directions are spread over many clusters: the count is not forced
     assert len(condense.orientation_counts(U0 := adam["u_l1"].values[0, 0])["sizes"]) > 4
     assert U0.shape == (20, 2)
+    assert_results_layout(res, tmp_path)
     figs = E.figures(ds, cfg)
     assert {"cosine_heatmap", "cosine_heatmap_snapshots", "orientations", "loss"} <= set(figs)
 

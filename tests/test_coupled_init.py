@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import experiments, io, stats
 from gflow.experiments import coupled_init as ci
@@ -191,6 +192,7 @@ def test_small_run_summary_and_figures(tmp_path):
     assert np.all(nsw["final_loss"].values[ok] <= s["n_target_loss"] * (1 + 1e-6))
     assert not np.any(ok & (nsw["budget"].values == 1.0))
     assert np.all((nsw["flips"].values >= 0) & (nsw["flips"].values <= 1))
+    assert_results_layout(res, tmp_path / "layout")
     # the results folder round trip: figures are drawn from the dataset read back from disk
     io.write_results(tmp_path, config={}, summary=s, dataset=ds)
     json.loads((tmp_path / "summary.json").read_text())

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 import gflow
 from gflow import io
@@ -32,6 +33,7 @@ def sgd():
 def test_all_regimes_every_claim_gets_a_verdict(tmp_path):
     res = lr.run(TINY)
     assert check_claims(lr, res.summary) == []
+    assert_results_layout(res, tmp_path / "layout")
     assert all("not run" not in c["why"] for c in res.summary["claims"].values())
     io.write_results(tmp_path, config={}, summary=res.summary, dataset=res.dataset)
     _, _, ds2 = io.read_results(tmp_path)
@@ -42,7 +44,8 @@ def test_all_regimes_every_claim_gets_a_verdict(tmp_path):
     n_law, w_law = lr.scaling_laws(ds2["scaling"], TINY)
     assert list(n_law.y) == pytest.approx(res.summary["samples_y"], nan_ok=True)
     assert list(w_law.y) == pytest.approx(res.summary["width_y"], nan_ok=True)
-    assert list(lr.nc_law(ds2["neural_collapse"], TINY).y) == pytest.approx(res.summary["nc_samples_y"], nan_ok=True)
+    assert list(lr.nc_law(ds2["neural_collapse"], TINY).y) == pytest.approx(
+        res.summary["nc_samples_y"], nan_ok=True)
 
 
 def test_near_init_matches_the_dataset_and_the_theory(near):
@@ -80,13 +83,13 @@ def test_scaling_runs_online_sgd_with_fresh_samples(sgd):
 
 
 def test_figures_from_disk(near, tmp_path):
-    io.write_results(tmp_path, config={}, summary=near.summary, dataset=near.dataset)
-    _, _, ds2 = io.read_results(tmp_path)
+    ds2 = assert_results_layout(near, tmp_path)
     assert set(lr.figures(ds2, TINY)) == {"near_init"}
 
 
-def test_single_regime_marks_the_others_not_run():
+def test_single_regime_marks_the_others_not_run(tmp_path):
     res = lr.run(dataclasses.replace(TINY, regime="norm_only"))
+    assert_results_layout(res, tmp_path)
     claims = res.summary["claims"]
     assert check_claims(lr, res.summary) == []
     assert claims["norm_only_max_margin"]["verdict"] in ("holds", "does not hold", "inconclusive")

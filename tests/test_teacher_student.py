@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import experiments
 from gflow.experiments import teacher_student as ts
@@ -15,7 +16,7 @@ def _small(**kw):
     return ts.Config(**base)
 
 
-def test_small_run():
+def test_small_run(tmp_path):
     cfg = _small()
     res = ts.run(cfg)
     s, ds = res.summary, res.dataset
@@ -45,7 +46,12 @@ def test_small_run():
     assert set(s["time_to_1e-5_by_separation"]) == {"equiangular D=45 m=4",
                                                     "equiangular D=90 m=4"}
     assert "verdict_width" not in s  # needs m = k and two widths above it
-    figs = ts.figures(ds, cfg)
+    back = assert_results_layout(res, tmp_path)
+    # the runs read back are the runs computed: the view the summary is drawn from
+    assert ts.view(back, cfg)["final_loss"].values.tolist() == ts.view(
+        ds, cfg)["final_loss"].values.tolist()
+    assert back["run000"]["neuron"].size == 4 and "neuron_valid" not in back["run000"]
+    figs = ts.figures(back, cfg)
     assert set(figs) == {"loss", "rate", "neurons"}
 
 

@@ -186,7 +186,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     out0 = np.array([[float(jnp.max(jnp.abs(net.apply(_init(iname, jax.random.fold_in(  # |f_0|
         k_ninit, s), net, cfg.n_d), n_data[-1].X)))) for s in range(cfg.seeds)] for iname in INITS])
 
-    def group(vars_, dim, sizes, widths, per, attrs):  # one sweep: runs over (dim, init, seed, width)
+    def group(vars_, dim, sizes, widths, per, attrs):  # a sweep: over (dim, init, seed, width)
         coords = {dim: list(sizes), "init": list(INITS), "seed": np.arange(cfg.seeds),
                   "width": list(widths)}
         data = {k: ((dim,) + dims, np.asarray(v, float)) for k, v in vars_.items()}

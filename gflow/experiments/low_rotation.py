@@ -209,11 +209,10 @@ def scaling_laws(ds, cfg: Config):
     """Samples needed (online-SGD steps to population error ``<= eps`` at the largest width)
     and width needed (after ``sgd_steps``) against ``1 / gamma_pw``: two
     :func:`gflow.stats.threshold_law` results."""
-    acc = ds["accuracy"]
-    ok = (1.0 - acc.transpose("d", "seed", "width", "time")).values <= cfg.eps
+    ok = (1.0 - ds["accuracy"].transpose("d", "seed", "width", "time")).values <= cfg.eps
     x, steps = 1.0 / ds["gamma_pw"].values, ds["time"].values / cfg.sgd_lr
     return (stats.threshold_law(x, ok[:, :, -1, 1:], steps[1:]),
-            stats.threshold_law(x, ok[:, :, :, -1], acc["width"].values))
+            stats.threshold_law(x, ok[:, :, :, -1], ds["width"].values))
 
 
 def _scaling(cfg, key, progress):
@@ -243,8 +242,7 @@ def _scaling(cfg, key, progress):
 
 def nc_law(ds, cfg: Config):
     """Samples needed for test error ``<= eps`` against ``k`` (a threshold law)."""
-    acc = ds["test_accuracy"].isel(time=-1)
-    err = 1.0 - acc.transpose("k", "seed", "n").values
+    err = 1.0 - ds["test_accuracy"].isel(time=-1).transpose("k", "seed", "n").values
     return stats.threshold_law(ds["k"].values, err <= cfg.eps, ds["n"].values)
 
 
@@ -312,27 +310,27 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 def figures(ds, cfg: Config) -> dict:
     from gflow.plot import laws, variables
 
-    figs, cfg = {}, cfg.with_preset(FULL, "full")
-    if "near_init" in ds:
-        ni = ds["near_init"].to_dataset()
+    figs, cfg, g = {}, cfg.with_preset(FULL, "full"), gflow.io.groups(ds)  # the parts run
+    if "near_init" in g:
         figs["near_init"] = variables(
-            ni.isel(seed=0), ("movement_over_radius", "rotation_weighted_deg",
-                              "test_accuracy", "margin_over_gamma_pw"), hue="width",
+            g["near_init"].isel(seed=0), ("movement_over_radius", "rotation_weighted_deg",
+                                          "test_accuracy", "margin_over_gamma_pw"), hue="width",
             label=lambda w: f"m={int(w)}", hlines=dict.fromkeys(
                 ("movement_over_radius", "margin_over_gamma_pw"), 1), title=f"Near init, "
             f"GF, 2-sparse parity d={cfg.d}, n={cfg.n}, seed 0, only W trained, stop at loss "
-            f"{cfg.stop_loss:g}; radius gamma_pw sqrt m, gamma_pw {ni['gamma_pw'].item():.3g}. "
-            f"{CITE}")
-    if "scaling" in ds:
+            f"{cfg.stop_loss:g}; radius gamma_pw sqrt m, gamma_pw "
+            f"{g['near_init']['gamma_pw'].item():.3g}. {CITE}")
+    if "scaling" in g:
         figs["scaling"] = laws(dict(zip(("samples (SGD steps)", "width"), scaling_laws(
-            ds["scaling"], cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online SGD, "
-            f"one fresh sample per step, lr {cfg.sgd_lr:g}, {cfg.sgd_seeds} seeds. {CITE}")
-    if "neural_collapse" in ds:
-        figs["neural_collapse"] = laws({"n": nc_law(ds["neural_collapse"], cfg)}, xlabel="k groups", x="log2", title=(
-            f"Neural collapse, GF, m={cfg.nc_width}, d={cfg.nc_d}, {cfg.nc_seeds} seeds. {CITE}"))
-    if "norm_only" in ds:
-        figs["norm_only"] = variables(ds["norm_only"].to_dataset().isel(n=-1), ("ratio",),
-                                      hue="width", hlines={"ratio": 1}, label=lambda m: f"m="
-                                      f"{int(m)}", title=f"Norm-only, d={cfg.d}, n="
-                                      f"{max(cfg.norm_ns)}: margin / LP max. {CITE}")
+            g["scaling"], cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online"
+            f" SGD, one fresh sample per step, lr {cfg.sgd_lr:g}, {cfg.sgd_seeds} seeds. {CITE}")
+    if "neural_collapse" in g:
+        figs["neural_collapse"] = laws({"n": nc_law(g["neural_collapse"], cfg)}, xlabel="k groups",
+                                       x="log2", title=f"Neural collapse, GF, m={cfg.nc_width}, "
+                                       f"d={cfg.nc_d}, {cfg.nc_seeds} seeds. {CITE}")
+    if "norm_only" in g:
+        figs["norm_only"] = variables(g["norm_only"].isel(n=-1), ("ratio",), hue="width",
+                                      hlines={"ratio": 1}, label=lambda m: f"m={int(m)}",
+                                      title=f"Norm-only, d={cfg.d}, n={max(cfg.norm_ns)}: margin "
+                                      f"/ LP max. {CITE}")
     return figs
