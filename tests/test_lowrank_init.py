@@ -86,7 +86,8 @@ def test_run_tiny_summary_dataset_and_figures(tmp_path):
             assert 0.0 <= s[f"final_test_accuracy_{init}_{arch}_digits"][0] <= 1.0
         assert "verdict_function_vs_spectral_loss_" + arch + "_digits" in s
     train = ds["training"]
-    assert train.sizes["seed"] == 2 and train["step"].values.tolist()[::20] == [0, 20]
+    steps = train["step"].values
+    assert train.sizes["seed"] == 2 and steps[0] == 0 and steps[-1] == 20
     np.testing.assert_allclose(train["time"].sel(lr=TINY.lrs[0]), TINY.lrs[0] * train["step"])
     # the dataset survives a round trip to disk, and figures are drawn from it alone
     io.write_results(tmp_path, config={"experiment": "lowrank_init",

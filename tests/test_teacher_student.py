@@ -50,7 +50,7 @@ def test_small_run(tmp_path):
     # the runs read back are the runs computed: the view the summary is drawn from
     assert ts.view(back, cfg)["final_loss"].values.tolist() == ts.view(
         ds, cfg)["final_loss"].values.tolist()
-    assert back["run000"]["neuron"].size == 4 and "neuron_valid" not in back["run000"]
+    assert back["run000"].sizes["neuron"] == 4 and "neuron_valid" not in back["run000"]
     figs = ts.figures(back, cfg)
     assert set(figs) == {"loss", "rate", "neurons"}
 
