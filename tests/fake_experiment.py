@@ -42,7 +42,7 @@ def install(monkeypatch, figures: bool = False) -> None:
             import matplotlib.pyplot as plt
 
             fig, ax = plt.subplots(figsize=(1, 1))
-            ax.plot(ds["loss"].values)
+            ax.plot(ds["gf"]["loss"].values)
             return {"loss": fig}
 
         monkeypatch.setattr(quickstart, "figures", draw)
