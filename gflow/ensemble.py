@@ -326,10 +326,13 @@ class Run:
 @dataclasses.dataclass
 class Sweep:
     """A labelled grid of runs: ``coords`` (name -> values) and one stacked trajectory
-    whose batch axes are the grid axes."""
+    whose batch axes are the grid axes; ``widths``: each run's width (grid-shaped) where
+    the grid holds two-layer nets of several widths (their parameters padded with zeros to
+    the largest), else ``None``."""
 
     coords: dict[str, list]
     trajectory: Trajectory
+    widths: np.ndarray | None = None
 
     def __getitem__(self, name):
         return self.trajectory[name]
@@ -339,8 +342,17 @@ class Sweep:
         return self.trajectory.status
 
     def to_xarray(self):
-        """An ``xarray.Dataset`` with dims ``(*grid, time, ...)``."""
-        return self.trajectory.to_xarray()
+        """An ``xarray.Dataset`` with dims ``(*grid, time, ...)``; over nets of several
+        widths also ``neuron_valid`` (``(*grid, neuron)``, :func:`gflow.io.neuron_mask`):
+        which of the padded neurons exist."""
+        from .io import MASK_ATTRS, neuron_mask
+
+        ds = self.trajectory.to_xarray()
+        if self.widths is not None and "neuron" in ds.dims:
+            dims = tuple(self.coords) + ("neuron",)
+            ds["neuron_valid"] = (dims, neuron_mask(self.widths, ds.sizes["neuron"]),
+                                  MASK_ATTRS)
+        return ds
 
 
 def _dyn_key(dyn):
@@ -424,6 +436,9 @@ def sweep(make_run: Callable[..., Run], *, seeds: Sequence[int] | None = None,
         groups.setdefault(key, []).append(i)
 
     results: list[Any] = [None] * len(runs)
+    sizes = [r.net.width if isinstance(r.net, TwoLayer) else None for r in runs]
+    live = (np.reshape(sizes, [len(v) for v in axes.values()])
+            if None not in sizes and len(set(sizes)) > 1 else None)
     for idx in groups.values():
         rs = [runs[i] for i in idx]
         net = rs[0].net
@@ -446,4 +461,4 @@ def sweep(make_run: Callable[..., Run], *, seeds: Sequence[int] | None = None,
             diverge_factor=rs[0].diverge_factor)
         for j, i in enumerate(idx):
             results[i] = (traj, j)
-    return Sweep(coords=axes, trajectory=stack(results, axes))
+    return Sweep(coords=axes, trajectory=stack(results, axes), widths=live)

@@ -50,13 +50,15 @@ def curves(ds, var: str, *, panel: str | None = None, hue: str, style: str | Non
     """One panel per value of ``panel``, one line per ``hue`` (labelled "``hue`` value"; a
     linestyle per ``style``) of ``ds[var]`` against time. Time 0 is dropped on a log time
     axis; a log axis spanning less than a decade gets plain tick labels. ``xlabel`` may be a
-    callable of the panel's value (e.g. to say "step x lr" only for discrete dynamics)."""
-    panels = list(ds[panel].values) if panel else [None]
+    callable of the panel's value (e.g. to say "step x lr" only for discrete dynamics).
+    ``ds`` may be ``{panel value: Dataset}`` (groups on their own time axes, e.g. one per
+    dynamics): one panel per group."""
+    panels = list(ds) if isinstance(ds, dict) else list(ds[panel].values) if panel else [None]
     fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4), squeeze=False,
                              sharey=True)
     styles = ["-", "--", ":", "-."]
     for ax, p in zip(axes[0], panels, strict=True):
-        sub = ds if p is None else ds.sel({panel: p})
+        sub = ds[p] if isinstance(ds, dict) else ds if p is None else ds.sel({panel: p})
         svals = list(sub[style].values) if style else [None]
         for si, s in enumerate(svals):
             lines(ax, sub if s is None else sub.sel({style: s}), var, hue,

@@ -91,11 +91,11 @@ for x in ("gamma_pw", "gamma_l2", "n", "n_over_lambda"):
                   f"{s[f'verdict_{tag}']['why']}")
 
 # %%
-ds = res.dataset
+ds = res.dataset  # one group per sweep: ds["margin"], ds["n"]
 print("success fraction, margin sweep (rows: angle; columns: width", list(cfg.widths), ")")
 for i, init in enumerate(ci.INITS):
     print(init)
-    print(np.round(ds["gamma_success"].values[:, i].mean(axis=1), 2))
+    print(np.round(ds["margin"]["success"].values[:, i].mean(axis=1), 2))
 
 # %%
 figs = ci.figures(ds, cfg)

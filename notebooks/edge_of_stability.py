@@ -44,7 +44,8 @@ from gflow.experiments import edge_of_stability as E
 
 cfg = E.Config(lrs=(4.0, 5.0), steps=200)
 res = E.run(cfg)
-s, ds = res.summary, res.dataset
+s, tree = res.summary, res.dataset  # groups: "runs" (GD, GF, central flow), "density"
+ds = tree["runs"]
 print(f"GF sharpness, end over start: {s['gf_sharpness_ratio']} (median [95 % interval])")
 for lr in cfg.lrs:
     t = f"lr{lr:g}"
@@ -59,7 +60,7 @@ for lr in cfg.lrs:
           f"{np.round(s[f'dist_ratio_cf_over_gf_{t}'], 2)}")
 
 # %%
-figs = E.figures(ds, cfg)
+figs = E.figures(tree, cfg)
 figs["sharpness_and_loss"]
 
 # %%

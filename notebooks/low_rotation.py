@@ -170,8 +170,8 @@ figs["norm_only"]
 # the same figures are redrawn from the dataset written to disk (as `gflow plot DIR` does)
 with tempfile.TemporaryDirectory() as tmp:
     io.write_results(tmp, config={}, summary=s, dataset=ds)
-    _, _, ds2 = io.read_results(tmp)
-    print(sorted(lr.figures(ds2, cfg)))
+    ds2 = io.read_trajectory(tmp)  # one group per part: near_init, scaling, ...
+    print(list(ds2.children), sorted(lr.figures(ds2, cfg)))
 plt.close("all")
 
 # %% [markdown]

@@ -66,7 +66,8 @@ from gflow.experiments import lowrank_init as E
 
 cfg = E.Config()  # the CLI defaults
 res = E.run(cfg)
-s, ds = res.summary, res.dataset
+s, tree = res.summary, res.dataset  # groups: "approximation", "training"
+ds = tree["approximation"]
 
 # %% [markdown]
 # ## Approximation error of the layer function (closed form, Gaussian inputs)
@@ -143,7 +144,7 @@ for arch in cfg.archs:
 
 # %%
 with tempfile.TemporaryDirectory() as tmp:  # figures are drawn from the dataset on disk alone
-    io.write_results(tmp, config={"experiment": "lowrank_init"}, summary=s, dataset=ds)
+    io.write_results(tmp, config={"experiment": "lowrank_init"}, summary=s, dataset=tree)
     _, _, back = io.read_results(tmp)
     figs = E.figures(back, cfg)
 print(sorted(figs))

@@ -17,7 +17,7 @@ def fake_run(cfg, *, progress=False):
         time.sleep(20)
     x = np.random.default_rng(cfg.seed).standard_normal(cfg.n_save) * cfg.width
     return Result({"final": float(x[-1]), "status_gf": "completed"},
-                  xr.Dataset({"loss": (("time",), x)}))
+                  {"gf": xr.Dataset({"loss": (("time",), x)})})
 quickstart.run = fake_run
 quickstart.figures = lambda ds, cfg: {}
 """
@@ -42,7 +42,7 @@ def install(monkeypatch, figures: bool = False) -> None:
             import matplotlib.pyplot as plt
 
             fig, ax = plt.subplots(figsize=(1, 1))
-            ax.plot(ds["loss"].values)
+            ax.plot(ds["gf"]["loss"].values)
             return {"loss": fig}
 
         monkeypatch.setattr(quickstart, "figures", draw)

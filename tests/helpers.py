@@ -35,6 +35,77 @@ def assert_same_run(a, b, attrs=("params_final",)):
             np.testing.assert_array_equal(x, y, err_msg=attr)
 
 
+def assert_same_results(a, b):
+    """Bitwise equal results folders: the same groups in ``trajectory.nc``, each with the
+    same variables and values (same machine, dtype, settings and seed)."""
+    from gflow import io
+
+    ta, tb = io.read_trajectory(a), io.read_trajectory(b)
+    assert list(ta.children) == list(tb.children) and ta.children
+    for name in ta.children:
+        ga, gb = ta[name].to_dataset(), tb[name].to_dataset()
+        assert set(ga.variables) == set(gb.variables), name
+        for k in ga.variables:
+            np.testing.assert_array_equal(ga[k].values, gb[k].values, err_msg=f"{name}/{k}")
+
+
+def _keys(obj):
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            yield k
+            yield from _keys(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _keys(v)
+
+
+def assert_results_layout(result, folder):
+    """An experiment's result written to ``folder`` and read back is in the documented
+    layout (gflow.io, "Results on disk"), and equal to what was written: a root of
+    attributes only (``Conventions``, ``source``, ``config``, ``groups``), one level of
+    groups without their name as a prefix, a float ``time`` coordinate with the definition
+    of t wherever there is a time axis, no time point at which none of the group's runs has
+    a value (no NaN-merged grids), boolean ``*_valid`` masks with attributes, and
+    ``summary.json`` keys that are strings with integers written as integers."""
+    import json
+    import re
+
+    from gflow import io
+
+    io.write_results(folder, config={"experiment": "layout", "settings": {}},
+                     summary={"experiment": "layout", **result.summary}, dataset=result.dataset)
+    back = io.read_trajectory(folder)
+    assert not back.ds.variables and {"Conventions", "source", "config", "groups"} <= set(
+        back.attrs)
+    assert back.attrs["groups"].split(",") == list(back.children) == list(
+        result.dataset.children)
+    for name, node in back.children.items():
+        assert not node.children, name
+        g, orig = node.to_dataset(), result.dataset[name].to_dataset()
+        names = [str(v) for v in [*g.variables, *g.dims]]
+        assert not [v for v in names if v.startswith(f"{name}_")], (name, names)
+        if "time" in g.dims or "time" in g.variables:
+            assert "time" in g.coords and np.issubdtype(g["time"].dtype, np.floating), name
+            assert "k * lr" in g["time"].attrs["long_name"], name
+        over_time = [v for v in g.data_vars if "time" in g[v].dims
+                     and np.issubdtype(g[v].dtype, np.floating)]
+        if over_time and "time" in g.dims:
+            seen = np.zeros(g.sizes["time"], bool)
+            for v in over_time:
+                x = np.isfinite(g[v].transpose("time", ...).values)
+                seen |= x.reshape(x.shape[0], -1).any(axis=1)
+            assert seen.all(), f"{name}: saves {np.flatnonzero(~seen)} hold no value"
+        for v in g.data_vars:
+            if str(v).endswith("_valid"):
+                assert g[v].dtype == bool and "long_name" in g[v].attrs, (name, v)
+        assert set(g.variables) == set(orig.variables), name
+        for v in orig.variables:  # the round trip keeps every value
+            np.testing.assert_array_equal(g[v].values, orig[v].values, err_msg=f"{name}/{v}")
+    keys = list(_keys(json.loads((folder / "summary.json").read_text())))
+    assert all(isinstance(k, str) and not re.fullmatch(r"-?\d+\.0", k) for k in keys)
+    return back
+
+
 def linear_problem():
     """``(net, p0, data, objective)``: a linear two-layer net with fixed outer weights on 20
     Gaussian teacher points in d=3, squared loss -- a quadratic loss in ``W``."""

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import xarray as xr
+from helpers import assert_results_layout
 
-from gflow import cli, experiments
+from gflow import cli, experiments, io
 
 SMALL = ["--set", "n=40", "--set", "width=16", "--set", "t1=20", "--set", "n_save=12"]
 
@@ -28,14 +28,16 @@ def test_run_quickstart_writes_results(tmp_path, capsys):
     assert summary["status_gf_gaussian"] == "completed"
     config = json.loads((out / "config.json").read_text())
     assert config["settings"]["width"] == 16 and config["settings"]["seed"] == 0
-    ds = xr.open_dataset(out / "trajectory.nc", engine="h5netcdf")
-    assert set(ds["dynamics"].values) == {"gf", "gd", "sgd"}
-    assert ds["loss"].dims == ("init", "dynamics", "time")
-    loss = ds["loss"].values
-    assert np.all(np.isfinite(loss)) and np.all(loss[..., -1] < loss[..., 0])
+    tree = io.read_trajectory(out)
+    assert list(tree.children) == ["gf", "gd", "sgd"]  # one group per dynamics
+    for g in tree.children.values():
+        assert g["loss"].dims == ("init", "time")
+        loss = g["loss"].values
+        assert np.all(np.isfinite(loss)) and np.all(loss[..., -1] < loss[..., 0])
     # GD at lr=0.1 tracks GF closely on this time axis (both saved at the same times)
+    np.testing.assert_array_equal(tree["gd"]["time"], tree["gf"]["time"])
     assert summary["gd_gf_max_rel_loss_gap_gaussian"] < 0.05
-    ds.close()
+    assert_results_layout(experiments.Result(summary, tree), tmp_path / "again")
     (out / "loss.png").unlink()
     assert cli.main(["plot", str(out)]) == 0 and (out / "loss.png").exists()
 
@@ -72,9 +74,7 @@ def test_console_script_x64(tmp_path):
     r = subprocess.run([sys.executable, "-m", "gflow.cli", "run", "quickstart", "--x64",
                         "--quiet", "--out", str(out), *SMALL], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    ds = xr.open_dataset(out / "trajectory.nc", engine="h5netcdf")
-    assert ds["loss"].dtype == np.float64
-    ds.close()
+    assert io.read_trajectory(out)["gf"]["loss"].dtype == np.float64
 
 
 def test_every_experiment_has_seed_and_api():
@@ -90,17 +90,18 @@ def test_cli_sweep_seeds_and_list_settings(tmp_path):
     assert cli.main(["run", "quickstart", "--out", str(out), "--quiet", "--seeds", "2",
                      "--set", "width=8,16", "--set", "n=40", "--set", "t1=5",
                      "--set", "n_save=6"]) == 0
-    ds = xr.open_dataset(out / "trajectory.nc", engine="h5netcdf")
+    ds = io.read_trajectory(out)["gf"]
     assert ds["loss"].dims[:2] == ("seed", "width") and ds["loss"].shape[:2] == (2, 2)
     assert list(ds["seed"].values) == [0, 1] and list(ds["width"].values) == [8, 16]
-    # the width-8 points have no neurons 8..15: NaN-padded, not zero
+    # the width-8 points have no neurons 8..15: NaN-padded, not zero, and masked
     w = ds["params0_W"].sel(seed=0, width=8).values
     assert np.all(np.isnan(w[..., 8:, :])) and np.all(np.isfinite(w[..., :8, :]))
+    assert ds["neuron_valid"].sel(seed=0, width=8).values.tolist() == [True] * 8 + [False] * 8
+    assert ds["neuron_valid"].sel(seed=1, width=16).values.all()
     summary = json.loads((out / "summary.json").read_text())
     assert summary["sweep"] == {"seed": [0, 1], "width": [8, 16]}
     assert np.shape(summary["final_loss_gf_gaussian"]) == (2, 2)
     assert not (out / "parts").exists()
-    ds.close()
     assert cli.main(["plot", str(out)]) == 0
     assert (out / "loss_seed1_width16.png").exists()
     assert "sweep_summary.png" in json.loads((out / "summary.json").read_text())["figures"]

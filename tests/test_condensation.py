@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 import optax
 import pytest
+from helpers import assert_results_layout
 
 import gflow
 from gflow import condense, experiments
@@ -110,7 +111,7 @@ def test_adam_matches_torch_step_for_step(x64):
 AUTHORS_1D = dict(preset="authors", seeds=2, hidden=(20,), n=30, d=1, n_save=30)
 
 
-def test_authors_scale_tanh_condenses():
+def test_authors_scale_tanh_condenses(tmp_path):
     # 1-d input, 20 neurons, the notebook's scale and Adam. tanh (p = 1): all 20 neurons
     # on 2 opposite orientations at every snapshot from step 20 on (gradient flow from the
     # same init: the slow test below).
@@ -127,12 +128,14 @@ def test_authors_scale_tanh_condenses():
     assert all(sum(z) == 20 and len(z) == 2 for z in s["cluster_sizes_adam_by_seed"].values())
     # the two orientations are opposite: min cosine -1 (to rounding) at step 100
     ds = res.dataset
-    U = ds["u_l1"].sel(dynamics="adam", seed=0).values[
-        int(ds["headline_index"].sel(dynamics="adam", seed=0).values[0])]
+    assert list(ds.children) == ["adam"]  # one group per dynamics run, its own save times
+    adam = ds["adam"]
+    U = adam["u_l1"].sel(seed=0).values[int(adam["headline_index"].sel(seed=0).values[0])]
     assert float(np.min(condense.cosine_matrix(jnp.asarray(U)))) < -0.99
     # at init the 20 directions are spread over many clusters: the count is not forced
-    assert len(condense.orientation_counts(U0 := ds["u_l1"].values[0, 0, 0])["sizes"]) > 4
+    assert len(condense.orientation_counts(U0 := adam["u_l1"].values[0, 0])["sizes"]) > 4
     assert U0.shape == (20, 2)
+    assert_results_layout(res, tmp_path)
     figs = E.figures(ds, cfg)
     assert {"cosine_heatmap", "cosine_heatmap_snapshots", "orientations", "loss"} <= set(figs)
 

@@ -4,6 +4,7 @@ import dataclasses
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import experiments
 from gflow.experiments import continuous_limits as cl
@@ -52,5 +53,7 @@ def test_tiny_run_measures_the_orders(tmp_path):
         assert s[f"gd_vs_modified_order{order}_verdict"].startswith("consistent")
         assert len(s[f"sgd_vs_sme{order}_weak_error_se"]) == 3
     assert 0.5 < s["adam_vs_ode_slope"][0] < 1.5
+    assert_results_layout(res, tmp_path)
+    assert list(res.dataset.children) == ["modified_flows", "sme", "adam_flow"]
     figs = cl.figures(res.dataset, cfg)
     assert set(figs) == {"continuous_limits"}

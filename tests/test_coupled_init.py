@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import experiments, io, stats
 from gflow.experiments import coupled_init as ci
@@ -177,16 +178,21 @@ def test_small_run_summary_and_figures(tmp_path):
     assert 0.0 <= s["init_output_max_abs_paired"] < 1e-4
     assert s["init_output_max_abs_independent"] > 0.1
     ds = res.dataset
-    assert ds["gamma_success"].shape == (3, 2, 2, 3)
+    assert list(ds.children) == ["margin", "n"]  # one group per sweep
+    margin, nsw = ds["margin"], ds["n"]
+    assert margin["success"].dims == ("angle", "init", "seed", "width")
+    assert margin["success"].shape == (3, 2, 2, 3)
     # margins decrease with the pair angle; the pointwise margin is below its L2 relaxation
     # (up to its sampling error)
-    g, pw = ds["gamma_l2"].values, ds["gamma_pw"].values
+    g, pw = margin["gamma_l2"].values, margin["gamma_pw"].values
     assert g[0] > g[1] > g[2] > 0 and np.all(pw < g + 0.02)
     # a run that reached the target stopped there; budget-bound runs failed
-    ok = ds["n_success"].values == 1.0
-    assert np.all(ds["n_final_loss"].values[ok] <= s["n_target_loss"] * (1 + 1e-6))
-    assert not np.any(ok & (ds["n_budget"].values == 1.0))
-    assert np.all((ds["n_flips"].values >= 0) & (ds["n_flips"].values <= 1))
+    ok = nsw["success"].values == 1.0
+    assert nsw.attrs["target_loss"] == s["n_target_loss"]
+    assert np.all(nsw["final_loss"].values[ok] <= s["n_target_loss"] * (1 + 1e-6))
+    assert not np.any(ok & (nsw["budget"].values == 1.0))
+    assert np.all((nsw["flips"].values >= 0) & (nsw["flips"].values <= 1))
+    assert_results_layout(res, tmp_path / "layout")
     # the results folder round trip: figures are drawn from the dataset read back from disk
     io.write_results(tmp_path, config={}, summary=s, dataset=ds)
     json.loads((tmp_path / "summary.json").read_text())

@@ -200,9 +200,9 @@ def test_damaged_sweep_point_is_named_and_recomputed(tmp_path):
     from gflow import io
 
     ds = xr.Dataset({"loss": (("time",), np.arange(5.0))})
-    io.write_part(tmp_path, 0, ds, {"final": 4.0})
+    io.write_part(tmp_path, 0, {"gf": ds}, {"final": 4.0})
     summary, back = io.read_part(tmp_path, 0)
-    assert summary == {"final": 4.0} and back.identical(ds)
+    assert summary == {"final": 4.0} and back["gf"].to_dataset().identical(ds)
     nc = tmp_path / "parts" / "00000.nc"
     nc.write_bytes(nc.read_bytes()[:100])
     with pytest.warns(UserWarning, match=r"00000\.nc.*unreadable.*computing that point again"):

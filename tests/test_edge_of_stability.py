@@ -6,6 +6,7 @@ import equinox as eqx
 import jax
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 import gflow
 from gflow import edge, experiments, stats
@@ -91,11 +92,14 @@ def tiny():
 
 # the module fixture's run: 34-60 s on the shared 2-core machine depending on its load
 # (GD, GF, the central flow, its predicted loss and SLQ each compile once)
-def test_tiny_run_summary_matches_its_dataset(tiny):
+def test_tiny_run_summary_matches_its_dataset(tiny, tmp_path):
     cfg, res = tiny
-    s, ds = res.summary, res.dataset
+    s, tree = res.summary, res.dataset
     assert not experiments.check_claims(E, s)
-    assert ds["gd_sharpness"].shape == (1, 2, 41) and ds.sizes["snapshot"] == 2
+    assert list(tree.children) == ["runs", "density"]
+    ds = tree["runs"]  # GD, GF and the central flow at GD's steps, t = step x lr
+    np.testing.assert_array_equal(ds["time"].values[0], cfg.lrs[0] * np.arange(41))
+    assert ds["gd_sharpness"].shape == (1, 2, 41) and tree["density"].sizes["snapshot"] == 2
     lr = cfg.lrs[0]
     m = edge.edge_measures(ds["gd_sharpness"].values[0], ds["gd_loss"].values[0], lr,
                            band=cfg.band)
@@ -109,7 +113,7 @@ def test_tiny_run_summary_matches_its_dataset(tiny):
     # holds it to a few 1e-3 at these sizes); its predicted loss is at least its loss
     assert np.nanmax(ds["cf_sharpness"].values) * lr / 2 < 1.02
     assert np.all(ds["cf_central_loss"].values >= ds["cf_loss"].values * (1 - 1e-5))
-    figs = E.figures(ds, cfg)
+    figs = E.figures(assert_results_layout(res, tmp_path), cfg)
     assert set(figs) == {"sharpness_and_loss", "hessian_density"}
 
 

@@ -5,6 +5,7 @@ with its dataset (at t = 0 all three predictions agree) and draws its figures.""
 import jax
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 import gflow
 from gflow import experiments
@@ -61,9 +62,13 @@ def tiny():
     return cfg, lr.run(cfg)
 
 
-def test_tiny_run_summary_agrees_with_dataset(tiny):
+def test_tiny_run_summary_agrees_with_dataset(tiny, tmp_path):
     cfg, res = tiny
-    s, ds = res.summary, res.dataset
+    s, tree = res.summary, res.dataset
+    assert list(tree.children) == list(lr.INITS)  # one group per init, its own widths
+    assert tree["small"]["width"].values.tolist() == sorted(cfg.small_widths)
+    assert tree["small"]["time"].values[-1] == cfg.small_t1
+    ds = lr.view(tree)
     assert not experiments.check_claims(lr, s)
     assert {c["verdict"] for c in s["claims"].values()} <= set(experiments.VERDICTS)
     # at t = 0 the three predictions are the same function: f_lin(theta_0) = f(theta_0), and
@@ -89,13 +94,13 @@ def test_tiny_run_summary_agrees_with_dataset(tiny):
         assert f"{e:.2f}" in s["claims"][f"gap_shrinks_{init}"]["measured"]
     assert ds["t"].sel(init="small").values[-1] == cfg.small_t1 and ds.attrs["kinks"] == 0
     assert np.all(ds["num_steps"].values[np.isfinite(ds["num_steps"].values)] >= 1)
-    figs = lr.figures(ds, cfg)
+    figs = lr.figures(assert_results_layout(res, tmp_path), cfg)
     assert set(figs) == {"gap_vs_width", "kernel_movement", "outputs"}
 
 
 def test_rich_verdict_counts_runs(tiny):
     cfg, res = tiny
-    ds = res.dataset.copy(deep=True)
+    ds = lr.view(res.dataset).copy(deep=True)
     # a small-init run whose loss did not halve is "not fitted", never evidence either way
     ds["loss"].loc[dict(init="small")] = 1.0
     v = lr.summarize(ds, cfg)["claims"]["rich_at_small_init"]

@@ -5,6 +5,7 @@ import json
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 import gflow
 from gflow import io
@@ -32,34 +33,37 @@ def sgd():
 def test_all_regimes_every_claim_gets_a_verdict(tmp_path):
     res = lr.run(TINY)
     assert check_claims(lr, res.summary) == []
+    assert_results_layout(res, tmp_path / "layout")
     assert all("not run" not in c["why"] for c in res.summary["claims"].values())
     io.write_results(tmp_path, config={}, summary=res.summary, dataset=res.dataset)
     _, _, ds2 = io.read_results(tmp_path)
     assert set(lr.figures(ds2, TINY)) == {"near_init", "scaling", "neural_collapse", "norm_only"}
-    # the figures' laws, recomputed from the merged dataset (seeds and widths of every part),
-    # are those of the summary, computed from each part alone
-    n_law, w_law = lr.scaling_laws(ds2, TINY)
+    # one group per part, each on its own grids, no prefixes
+    assert list(ds2.children) == ["near_init", "scaling", "neural_collapse", "norm_only"]
+    # the figures' laws, recomputed from the parts read back, are those of the summary
+    n_law, w_law = lr.scaling_laws(ds2["scaling"], TINY)
     assert list(n_law.y) == pytest.approx(res.summary["samples_y"], nan_ok=True)
     assert list(w_law.y) == pytest.approx(res.summary["width_y"], nan_ok=True)
-    assert list(lr.nc_law(ds2, TINY).y) == pytest.approx(res.summary["nc_samples_y"], nan_ok=True)
+    assert list(lr.nc_law(ds2["neural_collapse"], TINY).y) == pytest.approx(
+        res.summary["nc_samples_y"], nan_ok=True)
 
 
 def test_near_init_matches_the_dataset_and_the_theory(near):
-    s, ds = near.summary, near.dataset
+    s, ds = near.summary, near.dataset["near_init"]
     assert check_claims(lr, s) == []
     json.dumps(s)
     # exact population error: the test set is the whole cube, each point once
-    assert ds.sizes["ni_test_sample"] == 2**TINY.d if "ni_test_sample" in ds.sizes else True
+    assert ds.sizes["test_sample"] == 2**TINY.d if "test_sample" in ds.sizes else True
     # both margins of the population, the pointwise one at most the L2 relaxation
     assert 0 < s["near_init_gamma_pw"] <= s["near_init_gamma_l2"] + 1e-12
     # movement against gamma sqrt m is movement / sqrt m over gamma, as the dataset holds it
-    np.testing.assert_allclose(ds["ni_movement_over_radius"],
-                               ds["ni_movement_over_sqrt_m"] / s["near_init_gamma_pw"])
+    np.testing.assert_allclose(ds["movement_over_radius"],
+                               ds["movement_over_sqrt_m"] / s["near_init_gamma_pw"])
     # the stop criterion: a run that stopped has its last loss at or below stop_loss
-    stopped = np.asarray(ds["ni_status"]) == "stop_loss"
+    stopped = np.asarray(ds["status"]) == "stop_loss"
     assert stopped.any()
     # (the saves end before the stop; the stop point's observables are kept beside them)
-    at_stop = ds["ni_at_stop_loss"].values
+    at_stop = ds["at_stop_loss"].values
     np.testing.assert_allclose(at_stop[stopped], TINY.stop_loss, rtol=1e-4)  # float32 loss
     # the movement law is fitted to the per-seed final movements over the widths
     assert s["near_init_movement_x"] == list(TINY.widths)
@@ -67,9 +71,9 @@ def test_near_init_matches_the_dataset_and_the_theory(near):
 
 
 def test_scaling_runs_online_sgd_with_fresh_samples(sgd):
-    ds = sgd.dataset
+    ds = sgd.dataset["scaling"]
     # one sample per step: the time axis is steps x lr and ends at sgd_steps
-    assert float(ds["sc_time"].max()) == pytest.approx(TINY.sgd_steps * TINY.sgd_lr)
+    assert float(ds["time"].max()) == pytest.approx(TINY.sgd_steps * TINY.sgd_lr)
     # the population margin falls with d (gamma ~ 1/d for 2-sparse parity)
     g = np.asarray(sgd.summary["scaling_gamma_pw"])
     assert np.all(np.diff(g) < 0)
@@ -79,13 +83,13 @@ def test_scaling_runs_online_sgd_with_fresh_samples(sgd):
 
 
 def test_figures_from_disk(near, tmp_path):
-    io.write_results(tmp_path, config={}, summary=near.summary, dataset=near.dataset)
-    _, _, ds2 = io.read_results(tmp_path)
+    ds2 = assert_results_layout(near, tmp_path)
     assert set(lr.figures(ds2, TINY)) == {"near_init"}
 
 
-def test_single_regime_marks_the_others_not_run():
+def test_single_regime_marks_the_others_not_run(tmp_path):
     res = lr.run(dataclasses.replace(TINY, regime="norm_only"))
+    assert_results_layout(res, tmp_path)
     claims = res.summary["claims"]
     assert check_claims(lr, res.summary) == []
     assert claims["norm_only_max_margin"]["verdict"] in ("holds", "does not hold", "inconclusive")
@@ -95,7 +99,8 @@ def test_single_regime_marks_the_others_not_run():
     # the LP value is the global maximum over (r, a) for the fixed directions: the flow's
     # ratio cannot exceed 1 (float32 margins: 1e-4 slack)
     # NaN only where the fixed features cannot separate the set (no LP maximum)
-    ratio, lp = res.dataset["no_ratio"].isel(no_time=-1), res.dataset["no_max_margin"]
+    no = res.dataset["norm_only"]
+    ratio, lp = no["ratio"].isel(time=-1), no["max_margin"]
     assert float(ratio.max()) <= 1.0 + 1e-4
     np.testing.assert_array_equal(np.isnan(ratio.values), np.isnan(lp.values))
 

@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import experiments, io, stats
 from gflow.experiments import lowrank_init as E
@@ -53,6 +54,7 @@ def test_digits_binary_split():
 def test_run_tiny_summary_dataset_and_figures(tmp_path):
     res = E.run(TINY)
     s, ds = res.summary, res.dataset
+    assert list(ds.children) == ["approximation", "training"]
     # TINY trains the deep net only: the two-layer training claim has no verdict
     assert experiments.check_claims(E, s) == [
         "claim 'function_init_trains_better_two_layer' has no verdict"]
@@ -66,7 +68,7 @@ def test_run_tiny_summary_dataset_and_figures(tmp_path):
             assert s[f"verdict_approx_gap_{claim}_{tag}"]["verdict"] in stats.TREND_VERDICTS
     # closed-form errors in float64: function-space never above spectral (1e-9: rounding of
     # a sqrt of a difference of O(1) terms), every method exact at full rank r = d = 4
-    err = ds["rel_error"]
+    err = ds["approximation"]["rel_error"]
     diff = (err.sel(scheme="function") - err.sel(scheme="spectral")).values
     assert np.all(diff[np.isfinite(diff)] <= 1e-9)
     assert np.all(np.abs(err.sel(d=4, rank=4).drop_sel(scheme="reference").values) < 1e-6)
@@ -83,7 +85,10 @@ def test_run_tiny_summary_dataset_and_figures(tmp_path):
             assert s[f"lr_{init}_{arch}_digits"] in TINY.lrs
             assert 0.0 <= s[f"final_test_accuracy_{init}_{arch}_digits"][0] <= 1.0
         assert "verdict_function_vs_spectral_loss_" + arch + "_digits" in s
-    assert ds.sizes["seed"] == 2 and ds["step"].values[0] == 0 and ds["step"].values[-1] == 20
+    train = ds["training"]
+    steps = train["step"].values
+    assert train.sizes["seed"] == 2 and steps[0] == 0 and steps[-1] == 20
+    np.testing.assert_allclose(train["time"].sel(lr=TINY.lrs[0]), TINY.lrs[0] * train["step"])
     # the dataset survives a round trip to disk, and figures are drawn from it alone
     io.write_results(tmp_path, config={"experiment": "lowrank_init",
                                        "settings": dataclasses.asdict(TINY)},
@@ -91,6 +96,7 @@ def test_run_tiny_summary_dataset_and_figures(tmp_path):
     _, _, back = io.read_results(tmp_path)
     figs = E.figures(back, TINY)
     assert set(figs) == {"approximation", "training_digits"}
+    assert_results_layout(res, tmp_path / "layout")
     import matplotlib.pyplot as plt
 
     for f in figs.values():

@@ -77,8 +77,6 @@ def test_results_dataset_describes_itself(tmp_path):
     # stop times what they are, and the dataset carries the config and gflow's version
     import json
 
-    import xarray as xr
-
     from gflow import io
 
     net, p0, ds = _setup()
@@ -88,13 +86,14 @@ def test_results_dataset_describes_itself(tmp_path):
     xd = tr.to_xarray()
     np.testing.assert_array_equal(xd["member"].values, [0, 1])
     io.write_results(tmp_path, config={"lr": 0.1, "widths": (2, 4)},
-                     summary={"experiment": "demo"}, dataset=xd)
-    back = xr.load_dataset(tmp_path / "trajectory.nc", engine="h5netcdf")
+                     summary={"experiment": "demo"}, dataset={"gd": xd})
+    tree = io.read_trajectory(tmp_path)
+    back = tree["gd"]
     assert "k * lr" in back["time"].attrs["long_name"] and back["time"].attrs["units"] == "1"
     assert "stop_loss" in back["status"].attrs["long_name"]
     assert "stop point" in back["at_stop_loss"].attrs["long_name"]
-    assert json.loads(back.attrs["config"]) == {"lr": 0.1, "widths": [2, 4]}
-    assert back.attrs["title"] == "demo" and back.attrs["source"].startswith("gflow ")
+    assert json.loads(tree.attrs["config"]) == {"lr": 0.1, "widths": [2, 4]}
+    assert tree.attrs["title"] == "demo" and tree.attrs["source"].startswith("gflow ")
     assert "long_name" not in xd["time"].attrs  # the caller's dataset is left as it was
     np.testing.assert_array_equal(back["at_stop_loss"], tr.at_stop["loss"])
 

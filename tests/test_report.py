@@ -25,7 +25,7 @@ def fake_run(cfg, *, progress=False):
         raise RuntimeError("a failing setting")
     ok = "holds" if cfg.d == 3 else "does not hold"
     return Result({"claims": {"local_convergence": claim(ok, f"d = {cfg.d}", "1.0 [0.9, 1.1]")}},
-                  xr.Dataset({"loss": (("time",), np.arange(3.0))}))
+                  {"gf": xr.Dataset({"loss": (("time",), np.arange(3.0))})})
 ts.run = fake_run
 ts.figures = lambda ds, cfg: {}
 sys.exit(cli.main(sys.argv[1:]))

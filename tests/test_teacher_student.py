@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from helpers import assert_results_layout
 
 from gflow import experiments
 from gflow.experiments import teacher_student as ts
@@ -15,7 +16,7 @@ def _small(**kw):
     return ts.Config(**base)
 
 
-def test_small_run():
+def test_small_run(tmp_path):
     cfg = _small()
     res = ts.run(cfg)
     s, ds = res.summary, res.dataset
@@ -25,7 +26,9 @@ def test_small_run():
     assert s["runs_reached_last_level"] == 3
     # every run started at loss0 (the scaled init) and stopped at the located crossing of
     # 1e-5: to the solver's tolerance (rtol 1e-9), far below 1e-6
-    np.testing.assert_allclose(ds["loss"].isel(save=0), cfg.loss0, rtol=1e-9)
+    assert list(ds.children) == ["run000", "run001", "run002"]  # one group per run
+    np.testing.assert_allclose([g["loss"].isel(time=0) for g in ds.children.values()],
+                               cfg.loss0, rtol=1e-9)
     assert s["stop_loss_rel_error_max"] < 1e-6
     t = s["time_to_level_by_width"][4]
     for key in ("median", "min", "max"):  # time from loss0 grows with each level
@@ -43,7 +46,12 @@ def test_small_run():
     assert set(s["time_to_1e-5_by_separation"]) == {"equiangular D=45 m=4",
                                                     "equiangular D=90 m=4"}
     assert "verdict_width" not in s  # needs m = k and two widths above it
-    figs = ts.figures(ds, cfg)
+    back = assert_results_layout(res, tmp_path)
+    # the runs read back are the runs computed: the view the summary is drawn from
+    assert ts.view(back, cfg)["final_loss"].values.tolist() == ts.view(
+        ds, cfg)["final_loss"].values.tolist()
+    assert back["run000"].sizes["neuron"] == 4 and "neuron_valid" not in back["run000"]
+    figs = ts.figures(back, cfg)
     assert set(figs) == {"loss", "rate", "neurons"}
 
 

@@ -5,9 +5,11 @@ An experiment module defines
 - ``Config``: a frozen dataclass of typed settings (a :class:`Settings`), every one with a
   default (and ``seed``);
 - ``run(config, *, progress=False) -> Result``: the headline figures (``summary``) and the
-  data behind them (an ``xarray.Dataset``);
-- ``figures(dataset, config) -> {name: matplotlib Figure}``: plots drawn from the dataset
-  alone, so ``gflow plot DIR`` can redraw them from disk.
+  data behind them (an ``xarray.DataTree``, one group per part or dynamics: the layout of
+  ``trajectory.nc``, :mod:`gflow.io`'s "Results on disk");
+- ``figures(tree, config) -> {name: matplotlib Figure}``: plots drawn from the tree alone
+  (as :func:`gflow.io.read_trajectory` reads it back), so ``gflow plot DIR`` can redraw
+  them from disk.
 
 Modules in this package are discovered by name; ``gflow list`` shows them and ``gflow
 describe NAME`` (:func:`describe`) explains one: its docstring, each setting's meaning (the
@@ -44,10 +46,17 @@ __all__ = ["VERDICTS", "Result", "Settings", "check_claims", "check_config", "cl
 
 @dataclasses.dataclass
 class Result:
-    """What an experiment returns: flat headline figures and the data behind them."""
+    """What an experiment returns: flat headline figures and the data behind them
+    (``dataset``: ``{group: xarray.Dataset}`` or an ``xarray.DataTree``; stored as the
+    tree :func:`gflow.io.as_tree` makes of it)."""
 
     summary: dict[str, Any]
-    dataset: Any  # xarray.Dataset
+    dataset: Any  # xarray.DataTree
+
+    def __post_init__(self):
+        from gflow.io import as_tree
+
+        self.dataset = as_tree(self.dataset)
 
 
 def names() -> list[str]:
@@ -210,8 +219,22 @@ def grid(cls, sets: list[str], seeds: int | None = None) -> tuple[dict[str, list
 
 
 def combine_points(datasets: list, axes: dict[str, list]):
-    """Stack per-point datasets of a sweep into one dataset with the swept settings as
-    leading dims (arrays of unequal size, e.g. over neurons, are NaN-padded)."""
+    """Stack per-point results of a sweep (trees of the same groups, :func:`gflow.io.as_tree`)
+    into one tree whose every group has the swept settings as leading dims (arrays of
+    unequal size, e.g. over neurons, are NaN-padded)."""
+    from gflow.io import as_tree
+
+    trees = [as_tree(ds) for ds in datasets]
+    names = list(trees[0].children)
+    for i, t in enumerate(trees):
+        if list(t.children) != names:
+            raise ValueError(f"sweep point {i} has the groups {list(t.children)}, point 0 "
+                             f"{names}: every point must have the same groups.")
+    return as_tree({g: _combine_group([t[g].to_dataset() for t in trees], axes)
+                    for g in names})
+
+
+def _combine_group(datasets: list, axes: dict[str, list]):
     import numpy as np
     import pandas as pd
     import xarray as xr
@@ -221,6 +244,12 @@ def combine_points(datasets: list, axes: dict[str, list]):
     # index every bare dim (neuron, input, ...) so that outer alignment pads with NaN
     datasets = [ds.assign_coords({d: np.arange(n) for d, n in ds.sizes.items()
                                   if d not in ds.coords}) for ds in datasets]
+    neurons = [ds.sizes.get("neuron", 0) for ds in datasets]
+    if len(set(neurons)) > 1:  # nets of several widths: say which neurons each point has
+        datasets = [ds if "neuron_valid" in ds else ds.assign(neuron_valid=(
+            "neuron", np.ones(n, bool))) for ds, n in zip(datasets, neurons, strict=True)]
     stacked = xr.concat(datasets, dim="point", join="outer", combine_attrs="drop_conflicts")
+    if "neuron_valid" in stacked:
+        stacked["neuron_valid"] = stacked["neuron_valid"].fillna(False).astype(bool)
     stacked = stacked.assign_coords(xr.Coordinates.from_pandas_multiindex(index, "point"))
     return stacked.unstack("point").transpose(*axes, ...)

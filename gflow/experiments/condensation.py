@@ -29,6 +29,7 @@ import gflow
 from gflow import condense
 
 from . import Result, Settings, setting, tally
+from ._runs import dynamics_groups
 
 #: the Adam learning rates this experiment uses for the gflow preset (1e-3 unless listed)
 PAPER_ADAM_LR = {"softplus": 8e-4, "relu": 2.5e-4}
@@ -176,23 +177,25 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
             if tr.status not in ("completed", "stop_loss", "max_steps"):
                 raise gflow.SimulationError(f"run {(name, s)} ended with status "
                                             f"{str(tr.status)!r}")
-    ds = gflow.trajectory.combine({k: t.without_params() for k, t in trajs.items()},
-                                  ("dynamics", "seed"))
-    ds = count(ds, cfg)
-    return Result(summary=summarize(ds, cfg), dataset=ds)
+    groups = dynamics_groups({k: t.without_params() for k, t in sorted(  # in DYNAMICS' order
+        trajs.items(), key=lambda kt: DYNAMICS.index(kt[0][0]))}, ("seed",))
+    groups = {name: count(ds, name, cfg) for name, ds in groups.items()}
+    return Result(summary=summarize(groups, cfg), dataset=groups)
 
 
-def snapshot_indices(ds, cfg: Config, i: int, j: int) -> np.ndarray:
-    """Save indices of the Adam steps ``cfg.snapshots`` in run ``(dynamics i, seed j)``."""
-    return condense.snapshot_indices(ds, np.asarray(cfg.snapshots) * adam_lr(cfg), i, j)
+def snapshot_indices(ds, cfg: Config, j: int) -> np.ndarray:
+    """Save indices of the Adam steps ``cfg.snapshots`` in seed ``j`` of a group."""
+    return condense.snapshot_indices(ds.expand_dims("dynamics"), np.asarray(cfg.snapshots)
+                                     * adam_lr(cfg), 0, j)
 
 
-def count(ds, cfg: Config):
-    """The counts at every save and at each run's headline save
-    (:func:`gflow.condense.headline_counts`: Adam at its last snapshot, GF/GD at the
-    initial-stage end)."""
-    return condense.headline_counts(ds, {"adam": np.asarray(cfg.snapshots) * adam_lr(cfg)},
-                                    factor=cfg.growth_factor, cos_threshold=cfg.cos_threshold)
+def count(ds, name: str, cfg: Config):
+    """The counts at every save and at each run's headline save of the group of dynamics
+    ``name`` (:func:`gflow.condense.headline_counts`: Adam at its last snapshot, GF/GD at
+    the initial-stage end)."""
+    return condense.headline_counts(
+        ds.expand_dims(dynamics=[name]), {"adam": np.asarray(cfg.snapshots) * adam_lr(cfg)},
+        factor=cfg.growth_factor, cos_threshold=cfg.cos_threshold).isel(dynamics=0, drop=True)
 
 
 def _num(x):
@@ -200,12 +203,12 @@ def _num(x):
         int(x) if float(x).is_integer() else round(float(x), 4))
 
 
-def summarize(ds, cfg: Config) -> dict:
+def summarize(tree, cfg: Config) -> dict:
     """Flat summary: per dynamics (Adam at the last snapshot, GF/GD at the stage end) and
     hidden layer (``_layer2`` ...), per seed: condensed orientations, singletons, cluster
     sizes, the verdict against 2p, movement, the filtered variant and the threshold table."""
-    p = gflow.nets.get_activation(cfg.activation).multiplicity
-    seeds = [int(s) for s in ds["seed"].values]
+    p, groups = gflow.nets.get_activation(cfg.activation).multiplicity, gflow.io.groups(tree)
+    seeds = [int(s) for s in next(iter(groups.values()))["seed"].values]
     out = {"activation": cfg.activation, "multiplicity": "undefined" if p is None else p,
            "predicted_max_orientations": "undefined" if p is None else 2 * p,
            "preset": cfg.preset, "init": f"variance m_l^-{cfg.gamma:g}" if cfg.gamma > 0
@@ -218,14 +221,14 @@ def summarize(ds, cfg: Config) -> dict:
     def by_seed(v):
         return dict(zip(seeds, map(_num, v), strict=True))
 
-    for i, dname in enumerate(ds["dynamics"].values):
+    for dname, ds in groups.items():
         for k in range(ds.sizes["layer"]):
             tag, h = f"_{dname}" + (f"_layer{k + 1}" if k else ""), ds["headline_index"].values[
-                i, :, k]
-            U = [ds[f"u_l{k + 1}"].values[i, j, q] for j, q in enumerate(h)]
-            at = {v: [ds[v].values[i, j, q, k] for j, q in enumerate(h)] for v in (
+                :, k]
+            U = [ds[f"u_l{k + 1}"].values[j, q] for j, q in enumerate(h)]
+            at = {v: [ds[v].values[j, q, k] for j, q in enumerate(h)] for v in (
                 "orientations", "singletons", "orientations_filtered", "effective_neurons")}
-            mv = [condense.movement(ds[f"u_l{k + 1}"].values[i, j, 0], u) for j, u in enumerate(U)]
+            mv = [condense.movement(ds[f"u_l{k + 1}"].values[j, 0], u) for j, u in enumerate(U)]
             tables = [condense.sensitivity(u) for u in U]
             ver = [condense.verdict(c, p, m) for c, m in zip(at["orientations"], mv, strict=True)]
             out |= {f"{v}{tag}_by_seed": by_seed(x) for v, x in at.items()}
@@ -240,9 +243,9 @@ def summarize(ds, cfg: Config) -> dict:
                 out[f"within_2p{tag}"] = all(v == "<= 2p" for v in ver)
             if dname == "adam":
                 out[f"orientations{tag}_at_snapshots_by_seed"] = by_seed([[_num(ds[
-                    "orientations"].values[i, j, q, k]) for q in snapshot_indices(ds, cfg, i, j)]
+                    "orientations"].values[j, q, k]) for q in snapshot_indices(ds, cfg, j)]
                     for j in range(len(seeds))])
-        out[f"status_{dname}"] = ",".join(str(x) for x in ds["status"].values[i])
+        out[f"status_{dname}"] = ",".join(str(x) for x in ds["status"].values)
     out["claims"] = {f"at_most_2p_{d}": tally(list(out.get(f"verdict_{d}_by_seed", {}).values()),
                                               holds="<= 2p", fails="> 2p", what=f"{d} seeds")
                      for d in ("adam", "gf")}
@@ -250,21 +253,21 @@ def summarize(ds, cfg: Config) -> dict:
 
 
 # -- figures --------------------------------------------------------------------------
-def heatmap_figure(ds, cfg: Config, layer: int = 1, *, snapshots: bool = False):
+def heatmap_figure(tree, cfg: Config, layer: int = 1, *, snapshots: bool = False):
     """The authors' style: cosine similarity of the input weights (all neurons, ordered by
     the top eigenvector, colours over [-1, 1]), first seed; one panel per dynamics at the
     save it is counted at, or (``snapshots``) one per Adam snapshot step."""
     from gflow.plot import caption, panels
 
-    dyn, lr = list(ds["dynamics"].values), adam_lr(cfg)
-    items = [(d, int(ds["headline_index"].values[i, 0, layer - 1])) for i, d in enumerate(dyn)
+    groups, lr = gflow.io.groups(tree), adam_lr(cfg)
+    items = [(d, int(g["headline_index"].values[0, layer - 1])) for d, g in groups.items()
              ] if not snapshots else [("adam", q) for q in snapshot_indices(
-                 ds, cfg, dyn.index("adam"), 0)]
+                 groups["adam"], cfg, 0)]
     ncol = min(len(items), 5)
     fig, axes = panels(ncol, nrows=-(-len(items) // ncol), size=(3.4, 3.0))
     axes = np.atleast_1d(axes).ravel()
     for ax, (d, q) in zip(axes, items, strict=False):
-        sub, t = ds.sel(dynamics=d).isel(seed=0), ds["time"].values[q]
+        sub, t = groups[d].isel(seed=0), groups[d]["time"].values[q]
         im = condense.draw_cosines(ax, sub[f"u_l{layer}"].values[q], order="eigen", cmap="YlGnBu")
         when = f"step {round(t / lr)}" if d == "adam" else f"t={t:.3g}"
         ax.set_title(f"{d}, {when}: {_num(sub['orientations'].values[q, layer - 1])} orient., "
@@ -280,13 +283,14 @@ def _xlabel(dynamics) -> str:
     return "time t" if dynamics == "gf" else "time t = step x lr"
 
 
-def counts_figure(ds, cfg: Config, var: str, layer: int = 1):
+def counts_figure(tree, cfg: Config, var: str, layer: int = 1):
     """``var`` (``orientations``: all neurons, or ``effective_neurons``) over time, one line
     per seed, one panel per dynamics; dashed: 2p."""
     from gflow.plot import curves
 
     p = gflow.nets.get_activation(cfg.activation).multiplicity
-    fig = curves(ds.isel(layer=layer - 1), var, panel="dynamics", hue="seed", logy=False,
+    fig = curves({d: g.isel(layer=layer - 1) for d, g in gflow.io.groups(tree).items()}, var,
+                 panel="dynamics", hue="seed", logy=False,
                  xlabel=_xlabel,
                  title=f"{cfg.activation} (p = {'undefined' if p is None else p}), preset "
                  f"{cfg.preset}, layer {layer}\n{CITE}", ylabel=var.replace("_", " "))
@@ -298,15 +302,15 @@ def counts_figure(ds, cfg: Config, var: str, layer: int = 1):
 def figures(ds, cfg: Config) -> dict:
     from gflow.plot import curves
 
-    figs = {}
-    for layer in range(1, ds.sizes["layer"] + 1):
+    figs, groups = {}, gflow.io.groups(ds)
+    for layer in range(1, next(iter(groups.values())).sizes["layer"] + 1):
         suffix = "" if layer == 1 else f"_layer{layer}"
         figs[f"cosine_heatmap{suffix}"] = heatmap_figure(ds, cfg, layer)
-        if "adam" in ds["dynamics"].values:
+        if "adam" in groups:
             figs[f"cosine_heatmap_snapshots{suffix}"] = heatmap_figure(ds, cfg, layer,
                                                                        snapshots=True)
         for var in ("orientations", "effective_neurons"):
             figs[f"{var}{suffix}"] = counts_figure(ds, cfg, var, layer)
-    figs["loss"] = curves(ds, "loss", panel="dynamics", hue="seed", ylabel="training loss",
+    figs["loss"] = curves(groups, "loss", panel="dynamics", hue="seed", ylabel="training loss",
                           title=f"{cfg.activation}: training loss ({CITE})", xlabel=_xlabel)
     return figs

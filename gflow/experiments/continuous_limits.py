@@ -234,16 +234,21 @@ def _run(cfg: Config, progress: bool) -> Result:
                              1, 2, 3)] + [f"sgd_vs_sme{p}_verdict" for p in (1, 2)]
                              + ["adam_vs_ode_verdict"], strict=True)}
 
-    ds = xr.Dataset(
-        {"gd_error": (("order", "lr"), gd_err), "adam_error": (("lr",), adam_err),
-         "final_loss": (("dynamics", "lr", "path"), np.stack([final[k] for k in final]))},
-        coords={"order": list(cfg.orders), "lr": list(cfg.lrs), "dynamics": list(final)})
+    lr = {"lr": list(cfg.lrs)}  # one group per comparison, each at the time t1
+    ds = {"modified_flows": xr.Dataset({"gd_error": (("order", "lr"), gd_err)},
+                                       coords={"order": list(cfg.orders)} | lr),
+          "sme": xr.Dataset({"final_loss": (("dynamics", "lr", "path"), np.stack(
+              [final[k] for k in final]))}, coords={"dynamics": list(final)} | lr),
+          "adam_flow": xr.Dataset({"adam_error": (("lr",), adam_err)}, coords=lr)}
+    for g in ds.values():
+        g.attrs["t1"] = cfg.t1
     return Result(summary=summary, dataset=ds)
 
 
-def figures(ds, cfg: Config) -> dict:
+def figures(tree, cfg: Config) -> dict:
     from gflow.plot import caption, panels, style
 
+    ds = tree["modified_flows"]
     lrs = ds["lr"].values
     fig, axes = panels(3, size=(4.6, 3.8))
     for i, order in enumerate(ds["order"].values):
@@ -252,7 +257,7 @@ def figures(ds, cfg: Config) -> dict:
         axes[0].plot(lrs, e[-1] * (lrs / lrs[-1]) ** order, ":", color=f"C{i}")
     style(axes[0], x="log", y="log", xlabel="lr", ylabel=r"$|\theta_{GD}(t_1)-\theta_p(t_1)|$",
           title="GD vs modified flows (dotted: lr^p)")
-    f = ds["final_loss"]
+    f = tree["sme"]["final_loss"]
     M = f.sizes["path"]
     sgd = f.sel(dynamics="sgd")
     for i, name in enumerate(("sme1", "sme2")):
@@ -265,8 +270,9 @@ def figures(ds, cfg: Config) -> dict:
                      mfc="none", label=f"{name}: within {RESOLVED:g} s.e. (upper bound)")
     style(axes[1], x="log", y="log", xlabel="lr", ylabel=r"$|E L_{SGD} - E L_{SME}|$ at $t_1$",
           title=f"SGD vs SME, {M} paths each", legend=6)
-    axes[2].plot(lrs, ds["adam_error"].values, "o-", label="optax Adam vs AdamFlow")
-    axes[2].plot(lrs, ds["adam_error"].values[-1] * lrs / lrs[-1], ":", label="lr^1")
+    adam = tree["adam_flow"]["adam_error"].values
+    axes[2].plot(lrs, adam, "o-", label="optax Adam vs AdamFlow")
+    axes[2].plot(lrs, adam[-1] * lrs / lrs[-1], ":", label="lr^1")
     style(axes[2], x="log", y="log", xlabel="lr", ylabel=r"$|\theta_{Adam}-\theta_{ODE}|$",
           title="Adam vs its ODE")
     text = (f"two-layer tanh, m={cfg.width}, teacher data n={cfg.n}, d={cfg.d}; compared at "

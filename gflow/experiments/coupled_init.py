@@ -186,18 +186,20 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     out0 = np.array([[float(jnp.max(jnp.abs(net.apply(_init(iname, jax.random.fold_in(  # |f_0|
         k_ninit, s), net, cfg.n_d), n_data[-1].X)))) for s in range(cfg.seeds)] for iname in INITS])
 
-    coords = {"init": list(INITS), "seed": np.arange(cfg.seeds), "width": list(cfg.widths),
-              "n_width": list(cfg.n_widths), "angle": list(cfg.angles), "n": list(cfg.ns)}
-    data = {f"gamma_{k}": (("angle",) + dims, np.asarray(v, float)) for k, v in g_vars.items()}
-    data |= {f"n_{k}": (("n", "init", "seed", "n_width"), np.asarray(v, float))
-             for k, v in n_vars.items()}
-    for name, dim, v in (("gamma_l2", "angle", g_l2), ("gamma_pw", "angle", g_pw),
-                         ("gamma_t1", "angle", t1s), ("lambda0", "n", lam0s),
-                         ("n_lr", "n", lrs), ("n_t1", "n", nt1s)):
-        data[name] = ((dim,), np.array(v, float))
-    data["gamma_pw_samples"] = (("angle", "w_sample"), g_pw2)
-    data["output_max_abs_init"] = (("init", "seed"), out0)
-    ds = xr.Dataset(data, coords=coords, attrs=dict(gamma_eps=eps_g, n_target=target_n))
+    def group(vars_, dim, sizes, widths, per, attrs):  # a sweep: over (dim, init, seed, width)
+        coords = {dim: list(sizes), "init": list(INITS), "seed": np.arange(cfg.seeds),
+                  "width": list(widths)}
+        data = {k: ((dim,) + dims, np.asarray(v, float)) for k, v in vars_.items()}
+        return xr.Dataset(data | per, coords=coords, attrs=attrs)
+
+    ds = {"margin": group(g_vars, "angle", cfg.angles, cfg.widths, {
+        "gamma_l2": ("angle", np.array(g_l2, float)), "gamma_pw": ("angle", g_pw),
+        "t1": ("angle", np.array(t1s, float)), "gamma_pw_samples": (("angle", "w_sample"), g_pw2)},
+        dict(target_loss=eps_g)),
+        "n": group(n_vars, "n", cfg.ns, cfg.n_widths, {
+            "lambda0": ("n", lam0s), "lr": ("n", np.array(lrs, float)),
+            "t1": ("n", np.array(nt1s, float)), "output_max_abs_init": (("init", "seed"), out0)},
+            dict(target_loss=target_n))}
 
     summary = {
         "n_seeds": cfg.seeds, "preset": cfg.preset, "confidence": 0.9,
@@ -251,18 +253,21 @@ REPORT = {"smoke": [("", dict(seeds=2, widths=(2, 4, 16), angles=(1.0, 0.5, 0.25
           "quick": [("", {})], "full": [("", {"preset": "full"})]}
 
 
-def figures(ds, cfg: Config) -> dict:
+def figures(tree, cfg: Config) -> dict:
+    """Success per width and the width thresholds of each sweep: the groups ``margin``
+    (over ``angle``) and ``n``."""
     from gflow.plot import caption, panels, style
 
     cfg = with_preset(cfg)
     figs = {}
-    for sw, pdim, wdim, xs in (("gamma", "angle", "width", [
-            (1 / ds["gamma_pw"].values, r"1 / pointwise NTK margin $\gamma_{pw}$"),
-            (1 / ds["gamma_l2"].values, r"1 / L2 NTK margin $\gamma_{L2}$")]),
-            ("n", "n", "n_width", [(ds["n"].values, "n"), (ds["n"].values / ds["lambda0"].values,
-                                                          r"$n / \lambda_{\min}(H^\infty)$")])):
-        succ, budget = ds[f"{sw}_success"].values > 0.5, ds[f"{sw}_budget"].values > 0.5
-        widths = ds[wdim].values
+    g, n = tree["margin"], tree["n"]
+    for sw, pdim, ds, xs in (("gamma", "angle", g, [
+            (1 / g["gamma_pw"].values, r"1 / pointwise NTK margin $\gamma_{pw}$"),
+            (1 / g["gamma_l2"].values, r"1 / L2 NTK margin $\gamma_{L2}$")]),
+            ("n", "n", n, [(n["n"].values, "n"), (n["n"].values / n["lambda0"].values,
+                                                  r"$n / \lambda_{\min}(H^\infty)$")])):
+        succ, budget = ds["success"].values > 0.5, ds["budget"].values > 0.5
+        widths = ds["width"].values
         fig, axes = panels(len(INITS), size=(5.2, 4))
         for ax, (i, iname) in zip(axes, enumerate(INITS), strict=True):
             for k, p in enumerate(ds[pdim].values):

@@ -248,20 +248,21 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     s |= {"seeds": cfg.seeds, "lrs": list(cfg.lrs), "steps": cfg.steps, "cite": CITE}
     s["claims"] = _claims(cfg, s, o)
     dims = ("lr", "seed", "step")
-    ds = xr.Dataset({k: (dims, v) for k, v in o.items()} | {
-        "time": (("lr", "step"), np.outer(cfg.lrs, np.arange(cfg.steps + 1))),
-        "gd_avg_loss": (dims, edge.running_mean(o["gd_loss"], cfg.avg_steps)),
-        "slq_nodes": (("snapshot", "probe", "node"), nodes),
-        "slq_weights": (("snapshot", "probe", "node"), weights)},
+    runs = xr.Dataset({k: (dims, v) for k, v in o.items()} | {  # every dynamics at GD's steps
+        "gd_avg_loss": (dims, edge.running_mean(o["gd_loss"], cfg.avg_steps))},
         coords={"lr": list(cfg.lrs), "seed": cfg.seed + np.arange(cfg.seeds),
-                "step": np.arange(cfg.steps + 1), "snapshot": at},
-        attrs={"density_lr": cfg.lrs[mid]})
-    return Result(summary=s, dataset=ds)
+                "step": np.arange(cfg.steps + 1),
+                "time": (("lr", "step"), np.outer(cfg.lrs, np.arange(cfg.steps + 1)))})
+    density = xr.Dataset({"slq_nodes": (("snapshot", "probe", "node"), nodes),
+                          "slq_weights": (("snapshot", "probe", "node"), weights)},
+                         coords={"snapshot": at}, attrs={"lr": cfg.lrs[mid]})
+    return Result(summary=s, dataset={"runs": runs, "density": density})
 
 
-def figures(ds, cfg: Config) -> dict:
+def figures(tree, cfg: Config) -> dict:
     from gflow.plot import caption, over_time, panels, style
 
+    ds, dens = tree["runs"], tree["density"]
     lrs, setup = ds["lr"].values, (f"{cfg.activation} net {tuple(cfg.widths)}, {cfg.loss} loss, "
                                    f"n = {cfg.n}; seed {int(ds['seed'][0])} of "
                                    f"{ds.sizes['seed']}. {CITE}")
@@ -283,10 +284,10 @@ def figures(ds, cfg: Config) -> dict:
     figs = {"sharpness_and_loss": caption(fig, setup, title="Edge of stability: GD, gradient "
                                           "flow and the central flow on one time axis")}
     fig, axes = panels(1, size=(5.5, 3.8))
-    lr = float(ds.attrs["density_lr"])
-    nodes, w = ds["slq_nodes"].values, ds["slq_weights"].values
+    lr = float(dens.attrs["lr"])
+    nodes, w = dens["slq_nodes"].values, dens["slq_weights"].values
     grid = np.linspace(min(nodes.min(), 0), max(nodes.max(), 2 / lr) * 1.05, 400)
-    for j, step in enumerate(ds["snapshot"].values):
+    for j, step in enumerate(dens["snapshot"].values):
         axes[0].plot(grid, np.asarray(density(nodes[j], w[j], grid)), label=f"step {step}")
     axes[0].axvline(2 / lr, color="k", ls=":", label="2/lr")
     style(axes[0], y="log", xlabel="Hessian eigenvalue", ylabel="density (SLQ)",

@@ -207,7 +207,26 @@ def _run(cfg: Config) -> Result:
         "is_test": (("point",), np.arange(size["point"]) >= cfg.n),
         "y": (("point",), np.r_[np.asarray(data.y), np.asarray(data.y_test)])},
         coords={"init": list(INITS), "width": widths}, attrs={"kinks": int(cfg.kinks)})
-    return Result(summary=summarize(ds, cfg), dataset=ds)
+    groups = {}  # one group per init: its own widths and save times
+    for init in INITS:
+        g = ds.sel(init=init, width=sorted(cfg.small_widths if init == "small" else cfg.widths))
+        groups[init] = g.drop_vars(["init", "t"]).rename(save="time").assign_coords(
+            time=g["t"].values)
+    return Result(summary=summarize(ds, cfg), dataset=groups)
+
+
+def view(tree):
+    """The init groups side by side, as :func:`summarize` and :func:`figures` read them:
+    dims ``(init, width, seed, save, ...)``, each init's save times ``t`` (``(init,
+    save)``), NaN where an init has no run of a width."""
+    import xarray as xr
+
+    groups = gflow.io.groups(tree)
+    parts = [g.drop_vars(["is_test", "y"]).assign(t=("time", g["time"].values)).drop_vars(
+        "time").rename(time="save") for g in groups.values()]
+    first = next(iter(groups.values()))
+    ds = xr.concat(parts, dim="init", join="outer").assign_coords(init=list(groups))
+    return ds.assign(is_test=first["is_test"], y=first["y"])
 
 
 def gaps(ds, ref: str = "f_lin", split: str = "test"):
@@ -272,9 +291,10 @@ def summarize(ds, cfg: Config) -> dict:
     return s | {"claims": claims | {"rich_at_small_init": rich}}
 
 
-def figures(ds, cfg: Config) -> dict:
+def figures(tree, cfg: Config) -> dict:
     from gflow.plot import bands, caption, panels, style
 
+    ds = view(tree)
     cfg, w = with_preset(cfg), ds["width"].values
     fig, axes = panels(3, size=(4.4, 3.6))
     for ax, (split, ref) in zip(axes, (("test", "f_lin"), ("train", "f_lin"), ("test", "f_inf")),

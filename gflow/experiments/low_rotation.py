@@ -177,9 +177,9 @@ def _near_init(cfg, key, progress):
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.seeds)), width=list(cfg.widths),
                      progress=progress)
-    tr, ds = sw.trajectory, observables_dataset(sw, prefix="ni", shared=("seed", "width"))
-    ds = ds.assign(ni_gamma_pw=g, ni_movement_over_radius=ds["ni_movement_over_sqrt_m"] / g,
-                   ni_margin_over_gamma_pw=ds["ni_margin_homogeneous"] / g)  # near_init_radius
+    tr, ds = sw.trajectory, observables_dataset(sw)
+    ds = ds.assign(gamma_pw=g, movement_over_radius=ds["movement_over_sqrt_m"] / g,
+                   margin_over_gamma_pw=ds["margin_homogeneous"] / g)  # near_init_radius
     err, ratio, mov = (np.asarray(tr.final(v)) for v in OBSERVE[1:4])  # at each run's stop
     err, ratio, stopped = 1.0 - err, ratio / g, np.asarray(tr.status) == "stop_loss"
     runs = f"{int(stopped.sum())} of {stopped.size} runs reached stop_loss={cfg.stop_loss:g}"
@@ -209,11 +209,10 @@ def scaling_laws(ds, cfg: Config):
     """Samples needed (online-SGD steps to population error ``<= eps`` at the largest width)
     and width needed (after ``sgd_steps``) against ``1 / gamma_pw``: two
     :func:`gflow.stats.threshold_law` results."""
-    acc = ds["sc_accuracy"].dropna("seed", how="all").dropna("width", how="all")  # this part's
-    ok = (1.0 - acc.transpose("sc_d", "seed", "width", "sc_time")).values <= cfg.eps
-    x, steps = 1.0 / ds["sc_gamma_pw"].values, ds["sc_time"].values / cfg.sgd_lr
+    ok = (1.0 - ds["accuracy"].transpose("d", "seed", "width", "time")).values <= cfg.eps
+    x, steps = 1.0 / ds["gamma_pw"].values, ds["time"].values / cfg.sgd_lr
     return (stats.threshold_law(x, ok[:, :, -1, 1:], steps[1:]),
-            stats.threshold_law(x, ok[:, :, :, -1], acc["width"].values))
+            stats.threshold_law(x, ok[:, :, :, -1], ds["width"].values))
 
 
 def _scaling(cfg, key, progress):
@@ -228,11 +227,11 @@ def _scaling(cfg, key, progress):
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.sgd_seeds)), width=list(cfg.sgd_widths),
                      d=list(cfg.ds), progress=progress)
-    ds = observables_dataset(sw, prefix="sc", shared=("seed", "width"))
-    ds["sc_gamma_pw"] = ("sc_d", [ntk.symmetric_margins(SparseParity(d), jax.random.normal(
+    ds = observables_dataset(sw)
+    ds["gamma_pw"] = ("d", [ntk.symmetric_margins(SparseParity(d), jax.random.normal(
         jax.random.fold_in(key, 99), (cfg.margin_samples, d)))[1].gamma for d in cfg.ds])
     (n_law, w_law), size = scaling_laws(ds, cfg), f"d={list(cfg.ds)}, {cfg.sgd_seeds} seeds"
-    return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": ds["sc_gamma_pw"].values.tolist(),
+    return {"scaling_ds": list(cfg.ds), "scaling_gamma_pw": ds["gamma_pw"].values.tolist(),
             **stats.law_keys("samples", n_law, (1, 2)), **stats.law_keys("width", w_law, (1, 2)),
             "claims": {"samples_vs_margin": from_bound(stats.bound_verdict(n_law, 1), (
                 f"samples to error <= eps at width {max(cfg.sgd_widths)}, {size}; vs the kernel's "
@@ -243,9 +242,8 @@ def _scaling(cfg, key, progress):
 
 def nc_law(ds, cfg: Config):
     """Samples needed for test error ``<= eps`` against ``k`` (a threshold law)."""
-    acc = ds["nc_test_accuracy"].isel(nc_time=-1).dropna("seed", how="all")  # this part's seeds
-    err = 1.0 - acc.transpose("k", "seed", "nc_n").values
-    return stats.threshold_law(ds["k"].values, err <= cfg.eps, ds["nc_n"].values)
+    err = 1.0 - ds["test_accuracy"].isel(time=-1).transpose("k", "seed", "n").values
+    return stats.threshold_law(ds["k"].values, err <= cfg.eps, ds["n"].values)
 
 
 def _neural_collapse(cfg, key, progress):
@@ -262,7 +260,7 @@ def _neural_collapse(cfg, key, progress):
 
     sw = gflow.sweep(make_run, seeds=list(range(cfg.nc_seeds)), k=list(cfg.nc_ks),
                      n=list(cfg.nc_ns), progress=progress)
-    ds, ks = observables_dataset(sw, prefix="nc", shared=("seed", "k")), np.array(cfg.nc_ks, float)
+    ds, ks = observables_dataset(sw), np.array(cfg.nc_ks, float)
     cc, law = stats.loglog_slope(ks, ks * np.log(ks / cfg.eps)), nc_law(ds, cfg)  # k ln(k/eps)
     return {"nc_coupon_exponent": cc, **stats.law_keys("nc_samples", law, (1, cc)), "claims": {
         "nc_samples_vs_groups": from_bound(stats.bound_verdict(law, 1), (
@@ -275,20 +273,20 @@ def _norm_only(cfg, key, progress):
     datas = [dist.dataset(jax.random.fold_in(key, n), n, n_test=cfg.n_test) for n in ns]
     for m in cfg.norm_widths:  # one ensemble over n per width
         net, q0 = gflow.init.norm_only(jax.random.fold_in(key, m), m, cfg.d)
-        part = over_datasets(net, q0, datas, dim="no_n", coords=ns, prefix="no", loss="logistic",
+        part = over_datasets(net, q0, datas, dim="n", coords=ns, loss="logistic",
                              dynamics=_gf(cfg), t1=cfg.norm_t1, progress=progress,
                              save=gflow.LogTimes(cfg.n_save, t_min=1e-2),
                              observe=("margin_homogeneous", "test_accuracy"))
-        part["no_max_margin"] = ("no_n", [rotation.norm_only_max_margin(net, dt.X, dt.y)
-                                          or math.nan for dt in datas])
-        parts.append(part.expand_dims(no_width=[m]))
-    ds = xr.concat(parts, dim="no_width", join="outer")
-    ds["no_ratio"] = (ds["no_margin_homogeneous"] / ds["no_max_margin"]).transpose(..., "no_time")
-    lim, v = rotation.approach(ds["no_time"].values, ds["no_ratio"].values[-1])
+        part["max_margin"] = ("n", [rotation.norm_only_max_margin(net, dt.X, dt.y)
+                                    or math.nan for dt in datas])
+        parts.append(part.expand_dims(width=[m]))
+    ds = xr.concat(parts, dim="width", join="outer")
+    ds["ratio"] = (ds["margin_homogeneous"] / ds["max_margin"]).transpose(..., "time")
+    lim, v = rotation.approach(ds["time"].values, ds["ratio"].values[-1])
     return {"norm_only_widths": list(cfg.norm_widths), "norm_only_ns": ns, "norm_only_ratio_at_t1":
-            ds["no_ratio"].values[..., -1].tolist(), "norm_only_ratio_limit_ci": lim.tolist(),
+            ds["ratio"].values[..., -1].tolist(), "norm_only_ratio_limit_ci": lim.tolist(),
             "norm_only_test_error": (
-                1 - ds["no_test_accuracy"].isel(no_time=-1)).values.tolist(),
+                1 - ds["test_accuracy"].isel(time=-1)).values.tolist(),
             "claims": {"norm_only_max_margin": claim(**v, measured=(
                 f"margin / LP max at t={cfg.norm_t1:g}, width {max(cfg.norm_widths)}, n in {ns}; "
                 f"limits by a 1/ln t law"))}}, ds
@@ -296,14 +294,14 @@ def _norm_only(cfg, key, progress):
 
 def run(cfg: Config, *, progress: bool = False) -> Result:
     cfg = cfg.with_preset(FULL, "full")
-    out = [part(cfg, jax.random.fold_in(jax.random.key(cfg.seed), i), progress) for i, part in
-           enumerate((_near_init, _scaling, _neural_collapse, _norm_only))
+    out = [(REGIMES[i], *part(cfg, jax.random.fold_in(jax.random.key(cfg.seed), i), progress))
+           for i, part in enumerate((_near_init, _scaling, _neural_collapse, _norm_only))
            if cfg.regime in (REGIMES[i], "all")]
     claims = {k: claim("inconclusive", f"not run (regime={cfg.regime})") for k in CLAIMS}
-    claims |= {k: v for s, _ in out for k, v in s.pop("claims").items()}
+    claims |= {k: v for _, s, _ in out for k, v in s.pop("claims").items()}
     return Result(summary={"regime": cfg.regime, "preset": cfg.preset, "eps": cfg.eps, **{
-        k: v for s, _ in out for k, v in s.items()}, "claims": claims}, dataset=xr.merge(
-        [ds for _, ds in out], combine_attrs="drop", join="outer", compat="no_conflicts"))
+        k: v for _, s, _ in out for k, v in s.items()}, "claims": claims}, dataset={
+        name: ds for name, _, ds in out})  # one group per part, each on its own grids
 
 
 # -- figures ------------------------------------------------------------------------------
@@ -312,26 +310,27 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
 def figures(ds, cfg: Config) -> dict:
     from gflow.plot import laws, variables
 
-    figs, cfg = {}, cfg.with_preset(FULL, "full")
-    if "ni_loss" in ds:
+    figs, cfg, g = {}, cfg.with_preset(FULL, "full"), gflow.io.groups(ds)  # the parts run
+    if "near_init" in g:
         figs["near_init"] = variables(
-            ds.isel(seed=0), ("ni_movement_over_radius", "ni_rotation_weighted_deg",
-                              "ni_test_accuracy", "ni_margin_over_gamma_pw"), hue="width",
-            time="ni_time", label=lambda w: f"m={int(w)}", hlines=dict.fromkeys(
-                ("ni_movement_over_radius", "ni_margin_over_gamma_pw"), 1), title=f"Near init, "
+            g["near_init"].isel(seed=0), ("movement_over_radius", "rotation_weighted_deg",
+                                          "test_accuracy", "margin_over_gamma_pw"), hue="width",
+            label=lambda w: f"m={int(w)}", hlines=dict.fromkeys(
+                ("movement_over_radius", "margin_over_gamma_pw"), 1), title=f"Near init, "
             f"GF, 2-sparse parity d={cfg.d}, n={cfg.n}, seed 0, only W trained, stop at loss "
-            f"{cfg.stop_loss:g}; radius gamma_pw sqrt m, gamma_pw {ds['ni_gamma_pw'].item():.3g}. "
-            f"{CITE}")
-    if "sc_accuracy" in ds:
+            f"{cfg.stop_loss:g}; radius gamma_pw sqrt m, gamma_pw "
+            f"{g['near_init']['gamma_pw'].item():.3g}. {CITE}")
+    if "scaling" in g:
         figs["scaling"] = laws(dict(zip(("samples (SGD steps)", "width"), scaling_laws(
-            ds, cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online SGD, "
-            f"one fresh sample per step, lr {cfg.sgd_lr:g}, {cfg.sgd_seeds} seeds. {CITE}")
-    if "nc_loss" in ds:
-        figs["neural_collapse"] = laws({"n": nc_law(ds, cfg)}, xlabel="k groups", x="log2", title=(
-            f"Neural collapse, GF, m={cfg.nc_width}, d={cfg.nc_d}, {cfg.nc_seeds} seeds. {CITE}"))
-    if "no_margin_homogeneous" in ds:
-        figs["norm_only"] = variables(ds.isel(no_n=-1), ("no_ratio",), hue="no_width",
-                                      time="no_time", hlines={"no_ratio": 1}, label=lambda m: f"m="
-                                      f"{int(m)}", title=f"Norm-only, d={cfg.d}, n="
-                                      f"{max(cfg.norm_ns)}: margin / LP max. {CITE}")
+            g["scaling"], cfg), strict=True)), xlabel=f"1/gamma_pw (d = {cfg.ds})", title=f"Online"
+            f" SGD, one fresh sample per step, lr {cfg.sgd_lr:g}, {cfg.sgd_seeds} seeds. {CITE}")
+    if "neural_collapse" in g:
+        figs["neural_collapse"] = laws({"n": nc_law(g["neural_collapse"], cfg)}, xlabel="k groups",
+                                       x="log2", title=f"Neural collapse, GF, m={cfg.nc_width}, "
+                                       f"d={cfg.nc_d}, {cfg.nc_seeds} seeds. {CITE}")
+    if "norm_only" in g:
+        figs["norm_only"] = variables(g["norm_only"].isel(n=-1), ("ratio",), hue="width",
+                                      hlines={"ratio": 1}, label=lambda m: f"m={int(m)}",
+                                      title=f"Norm-only, d={cfg.d}, n={max(cfg.norm_ns)}: margin "
+                                      f"/ LP max. {CITE}")
     return figs

@@ -250,14 +250,17 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     obs, steps = _train(cfg, k_train, progress)
     widths = [[width_for(d, p) for d in cfg.d] for p in cfg.width_powers]
     tdims = ("arch", "init", "lr", "seed", "step")
-    ds = xr.Dataset(
+    approx = xr.Dataset(  # closed-form errors: no time axis
         {"rel_error": (("width_power", "scheme", "d", "rank", "approx_seed"), err),
-         "width": (("width_power", "d"), np.asarray(widths))}
-        | {v: (tdims, obs[v]) for v in OBSERVE},
+         "width": (("width_power", "d"), np.asarray(widths))},
         coords={"width_power": list(cfg.width_powers), "scheme": list(METHODS), "d": list(cfg.d),
-                "rank": list(cfg.rank), "arch": list(cfg.archs),
-                "init": list(INITS), "lr": list(cfg.lrs), "step": steps})
-    s, tag = _approx_summary(cfg, err) | _train_summary(cfg, ds), width_tag(max(cfg.width_powers))
+                "rank": list(cfg.rank)})
+    train = xr.Dataset({v: (tdims, obs[v]) for v in OBSERVE}, coords={
+        "arch": list(cfg.archs), "init": list(INITS), "lr": list(cfg.lrs), "seed": np.arange(
+            cfg.train_seeds), "step": steps, "time": (("lr", "step"), np.outer(cfg.lrs, steps))})
+    ds = {"approximation": approx, "training": train}
+    s, tag = _approx_summary(cfg, err) | _train_summary(cfg, train), width_tag(
+        max(cfg.width_powers))
     s["claims"] = from_keys(s, {
         "gap_grows_as_rank_falls": f"verdict_approx_gap_falls_with_rank_{tag}",
         "gap_grows_with_d": f"verdict_approx_gap_grows_with_d_{tag}"} | {
@@ -266,9 +269,10 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
     return Result(summary=s, dataset=ds)
 
 
-def figures(ds, cfg: Config) -> dict:
+def figures(tree, cfg: Config) -> dict:
     from gflow.plot import bands, caption, panels, style
 
+    ds, train = tree["approximation"], tree["training"]
     fmt = {"spectral": "o-", "function": "s-", "function_svd_subspace": "x:",
            "reference": "^--", "grid": "v--"}
     wp, d_max = list(ds["width_power"].values), int(ds["d"].max())
@@ -289,6 +293,7 @@ def figures(ds, cfg: Config) -> dict:
         fig, f"Closed-form Gaussian-input errors, median and range over "
         f"{ds.sizes['approx_seed']} W0 per point. {CITE}.",
         title="ReLU layer approximation by rank-r weights")}
+    ds = train
     fig, axes = panels(2, nrows=ds.sizes["arch"], size=(4.6, 3.6))
     for i, arch in enumerate(ds["arch"].values):
         sel = ds.sel(arch=arch)

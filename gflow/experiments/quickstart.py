@@ -18,6 +18,7 @@ import numpy as np
 import gflow
 
 from . import Result, Settings, setting
+from ._runs import dynamics_groups
 
 #: measured wall time of ``gflow run quickstart`` with the defaults
 RUN_TIME = 'about 25 s of CPU time on 2 CPU cores (40 s wall with the cores shared, load 8)'
@@ -84,7 +85,7 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
                 trajs[(iname, dname)] = gflow.simulate(
                     net, p0, data, loss="squared", dynamics=dyn, t1=cfg.t1, save=ts,
                     observe=OBSERVE, progress=progress)
-    ds = gflow.trajectory.combine(trajs, ("init", "dynamics"))
+    groups = dynamics_groups(trajs, ("init",), at=1)  # one group per dynamics
     summary = {
         "init_output_max_abs_paired": float(np.max(np.abs(net.apply(inits["paired"], data.X)))),
         "init_output_max_abs_gaussian": float(np.max(np.abs(net.apply(inits["gaussian"], data.X)))),
@@ -98,14 +99,20 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         gf, gd = trajs[(iname, "gf")]["loss"], trajs[(iname, "gd")]["loss"]
         summary[f"gd_gf_max_rel_loss_gap_{iname}"] = float(np.max(np.abs(gd - gf) / gf))
     summary["gf_steps_gaussian"] = int(trajs[("gaussian", "gf")].stats["num_steps"])
-    return Result(summary=summary, dataset=ds)
+    return Result(summary=summary, dataset=groups)
 
 
 LOOK = {"gf": ("C0", "-"), "gd": ("C1", "--"), "sgd": ("C2", ":")}
 
 
 def figures(ds, cfg: Config) -> dict:
+    import xarray as xr
+
     from gflow.plot import caption, curves, over_time, panels, style
+
+    groups = gflow.io.groups(ds)  # every dynamics saved at the same times (multiples of lr)
+    ds = xr.concat(list(groups.values()), dim="dynamics",
+                   join="exact").assign_coords(dynamics=list(groups))
 
     setup = (f"two-layer ReLU, NTK scaling, m={cfg.width}; teacher data n={cfg.n}, d={cfg.d}, "
              f"k={cfg.teacher_width}; GD/SGD lr={cfg.lr}, SGD batch {cfg.batch_size}; "

@@ -25,7 +25,7 @@ from gflow import population as P
 from gflow import stats
 
 from . import Result, Settings, claim, setting
-from ._runs import runs_dataset
+from ._runs import run_groups, runs_view
 
 #: measured wall time of ``gflow run teacher_student`` with the defaults (mostly compiling)
 RUN_TIME = "about 3.5 min wall on 2 cores shared with other work (load 8-9)"
@@ -123,7 +123,7 @@ def _run(cfg: Config, progress: bool) -> Result:
     plan = {(90.0, cfg.k * f, s) for f in cfg.width_factors for s in range(cfg.n_seeds)}
     plan |= {(sep, cfg.k * f, 0) for f in cfg.separation_width_factors
              for sep in cfg.separations + (("random",) if cfg.random_teacher else ())}
-    trajs, meta, targets = {}, [], []
+    trajs, meta = {}, []
     for sep, m, s in sorted(plan, key=lambda r: (str(r[0]), r[1], r[2])):
         k_teacher, k_init = jax.random.split(jax.random.fold_in(jax.random.key(cfg.seed), s))
         (tnet, tp), delta = _teacher(k_teacher, cfg, sep)
@@ -132,15 +132,23 @@ def _run(cfg: Config, progress: bool) -> Result:
                                            angle_deg=cfg.angle_deg, weight_noise=cfg.weight_noise)
         trajs[f"D={sep} m={m} seed={s}"] = gflow.simulate(net, p0, P.Population(tnet, tp), **kw)
         meta.append(dict(teacher_kind="random" if sep == "random" else "equiangular",
-                         separation=delta, seed=s, init_angle=scale * cfg.angle_deg))
-        targets.append(np.asarray(tp.a) * np.linalg.norm(np.asarray(tp.W), axis=1))
-    ds = runs_dataset(trajs)  # a stopped run's last save is its located stop
-    ds = ds.assign({key: ("run", np.array([r[key] for r in meta])) for key in meta[0]})
-    ds["teacher_weight"] = (("run", "teacher"), np.stack(targets))
+                         separation=delta, seed=s, init_angle=scale * cfg.angle_deg,
+                         teacher_weight=("teacher", np.asarray(tp.a) * np.linalg.norm(
+                             np.asarray(tp.W), axis=1))))
+    groups = run_groups(trajs, meta)  # one group per run: its own times and width
+    for g in groups.values():
+        g.attrs.update(dtype=cfg.dtype, loss0=cfg.loss0, levels=list(cfg.levels))
+    return Result(summary=_summary(view(groups, cfg), cfg), dataset=groups)
+
+
+def view(tree, cfg: Config):
+    """The runs side by side (:func:`gflow.experiments._runs.runs_view`, a stopped run's last
+    save is its located stop) with ``kept_teacher`` (``(run, neuron)``: whether each neuron
+    ends nearest its own teacher, ``j mod k``)."""
+    ds = runs_view(tree)
     own = np.arange(ds.sizes["neuron"]) % cfg.k
     ds["kept_teacher"] = (ds["final_teacher_index"] == own) | np.isnan(ds["final_teacher_index"])
-    ds.attrs.update(dtype=cfg.dtype, loss0=cfg.loss0, levels=list(cfg.levels))
-    return Result(summary=_summary(ds, cfg), dataset=ds)
+    return ds
 
 
 def _by_width(ds, cfg, tab, key):
@@ -223,6 +231,7 @@ def figures(ds, cfg: Config) -> dict:
     from gflow.plot import band, caption, panels, style
 
     cfg = resolved(cfg)
+    ds = view(ds, cfg)
     tab, levels = P.level_table(ds, cfg.levels), 10.0 ** -np.asarray(cfg.levels, float)
     setup = (f"teacher: k={cfg.k} unit directions at Delta (width study: 90 deg), a*={cfg.outer}, "
              f"sigma={cfg.activation}, x~N(0,I_{cfg.d}); student m=k..{max(cfg.width_factors)}k, "
