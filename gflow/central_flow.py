@@ -224,7 +224,8 @@ class CentralFlow(GradientFlow):
     def predicted_loss(self, objective, params):
         """GD's predicted time-averaged loss at ``params`` on the central flow:
         ``L + tr(X)/lr``."""
-        return objective.loss(params) + jnp.trace(self.at(objective, params).X) / self.lr
+        loss = objective.loss(params)
+        return loss + jnp.trace(self.at(objective, params).X) / jnp.asarray(self.lr, loss.dtype)
 
     # -- the protocol ------------------------------------------------------------------
     def plan(self, ts, t1, *, n, dtype, members=None) -> Plan:
@@ -256,7 +257,12 @@ class _CentralLossFn(eqx.Module):
 def CentralLoss(flow: CentralFlow) -> observe.Observable:
     """Observable ``central_loss``: :meth:`CentralFlow.predicted_loss` of ``flow`` (GD's
     predicted time-averaged loss ``L + tr(X)/lr``), a scalar; it repeats the flow's
-    curvature work (``flow.iters`` HVPs and more) at every save."""
+    curvature work (``flow.iters`` HVPs and more) at every save. ``lr`` and ``edge_rate``
+    are traced (held as arrays), so runs that differ only in them share one compiled
+    program."""
     if not isinstance(flow, CentralFlow):
         raise ValueError(f"CentralLoss needs a gflow.CentralFlow, got {type(flow).__name__}.")
+    dtype = jnp.result_type(float)
+    flow = eqx.tree_at(lambda f: (f.lr, f.edge_rate), flow,
+                       (jnp.asarray(flow.lr, dtype), jnp.asarray(flow.edge_rate, dtype)))
     return observe.Observable(_CentralLossFn(flow))

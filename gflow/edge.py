@@ -16,10 +16,11 @@ step for the step-to-step measures) into those quantities:
   quantity the central flow (:class:`gflow.CentralFlow`) predicts;
 - :func:`relative_gap`: ``|a - b| / |b|`` per save, e.g. a flow's loss against GD's average;
 - :func:`param_distance`: the distance between two runs' saved parameters, per save;
-- :func:`central_loss_along`: the central flow's predicted GD loss ``L + tr(X)/lr`` at saved
-  parameters (one compiled program for every lr, which the in-solve observable
-  :func:`gflow.central_flow.CentralLoss` is not: it holds its flow, lr included, as a
-  static part of the solve, so each lr compiles anew).
+- :func:`central_loss_along`: the central flow's predicted GD loss ``L + tr(X)/lr`` at
+  parameters saved by any run, after the fact (one compiled program for every lr). The
+  in-solve observable :func:`gflow.central_flow.CentralLoss` traces lr too; this is for
+  parameters already saved (a finished run's, or another dynamics' iterates) without
+  solving again.
 """
 
 from __future__ import annotations

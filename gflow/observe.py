@@ -25,6 +25,7 @@ or by passing a callable in ``observe=``.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import equinox as eqx
 import jax
@@ -51,14 +52,28 @@ class ObsContext(eqx.Module):
 
 class Observable(eqx.Module):
     """An observable: ``fn(params, ctx)``; ``dims`` names its trailing axes (for xarray);
-    ``needs`` lists the context fields it requires (``"test"``, ``"probes"``)."""
+    ``needs`` lists the context fields it requires (``"test"``, ``"probes"``).
+
+    Where ``fn`` is an :class:`equinox.Module`, its array leaves are kept apart
+    (``arrays``) and traced in the solve, the rest is static: observables that differ only
+    in those arrays (e.g. a step size held as an array) share one compiled program."""
 
     fn: Callable = eqx.field(static=True)
     dims: tuple[str, ...] = eqx.field(static=True, default=())
     needs: tuple[str, ...] = eqx.field(static=True, default=())
+    arrays: Any = None
+
+    def __init__(self, fn: Callable, dims: tuple[str, ...] = (), needs: tuple[str, ...] = ()):
+        arrays = None
+        if isinstance(fn, eqx.Module):
+            split, rest = eqx.partition(fn, eqx.is_array)
+            if jax.tree.leaves(split):
+                arrays, fn = split, rest
+        self.fn, self.dims, self.needs, self.arrays = fn, tuple(dims), tuple(needs), arrays
 
     def __call__(self, params, ctx: ObsContext):
-        return self.fn(params, ctx)
+        fn = self.fn if self.arrays is None else eqx.combine(self.arrays, self.fn)
+        return fn(params, ctx)
 
 
 def _accuracy(f, y):
@@ -159,18 +174,19 @@ def at_stop(obs_fn: Callable, params, ctx: ObsContext, completed) -> dict[str, A
 class Observer(eqx.Module):
     """Evaluates a fixed set of observables: ``observer(params, ctx) -> {name: array}``.
 
-    A Module with static fields only, so jitted solves are cached across calls that
-    observe the same things.
+    Its only traced leaves are the observables' ``arrays``; everything else is static, so
+    jitted solves are cached across calls that observe the same things.
     """
 
-    items: tuple[tuple[str, Observable], ...] = eqx.field(static=True)
+    names: tuple[str, ...] = eqx.field(static=True)
+    items: tuple[Observable, ...]
 
     def __init__(self, observables: dict[str, Observable]):
-        self.items = tuple(observables.items())
+        self.names, self.items = tuple(observables), tuple(observables.values())
 
     @property
     def observables(self) -> dict[str, Observable]:
-        return dict(self.items)
+        return dict(zip(self.names, self.items, strict=True))
 
     def __call__(self, params, ctx: ObsContext) -> dict[str, Array]:
-        return {k: o(params, ctx) for k, o in self.items}
+        return {k: o(params, ctx) for k, o in zip(self.names, self.items, strict=True)}

@@ -154,3 +154,27 @@ def test_two_edges_flow_converges(x64):
     assert eigs.max() <= 2 + 1e-9
     np.testing.assert_allclose(eigs[-1], [2.0, 2.0], atol=1e-6)
     assert abs(np.asarray(tr["central_loss"])[-1]) < 1e-5
+
+
+def test_central_loss_traces_lr(x64, caplog):
+    """CentralLoss holds lr and edge_rate as arrays: a second lr reuses the compiled solve
+    (no 'solve' program compiled again) and gives that lr's predicted loss. Under gradient
+    flow the toy reaches x = 0, Z = diag(2, 0.7) at t = 1 (L = -2.14, S = 2, C = <grad S,
+    grad L> = -1, G/2 = 1/2), so X = -2 (kappa (2/lr - 2) + C) and the predicted loss is
+    -2.14 + X/lr: 1.508 at lr = 1.25 (kappa = 3.2), 0.86 at lr = 2 (kappa = 2), to 1e-9."""
+    net, ds, p0 = _toy([1.0, 0.2, 0.0], [1.0, 0.5, 0.0])
+    kw = dict(loss=_identity_loss, t1=1.0, save=np.array([0.0, 1.0]),
+              dynamics=gflow.GradientFlow(rtol=1e-10, atol=1e-12))
+
+    def run(lr):
+        tr = gflow.simulate(net, p0, ds, observe=(CentralLoss(gflow.CentralFlow(lr, iters=5)),),
+                            **kw)
+        return float(np.asarray(tr["central_loss"])[-1])
+
+    a = run(1.25)
+    with jax.log_compiles(True), caplog.at_level("WARNING"):
+        b = run(2.0)
+    compiled = [r.getMessage() for r in caplog.records if "Compiling" in r.getMessage()]
+    assert not any("solve" in m for m in compiled), compiled
+    assert a == pytest.approx(1.508, abs=1e-9)
+    assert b == pytest.approx(0.86, abs=1e-9)

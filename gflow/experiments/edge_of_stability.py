@@ -205,9 +205,11 @@ def _claims(cfg: Config, s: dict, o: dict) -> dict:
     sizes = f"{cfg.seeds} seeds, n = {cfg.n}, widths {cfg.widths}, {cfg.activation}, {cfg.loss}"
     r = s["gf_sharpness_ratio"] = stats.median_interval(o["gf_sharpness"][-1, :, -1]
                                                         / o["gf_sharpness"][-1, :, 0])
+    short = int(np.isnan(o["gf_loss"][:, :, -1]).any(0).sum())
     out = {"progressive_sharpening": claim(stats.side_verdict(r, 1.0), (
         f"GF sharpness at t = {cfg.steps * cfg.lrs[-1]:g} over t = 0: {_iv(r)} (median, 95 % "
-        "interval over seeds; holds if the interval lies above 1)"), sizes)}
+        "interval over seeds; holds if the interval lies above 1)") + (f"; GF stopped before "
+        f"t1 on {short} seeds (e.g. max_steps at ReLU kinks): not measured" * bool(short)), sizes)}
     tags = [f"lr{lr:g}" for lr in cfg.lrs if s[f"gd_crossed_seeds_lr{lr:g}"] == cfg.seeds]
     b, g = cfg.band, lambda k, t: s[f"gd_{k}_{t}"]  # noqa: E731
     ok = [1 - b <= g("ratio_median", t)[1] and g("ratio_median", t)[2] <= 1 + b
