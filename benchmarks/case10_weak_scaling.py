@@ -8,7 +8,8 @@ run; their final losses must equal the one-device run's to rounding.
 
 On a CPU the devices are forced (``--xla_force_host_platform_device_count=8``, in a
 subprocess) and share the machine's cores, so at D devices the best this machine can do is
-``min(1, cores / D)`` once the work is compute-bound (reported beside each efficiency; small members are overhead-bound and can do better); on an accelerator run
+``min(1, cores / D)`` once the work is compute-bound (reported beside each efficiency;
+small members are overhead-bound and can do better); on an accelerator run
 (``--device``) they are the real devices, as many of 1, 2, 4, 8 as there are.
 
 Run alone: ``python -m benchmarks.case10_weak_scaling [--quick]``.
@@ -87,12 +88,13 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
     rows = []
     for D in res["counts"]:
         eff = per_step[1] / per_step[D]
-        bound = f"; compute-bound limit on {c} cores: min(1, cores/D) = {min(1.0, c / D):.2g}" if on_cpu else ""
+        bound = (f"compute-bound limit on {c} cores: min(1, cores/D) = {min(1.0, c / D):.2g}"
+                 if on_cpu else "")
         rows.append(Metric(NAME, f"{D} devices: ms per step", 1e3 * per_step[D], "ms",
                            note=note if D == 1 else ""))
         if D > 1:
             rows.append(Metric(NAME, f"{D} devices: weak-scaling efficiency t(1)/t({D})", eff,
-                               "", note=bound.lstrip("; ")))
+                               "", note=bound))
     rel = max(float(np.max(np.abs(losses[D] - losses[1]) / np.abs(losses[1])))
               for D in res["counts"])
     rows.append(Metric(NAME, "first members' final losses agree across device counts", rel, "",

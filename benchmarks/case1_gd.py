@@ -139,7 +139,8 @@ def run(peak: dict, *, quick: bool = False, out=None) -> dict:
                                flops / best / 1e9 / peak["torch"], "",
                                note=f"torch.mm peak {peak['torch']:.0f} GFLOP/s"))
     else:
-        rows.append(Metric(NAME, "speed-up vs torch loop", "not available (torch missing, or a --device run)"))
+        rows.append(Metric(NAME, "speed-up vs torch loop",
+                           "not available (torch missing, or a --device run)"))
     vals = np.array(list(losses.values()))
     rel = float(np.max(np.abs(vals - vals[0])) / abs(vals[0]))
     rows.append(Metric(NAME, "final losses agree (max rel. diff)", rel, "", 1e-3, upper=True,

@@ -1,10 +1,10 @@
 """The machine's float32 GEMM peak, measured in the same run as the cases.
 
 ``jnp.dot`` of two square ``N x N`` float32 matrices (jitted, on JAX's default device;
-N = 1024, 2048, 3072; 4096, 8192, 16384 on an accelerator), ``2 N^3`` FLOPs per product, best of ``repeats`` per size: the highest
-GFLOP/s is the peak every case compares against. ``torch.mm`` is measured the same way for
-context (the torch peers use torch's own BLAS, which can be slower or faster than XLA's on a
-given CPU).
+N = 1024, 2048, 3072; on an accelerator 4096, 8192, 16384), ``2 N^3`` FLOPs per product,
+best of ``repeats`` per size: the highest GFLOP/s is the peak every case compares against.
+``torch.mm`` is measured the same way for context (the torch peers use torch's own BLAS,
+which can be slower or faster than XLA's on a given CPU).
 
 Run alone: ``python -m benchmarks.gemm_peak``.
 """
