@@ -255,10 +255,9 @@ def run(cfg: Config, *, progress: bool = False) -> Result:
         coords={"lr": list(cfg.lrs), "seed": cfg.seed + np.arange(cfg.seeds),
                 "step": np.arange(cfg.steps + 1),
                 "time": (("lr", "step"), np.outer(cfg.lrs, np.arange(cfg.steps + 1)))})
-    density = xr.Dataset({"slq_nodes": (("snapshot", "probe", "node"), nodes),
-                          "slq_weights": (("snapshot", "probe", "node"), weights)},
-                         coords={"snapshot": at}, attrs={"lr": cfg.lrs[mid]})
-    return Result(summary=s, dataset={"runs": runs, "density": density})
+    return Result(summary=s, dataset={"runs": runs, "density": xr.Dataset(
+        {k: (("snapshot", "probe", "node"), v) for k, v in (("slq_nodes", nodes), (
+            "slq_weights", weights))}, coords={"snapshot": at}, attrs={"lr": cfg.lrs[mid]})})
 
 
 def figures(tree, cfg: Config) -> dict:
